@@ -1,0 +1,37 @@
+// Every sparsepai op schema, declared once. Backends (csrc/cpu/*.cpp, csrc/cuda/*.cu) only
+// register implementations. Python wrappers, fake implementations and *_ref oracles live in
+// sparsepai/ops/.
+#include <torch/library.h>
+
+// Keys are order-preserving unsigned integers (csrc/core/radix_keys.h) passed through `int`
+// (int64) arguments bit for bit; nan is 0 = error, 1 = low, 2 = high.
+TORCH_LIBRARY(sparsepai, m) {
+  // Global top-k over a list of tensors: (threshold, masks). Threshold is 0-d in the common
+  // dtype of the scores.
+  m.def("topk_mask(Tensor[] scores, int k, bool largest, int nan) -> (Tensor, Tensor[])");
+  // The threshold alone.
+  m.def("kth_largest(Tensor[] scores, int k, bool largest, int nan) -> Tensor");
+  // int64 histogram of one radix digit of the keys, over keys whose higher bits equal prefix.
+  m.def(
+      "key_histogram(Tensor[] scores, int shift, int bits, int prefix, bool largest, int nan) -> "
+      "Tensor");
+  // Masks key > threshold_key plus the first `budget` ties in position order.
+  m.def(
+      "threshold_masks(Tensor[] scores, int threshold_key, int budget, bool largest, int nan) -> "
+      "Tensor[]");
+  // int64 tensor [count(key > threshold_key), count(key == threshold_key)].
+  m.def("count_around(Tensor[] scores, int threshold_key, bool largest, int nan) -> Tensor");
+  // int64 0-d tensor: index of the first tensor holding a NaN, or -1.
+  m.def("first_nan(Tensor[] scores) -> Tensor");
+}
+
+// Importing the Python module sparsepai._C loads this library and so runs the registrations
+// above; the module itself defines nothing.
+#include <Python.h>
+
+extern "C" {
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}

@@ -1,0 +1,100 @@
+"""Distributed global top-k: every rank holds a shard of the scores.
+
+Ranks never exchange scores: they all-reduce 16-bit-digit key histograms (2 passes for float32,
+1 for 16-bit dtypes, 4 for float64, each a 65536-entry int64 all-reduce), then all-gather one
+count per rank so the ties at the threshold are kept in rank order. Each rank then writes its
+own masks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sparsepai._ext import has_op
+from sparsepai.ops import topk_ref
+from sparsepai.ops._radix import key_to_value, radix_select
+from sparsepai.ops.topk_ref import common_dtype, key_bits
+
+_DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
+_CODE_DTYPES = {v: k for k, v in _DTYPE_CODES.items()}
+
+
+def _signed64(u: int) -> int:
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+def _local_op(scores, name, ref, *args):
+    if scores and has_op(name, scores[0].device.type):
+        return getattr(torch.ops.sparsepai, name).default(scores, *args)
+    return ref(scores, *args)
+
+
+def topk_distributed(scores, k, largest, nan, group, want_masks):
+    import torch.distributed as dist
+
+    rank = dist.get_rank(group)
+    world = dist.get_world_size(group)
+    comm_dev = torch.device("cuda", torch.cuda.current_device()) if (
+        dist.get_backend(group) == "nccl"
+    ) else torch.device("cpu")
+    out_dev = scores[0].device if scores else comm_dev
+
+    def gather(values):
+        t = torch.tensor(values, dtype=torch.int64, device=comm_dev)
+        out = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(out, t, group=group)
+        return [o.tolist() for o in out]
+
+    # One small exchange: sizes, dtypes (as a bitmask) and the first NaN per rank.
+    dmask = 0
+    for s in scores:
+        dmask |= 1 << _DTYPE_CODES[s.dtype]
+    first_nan = int(_local_op(scores, "first_nan", topk_ref.first_nan_ref)) if (
+        nan == 0 and scores
+    ) else -1
+    info = gather([sum(s.numel() for s in scores), dmask, first_nan])
+    n = sum(r[0] for r in info)
+    if not 0 <= k <= n:
+        raise ValueError(f"sparsepai.topk_mask: k must be in [0, {n}] (all ranks' scores), got {k}")
+    for r, row in enumerate(info):
+        if row[2] >= 0:
+            raise ValueError(f"sparsepai.topk_mask: scores[{row[2]}] on rank {r} contains NaN; "
+                             "pass nan='low' or nan='high' to rank NaN scores")
+    all_mask = 0
+    for row in info:
+        all_mask |= row[1]
+    dtype = common_dtype(_CODE_DTYPES[c] for c in range(4) if all_mask >> c & 1)
+    if scores and common_dtype(s.dtype for s in scores) != dtype:
+        raise ValueError(
+            "sparsepai.topk_mask: with group=, every rank must hold scores of the same dtypes "
+            f"(this rank compares in {common_dtype(s.dtype for s in scores)}, the group in {dtype})"
+        )
+    inf = torch.tensor(float("inf") if largest else float("-inf"), dtype=dtype, device=out_dev)
+    if k == 0:
+        masks = [torch.zeros(s.shape, dtype=torch.bool, device=s.device) for s in scores]
+        return inf, masks
+
+    bits_total = key_bits(dtype)
+
+    def hist_fn(shift, bits, prefix):
+        if scores:
+            local = _local_op(scores, "key_histogram", topk_ref.key_histogram_ref,
+                              shift, bits, _signed64(prefix), largest, nan)
+        else:
+            local = torch.zeros(1 << bits, dtype=torch.int64)
+        glob = local.to(comm_dev, copy=True)
+        dist.all_reduce(glob, group=group)
+        return glob, local
+
+    sel = radix_select(hist_fn, bits_total, k, nan, largest)
+    thr = torch.tensor(key_to_value(sel.key, largest, nan, dtype), dtype=dtype, device=out_dev)
+    if not want_masks:
+        return thr, []
+    eqs = [row[0] for row in gather([sel.local_eq])]
+    budget = max(0, k - sel.count_gt - sum(eqs[:rank]))
+    budget = min(budget, sel.local_eq)
+    if not scores:
+        return thr, []
+    masks = _local_op(scores, "threshold_masks", topk_ref.threshold_masks_ref,
+                      _signed64(sel.key), budget, largest, nan)
+    return thr, list(masks)

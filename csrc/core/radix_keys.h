@@ -21,28 +21,35 @@ namespace core {
 
 enum NanMode : int { kNanError = 0, kNanLow = 1, kNanHigh = 2 };
 
+// Dtypes of the score tensors, as the core sees them.
+enum class Dtype : int { kF16 = 0, kBF16 = 1, kF32 = 2, kF64 = 3 };
+
 // Storage formats of the supported dtypes. kAbsInf is the bit pattern of +inf; anything with a
 // larger magnitude pattern is a NaN.
 struct Fp16Fmt {
   using Bits = uint16_t;
+  static constexpr Dtype kDtype = Dtype::kF16;
   static constexpr int kBits = 16;
   static constexpr Bits kSign = 0x8000u;
   static constexpr Bits kAbsInf = 0x7C00u;
 };
 struct Bf16Fmt {
   using Bits = uint16_t;
+  static constexpr Dtype kDtype = Dtype::kBF16;
   static constexpr int kBits = 16;
   static constexpr Bits kSign = 0x8000u;
   static constexpr Bits kAbsInf = 0x7F80u;
 };
 struct Fp32Fmt {
   using Bits = uint32_t;
+  static constexpr Dtype kDtype = Dtype::kF32;
   static constexpr int kBits = 32;
   static constexpr Bits kSign = 0x80000000u;
   static constexpr Bits kAbsInf = 0x7F800000u;
 };
 struct Fp64Fmt {
   using Bits = uint64_t;
+  static constexpr Dtype kDtype = Dtype::kF64;
   static constexpr int kBits = 64;
   static constexpr Bits kSign = 0x8000000000000000ull;
   static constexpr Bits kAbsInf = 0x7FF0000000000000ull;
@@ -146,8 +153,6 @@ SP_HD uint64_t double_bits(double d) {
   return u;
 }
 
-// Dtypes of the score tensors, as the core sees them.
-enum class Dtype : int { kF16 = 0, kBF16 = 1, kF32 = 2, kF64 = 3 };
 
 // The key format every tensor of a call is compared in: the dtype itself when all tensors share
 // it, else float32 (fp16/bf16/fp32 mixes) or float64. Conversions are exact, so order is kept.

@@ -22,6 +22,12 @@
 
 #include "radix_keys.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__) && !defined(SP_NO_ISA_DISPATCH)
+#define SP_HAVE_AVX2_DISPATCH 1
+#else
+#define SP_HAVE_AVX2_DISPATCH 0
+#endif
+
 namespace sparsepai {
 namespace core {
 
@@ -165,6 +171,58 @@ inline typename Fmt::Bits key_of(typename Storage<Src>::T raw, int nan_mode, boo
   }
 }
 
+// Hot loops for the common case (contiguous, dtype == key format), written as plain loops over
+// raw pointers so that the compiler vectorises them.
+template <class Fmt>
+struct FastKey {
+  using B = typename Fmt::Bits;
+  using S = std::make_signed_t<B>;
+  B nk, inv;
+  FastKey(int nan_mode, bool largest)
+      : nk(nan_mode == kNanHigh ? B(~B(0)) : B(0)), inv(largest ? B(0) : B(~B(0))) {}
+  inline B operator()(B bits) const {
+    const B flip = B(B(S(bits) >> (Fmt::kBits - 1)) | Fmt::kSign);
+    const B abs = B(bits & B(~Fmt::kSign));
+    B key = B(bits ^ flip);
+    key = abs == 0 ? B(Fmt::kSign) : key;
+    key = abs > Fmt::kAbsInf ? nk : key;
+    return B(key ^ inv);
+  }
+};
+
+template <class Fmt>
+inline bool fast_path(const TensorView& v) {
+  return v.contiguous() && v.dtype == Fmt::kDtype;
+}
+
+namespace isa_base {
+#include "topk_blocks.inc"
+}  // namespace isa_base
+
+#if SP_HAVE_AVX2_DISPATCH
+#pragma GCC push_options
+#pragma GCC target("avx2,bmi,bmi2,popcnt")
+namespace isa_avx2 {
+#include "topk_blocks.inc"
+}  // namespace isa_avx2
+#pragma GCC pop_options
+#endif
+
+inline bool use_avx2() {
+#if SP_HAVE_AVX2_DISPATCH
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+#else
+  return false;
+#endif
+}
+
+#if SP_HAVE_AVX2_DISPATCH
+#define SP_ISA_CALL(fn, ...) (use_avx2() ? isa_avx2::fn(__VA_ARGS__) : isa_base::fn(__VA_ARGS__))
+#else
+#define SP_ISA_CALL(fn, ...) isa_base::fn(__VA_ARGS__)
+#endif
+
 // Calls f(flat_index, key) over a chunk, with the dtype dispatch hoisted out of the loop.
 template <class Fmt, class F>
 inline void for_each_key(const TensorView& v, int64_t begin, int64_t end, int nan_mode,
@@ -220,11 +278,17 @@ std::vector<int64_t> key_histogram(const std::vector<TensorView>& ts,
   const int nthreads = par.max_threads();
   std::vector<std::vector<int64_t>> local(nthreads);
   const int top = shift + bits;
+  const FastKey<Fmt> fk(nan_mode, largest);
   par.for_range(int64_t(chunks.size()), [&](int64_t cb, int64_t ce) {
     std::vector<int64_t>& h = local[par.thread_id()];
     if (h.empty()) h.assign(nbins, 0);
     for (int64_t c = cb; c < ce; ++c) {
       const Chunk& ch = chunks[c];
+      if (fast_path<Fmt>(ts[ch.tensor])) {
+        SP_ISA_CALL(hist_block<Fmt>, static_cast<const B*>(ts[ch.tensor].data) + ch.begin,
+                    ch.end - ch.begin, shift, bits, prefix, fk, h.data());
+        continue;
+      }
       for_each_key<Fmt>(ts[ch.tensor], ch.begin, ch.end, nan_mode, largest,
                         [&](int64_t, B key) {
                           if (high_part<B>(key, top) == prefix) ++h[digit_of<B>(key, shift, bits)];
@@ -347,6 +411,8 @@ Selection<Fmt> select_kth(const std::vector<TensorView>& ts, const std::vector<C
   std::vector<std::vector<B>> cand(nthreads);
   std::vector<int64_t> above(nthreads, 0), nans(nthreads, 0);
   const B nkey = nan_key<Fmt>(nan_mode, largest);
+  const FastKey<Fmt> fk(nan_mode, largest);
+  const B width = B(hi - lo);
   std::atomic<int64_t> total{0};
   std::atomic<bool> overflow{false};
   const size_t reserve = size_t(std::min<double>(double(cap), frac * double(N) * 1.25 / nthreads + 1024));
@@ -359,11 +425,17 @@ Selection<Fmt> select_kth(const std::vector<TensorView>& ts, const std::vector<C
       if (overflow.load(std::memory_order_relaxed)) break;
       const Chunk& ch = chunks[c];
       const size_t before = mine.size();
-      for_each_key<Fmt>(ts[ch.tensor], ch.begin, ch.end, nan_mode, largest, [&](int64_t, B key) {
-        gt += key > hi;
-        nn += key == nkey;
-        if (key >= lo && key <= hi) mine.push_back(key);
-      });
+      const TensorView& v = ts[ch.tensor];
+      if (fast_path<Fmt>(v)) {
+        SP_ISA_CALL(bracket_block<Fmt>, static_cast<const B*>(v.data) + ch.begin, ch.end - ch.begin,
+                    lo, width, hi, nkey, fk, gt, nn, mine);
+      } else {
+        for_each_key<Fmt>(v, ch.begin, ch.end, nan_mode, largest, [&](int64_t, B key) {
+          gt += key > hi;
+          nn += key == nkey;
+          if (B(key - lo) <= width) mine.push_back(key);
+        });
+      }
       if (total.fetch_add(int64_t(mine.size() - before)) + int64_t(mine.size() - before) > cap)
         overflow.store(true);
     }
@@ -408,13 +480,20 @@ void write_masks(const std::vector<TensorView>& ts, const std::vector<Chunk>& ch
                  typename Fmt::Bits T, int64_t budget, int nan_mode, bool largest,
                  const std::vector<bool*>& masks, const Par& par) {
   using B = typename Fmt::Bits;
+  const FastKey<Fmt> fk(nan_mode, largest);
   std::vector<int64_t> ties(chunks.size(), 0);
   par.for_range(int64_t(chunks.size()), [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       const Chunk& ch = chunks[c];
       bool* m = masks[ch.tensor];
+      const TensorView& v = ts[ch.tensor];
+      if (fast_path<Fmt>(v)) {
+        ties[c] = SP_ISA_CALL(mask_block<Fmt>, static_cast<const B*>(v.data) + ch.begin,
+                              ch.end - ch.begin, T, fk, m + ch.begin);
+        continue;
+      }
       int64_t eq = 0;
-      for_each_key<Fmt>(ts[ch.tensor], ch.begin, ch.end, nan_mode, largest, [&](int64_t i, B key) {
+      for_each_key<Fmt>(v, ch.begin, ch.end, nan_mode, largest, [&](int64_t i, B key) {
         m[i] = key > T;
         eq += key == T;
       });

@@ -78,8 +78,13 @@ def _check_k(k, n, op):
         raise ValueError(f"sparsepai.{op}: k must be in [0, {n}] (the number of scores), got {k}")
 
 
+_OPS = ("topk_mask", "kth_largest", "key_histogram", "threshold_masks", "count_around", "first_nan")
+# Looked up once at import: torch.compile traces plain dict reads, not dispatcher queries.
+_KERNELS = {(name, dev): has_op(name, dev) for name in _OPS for dev in ("cpu", "cuda")}
+
+
 def _use_kernel(scores, name):
-    return bool(scores) and has_op(name, scores[0].device.type)
+    return bool(scores) and _KERNELS.get((name, scores[0].device.type), False)
 
 
 def topk_mask(

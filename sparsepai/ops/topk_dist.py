@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from sparsepai._ext import has_op
 from sparsepai.ops import topk_ref
 from sparsepai.ops._radix import key_to_value, radix_select
+from sparsepai.ops.topk import _use_kernel
 from sparsepai.ops.topk_ref import common_dtype, key_bits
 
 _DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
@@ -24,7 +24,7 @@ def _signed64(u: int) -> int:
 
 
 def _local_op(scores, name, ref, *args):
-    if scores and has_op(name, scores[0].device.type):
+    if _use_kernel(scores, name):
         return getattr(torch.ops.sparsepai, name).default(scores, *args)
     return ref(scores, *args)
 

@@ -171,7 +171,9 @@ TEST(ties_and_signed_zeros) {
   auto v = ints(3000, 3, -2, 2);
   for (size_t i = 0; i < v.size(); i += 5) v[i] = -0.0f;
   add_f32(c, v, 30, true);
-  add_f32(c, ints(1000, 4, -2, 2), 1, false);
+  auto w = ints(1000, 4, -2, 2);
+  for (size_t i = 0; i < w.size(); i += 3) w[i] = w[i] == 0.0f ? -0.0f : w[i];
+  add_f32(c, w, 1, false);  // contiguous: the vectorised path
   for (int64_t k = 1; k <= c.n; k += 101)
     for (int threads : {1, 3}) check_case<Fp32Fmt>(c, k, kNanLow, true, threads, 1 << 18);
 }

@@ -1,0 +1,223 @@
+"""Global top-k over many score tensors: sparsepai against the usual concatenate-then-select.
+
+Each (size, method) runs in a fresh subprocess so that its peak memory can be read from the
+process's peak RSS: "extra" memory is the peak minus the RSS right after the scores were made,
+minus the output masks (N bytes) for the methods that return masks. Times are medians of
+--repeats runs. All methods of one size are measured in the same invocation, on identical
+scores (same seed), so the ratios are same-run ratios.
+
+    python benchmarks/bench_topk.py                      # 1e6 .. 4e8 scores over 60 tensors
+    python benchmarks/bench_topk.py --sizes 1e6 1e7      # a quick look
+    python benchmarks/bench_topk.py --huge               # + 2.5e9 float16 scores, sparsepai only
+
+Writes benchmarks/results/topk.{json,csv,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+METHODS = ["sparsepai.topk_mask", "sparsepai.kth_largest", "torch.kthvalue(cat)",
+           "torch.topk(cat)", "prune.global_unstructured"]
+MASK_METHODS = {"sparsepai.topk_mask", "torch.topk(cat)", "prune.global_unstructured"}
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def make_scores(n, tensors, dtype_name, seed=0):
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    g = torch.Generator().manual_seed(seed)
+    # layer-like sizes: a geometric spread, the largest ~30x the smallest
+    w = torch.logspace(0, 1.5, tensors, dtype=torch.float64)
+    sizes = (w / w.sum() * n).floor().to(torch.int64)
+    sizes[-1] += n - int(sizes.sum())
+    out = []
+    for i, s in enumerate(sizes.tolist()):
+        t = torch.empty(s, dtype=dtype)
+        # |N(0, 1)| * a per-layer scale: saliency-like, non-negative, with a few exact ties
+        t.normal_(generator=g).abs_().mul_(float(1.0 + (i % 7)))
+        out.append(t)
+    return out
+
+
+def run_worker(args):
+    import torch
+
+    scores = make_scores(args.size, args.tensors, args.dtype)
+    n = sum(s.numel() for s in scores)
+    k = int(round(args.keep * n))
+    base = _rss_bytes()
+    method = args.method
+
+    if method == "sparsepai.topk_mask":
+        import sparsepai as sp
+
+        def fn():
+            r = sp.topk_mask(scores, k)
+            return r.threshold.item(), sum(int(m.sum()) for m in r.masks)
+    elif method == "sparsepai.kth_largest":
+        import sparsepai as sp
+
+        def fn():
+            return sp.kth_largest(scores, k).item(), None
+    elif method == "torch.kthvalue(cat)":
+        def fn():
+            flat = torch.cat([s.reshape(-1) for s in scores])
+            return torch.kthvalue(flat, n - k + 1).values.item(), None
+    elif method == "torch.topk(cat)":
+        def fn():
+            flat = torch.cat([s.reshape(-1) for s in scores])
+            idx = torch.topk(flat, k, sorted=False).indices
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[idx] = True
+            return flat[idx].min().item(), int(mask.sum())
+    elif method == "prune.global_unstructured":
+        import torch.nn.utils.prune as prune
+
+        class Holder(torch.nn.Module):
+            def __init__(self, t):
+                super().__init__()
+                self.weight = torch.nn.Parameter(t, requires_grad=False)
+
+        mods = [Holder(s) for s in scores]
+
+        def fn():
+            prune.global_unstructured([(m, "weight") for m in mods],
+                                      pruning_method=prune.L1Unstructured, amount=n - k)
+            kept = sum(int(m.weight_mask.sum()) for m in mods)
+            for m in mods:
+                prune.remove(m, "weight")
+            return None, kept
+    else:
+        raise SystemExit(f"unknown method {method}")
+
+    times, value, kept = [], None, None
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        value, kept = fn()
+        times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    score_bytes = sum(s.numel() * s.element_size() for s in scores)
+    extra = max(0, peak - base)
+    if method in MASK_METHODS:
+        extra = max(0, extra - n)  # the bool masks are output, not overhead
+    print(json.dumps({
+        "method": method, "n": n, "k": k, "dtype": args.dtype, "tensors": args.tensors,
+        "threads": torch.get_num_threads(), "times_s": times, "median_s": statistics.median(times),
+        "threshold": value, "kept": kept, "score_bytes": score_bytes, "extra_peak_bytes": extra,
+        "extra_over_scores": extra / score_bytes,
+    }))
+
+
+def run_one(size, method, args):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--size", str(size),
+           "--method", method, "--repeats", str(args.repeats), "--tensors", str(args.tensors),
+           "--dtype", args.dtype_for(size), "--keep", str(args.keep)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["?"]
+        return {"method": method, "n": size, "error": tail[0][:300]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if "error" not in r]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for m in METHODS:
+        pts = sorted((r["n"], r["median_s"], r["extra_over_scores"]) for r in ok if r["method"] == m)
+        if not pts:
+            continue
+        a.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
+        b.plot([p[0] for p in pts], [100 * p[2] for p in pts], marker="o", label=m)
+    a.set(xscale="log", yscale="log", xlabel="scores (N)", ylabel="median time (s)",
+          title="Global top-k time (lower is better)")
+    b.set(xscale="log", xlabel="scores (N)", ylabel="extra peak memory (% of scores)",
+          title="Extra memory beyond scores and masks")
+    a.grid(True, which="both", alpha=0.3)
+    b.grid(True, alpha=0.3)
+    a.legend(fontsize=8)
+    fig.suptitle(f"{platform.node()} - {os.cpu_count()} cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", type=float, default=[1e6, 1e7, 1e8, 4e8])
+    ap.add_argument("--huge", action="store_true", help="also 2.5e9 float16 scores (sparsepai only)")
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tensors", type=int, default=60)
+    ap.add_argument("--keep", type=float, default=0.1, help="fraction kept (k = keep * N)")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--out", default=os.path.join(RESULTS, "topk"))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--method", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return run_worker(args)
+
+    huge = int(2.5e9)
+    args.dtype_for = lambda n: "float16" if (args.huge and n == huge) else args.dtype
+    plan = [(int(s), m) for s in args.sizes for m in args.methods]
+    if args.huge:
+        plan += [(huge, "sparsepai.topk_mask")]
+    rows = []
+    for size, method in plan:
+        r = run_one(size, method, args)
+        rows.append(r)
+        if "error" in r:
+            print(f"{size:>12,} {method:<28} FAILED: {r['error']}", flush=True)
+        else:
+            print(f"{size:>12,} {method:<28} {r['median_s']:9.3f} s  extra {100 * r['extra_over_scores']:6.1f}%"
+                  f"  kept={r['kept']}", flush=True)
+    # same-run ratios against the slowest common baseline
+    for size in sorted({r["n"] for r in rows if "error" not in r}):
+        by = {r["method"]: r for r in rows if r.get("n") == size and "error" not in r}
+        if "sparsepai.topk_mask" in by and "torch.kthvalue(cat)" in by:
+            ratio = by["torch.kthvalue(cat)"]["median_s"] / by["sparsepai.topk_mask"]["median_s"]
+            print(f"{size:>12,} topk_mask is {ratio:.1f}x faster than torch.kthvalue(cat)")
+            for r in rows:
+                if r.get("n") == size and r.get("method") == "sparsepai.topk_mask":
+                    r["speedup_vs_kthvalue_cat"] = ratio
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    meta = {"command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+            "machine": platform.platform(), "cpus": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with open(args.out + ".json", "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    keys = ["method", "n", "k", "dtype", "tensors", "threads", "median_s", "extra_peak_bytes",
+            "extra_over_scores", "kept", "threshold", "speedup_vs_kthvalue_cat", "error"]
+    with open(args.out + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    plot(rows, args.out + ".png")
+    print(f"wrote {args.out}.json/.csv/.png")
+
+
+if __name__ == "__main__":
+    main()

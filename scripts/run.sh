@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine with nothing but Python:
+#   bash scripts/run.sh demo    set everything up, then run the main job (sparsepai demo)
+#   bash scripts/run.sh test    set everything up, then run the whole test suite
+#                               (sanitized C++ core tests + pytest); CI runs exactly this
+#   bash scripts/run.sh setup   only set up
+# Setup is idempotent: a venv in .venv (or $SPARSEPAI_VENV) with the pinned requirements, and the
+# extension (CPU + CUDA kernels when a CUDA toolkit is found) rebuilt only when csrc/ changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${SPARSEPAI_VENV:-.venv}
+PY="$VENV/bin/python"
+export MAX_JOBS=${MAX_JOBS:-2}
+
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+setup() {
+  if [ ! -x "$PY" ]; then
+    echo "== creating $VENV"
+    python3 -m venv "$VENV"
+  fi
+  local req_hash; req_hash=$(hash_of requirements.txt)
+  if [ "$(cat "$VENV/.req-hash" 2>/dev/null || true)" != "$req_hash" ]; then
+    echo "== installing requirements (torch is a few GB; a few minutes)"
+    "$PY" -m pip install -q --upgrade pip
+    "$PY" -m pip install -q -r requirements.txt
+    echo "$req_hash" > "$VENV/.req-hash"
+  fi
+  local src_hash; src_hash=$(hash_of setup.py $(find csrc -type f | sort))
+  if [ "$(cat "$VENV/.build-hash" 2>/dev/null || true)" != "$src_hash" ] \
+     || ! "$PY" -c "import sparsepai._C" 2>/dev/null; then
+    echo "== building the extension (MAX_JOBS=$MAX_JOBS)"
+    local t0=$SECONDS
+    "$PY" -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | tail -n 20
+    echo "== built in $((SECONDS - t0)) s"
+    echo "$src_hash" > "$VENV/.build-hash"
+  fi
+}
+
+cpp_tests() {
+  echo "== C++ core tests (ASan + UBSan)"
+  cmake -S . -B build/cpp -DSPARSEPAI_SANITIZE=ON > /dev/null
+  cmake --build build/cpp -j "$MAX_JOBS" > /dev/null
+  ctest --test-dir build/cpp --output-on-failure
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  demo) shift; setup; "$PY" -m sparsepai demo "$@" ;;
+  test) shift; setup; cpp_tests; echo "== pytest"; "$PY" -m pytest -q "$@" ;;
+  *) echo "usage: bash scripts/run.sh {demo|test|setup} [args...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,5 @@
+import sys
+
+from sparsepai.cli import main
+
+sys.exit(main())

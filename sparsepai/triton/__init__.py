@@ -1,0 +1,14 @@
+"""Triton kernels. Importing this package never fails: without Triton, ``has_triton()`` is False
+and the features that use these kernels fall back to the C++ ops or the references."""
+
+import functools
+
+
+@functools.lru_cache(maxsize=None)
+def has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # ImportError, or a broken install that fails on import
+        return False
+    return True

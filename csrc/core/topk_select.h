@@ -344,55 +344,58 @@ Selection<Fmt> radix_select(const std::vector<TensorView>& ts, const std::vector
   return {prefix, count_gt, nan_count};
 }
 
-// Deterministic stratified sample of about `want` keys (at least all keys when N <= want).
-template <class Fmt>
+// Deterministic stratified sample of about `want` keys (all keys when N <= want): slot j takes
+// one position inside stratum j, jittered by a hash of j so that periodic data cannot fool it.
+// Slots are independent, so threads fill them in any order with the same result.
+template <class Fmt, class Par>
 std::vector<typename Fmt::Bits> sample_keys(const std::vector<TensorView>& ts, int64_t N,
-                                            int64_t want, int nan_mode, bool largest) {
+                                            int64_t want, int nan_mode, bool largest,
+                                            const Par& par) {
   using B = typename Fmt::Bits;
   std::vector<int64_t> offsets(ts.size() + 1, 0);
   for (size_t t = 0; t < ts.size(); ++t) offsets[t + 1] = offsets[t] + ts[t].numel;
   const int64_t s = std::min(N, want);
-  std::vector<B> out;
-  out.reserve(size_t(s));
-  uint64_t h = 0x9E3779B97F4A7C15ull;
-  for (int64_t j = 0; j < s; ++j) {
-    // splitmix64 jitter inside stratum j keeps periodic data from fooling the sample
-    h += 0x9E3779B97F4A7C15ull;
-    uint64_t z = h;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    const int64_t lo = int64_t((__int128)j * N / s);
-    const int64_t hi = int64_t((__int128)(j + 1) * N / s);
-    const int64_t g = lo + int64_t(z % uint64_t(hi - lo));
-    const size_t t = size_t(std::upper_bound(offsets.begin(), offsets.end(), g) - offsets.begin() - 1);
-    const TensorView& v = ts[t];
-    int64_t rem = g - offsets[t], off = 0;
-    for (int d = v.ndim - 1; d >= 0; --d) {
-      off += (rem % v.sizes[d]) * v.strides[d];
-      rem /= v.sizes[d];
+  std::vector<B> out(static_cast<size_t>(s));
+  par.for_range(s, [&](int64_t jb, int64_t je) {
+    for (int64_t j = jb; j < je; ++j) {
+      uint64_t z = 0x9E3779B97F4A7C15ull * uint64_t(j + 1);  // splitmix64 of j
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      z ^= z >> 31;
+      const int64_t lo = int64_t((__int128)j * N / s);
+      const int64_t hi = int64_t((__int128)(j + 1) * N / s);
+      const int64_t g = lo + int64_t(z % uint64_t(hi - lo));
+      const size_t t =
+          size_t(std::upper_bound(offsets.begin(), offsets.end(), g) - offsets.begin() - 1);
+      const TensorView& v = ts[t];
+      int64_t rem = g - offsets[t], off = 0;
+      for (int d = v.ndim - 1; d >= 0; --d) {
+        off += (rem % v.sizes[d]) * v.strides[d];
+        rem /= v.sizes[d];
+      }
+      dispatch_dtype(v.dtype, [&](auto src) {
+        constexpr Dtype S = decltype(src)::value;
+        out[size_t(j)] = key_of<Fmt, S>(static_cast<const typename Storage<S>::T*>(v.data)[off],
+                                        nan_mode, largest);
+      });
     }
-    dispatch_dtype(v.dtype, [&](auto src) {
-      constexpr Dtype S = decltype(src)::value;
-      out.push_back(key_of<Fmt, S>(static_cast<const typename Storage<S>::T*>(v.data)[off],
-                                   nan_mode, largest));
-    });
-  }
+  });
   return out;
 }
 
-// The k-th largest key (1 <= k <= N). `max_candidates` bounds the extra memory of the bracket
-// pass; `sample_size` the sample.
+// The k-th largest key (1 <= k <= N). `sample_size` (0 = automatic) sets the sample that
+// brackets it; the bracket pass keeps at most N/50 candidate keys in memory.
 template <class Fmt, class Par>
 Selection<Fmt> select_kth(const std::vector<TensorView>& ts, const std::vector<Chunk>& chunks,
                           int64_t N, int64_t k, int nan_mode, bool largest, const Par& par,
-                          int64_t sample_size = int64_t(1) << 18) {
+                          int64_t sample_size = 0) {
   using B = typename Fmt::Bits;
-  if (Fmt::kBits == 16 || N <= (int64_t(1) << 20)) {
+  // Below ~4M scores two radix passes cost less than sampling (measured on a 2-core Xeon).
+  if (Fmt::kBits == 16 || N <= (int64_t(1) << 22)) {
     return radix_select<Fmt>(ts, chunks, k, nan_mode, largest, par);
   }
-  std::vector<B> sample = sample_keys<Fmt>(ts, N, sample_size, nan_mode, largest);
-  std::sort(sample.begin(), sample.end());
+  if (sample_size <= 0) sample_size = std::clamp<int64_t>(N / 64, int64_t(1) << 16, int64_t(1) << 18);
+  std::vector<B> sample = sample_keys<Fmt>(ts, N, sample_size, nan_mode, largest, par);
   const int64_t S = int64_t(sample.size());
   // Position of the k-th largest in the ascending sample, and a margin of ~6 standard
   // deviations of a sample quantile.
@@ -401,8 +404,17 @@ Selection<Fmt> select_kth(const std::vector<TensorView>& ts, const std::vector<C
   const double margin = 6.0 * std::sqrt(double(S) * p * (1.0 - p)) + 16.0;
   const int64_t ilo = int64_t(std::floor(centre - margin));
   const int64_t ihi = int64_t(std::ceil(centre + margin));
-  const B lo = ilo <= 0 ? B(0) : sample[size_t(ilo)];
-  const B hi = ihi >= S ? B(~B(0)) : sample[size_t(ihi)];
+  // two selections instead of a sort
+  B lo = B(0), hi = B(~B(0));
+  if (ilo > 0) {
+    std::nth_element(sample.begin(), sample.begin() + ilo, sample.end());
+    lo = sample[size_t(ilo)];
+  }
+  if (ihi < S) {
+    auto first = sample.begin() + std::max<int64_t>(ilo, 0);
+    std::nth_element(first, sample.begin() + ihi, sample.end());
+    hi = sample[size_t(ihi)];
+  }
   const double frac = std::min(1.0, double(ihi - ilo) / double(S));
   // Memory guard: 2% of N keys at most (a key is as wide as the scores it comes from).
   const int64_t cap = std::max<int64_t>(int64_t(1) << 16, N / 50);

@@ -163,27 +163,27 @@ def test_empty_inputs():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("largest", [True, False])
 def test_sampled_bracket_path(dtype, largest):
-    # above 2**20 scores the kernel brackets the k-th value with a sample; check all of it
+    # above 2**22 scores the kernel brackets the k-th value with a sample; check all of it
     g = torch.Generator().manual_seed(4)
-    scores = [torch.randn(700_000, generator=g, dtype=dtype), torch.rand(600_000, generator=g,
+    scores = [torch.randn(2_500_000, generator=g, dtype=dtype), torch.rand(1_800_000, generator=g,
               dtype=dtype) * 4 - 2, torch.randn(300, 500, generator=g, dtype=dtype).t()]
     n = sum(s.numel() for s in scores)
-    for k in (1, 1000, n // 3, n - 5, n):
+    for k in (1, n // 3, n - 5):
         assert_matches_ref(scores, k, largest)
 
 
 def test_sampled_bracket_with_heavy_ties():
     # a bracket that holds most keys overflows its memory guard and falls back to radix passes
     g = torch.Generator().manual_seed(5)
-    x = torch.randint(0, 3, (3_000_000,), generator=g).float()
-    for k in (10, 1_000_000, 2_999_999):
+    x = torch.randint(0, 3, (4_500_000,), generator=g).float()
+    for k in (10, 1_000_000, 4_499_999):
         assert_matches_ref([x], k)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_same_masks_for_any_thread_count(threads):
     g = torch.Generator().manual_seed(6)
-    scores = [torch.randint(0, 50, (1_500_000,), generator=g).float(),
+    scores = [torch.randint(0, 50, (4_300_000,), generator=g).float(),
               torch.randn(300_000, generator=g)]
     torch.set_num_threads(1)
     want = sp.topk_mask(scores, 777_777)

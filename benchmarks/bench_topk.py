@@ -8,7 +8,9 @@ scores (same seed), so the ratios are same-run ratios.
 
     python benchmarks/bench_topk.py                      # 1e6 .. 4e8 scores over 60 tensors
     python benchmarks/bench_topk.py --sizes 1e6 1e7      # a quick look
-    python benchmarks/bench_topk.py --huge               # + 2.5e9 float16 scores, sparsepai only
+    python benchmarks/bench_topk.py --huge               # + 2.5e9 float16 scores
+
+Methods whose peak memory would not fit in the machine are reported as skipped.
 
 Writes benchmarks/results/topk.{json,csv,png}.
 """
@@ -56,9 +58,27 @@ def make_scores(n, tensors, dtype_name, seed=0):
     return out
 
 
+# peak memory of each method as a multiple of the scores' bytes (measured at 1e8, rounded up);
+# a run that would not fit in the machine's available memory is skipped, not attempted
+MEMORY_FACTOR = {"sparsepai.topk_mask": 1.3, "sparsepai.kth_largest": 1.1,
+                 "torch.kthvalue(cat)": 5.5, "torch.topk(cat)": 7.0,
+                 "prune.global_unstructured": 18.0}
+
+
+def _mem_available():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def run_worker(args):
     import torch
 
+    import sparsepai as sp  # loaded before the baseline RSS reading: the library is not overhead
+
+    sp.has_extension()
     scores = make_scores(args.size, args.tensors, args.dtype)
     n = sum(s.numel() for s in scores)
     k = int(round(args.keep * n))
@@ -66,27 +86,34 @@ def run_worker(args):
     method = args.method
 
     if method == "sparsepai.topk_mask":
-        import sparsepai as sp
-
         def fn():
-            r = sp.topk_mask(scores, k)
+            return sp.topk_mask(scores, k)
+
+        def check(r):
             return r.threshold.item(), sum(int(m.sum()) for m in r.masks)
     elif method == "sparsepai.kth_largest":
-        import sparsepai as sp
-
         def fn():
-            return sp.kth_largest(scores, k).item(), None
+            return sp.kth_largest(scores, k)
+
+        def check(r):
+            return r.item(), None
     elif method == "torch.kthvalue(cat)":
         def fn():
             flat = torch.cat([s.reshape(-1) for s in scores])
-            return torch.kthvalue(flat, n - k + 1).values.item(), None
+            return torch.kthvalue(flat, n - k + 1).values
+
+        def check(r):
+            return r.item(), None
     elif method == "torch.topk(cat)":
         def fn():
             flat = torch.cat([s.reshape(-1) for s in scores])
-            idx = torch.topk(flat, k, sorted=False).indices
+            top = torch.topk(flat, k, sorted=False)
             mask = torch.zeros(n, dtype=torch.bool)
-            mask[idx] = True
-            return flat[idx].min().item(), int(mask.sum())
+            mask[top.indices] = True
+            return top.values.min(), mask
+
+        def check(r):
+            return r[0].item(), int(r[1].sum())
     elif method == "prune.global_unstructured":
         import torch.nn.utils.prune as prune
 
@@ -100,19 +127,24 @@ def run_worker(args):
         def fn():
             prune.global_unstructured([(m, "weight") for m in mods],
                                       pruning_method=prune.L1Unstructured, amount=n - k)
-            kept = sum(int(m.weight_mask.sum()) for m in mods)
+            masks = [m.weight_mask for m in mods]
             for m in mods:
                 prune.remove(m, "weight")
-            return None, kept
+            return masks
+
+        def check(r):
+            return None, sum(int(m.sum()) for m in r)
     else:
         raise SystemExit(f"unknown method {method}")
 
-    times, value, kept = [], None, None
+    times, out = [], None
     for _ in range(args.repeats):
+        out = None  # free the previous result before the next run
         t0 = time.perf_counter()
-        value, kept = fn()
+        out = fn()
         times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    value, kept = check(out)  # after the peak reading: the check allocates
     score_bytes = sum(s.numel() * s.element_size() for s in scores)
     extra = max(0, peak - base)
     if method in MASK_METHODS:
@@ -126,6 +158,12 @@ def run_worker(args):
 
 
 def run_one(size, method, args):
+    dtype = args.dtype_for(size)
+    need = MEMORY_FACTOR[method] * size * (2 if dtype in ("float16", "bfloat16") else 4) + size
+    if need > 0.85 * _mem_available():
+        return {"method": method, "n": size, "dtype": dtype,
+                "error": f"skipped: needs ~{need / 2**30:.0f} GiB, "
+                         f"{_mem_available() / 2**30:.0f} GiB available"}
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--size", str(size),
            "--method", method, "--repeats", str(args.repeats), "--tensors", str(args.tensors),
            "--dtype", args.dtype_for(size), "--keep", str(args.keep)]
@@ -184,7 +222,7 @@ def main():
     args.dtype_for = lambda n: "float16" if (args.huge and n == huge) else args.dtype
     plan = [(int(s), m) for s in args.sizes for m in args.methods]
     if args.huge:
-        plan += [(huge, "sparsepai.topk_mask")]
+        plan += [(huge, m) for m in args.methods]
     rows = []
     for size, method in plan:
         r = run_one(size, method, args)

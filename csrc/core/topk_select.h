@@ -16,11 +16,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <memory>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
 
 #include "radix_keys.h"
+#include "topk_avx512.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__) && !defined(SP_NO_ISA_DISPATCH)
 #define SP_HAVE_AVX2_DISPATCH 1
@@ -210,8 +212,7 @@ namespace isa_avx2 {
 
 inline bool use_avx2() {
 #if SP_HAVE_AVX2_DISPATCH
-  static const bool yes = __builtin_cpu_supports("avx2");
-  return yes;
+  return isa_level() >= 1;
 #else
   return false;
 #endif
@@ -433,11 +434,26 @@ Selection<Fmt> select_kth(const std::vector<TensorView>& ts, const std::vector<C
     std::vector<B>& mine = cand[tid];
     if (mine.capacity() == 0) mine.reserve(reserve);
     int64_t gt = 0, nn = 0;
+    std::unique_ptr<B[]> scratch;
     for (int64_t c = cb; c < ce; ++c) {
       if (overflow.load(std::memory_order_relaxed)) break;
       const Chunk& ch = chunks[c];
       const size_t before = mine.size();
       const TensorView& v = ts[ch.tensor];
+#if SP_HAVE_AVX512_DISPATCH
+      if constexpr (std::is_same_v<Fmt, Fp32Fmt>) {
+        if (fast_path<Fmt>(v) && use_avx512()) {
+          // scratch (uninitialised, reused) with room for the full-width stores
+          if (!scratch) scratch.reset(new B[size_t(kChunk) + 16]);
+          const int64_t got = bracket_f32_avx512(static_cast<const B*>(v.data) + ch.begin,
+                                                 ch.end - ch.begin, lo, width, hi, nkey, fk.nk,
+                                                 fk.inv, gt, nn, scratch.get());
+          mine.insert(mine.end(), scratch.get(), scratch.get() + got);
+          if (total.fetch_add(got) + got > cap) overflow.store(true);
+          continue;
+        }
+      }
+#endif
       if (fast_path<Fmt>(v)) {
         SP_ISA_CALL(bracket_block<Fmt>, static_cast<const B*>(v.data) + ch.begin, ch.end - ch.begin,
                     lo, width, hi, nkey, fk, gt, nn, mine);
@@ -499,6 +515,15 @@ void write_masks(const std::vector<TensorView>& ts, const std::vector<Chunk>& ch
       const Chunk& ch = chunks[c];
       bool* m = masks[ch.tensor];
       const TensorView& v = ts[ch.tensor];
+#if SP_HAVE_AVX512_DISPATCH
+      if constexpr (std::is_same_v<Fmt, Fp32Fmt>) {
+        if (fast_path<Fmt>(v) && use_avx512()) {
+          ties[c] = mask_f32_avx512(static_cast<const B*>(v.data) + ch.begin, ch.end - ch.begin, T,
+                                    fk.nk, fk.inv, m + ch.begin);
+          continue;
+        }
+      }
+#endif
       if (fast_path<Fmt>(v)) {
         ties[c] = SP_ISA_CALL(mask_block<Fmt>, static_cast<const B*>(v.data) + ch.begin,
                               ch.end - ch.begin, T, fk, m + ch.begin);

@@ -59,6 +59,8 @@ def _check_args(scores, k, nan, op):
             )
         if s.layout != torch.strided:
             raise ValueError(f"sparsepai.{op}: scores[{i}] must be a dense (strided) tensor")
+    # Ranking is not differentiable: detached views keep autograd out of the ops (no copy).
+    scores = [s.detach() for s in scores]
     if isinstance(k, bool) or isinstance(k, float):
         raise TypeError(f"sparsepai.{op}: k must be an int, got {type(k).__name__}")
     try:

@@ -308,3 +308,12 @@ def test_more_than_2_31_scores_in_one_tensor():
     res = sp.topk_mask([x], n - 1)
     assert int(res.masks[0].sum()) == n - 1 and not bool(res.masks[0][2**31 + 100])
     assert sp.kth_largest([x], 1, largest=False).item() == -1.0
+
+
+def test_scores_that_require_grad():
+    # the usual call site: scores computed from parameters
+    w = torch.nn.Parameter(torch.randn(20, 30))
+    res = sp.topk_mask([w.abs(), w * w], 100)
+    assert not res.threshold.requires_grad and not any(m.requires_grad for m in res.masks)
+    want = topk_mask_ref([w.detach().abs(), (w * w).detach()], 100)[1]
+    assert all(torch.equal(a, b) for a, b in zip(res.masks, want))

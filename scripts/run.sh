@@ -22,8 +22,10 @@ setup() {
   local req_hash; req_hash=$(hash_of requirements.txt)
   if [ "$(cat "$VENV/.req-hash" 2>/dev/null || true)" != "$req_hash" ]; then
     echo "== installing requirements (torch is a few GB; a few minutes)"
-    "$PY" -m pip install -q --upgrade pip
-    "$PY" -m pip install -q -r requirements.txt
+    # (this machine's pip prints a warning per missing local index folder: noise, filtered)
+    "$PY" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+    "$PY" -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+    "$PY" -c "import torch, torchvision" || { echo "requirements failed to install" >&2; exit 1; }
     echo "$req_hash" > "$VENV/.req-hash"
   fi
   local src_hash; src_hash=$(hash_of setup.py $(find csrc -type f | sort))
@@ -31,7 +33,9 @@ setup() {
      || ! "$PY" -c "import sparsepai._C" 2>/dev/null; then
     echo "== building the extension (MAX_JOBS=$MAX_JOBS)"
     local t0=$SECONDS
-    "$PY" -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | tail -n 20
+    "$PY" -m pip install -v --no-build-isolation --no-deps -e . > build-ext.log 2>&1 \
+      || { grep -v "^WARNING: Location" build-ext.log | tail -n 60; exit 1; }
+    grep -m1 "sparsepai: building" build-ext.log || true
     echo "== built in $((SECONDS - t0)) s"
     echo "$src_hash" > "$VENV/.build-hash"
   fi
@@ -39,8 +43,9 @@ setup() {
 
 cpp_tests() {
   echo "== C++ core tests (ASan + UBSan)"
-  cmake -S . -B build/cpp -DSPARSEPAI_SANITIZE=ON > /dev/null
-  cmake --build build/cpp -j "$MAX_JOBS" > /dev/null
+  cmake -S . -B build/cpp -DSPARSEPAI_SANITIZE=ON > build-cpp.log 2>&1 \
+    && cmake --build build/cpp -j "$MAX_JOBS" >> build-cpp.log 2>&1 \
+    || { cat build-cpp.log; exit 1; }
   ctest --test-dir build/cpp --output-on-failure
 }
 

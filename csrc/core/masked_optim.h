@@ -1,0 +1,75 @@
+// Per-element math of the masked optimizers, shared by the CPU kernels (csrc/cpu/masked_optim.cpp
+// through masked_optim_cpu.h), the CUDA kernels (csrc/cuda/masked_optim.cu) and the C++ tests.
+// Torch-free. All math is float32; parameters and state may be stored as fp16/bf16/fp32.
+//
+// The update of a kept element is the one torch.optim.SGD / torch.optim.AdamW make (same order of
+// operations); pruned elements are never read for their gradient and are stored as exact zeros.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "radix_keys.h"  // SP_HD
+
+namespace sparsepai {
+namespace core {
+
+struct SgdHyper {
+  float lr = 0.f, momentum = 0.f, dampening = 0.f, weight_decay = 0.f;
+  bool nesterov = false, maximize = false;
+};
+
+// One SGD step of one element. `first`: the momentum buffer is created from this gradient, as
+// torch does on a parameter's first step.
+SP_HD void sgd_element(float& p, float g, float& buf, const SgdHyper& h, bool first) {
+  if (h.maximize) g = -g;
+  if (h.weight_decay != 0.f) g = g + h.weight_decay * p;
+  if (h.momentum != 0.f) {
+    buf = first ? g : h.momentum * buf + (1.f - h.dampening) * g;
+    g = h.nesterov ? g + h.momentum * buf : buf;
+  }
+  p = p - h.lr * g;
+}
+
+struct AdamWHyper {
+  float lr = 0.f, beta1 = 0.f, beta2 = 0.f, eps = 0.f, weight_decay = 0.f;
+  bool amsgrad = false, maximize = false;
+};
+
+// Per-tensor scalars of one AdamW step (torch computes them in double from the step count).
+struct AdamWStep {
+  float decay;      // 1 - lr * weight_decay
+  float step_size;  // lr / (1 - beta1^t)
+  float bc2_sqrt;   // sqrt(1 - beta2^t)
+};
+
+inline AdamWStep adamw_step_scalars(const AdamWHyper& h, double t) {
+  const double bc1 = 1.0 - std::pow(double(h.beta1), t);
+  const double bc2 = 1.0 - std::pow(double(h.beta2), t);
+  return {float(1.0 - double(h.lr) * double(h.weight_decay)), float(double(h.lr) / bc1),
+          float(std::sqrt(bc2))};
+}
+
+SP_HD void adamw_element(float& p, float g, float& m, float& v, float& vmax, const AdamWHyper& h,
+                         const AdamWStep& s) {
+  if (h.maximize) g = -g;
+  p = p * s.decay;
+  // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+  m = m + (1.f - h.beta1) * (g - m);
+  v = h.beta2 * v + (1.f - h.beta2) * (g * g);
+  float vv = v;
+  if (h.amsgrad) {
+    vmax = vmax > v ? vmax : v;
+    vv = vmax;
+  }
+  const float denom = sqrtf(vv) / s.bc2_sqrt + h.eps;
+  p = p - s.step_size * (m / denom);
+}
+
+// Mask words: bit j of word w keeps element 64 * w + j. An unmasked tensor has no words.
+SP_HD bool kept(const uint64_t* words, int64_t i) {
+  return words == nullptr || ((words[i >> 6] >> (i & 63)) & 1u);
+}
+
+}  // namespace core
+}  // namespace sparsepai

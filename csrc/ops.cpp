@@ -23,6 +23,20 @@ TORCH_LIBRARY(sparsepai, m) {
   m.def("count_around(Tensor[] scores, int threshold_key, bool largest, int nan) -> Tensor");
   // int64 0-d tensor: index of the first tensor holding a NaN, or -1.
   m.def("first_nan(Tensor[] scores) -> Tensor");
+
+  // Masked optimizer steps, one call for all tensors of a param group (sparsepai/optim). A mask
+  // is an int64 tensor of ceil(numel / 64) words (bit j of word w keeps element 64 w + j) or an
+  // empty tensor (nothing pruned). momentum_buffers is empty when momentum == 0;
+  // max_exp_avg_sqs is empty unless amsgrad. steps: each tensor's step count after this step.
+  m.def(
+      "masked_sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
+      "Tensor[] masks, float lr, float momentum, float dampening, float weight_decay, "
+      "bool nesterov, bool maximize, bool is_first_step) -> ()");
+  m.def(
+      "masked_adamw_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
+      "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor[] masks, float[] steps, "
+      "float lr, float beta1, float beta2, float weight_decay, float eps, bool amsgrad, "
+      "bool maximize) -> ()");
 }
 
 // Importing the Python module sparsepai._C loads this library and so runs the registrations

@@ -14,8 +14,9 @@ _LAZY = {
     "kth_largest": "sparsepai.ops.topk",
     "TopkResult": "sparsepai.ops.topk",
     "has_extension": "sparsepai._ext",
+    "apply_masks": "sparsepai.masking",
 }
-_SUBMODULES = ("ops", "triton")
+_SUBMODULES = ("ops", "optim", "triton")
 
 __all__ = sorted(list(_LAZY) + list(_SUBMODULES))
 

@@ -19,16 +19,38 @@ struct SgdHyper {
   bool nesterov = false, maximize = false;
 };
 
-// One SGD step of one element. `first`: the momentum buffer is created from this gradient, as
-// torch does on a parameter's first step.
-SP_HD void sgd_element(float& p, float g, float& buf, const SgdHyper& h, bool first) {
-  if (h.maximize) g = -g;
-  if (h.weight_decay != 0.f) g = g + h.weight_decay * p;
-  if (h.momentum != 0.f) {
-    buf = first ? g : h.momentum * buf + (1.f - h.dampening) * g;
-    g = h.nesterov ? g + h.momentum * buf : buf;
+// The SGD update written without data-dependent branches, so that it vectorises: the options
+// become coefficients whose products are exact (1 * x, 0 * x) and leave torch's operation order
+// (and so its float32 rounding) unchanged for finite values.
+struct SgdCoef {
+  float lr, sign, wd;
+  float buf_keep, grad_gain;  // buf = buf_keep * buf + grad_gain * g
+  float nest_b;               // Nesterov: g = g + nest_b * buf
+};
+
+SP_HD SgdCoef sgd_coef(const SgdHyper& h, bool first) {
+  SgdCoef c;
+  c.lr = h.lr;
+  c.sign = h.maximize ? -1.f : 1.f;
+  c.wd = h.weight_decay;
+  // torch's first step copies the gradient into the buffer; later ones
+  // buf.mul_(momentum).add_(g, alpha=1 - dampening)
+  c.buf_keep = first ? 0.f : h.momentum;
+  c.grad_gain = first ? 1.f : 1.f - h.dampening;
+  c.nest_b = h.momentum;
+  return c;
+}
+
+// One SGD step of one element (with a momentum buffer when kMomentum; Nesterov when kNesterov).
+template <bool kMomentum, bool kNesterov>
+SP_HD void sgd_element(float& p, float g, float& buf, const SgdCoef& c) {
+  g = c.sign * g;
+  g = g + c.wd * p;  // torch adds nothing when weight_decay == 0; + 0 * p is the same for finite p
+  if (kMomentum) {
+    buf = c.buf_keep * buf + c.grad_gain * g;
+    g = kNesterov ? g + c.nest_b * buf : buf;
   }
-  p = p - h.lr * g;
+  p = p - c.lr * g;
 }
 
 struct AdamWHyper {
@@ -50,15 +72,16 @@ inline AdamWStep adamw_step_scalars(const AdamWHyper& h, double t) {
           float(std::sqrt(bc2))};
 }
 
+template <bool kAmsgrad>
 SP_HD void adamw_element(float& p, float g, float& m, float& v, float& vmax, const AdamWHyper& h,
                          const AdamWStep& s) {
-  if (h.maximize) g = -g;
+  g = (h.maximize ? -1.f : 1.f) * g;
   p = p * s.decay;
   // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
   m = m + (1.f - h.beta1) * (g - m);
   v = h.beta2 * v + (1.f - h.beta2) * (g * g);
   float vv = v;
-  if (h.amsgrad) {
+  if (kAmsgrad) {
     vmax = vmax > v ? vmax : v;
     vv = vmax;
   }

@@ -8,30 +8,13 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
+
+#include "cpu_isa.h"
 
 #define SP_HAVE_AVX512_DISPATCH 1
 
 namespace sparsepai {
 namespace core {
-
-// The widest instruction set the hot loops may use: what the CPU has, capped by the environment
-// variable SPARSEPAI_CPU_ISA=base|avx2|avx512 (read once; the tests run every level).
-inline int isa_level() {
-  static const int level = [] {
-    int have = 0;
-    if (__builtin_cpu_supports("avx2")) have = 1;
-    if (have == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl"))
-      have = 2;
-    const char* cap = std::getenv("SPARSEPAI_CPU_ISA");
-    if (cap && std::strcmp(cap, "base") == 0) return 0;
-    if (cap && std::strcmp(cap, "avx2") == 0) return have < 1 ? have : 1;
-    return have;
-  }();
-  return level;
-}
 
 inline bool use_avx512() { return isa_level() >= 2; }
 

@@ -21,14 +21,10 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu_isa.h"
 #include "radix_keys.h"
 #include "topk_avx512.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__) && !defined(SP_NO_ISA_DISPATCH)
-#define SP_HAVE_AVX2_DISPATCH 1
-#else
-#define SP_HAVE_AVX2_DISPATCH 0
-#endif
 
 namespace sparsepai {
 namespace core {
@@ -201,28 +197,20 @@ namespace isa_base {
 #include "topk_blocks.inc"
 }  // namespace isa_base
 
-#if SP_HAVE_AVX2_DISPATCH
-#pragma GCC push_options
-#pragma GCC target("avx2,bmi,bmi2,popcnt")
+#if SP_HAVE_ISA_DISPATCH
+SP_ISA_BEGIN_AVX2
 namespace isa_avx2 {
 #include "topk_blocks.inc"
 }  // namespace isa_avx2
-#pragma GCC pop_options
+SP_ISA_END
+SP_ISA_BEGIN_AVX512
+namespace isa_avx512 {
+#include "topk_blocks.inc"
+}  // namespace isa_avx512
+SP_ISA_END
 #endif
 
-inline bool use_avx2() {
-#if SP_HAVE_AVX2_DISPATCH
-  return isa_level() >= 1;
-#else
-  return false;
-#endif
-}
-
-#if SP_HAVE_AVX2_DISPATCH
-#define SP_ISA_CALL(fn, ...) (use_avx2() ? isa_avx2::fn(__VA_ARGS__) : isa_base::fn(__VA_ARGS__))
-#else
-#define SP_ISA_CALL(fn, ...) isa_base::fn(__VA_ARGS__)
-#endif
+#define SP_ISA_CALL(fn, ...) SP_ISA_DISPATCH(fn, __VA_ARGS__)
 
 // Calls f(flat_index, key) over a chunk, with the dtype dispatch hoisted out of the loop.
 template <class Fmt, class F>

@@ -1,0 +1,172 @@
+"""Masked optimizer step time: sparsepai's fused masked step against torch's fused optimizers,
+with and without the usual two mask multiplies (grad.mul_(mask) before the step,
+param.mul_(mask) after).
+
+For ResNet-18 (CIFAR variant) and VGG-16 parameter shapes, SGD (momentum 0.9, weight decay 5e-4)
+and AdamW, at several densities of a random unstructured mask. Each configuration is timed as
+the median of --repeats steps after warm-up, all in the same run, so the ratios are same-run
+ratios. The three targets of the issue are checked and printed.
+
+    python benchmarks/bench_optim.py                 # writes benchmarks/results/optim.{json,csv,png}
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import sparsepai as sp  # noqa: E402
+
+
+def model_shapes(name):
+    import torchvision
+
+    if name == "resnet18":
+        m = torchvision.models.resnet18(num_classes=10)
+        m.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # CIFAR stem
+        m.maxpool = torch.nn.Identity()
+    else:
+        m = torchvision.models.vgg16_bn(num_classes=10)
+    return [p.shape for p in m.parameters()]
+
+
+def make(shapes, density, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g)
+    masks = [torch.rand(s, generator=g) < density if len(s) > 1 else None for s in shapes]
+    return params, masks
+
+
+def time_steps(step, repeats, warmup=3):
+    for _ in range(warmup):
+        step()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def bench(model, opt_name, density, repeats):
+    shapes = model_shapes(model)
+    kw = (dict(lr=0.01, momentum=0.9, weight_decay=5e-4) if opt_name == "sgd"
+          else dict(lr=1e-3, weight_decay=1e-2))
+    torch_cls = torch.optim.SGD if opt_name == "sgd" else torch.optim.AdamW
+    ours_cls = sp.optim.MaskedSGD if opt_name == "sgd" else sp.optim.MaskedAdamW
+    out = {"model": model, "optimizer": opt_name, "density": density,
+           "params": sum(int(torch.Size(s).numel()) for s in shapes)}
+
+    params, masks = make(shapes, density)
+    fused = torch_cls(params, fused=True, **kw)
+    out["torch_fused_ms"] = 1e3 * time_steps(fused.step, repeats)
+
+    params, masks = make(shapes, density)
+    fused = torch_cls(params, fused=True, **kw)
+    fmasks = [m.float() if m is not None else None for m in masks]
+
+    def with_mask_multiplies():
+        for p, m in zip(params, fmasks):
+            if m is not None:
+                p.grad.mul_(m)
+        fused.step()
+        with torch.no_grad():
+            for p, m in zip(params, fmasks):
+                if m is not None:
+                    p.mul_(m)
+    out["torch_fused_plus_masks_ms"] = 1e3 * time_steps(with_mask_multiplies, repeats)
+
+    params, masks = make(shapes, density)
+    ours = ours_cls(params, masks, **kw)
+    out["sparsepai_ms"] = 1e3 * time_steps(ours.step, repeats)
+    out["ratio_vs_fused"] = out["sparsepai_ms"] / out["torch_fused_ms"]
+    out["speedup_vs_fused_plus_masks"] = out["torch_fused_plus_masks_ms"] / out["sparsepai_ms"]
+    return out
+
+
+def check_targets(rows):
+    lines = []
+    for r in rows:
+        tag = f"{r['model']}/{r['optimizer']} density {r['density']}"
+        ok2 = r["speedup_vs_fused_plus_masks"] >= 2.0
+        lines.append(f"{tag}: {r['speedup_vs_fused_plus_masks']:.2f}x faster than fused+masks "
+                     f"(target >= 2x) {'OK' if ok2 else 'MISSED'}")
+        if r["density"] == 1.0:
+            ok = r["ratio_vs_fused"] <= 1.15
+            lines.append(f"{tag}: {r['ratio_vs_fused']:.2f}x the unmasked fused step "
+                         f"(target <= 1.15x) {'OK' if ok else 'MISSED'}")
+        if r["density"] == 0.05:
+            ok = r["ratio_vs_fused"] <= 0.7
+            lines.append(f"{tag}: {r['ratio_vs_fused']:.2f}x the unmasked fused step "
+                         f"(target <= 0.7x) {'OK' if ok else 'MISSED'}")
+    return lines
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    combos = sorted({(r["model"], r["optimizer"]) for r in rows})
+    fig, axes = plt.subplots(1, len(combos), figsize=(4.2 * len(combos), 3.8), squeeze=False)
+    for ax, (model, opt) in zip(axes[0], combos):
+        rs = sorted((r for r in rows if r["model"] == model and r["optimizer"] == opt),
+                    key=lambda r: r["density"])
+        d = [r["density"] for r in rs]
+        ax.plot(d, [r["torch_fused_ms"] for r in rs], "o-", label="torch fused (no mask)")
+        ax.plot(d, [r["torch_fused_plus_masks_ms"] for r in rs], "s-", label="torch fused + 2 mask muls")
+        ax.plot(d, [r["sparsepai_ms"] for r in rs], "^-", label="sparsepai masked (fused)")
+        ax.set(xscale="log", xlabel="density", ylabel="ms per step", title=f"{model} {opt}")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["resnet18", "vgg16"])
+    ap.add_argument("--optimizers", nargs="+", default=["sgd", "adamw"])
+    ap.add_argument("--densities", nargs="+", type=float, default=[1.0, 0.5, 0.2, 0.05, 0.01])
+    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "optim"))
+    args = ap.parse_args()
+    rows = []
+    for model in args.models:
+        for opt in args.optimizers:
+            for d in args.densities:
+                r = bench(model, opt, d, args.repeats)
+                rows.append(r)
+                print(f"{model:<9}{opt:<6} density {d:<5} fused {r['torch_fused_ms']:7.2f} ms  "
+                      f"fused+masks {r['torch_fused_plus_masks_ms']:7.2f} ms  "
+                      f"sparsepai {r['sparsepai_ms']:7.2f} ms", flush=True)
+    targets = check_targets(rows)
+    print("\n".join(targets))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    meta = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with open(args.out + ".json", "w") as f:
+        json.dump({"meta": meta, "rows": rows, "targets": targets}, f, indent=1)
+    with open(args.out + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plot(rows, args.out + ".png")
+    print(f"wrote {args.out}.json/.csv/.png")
+
+
+if __name__ == "__main__":
+    main()

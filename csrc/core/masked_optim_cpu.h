@@ -1,0 +1,72 @@
+// CPU entry points of the masked optimizer loops: masked_optim_blocks.inc compiled for every
+// instruction-set level (cpu_isa.h), plus the helpers it uses. Torch-free.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu_isa.h"
+#include "masked_optim.h"
+
+namespace sparsepai {
+namespace core {
+
+constexpr int kSparseWordBits = 12;  // at most this many kept bits: the one-by-one path
+
+template <class T>
+inline float ld(const T* p, int64_t i) {
+  return static_cast<float>(p[i]);
+}
+template <class T>
+inline void st(T* p, int64_t i, float v) {
+  p[i] = static_cast<T>(v);
+}
+
+inline uint64_t word_bits(const uint64_t* words, int64_t w0, int64_t n) {
+  uint64_t bits = words ? words[w0 >> 6] : ~uint64_t(0);
+  if (n < 64) bits &= (uint64_t(1) << n) - 1;
+  return bits;
+}
+
+namespace isa_base {
+#include "masked_optim_blocks.inc"
+}  // namespace isa_base
+
+#if SP_HAVE_ISA_DISPATCH
+SP_ISA_BEGIN_AVX2
+namespace isa_avx2 {
+#include "masked_optim_blocks.inc"
+}  // namespace isa_avx2
+SP_ISA_END
+SP_ISA_BEGIN_AVX512
+namespace isa_avx512 {
+#include "masked_optim_blocks.inc"
+}  // namespace isa_avx512
+SP_ISA_END
+#endif
+
+template <class T, bool kMomentum, bool kNesterov>
+inline void sgd_range(T* p, const T* g, T* buf, const uint64_t* words, int64_t begin, int64_t end,
+                      const SgdHyper& h, bool first) {
+#if SP_HAVE_ISA_DISPATCH
+  const int level = isa_level();
+  if (level >= 2) return isa_avx512::sgd_range<T, kMomentum, kNesterov>(p, g, buf, words, begin, end, h, first);
+  if (level >= 1) return isa_avx2::sgd_range<T, kMomentum, kNesterov>(p, g, buf, words, begin, end, h, first);
+#endif
+  isa_base::sgd_range<T, kMomentum, kNesterov>(p, g, buf, words, begin, end, h, first);
+}
+
+template <class T, bool kAmsgrad>
+inline void adamw_range(T* p, const T* g, T* m, T* v, T* vmax, const uint64_t* words,
+                        int64_t begin, int64_t end, const AdamWHyper& h, const AdamWStep& s) {
+#if SP_HAVE_ISA_DISPATCH
+  const int level = isa_level();
+  if (level >= 2)
+    return isa_avx512::adamw_range<T, kAmsgrad>(p, g, m, v, vmax, words, begin, end, h, s);
+  if (level >= 1)
+    return isa_avx2::adamw_range<T, kAmsgrad>(p, g, m, v, vmax, words, begin, end, h, s);
+#endif
+  isa_base::adamw_range<T, kAmsgrad>(p, g, m, v, vmax, words, begin, end, h, s);
+}
+
+}  // namespace core
+}  // namespace sparsepai

@@ -72,7 +72,8 @@ def _extensions():
     debug = _flag("SPARSEPAI_DEBUG", "0") in ("1", "true", "yes")
     opt = ["-O0", "-g"] if debug else ["-O3"]
     # no FMA contraction: the optimizer math then rounds the same on every CPU and ISA level
-    cxx = opt + ["-std=c++20", "-fopenmp", "-fvisibility=hidden", "-ffp-contract=off"]
+    cxx = opt + ["-std=c++20", "-fopenmp", "-fvisibility=hidden", "-ffp-contract=off",
+           "-fno-math-errno"]  # sqrtf must not set errno, or it cannot be vectorised
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     use_cuda = bool(cuda_home) and ce.CUDA_HOME is not None
     if use_cuda:

@@ -296,3 +296,27 @@ def test_opcheck_masked_ops():
     torch.library.opcheck(torch.ops.sparsepai.masked_adamw_.default,
                           (ps, gs, m, v, [], ws, [1.0, 1.0], 1e-3, 0.9, 0.999, 1e-2, 1e-8, False,
                            False))
+
+
+def test_scheduler_and_add_param_group():
+    ps = make_params()
+    masks = make_masks()
+    opt = MaskedSGD(ps[:2], masks[:2], lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    extra = ps[2]
+    extra_mask = masks[2]
+    extra._sparsepai_mask = extra_mask  # as sp.apply_masks records it
+    opt.add_param_group({"params": [extra], "lr": 0.2})
+    assert bool((extra[~extra_mask] == 0).all())  # zeroed when the optimizer took it
+    before = [p.detach().clone() for p in ps[:3]]
+    for p in ps[:3]:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    sched.step()
+    # plain SGD: p -= lr * 1 on kept entries, with the group's lr at that step
+    assert torch.allclose(ps[1], before[1] - 0.1)
+    kept = extra_mask
+    assert torch.allclose(ps[2][kept], before[2][kept] - 0.2)
+    assert opt.param_groups[0]["lr"] == 0.05
+    opt.zero_grad()
+    assert all(p.grad is None for p in ps[:3])

@@ -5,9 +5,58 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <initializer_list>
 
+#include "core/masked_optim.h"
+
 namespace sparsepai {
+
+// Calls f(T{}) with the C++ storage type of the parameters' dtype.
+template <class F>
+void dispatch_param_dtype(at::ScalarType st, const char* op, F&& f) {
+  switch (st) {
+    case at::kFloat:
+      f(float{});
+      break;
+    case at::kHalf:
+      f(c10::Half{});
+      break;
+    case at::kBFloat16:
+      f(c10::BFloat16{});
+      break;
+    default:
+      TORCH_CHECK_TYPE(false, "sparsepai.", op,
+                       ": parameters must be float32, float16 or bfloat16, got ", st);
+  }
+}
+
+inline core::SgdHyper sgd_hyper(double lr, double momentum, double dampening,
+                                double weight_decay, bool nesterov, bool maximize) {
+  core::SgdHyper h;
+  h.lr = float(lr);
+  h.momentum = float(momentum);
+  h.dampening = float(dampening);
+  h.weight_decay = float(weight_decay);
+  h.nesterov = nesterov;
+  h.maximize = maximize;
+  return h;
+}
+
+inline core::AdamWHyper adamw_hyper(double lr, double beta1, double beta2, double weight_decay,
+                                    double eps, bool amsgrad, bool maximize) {
+  core::AdamWHyper h;
+  h.lr = float(lr);
+  h.beta1 = float(beta1);
+  h.beta2 = float(beta2);
+  h.weight_decay = float(weight_decay);
+  h.eps = float(eps);
+  h.amsgrad = amsgrad;
+  h.maximize = maximize;
+  return h;
+}
 
 struct StateList {
   const char* name;
@@ -45,6 +94,18 @@ inline void check_group(const char* op, at::TensorList params, at::TensorList gr
                       "sparsepai.", op, ": masks[", i, "] must be empty or ", (p.numel() + 63) / 64,
                       " int64 words on ", p.device());
   }
+}
+
+// The argument checks of masked_adamw_, shared by both backends.
+inline void check_adamw_group(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                              at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                              at::TensorList masks, at::ArrayRef<double> steps, bool amsgrad) {
+  check_group("masked_adamw_", params, grads, masks,
+              {{"exp_avgs", exp_avgs, true},
+               {"exp_avg_sqs", exp_avg_sqs, true},
+               {"max_exp_avg_sqs", max_exp_avg_sqs, amsgrad}});
+  TORCH_CHECK_VALUE(steps.size() == params.size(), "sparsepai.masked_adamw_: steps has ",
+                    steps.size(), " entries for ", params.size(), " params");
 }
 
 }  // namespace sparsepai

@@ -36,35 +36,13 @@ const uint64_t* words_of(const at::Tensor& mask) {
   return mask.numel() ? reinterpret_cast<const uint64_t*>(mask.data_ptr<int64_t>()) : nullptr;
 }
 
-template <class F>
-void dispatch_param_dtype(at::ScalarType st, const char* op, F&& f) {
-  switch (st) {
-    case at::kFloat:
-      f(float{});
-      break;
-    case at::kHalf:
-      f(c10::Half{});
-      break;
-    case at::kBFloat16:
-      f(c10::BFloat16{});
-      break;
-    default:
-      TORCH_CHECK_TYPE(false, "sparsepai.", op, ": parameters must be float32, float16 or bfloat16, got ", st);
-  }
-}
-
 void masked_sgd_cpu(at::TensorList params, at::TensorList grads, at::TensorList bufs,
                     at::TensorList masks, double lr, double momentum, double dampening,
                     double weight_decay, bool nesterov, bool maximize, bool is_first_step) {
   const bool has_mom = momentum != 0.0;
   check_group("masked_sgd_", params, grads, masks, {{"momentum_buffers", bufs, has_mom}});
-  core::SgdHyper h;
-  h.lr = float(lr);
-  h.momentum = float(momentum);
-  h.dampening = float(dampening);
-  h.weight_decay = float(weight_decay);
-  h.nesterov = nesterov;
-  h.maximize = maximize;
+  const core::SgdHyper h =
+      sgd_hyper(lr, momentum, dampening, weight_decay, nesterov, maximize);
   const auto ranges = make_ranges(params);
   at::parallel_for(0, int64_t(ranges.size()), 1, [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; ++r) {
@@ -93,20 +71,10 @@ void masked_adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorLis
                       at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
                       at::TensorList masks, at::ArrayRef<double> steps, double lr, double beta1,
                       double beta2, double weight_decay, double eps, bool amsgrad, bool maximize) {
-  check_group("masked_adamw_", params, grads, masks,
-              {{"exp_avgs", exp_avgs, true},
-               {"exp_avg_sqs", exp_avg_sqs, true},
-               {"max_exp_avg_sqs", max_exp_avg_sqs, amsgrad}});
-  TORCH_CHECK_VALUE(steps.size() == params.size(), "sparsepai.masked_adamw_: steps has ",
-                    steps.size(), " entries for ", params.size(), " params");
-  core::AdamWHyper h;
-  h.lr = float(lr);
-  h.beta1 = float(beta1);
-  h.beta2 = float(beta2);
-  h.weight_decay = float(weight_decay);
-  h.eps = float(eps);
-  h.amsgrad = amsgrad;
-  h.maximize = maximize;
+  check_adamw_group(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masks, steps,
+                    amsgrad);
+  const core::AdamWHyper h =
+      adamw_hyper(lr, beta1, beta2, weight_decay, eps, amsgrad, maximize);
   std::vector<core::AdamWStep> per(params.size());
   for (size_t t = 0; t < params.size(); ++t) per[t] = core::adamw_step_scalars(h, steps[t]);
   const auto ranges = make_ranges(params);

@@ -109,23 +109,6 @@ Tables make_tables(at::TensorList params, at::TensorList grads, at::TensorList s
   return t;
 }
 
-template <class F>
-void dispatch_param_dtype(at::ScalarType st, const char* op, F&& f) {
-  switch (st) {
-    case at::kFloat:
-      f(float{});
-      break;
-    case at::kHalf:
-      f(at::Half{});
-      break;
-    case at::kBFloat16:
-      f(at::BFloat16{});
-      break;
-    default:
-      TORCH_CHECK_TYPE(false, "sparsepai.", op, ": parameters must be float32, float16 or bfloat16, got ", st);
-  }
-}
-
 void masked_sgd_cuda(at::TensorList params, at::TensorList grads, at::TensorList bufs,
                      at::TensorList masks, double lr, double momentum, double dampening,
                      double weight_decay, bool nesterov, bool maximize, bool is_first_step) {
@@ -133,13 +116,8 @@ void masked_sgd_cuda(at::TensorList params, at::TensorList grads, at::TensorList
   check_group("masked_sgd_", params, grads, masks, {{"momentum_buffers", bufs, has_mom}});
   if (params.empty()) return;
   c10::cuda::CUDAGuard guard(params[0].device());
-  core::SgdHyper h;
-  h.lr = float(lr);
-  h.momentum = float(momentum);
-  h.dampening = float(dampening);
-  h.weight_decay = float(weight_decay);
-  h.nesterov = nesterov;
-  h.maximize = maximize;
+  const core::SgdHyper h =
+      sgd_hyper(lr, momentum, dampening, weight_decay, nesterov, maximize);
   const core::SgdCoef c = core::sgd_coef(h, is_first_step);
   Tables t = make_tables(params, grads, bufs, {}, {}, masks, {});
   if (t.nranges == 0) return;
@@ -163,22 +141,12 @@ void masked_adamw_cuda(at::TensorList params, at::TensorList grads, at::TensorLi
                        at::TensorList masks, at::ArrayRef<double> steps, double lr, double beta1,
                        double beta2, double weight_decay, double eps, bool amsgrad,
                        bool maximize) {
-  check_group("masked_adamw_", params, grads, masks,
-              {{"exp_avgs", exp_avgs, true},
-               {"exp_avg_sqs", exp_avg_sqs, true},
-               {"max_exp_avg_sqs", max_exp_avg_sqs, amsgrad}});
-  TORCH_CHECK_VALUE(steps.size() == params.size(), "sparsepai.masked_adamw_: steps has ",
-                    steps.size(), " entries for ", params.size(), " params");
+  check_adamw_group(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masks, steps,
+                    amsgrad);
   if (params.empty()) return;
   c10::cuda::CUDAGuard guard(params[0].device());
-  core::AdamWHyper h;
-  h.lr = float(lr);
-  h.beta1 = float(beta1);
-  h.beta2 = float(beta2);
-  h.weight_decay = float(weight_decay);
-  h.eps = float(eps);
-  h.amsgrad = amsgrad;
-  h.maximize = maximize;
+  const core::AdamWHyper h =
+      adamw_hyper(lr, beta1, beta2, weight_decay, eps, amsgrad, maximize);
   std::vector<core::AdamWStep> per(params.size());
   for (size_t i = 0; i < params.size(); ++i) per[i] = core::adamw_step_scalars(h, steps[i]);
   Tables t = make_tables(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masks, per);

@@ -146,6 +146,17 @@ class _Masked:
                 self._words[p] = None if m is None else pack_mask(m)
             self._zero_pruned()
 
+    def _groups(self, closure):
+        """Runs the closure (with grad enabled), then yields the param groups, checked."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if isinstance(group["lr"], torch.Tensor):
+                raise TypeError(f"{type(self).__name__}: tensor learning rates are not supported")
+        return loss, self.param_groups
+
     def _collect(self, group):
         """Params with gradients, checked, with their mask words."""
         out = []
@@ -201,13 +212,8 @@ class MaskedSGD(_Masked, torch.optim.SGD):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            if isinstance(group["lr"], torch.Tensor):
-                raise TypeError("MaskedSGD: tensor learning rates are not supported")
+        loss, groups = self._groups(closure)
+        for group in groups:
             mom = group["momentum"]
             items = []
             for p, words in self._collect(group):
@@ -252,13 +258,8 @@ class MaskedAdamW(_Masked, torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            if isinstance(group["lr"], torch.Tensor):
-                raise TypeError("MaskedAdamW: tensor learning rates are not supported")
+        loss, groups = self._groups(closure)
+        for group in groups:
             amsgrad = group["amsgrad"]
             items = self._collect(group)
             for p, _ in items:

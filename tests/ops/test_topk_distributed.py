@@ -1,16 +1,13 @@
 """sp.topk_mask(group=...) with 2 processes on the gloo backend against the single-process oracle
 over the concatenated shards (rank order)."""
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import sparsepai as sp
 from sparsepai.ops.topk_ref import topk_mask_ref
+from tests.dist_helpers import run_ranks
 
 WORLD = 2
 
@@ -24,56 +21,37 @@ def _shards(dtype):
     return [[a, b], [c, torch.zeros(0, dtype=dtype)]]
 
 
-def _worker(rank, port, results):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        for dtype in (torch.float32, torch.float16, torch.float64):
-            shards = _shards(dtype)
-            mine = shards[rank]
-            everything = shards[0] + shards[1]
-            n = sum(s.numel() for s in everything)
-            for k in (0, 1, 999, 2000, n - 1, n):
-                for largest in (True, False):
-                    for nan in ("low", "high"):
-                        res = sp.topk_mask(mine, k, largest=largest, nan=nan, group=dist.group.WORLD)
-                        thr, want = topk_mask_ref(everything, k, largest, nan)
-                        want_mine = want[:2] if rank == 0 else want[2:]
-                        assert torch.equal(res.threshold, thr), (dtype, k, largest, nan)
-                        for got, w in zip(res.masks, want_mine):
-                            assert torch.equal(got, w), (dtype, k, largest, nan)
-                        kth = sp.kth_largest(mine, k, largest=largest, nan=nan,
-                                             group=dist.group.WORLD)
-                        assert torch.equal(kth, thr)
-            # the NaN sits on rank 1: every rank raises, naming it
-            try:
-                sp.topk_mask(mine, 5, group=dist.group.WORLD)
-                raise AssertionError("expected ValueError for NaN")
-            except ValueError as e:
-                assert "rank 1" in str(e) and "scores[0]" in str(e), str(e)
-            try:
-                sp.topk_mask(mine, n + 1, nan="low", group=dist.group.WORLD)
-                raise AssertionError("expected ValueError for k > N")
-            except ValueError as e:
-                assert "k must be in" in str(e)
-        results[rank] = "ok"
-    except BaseException as e:  # report to the parent instead of hanging the other rank
-        results[rank] = f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank):
+    for dtype in (torch.float32, torch.float16, torch.float64):
+        shards = _shards(dtype)
+        mine = shards[rank]
+        everything = shards[0] + shards[1]
+        n = sum(s.numel() for s in everything)
+        for k in (0, 1, 999, 2000, n - 1, n):
+            for largest in (True, False):
+                for nan in ("low", "high"):
+                    res = sp.topk_mask(mine, k, largest=largest, nan=nan, group=dist.group.WORLD)
+                    thr, want = topk_mask_ref(everything, k, largest, nan)
+                    want_mine = want[:2] if rank == 0 else want[2:]
+                    assert torch.equal(res.threshold, thr), (dtype, k, largest, nan)
+                    for got, w in zip(res.masks, want_mine):
+                        assert torch.equal(got, w), (dtype, k, largest, nan)
+                    kth = sp.kth_largest(mine, k, largest=largest, nan=nan,
+                                         group=dist.group.WORLD)
+                    assert torch.equal(kth, thr)
+        # the NaN sits on rank 1: every rank raises, naming it
+        try:
+            sp.topk_mask(mine, 5, group=dist.group.WORLD)
+            raise AssertionError("expected ValueError for NaN")
+        except ValueError as e:
+            assert "rank 1" in str(e) and "scores[0]" in str(e), str(e)
+        try:
+            sp.topk_mask(mine, n + 1, nan="low", group=dist.group.WORLD)
+            raise AssertionError("expected ValueError for k > N")
+        except ValueError as e:
+            assert "k must be in" in str(e)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_two_gloo_ranks_match_single_process_oracle():
-    manager = mp.Manager()
-    results = manager.dict()
-    mp.spawn(_worker, args=(_free_port(), results), nprocs=WORLD, join=True)
-    assert dict(results) == {0: "ok", 1: "ok"}
+    assert run_ranks(_worker, WORLD) == {0: "ok", 1: "ok"}

@@ -2,15 +2,12 @@
 weights stay zero, and training equals one process on the whole batch (DDP averages the ranks'
 gradients; each rank's loss is a mean over an equal share of the batch)."""
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import sparsepai as sp
+from tests.dist_helpers import run_ranks
 
 WORLD = 2
 STEPS = 8
@@ -44,47 +41,29 @@ def _train_single():
     return [p.detach() for p in model.parameters()]
 
 
-def _worker(rank, port, results):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        model = _model()
-        masks = _masks(model)
-        sp.apply_masks(model, masks)
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        opt = sp.optim.MaskedSGD(ddp.named_parameters(), None, lr=0.1, momentum=0.9)
-        xs, ys = _data()
-        for x, y in zip(xs, ys):
-            opt.zero_grad()
-            share = slice(rank * 8, (rank + 1) * 8)
-            torch.nn.functional.cross_entropy(ddp(x[share]), y[share]).backward()
-            opt.step()
-        params = dict(model.named_parameters())
-        for n, m in masks.items():
-            assert bool((params[n][~m] == 0).all()), n
-        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-        gathered = [torch.empty_like(flat) for _ in range(WORLD)]
-        dist.all_gather(gathered, flat)
-        assert torch.equal(gathered[0], gathered[1]), "ranks diverged"
-        want = torch.cat([p.reshape(-1) for p in _train_single()])
-        torch.testing.assert_close(flat, want, rtol=1e-5, atol=1e-6)
-        results[rank] = "ok"
-    except BaseException as e:
-        results[rank] = f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank):
+    model = _model()
+    masks = _masks(model)
+    sp.apply_masks(model, masks)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    opt = sp.optim.MaskedSGD(ddp.named_parameters(), None, lr=0.1, momentum=0.9)
+    xs, ys = _data()
+    for x, y in zip(xs, ys):
+        opt.zero_grad()
+        share = slice(rank * 8, (rank + 1) * 8)
+        torch.nn.functional.cross_entropy(ddp(x[share]), y[share]).backward()
+        opt.step()
+    params = dict(model.named_parameters())
+    for n, m in masks.items():
+        assert bool((params[n][~m] == 0).all()), n
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(WORLD)]
+    dist.all_gather(gathered, flat)
+    assert torch.equal(gathered[0], gathered[1]), "ranks diverged"
+    want = torch.cat([p.reshape(-1) for p in _train_single()])
+    torch.testing.assert_close(flat, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_masked_sgd_under_ddp():
-    results = mp.Manager().dict()
-    mp.spawn(_worker, args=(_free_port(), results), nprocs=WORLD, join=True)
-    assert dict(results) == {0: "ok", 1: "ok"}
+    assert run_ranks(_worker, WORLD) == {0: "ok", 1: "ok"}

@@ -1,0 +1,37 @@
+"""Running a test body in several gloo processes on this machine."""
+
+import os
+import socket
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank, world, port, body, results):
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        body(rank)
+        results[rank] = "ok"
+    except BaseException as e:  # report to the parent instead of hanging the other ranks
+        results[rank] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(body, world=2):
+    """Runs body(rank) in `world` processes of one gloo group; returns {rank: 'ok' or error}.
+
+    body must be a module-level function (it is pickled into the spawned processes).
+    """
+    results = mp.Manager().dict()
+    mp.spawn(_entry, args=(world, _free_port(), body, results), nprocs=world, join=True)
+    return dict(results)

@@ -15,8 +15,10 @@ _LAZY = {
     "TopkResult": "sparsepai.ops.topk",
     "has_extension": "sparsepai._ext",
     "apply_masks": "sparsepai.masking",
+    "score": "sparsepai.pruning.api",
+    "prune": "sparsepai.pruning.api",
 }
-_SUBMODULES = ("ops", "optim", "triton")
+_SUBMODULES = ("ops", "optim", "pruning", "triton")
 
 __all__ = sorted(list(_LAZY) + list(_SUBMODULES))
 

@@ -1,0 +1,79 @@
+"""ProsPr (Alizadeh et al., ICLR 2022, https://arxiv.org/abs/2202.08132): prospect pruning.
+
+The score of a weight is the magnitude of the meta-gradient of the loss after M steps of SGD with
+respect to a multiplicative mask c on the initial weights:
+
+    w_0 = c * w_init,  w_{m+1} = w_m - lr * grad L(w_m, D_m)  (SGD, optionally with momentum),
+    score = |dL(w_M, D_M) / dc| at c = 1,
+
+differentiated through all M steps (``first_order=False``), or approximated by
+|grad L(w_M, D_M) * w_init| (``first_order=True``). Every parameter takes part in the inner steps
+(biases and norm parameters too; only the prunable weights are masked), the model is in train
+mode (batch statistics), and the inner steps run functionally (``torch.func.functional_call``)
+on copies of the parameters and buffers. ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from sparsepai.pruning.base import check_finite, register, take_batches
+
+
+@dataclasses.dataclass(frozen=True)
+class ProsprConfig:
+    """Args: meta_steps: M, the inner SGD steps; inner_lr, inner_momentum: the inner SGD;
+    first_order: the first-order approximation instead of the full meta-gradient."""
+
+    meta_steps: int = 3
+    inner_lr: float = 0.1
+    inner_momentum: float = 0.0
+    first_order: bool = False
+
+
+@register("prospr", ProsprConfig)
+def prospr_score(model, names, data, loss_fn, cfg: ProsprConfig):
+    if cfg.meta_steps < 0:
+        raise ValueError(f"prospr: meta_steps must be >= 0, got {cfg.meta_steps}")
+    batches = take_batches(data, cfg.meta_steps + 1, "prospr")
+    model.train()
+    init = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    masked = set(names)
+    c = {n: torch.ones_like(init[n], requires_grad=True) for n in names}
+    # the unmasked parameters enter the inner loop as leaves of their own
+    free = {n: init[n].clone().requires_grad_(True) for n in init if n not in masked}
+    w = {n: (c[n] * init[n]) if n in masked else free[n] for n in init}
+    order = list(w)
+    velocity = None
+    create_graph = not cfg.first_order
+    for m in tqdm(range(cfg.meta_steps), desc="prospr inner steps", leave=False):
+        x, y = batches[m]
+        loss = loss_fn(functional_call(model, (w, buffers), (x,)), y)
+        check_finite(loss, f"prospr inner step {m}")
+        grads = torch.autograd.grad(loss, [w[n] for n in order], create_graph=create_graph,
+                                    materialize_grads=True)
+        if cfg.inner_momentum:
+            velocity = (list(grads) if velocity is None else
+                        [cfg.inner_momentum * v + g for v, g in zip(velocity, grads)])
+            step = velocity
+        else:
+            step = grads
+        w = {n: w[n] - cfg.inner_lr * s for n, s in zip(order, step)}
+        if cfg.first_order:
+            # no graph through the steps: restart from detached leaves
+            w = {n: t.detach().requires_grad_(True) for n, t in w.items()}
+            if velocity is not None:
+                velocity = [v.detach() for v in velocity]
+    x, y = batches[cfg.meta_steps]
+    loss = loss_fn(functional_call(model, (w, buffers), (x,)), y)
+    check_finite(loss, "prospr meta-loss")
+    if cfg.first_order:
+        grads = torch.autograd.grad(loss, [w[n] for n in names], materialize_grads=True)
+        return {n: (g * init[n]).abs() for n, g in zip(names, grads)}
+    grads = torch.autograd.grad(loss, [c[n] for n in names], materialize_grads=True)
+    return {n: g.detach().abs() for n, g in zip(names, grads)}

@@ -71,21 +71,53 @@ def _cli(*args):
 
 def test_cli_help_describes_every_command():
     p = _cli("--help")
-    assert p.returncode == 0 and "demo" in p.stdout and "bench" in p.stdout
-    for cmd, option in (("demo", "--sparsity"), ("bench", "--sizes")):
-        p = _cli(cmd, "--help")
-        assert p.returncode == 0 and option in p.stdout, p.stdout
+    assert p.returncode == 0
+    for cmd, option in (("demo", "--sparsities"), ("prune", "--method"), ("train", "--masks"),
+                        ("sweep", "--seeds"), ("bench", "--sizes")):
+        assert cmd in p.stdout
+        p2 = _cli(cmd, "--help")
+        assert p2.returncode == 0 and option in p2.stdout, p2.stdout
 
 
-def test_cli_demo_runs_and_checks_itself():
-    p = _cli("demo", "--arch", "synthetic", "--repeats", "1", "--sparsity", "0.8")
+def test_cli_demo_on_a_tiny_budget(tmp_path):
+    out = tmp_path / "demo"
+    p = _cli("demo", "--epochs", "1", "--seeds", "0", "--methods", "magnitude", "snip",
+             "--sparsities", "0.9", "--out", str(out))
     assert p.returncode == 0, p.stderr
-    assert "matches torch.topk" in p.stdout
-    total = [line for line in p.stdout.splitlines() if line.startswith("total")][0].split()
-    n, kept = int(total[1].replace(",", "")), int(total[2].replace(",", ""))
-    assert kept == n - round(0.8 * n)
+    assert "magnitude" in p.stdout and "snip" in p.stdout and "dense" in p.stdout
+    for f in ("config.json", "runs.jsonl", "results.csv", "results.json", "table.txt",
+              "accuracy_vs_sparsity.png"):
+        assert (out / f).exists(), f
+    import json
+
+    runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    assert {(r["method"], r["sparsity"]) for r in runs} == {("dense", 0.0), ("magnitude", 0.9),
+                                                            ("snip", 0.9)}
+    for r in runs:
+        if r["method"] != "dense":
+            assert r["kept"] == r["prunable"] - round(0.9 * r["prunable"])
+    # a second run resumes: nothing to redo
+    p = _cli("demo", "--epochs", "1", "--seeds", "0", "--methods", "magnitude", "snip",
+             "--sparsities", "0.9", "--out", str(out))
+    assert p.returncode == 0 and len((out / "runs.jsonl").read_text().splitlines()) == 3
+
+
+def test_cli_prune_then_train(tmp_path):
+    masks = tmp_path / "m.safetensors"
+    p = _cli("prune", "--method", "prospr", "--sparsity", "0.8", "--option", "meta_steps=1",
+             "--out", str(masks))
+    assert p.returncode == 0, p.stderr
+    assert "kept" in p.stdout and masks.exists()
+    p = _cli("train", "--masks", str(masks), "--epochs", "1", "--out", str(tmp_path / "r.json"))
+    assert p.returncode == 0, p.stderr
+    assert "test accuracy" in p.stdout
+    # the same file against another architecture: a clear error
+    p = _cli("train", "--model", "lenet5", "--masks", str(masks), "--epochs", "1")
+    assert p.returncode != 0 and "different model" in p.stderr
 
 
 def test_cli_rejects_bad_sparsity():
-    p = _cli("demo", "--sparsity", "1.5")
-    assert p.returncode == 2 and "sparsity" in p.stderr
+    p = _cli("prune", "--method", "snip", "--sparsity", "1.5")
+    assert p.returncode == 2 and "sparsity must be in [0, 1)" in p.stderr
+    p = _cli("prune", "--method", "nosuch", "--sparsity", "0.5")
+    assert p.returncode != 0 and "valid methods" in p.stderr

@@ -1,0 +1,36 @@
+"""Keep-masks on disk: safetensors (never pickle) with the run's description as metadata."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+
+def save_masks(path: str, masks: dict, meta: dict | None = None) -> None:
+    """Write ``{param name: bool mask}`` to ``path`` (safetensors) with ``meta`` as JSON."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous().cpu() for k, v in masks.items()}, path,
+              metadata={"sparsepai": json.dumps(meta or {})})
+
+
+def load_masks(path: str, model: torch.nn.Module | None = None) -> tuple[dict, dict]:
+    """Read masks (and their metadata). With ``model``, check that every mask names one of its
+    parameters with the same shape: a mask file for a different model is a clear error."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    masks = load_file(path)
+    with safe_open(path, "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("sparsepai", "{}"))
+    if model is not None:
+        params = dict(model.named_parameters())
+        for name, m in masks.items():
+            if name not in params:
+                raise ValueError(f"{path}: mask for {name!r}, which the model does not have: the "
+                                 "mask file is for a different model")
+            if m.shape != params[name].shape or m.dtype != torch.bool:
+                raise ValueError(f"{path}: mask {name!r} has shape {tuple(m.shape)} "
+                                 f"({m.dtype}); the model's parameter {tuple(params[name].shape)}")
+    return masks, meta

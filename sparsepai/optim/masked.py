@@ -173,6 +173,14 @@ class _Masked:
         return out
 
 
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # float64: the reference
+
+
+def _use_kernel(op, ps):
+    return (has_op(op, ps[0].device.type) and ps[0].dtype in _KERNEL_DTYPES
+            and all(p.is_contiguous() for p in ps))
+
+
 def _buckets(items, key):
     d = defaultdict(list)
     for it in items:
@@ -231,7 +239,7 @@ class MaskedSGD(_Masked, torch.optim.SGD):
                 bufs = [self.state[p]["momentum_buffer"] for p in ps] if mom != 0 else []
                 args = (group["lr"], mom, group["dampening"], group["weight_decay"],
                         group["nesterov"], group["maximize"], bucket[0][2])
-                if has_op("masked_sgd_", ps[0].device.type) and all(p.is_contiguous() for p in ps):
+                if _use_kernel("masked_sgd_", ps):
                     gs = [g.contiguous() for g in gs]
                     torch.ops.sparsepai.masked_sgd_(ps, gs, bufs, ws, *args)
                 else:
@@ -287,7 +295,7 @@ class MaskedAdamW(_Masked, torch.optim.AdamW):
                 m = [s["exp_avg"] for s in st]
                 v = [s["exp_avg_sq"] for s in st]
                 vmax = [s["max_exp_avg_sq"] for s in st] if amsgrad else []
-                if has_op("masked_adamw_", ps[0].device.type) and all(p.is_contiguous() for p in ps):
+                if _use_kernel("masked_adamw_", ps):
                     gs = [g.contiguous() for g in gs]
                     torch.ops.sparsepai.masked_adamw_(ps, gs, m, v, vmax, ws, *args)
                 else:

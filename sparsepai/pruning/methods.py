@@ -1,3 +1,11 @@
 """Imports every method module so that each registers itself (one module per method)."""
 
-from sparsepai.pruning import force, grasp, prospr, simple, snip, synflow  # noqa: F401
+from sparsepai.pruning import (  # noqa: F401
+    after_training,
+    force,
+    grasp,
+    prospr,
+    simple,
+    snip,
+    synflow,
+)

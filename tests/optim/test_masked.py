@@ -320,3 +320,15 @@ def test_scheduler_and_add_param_group():
     assert opt.param_groups[0]["lr"] == 0.05
     opt.zero_grad()
     assert all(p.grad is None for p in ps[:3])
+
+
+def test_float64_params_use_float64_math():
+    masks = make_masks()
+    ours, theirs, ps, qs = run_pair(
+        lambda ps, ms: MaskedSGD(ps, ms, lr=0.01, momentum=0.9, weight_decay=1e-3),
+        lambda qs: torch.optim.SGD(qs, lr=0.01, momentum=0.9, weight_decay=1e-3),
+        masks, steps=50, dtype=torch.float64,
+    )
+    for p, q in zip(ps, qs):
+        assert p.dtype == torch.float64
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-13)

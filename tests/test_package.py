@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 import sparsepai as sp
 from sparsepai._ext import has_extension, has_op

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 
 def keep_schedule(total: int, keep: int, rounds: int) -> list[int]:
     """Kept counts after each round: total * density**(k / rounds), ending exactly at keep."""

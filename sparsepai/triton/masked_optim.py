@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from sparsepai.triton import has_triton
 
 BLOCK = 1024

@@ -1,6 +1,5 @@
 """sp.topk_mask / sp.kth_largest against the concatenate-and-stable-sort oracle."""
 
-import itertools
 import math
 
 import pytest

@@ -37,6 +37,19 @@ TORCH_LIBRARY(sparsepai, m) {
       "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor[] masks, float[] steps, "
       "float lr, float beta1, float beta2, float weight_decay, float eps, bool amsgrad, "
       "bool maximize) -> ()");
+
+  // Channel-sparse 2-d convolution (sparsepai/structured): reads input channels in_idx, computes
+  // weight.size(0) output channels and writes them to channels out_idx of an output with
+  // out_channels channels (zeros elsewhere). weight: [out_idx.numel(), in_idx.numel(), kh, kw].
+  m.def(
+      "channel_sparse_conv2d(Tensor input, Tensor weight, Tensor? bias, Tensor in_idx, "
+      "Tensor out_idx, int out_channels, int[2] stride, int[2] padding, int[2] dilation) -> "
+      "Tensor");
+  // Its gradients (input, weight, bias) for the outputs selected by output_mask.
+  m.def(
+      "channel_sparse_conv2d_backward(Tensor grad_out, Tensor input, Tensor weight, "
+      "Tensor in_idx, Tensor out_idx, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }
 
 // Importing the Python module sparsepai._C loads this library and so runs the registrations

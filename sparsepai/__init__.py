@@ -17,8 +17,9 @@ _LAZY = {
     "apply_masks": "sparsepai.masking",
     "score": "sparsepai.pruning.api",
     "prune": "sparsepai.pruning.api",
+    "slim": "sparsepai.structured.slim",
 }
-_SUBMODULES = ("data", "models", "ops", "optim", "pruning", "triton")
+_SUBMODULES = ("data", "models", "ops", "optim", "pruning", "structured", "triton")
 
 __all__ = sorted(list(_LAZY) + list(_SUBMODULES))
 

@@ -37,4 +37,7 @@ def has_op(name: str, device_type: str) -> bool:
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
     if key is None:
         return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"sparsepai::{name}", key)
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"sparsepai::{name}", key)
+    except RuntimeError:  # the op is not in this build of the extension (a stale build)
+        return False

@@ -93,8 +93,14 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
         model, method, data, loss_fn: as for :func:`score`.
         sparsity: the fraction of prunable weights removed, in [0, 1). Of the N prunable weights
             exactly ``N - round(sparsity * N)`` are kept.
-        structured: channel masks (not available yet: structured pruning comes with its own
-            issue).
+        structured: channel masks instead: ``{module name: bool (out_channels,)}`` for every
+            convolution and linear layer whose outputs can be pruned (not the classifier);
+            coupled layers (residual sums) get the same mask. Methods: ``magnitude`` (filter
+            L1 norm), ``random``, ``snip`` (3SP; option ``cost_weighting``), ``prospr`` (the
+            meta-gradient with respect to channel masks). ``sparsity`` counts the weights
+            removed including the input columns that die with a pruned channel (closest from
+            above at channel granularity), or with ``unit="channels"`` the channels. See
+            :func:`sparsepai.structured.channels.prune_channels`.
         **options: the method's options, plus ``prunable``, ``scope`` (``"global"``, default, or
             ``"layer"``: every layer keeps the same fraction) and ``min_per_layer`` (with global
             scope, at least this many weights kept in every layer, against layer collapse).
@@ -105,7 +111,9 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
     """
     _check_sparsity(sparsity)
     if structured:
-        raise NotImplementedError("structured=True (channel pruning) is not available yet")
+        from sparsepai.structured.channels import prune_channels
+
+        return prune_channels(model, method, sparsity, data, default_loss(loss_fn), options)
     options = dict(options)
     scope = options.pop("scope", "global")
     min_per_layer = int(options.pop("min_per_layer", 0))

@@ -37,6 +37,15 @@ class ProsprConfig:
 
 @register("prospr", ProsprConfig)
 def prospr_score(model, names, data, loss_fn, cfg: ProsprConfig):
+    return {n: g.abs() for n, g in meta_gradient(model, names, data, loss_fn, cfg).items()}
+
+
+def meta_gradient(model, names, data, loss_fn, cfg: ProsprConfig) -> dict:
+    """The signed dL(w_M, D_M)/dc per prunable weight (first order: grad L(w_M, D_M) * w_init).
+
+    Channel scores (structured ProsPr) sum it over each output channel: with one mask entry
+    per channel broadcast over the channel's weights, dL/dc_channel is that sum.
+    """
     if cfg.meta_steps < 0:
         raise ValueError(f"prospr: meta_steps must be >= 0, got {cfg.meta_steps}")
     batches = take_batches(data, cfg.meta_steps + 1, "prospr")
@@ -74,6 +83,6 @@ def prospr_score(model, names, data, loss_fn, cfg: ProsprConfig):
     check_finite(loss, "prospr meta-loss")
     if cfg.first_order:
         grads = torch.autograd.grad(loss, [w[n] for n in names], materialize_grads=True)
-        return {n: (g * init[n]).abs() for n, g in zip(names, grads)}
+        return {n: g * init[n] for n, g in zip(names, grads)}
     grads = torch.autograd.grad(loss, [c[n] for n in names], materialize_grads=True)
-    return {n: g.detach().abs() for n, g in zip(names, grads)}
+    return {n: g.detach() for n, g in zip(names, grads)}

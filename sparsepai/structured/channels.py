@@ -1,0 +1,334 @@
+"""Channel masks: validating them against a model's channel graph, turning them into weight
+masks, counting the weights they keep, and structured scoring + exact thresholding.
+
+A channel mask dict maps the name of a producer module (a convolution or linear layer) to a bool
+vector over its output channels (True = kept). Producers coupled by a residual sum write one
+stream; the stream keeps a channel if any producer keeps it (a producer that drops it writes
+zeros there). Batch norms and depthwise convolutions follow the producer they read from
+directly, or the stream after a sum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+from sparsepai.structured.graph import ChannelGraph, analyse
+
+STRUCTURED_METHODS = ("magnitude", "prospr", "random", "snip")
+
+
+@dataclasses.dataclass
+class Plan:
+    """Resolved channel masks: per group the live channels (the stream), per producer its own."""
+
+    graph: ChannelGraph
+    live: dict  # group id -> bool (size,)
+    own: dict  # producer name -> bool (size,)
+
+    def member_mask(self, member) -> torch.Tensor:
+        if member.origin is not None and member.origin in self.own:
+            return self.own[member.origin]
+        return self.live[member.group]
+
+
+def _out_channels(mod):
+    return mod.out_channels if isinstance(mod, nn.modules.conv._ConvNd) else mod.out_features
+
+
+def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Plan:
+    """Check ``masks`` against the graph and resolve streams; clear errors on bad input."""
+    if not isinstance(masks, dict):
+        raise TypeError(f"{what}: expected a dict {{module name: bool tensor}}, "
+                        f"got {type(masks).__name__}")
+    unknown = sorted(set(masks) - set(graph.producer_group))
+    if unknown:
+        raise ValueError(f"{what}: no convolution or linear layer named {unknown[:5]} in the "
+                         "model (keys are module names, as in model.named_modules())")
+    own = {}
+    for name, gid in graph.producer_group.items():
+        n = graph.groups[gid].size
+        m = masks.get(name)
+        if m is None:
+            own[name] = torch.ones(n, dtype=torch.bool)
+            continue
+        if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
+            raise TypeError(f"{what}: the mask of {name!r} must be a bool tensor")
+        if m.shape != (n,):
+            raise ValueError(f"{what}: the mask of {name!r} has shape {tuple(m.shape)}; the "
+                             f"layer has {n} output channels")
+        m = m.detach().cpu()
+        if not bool(m.any()):
+            raise ValueError(f"{what}: the mask of {name!r} removes every output channel of the "
+                             "layer; keep at least one")
+        if not graph.groups[gid].prunable and not bool(m.all()):
+            raise ValueError(f"{what}: the output channels of {name!r} cannot be pruned (they "
+                             "reach the model's output or an operation whose channels cannot be "
+                             "traced); its mask must keep every channel")
+        own[name] = m
+    live = {}
+    for gid, g in graph.groups.items():
+        u = torch.zeros(g.size, dtype=torch.bool)
+        for p in g.producers:
+            u |= own[p]
+        if not g.producers:
+            u[:] = True
+        live[gid] = u
+    return Plan(graph, live, own)
+
+
+def _rows(mask, shape):
+    return mask.view(-1, *([1] * (len(shape) - 1))).expand(shape)
+
+
+def weight_masks(model: nn.Module, plan: Plan) -> dict:
+    """Element masks ``{parameter name: bool tensor}`` equivalent to the channel masks: pruned
+    rows of producers (weight and bias), per-channel parameters of their norms and depthwise
+    convolutions, and the input columns of dead channels in the layers that read them."""
+    graph = plan.graph
+    params = dict(model.named_parameters())
+    out: dict = {}
+
+    def restrict(pname, mask):
+        if pname not in params:
+            return
+        p = params[pname]
+        cur = out.get(pname)
+        m = mask.to(p.device)
+        out[pname] = m.clone() if cur is None else cur & m
+
+    for name, gid in graph.producer_group.items():
+        if not graph.groups[gid].prunable:
+            continue
+        own = plan.own[name]
+        w = params.get(f"{name}.weight")
+        if w is not None:
+            restrict(f"{name}.weight", _rows(own, w.shape))
+        restrict(f"{name}.bias", own)
+    for g in graph.groups.values():
+        if not g.prunable:
+            continue
+        for mem in g.members:
+            keep = torch.ones(_channels_of(graph.modules[mem.module]), dtype=torch.bool)
+            keep[mem.offset:mem.offset + mem.length] = plan.member_mask(mem)
+            for pn in ("weight", "bias"):
+                p = params.get(f"{mem.module}.{pn}")
+                if p is not None:
+                    restrict(f"{mem.module}.{pn}", _rows(keep, p.shape))
+    for r in graph.reads:
+        if not graph.groups[r.group].prunable:
+            continue
+        pname = f"{r.module}.weight"
+        w = params.get(pname)
+        if w is None:
+            continue
+        cols = torch.ones(w.shape[1], dtype=torch.bool)
+        cols[r.col_offset:r.col_offset + r.length * r.factor] = \
+            plan.live[r.group].repeat_interleave(r.factor)
+        restrict(pname, cols.view(1, -1, *([1] * (w.dim() - 2))).expand(w.shape))
+    return out
+
+
+def _channels_of(mod):
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        return mod.num_features
+    return _out_channels(mod)
+
+
+def prunable_modules(model: nn.Module) -> list:
+    from sparsepai.pruning.base import PRUNABLE_TYPES
+
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, PRUNABLE_TYPES) and getattr(m, "weight", None) is not None]
+
+
+def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
+    """How many Conv/Linear weights stay when group ``g`` keeps ``counts[g]`` channels and every
+    producer of a group keeps the same channels (what ``prune`` makes)."""
+    reads: dict = {}
+    for r in graph.reads:
+        reads.setdefault(r.module, []).append(r)
+    depthwise = {mem.module: [] for g in graph.groups.values() for mem in g.members
+                 if mem.kind == "depthwise"}
+    for g in graph.groups.values():
+        for mem in g.members:
+            if mem.kind == "depthwise":
+                depthwise[mem.module].append((g.id, mem.length))
+    total = 0
+    for name, mod in prunable_modules(model):
+        w = mod.weight
+        per = w[0, 0].numel() if w.dim() > 2 else 1
+        if name in depthwise:
+            total += per * sum(counts.get(gid, size) for gid, size in depthwise[name])
+            continue
+        gid = graph.producer_group.get(name)
+        rows = counts.get(gid, w.shape[0]) if gid is not None else w.shape[0]
+        cols = w.shape[1]
+        for r in reads.get(name, ()):
+            cols -= (r.length - counts.get(r.group, r.length)) * r.factor
+        total += rows * cols * per
+    return total
+
+
+# ------------------------------------------------------------------------------------------
+# structured scoring
+
+def _row_sum(t):
+    return t.reshape(t.shape[0], -1).sum(1)
+
+
+def group_scores(model, graph, method, data, loss_fn, options) -> dict:
+    """Per prunable group, one score per channel (higher = more important).
+
+    ``magnitude``: the L1 norm of the channel's filters, summed over the group's producers.
+    ``random``: uniform, from ``seed``. ``snip`` (3SP, van Amersfoort et al. 2020,
+    https://arxiv.org/abs/2007.00389) and ``prospr``: |dL/dc| for one mask entry c per channel
+    multiplying the channel's weights in every producer of the group, which is the sum of the
+    signed per-weight sensitivities over the channel's weights (``cost_weighting=True`` divides
+    the 3SP score by the channel's share of the multiply-adds, normalised to mean 1).
+    """
+    from sparsepai.pruning.base import get_method, make_config, private_copy
+
+    groups = graph.prunable_groups()
+    options = dict(options)
+    cost_weighting = bool(options.pop("cost_weighting", False))
+    if cost_weighting and method != "snip":
+        raise ValueError("cost_weighting applies to method 'snip' (3SP) only")
+    if method not in STRUCTURED_METHODS:
+        raise ValueError(f"structured pruning supports the methods {', '.join(STRUCTURED_METHODS)}"
+                         f"; got {method!r}")
+    m = get_method(method)
+    cfg = make_config(m, options)
+    producers = [p for g in groups for p in g.producers]
+    names = [f"{p}.weight" for p in producers]
+    work = private_copy(model)
+    if method == "random":
+        gen = torch.Generator().manual_seed(cfg.seed)
+        return {g.id: torch.rand(g.size, generator=gen) for g in groups}
+    if method == "magnitude":
+        params = dict(work.named_parameters())
+        per = {n: _row_sum(params[n].detach().abs()) for n in names}
+        signed = False
+    elif method == "snip":
+        from sparsepai.pruning.base import take_batches
+        from sparsepai.pruning.snip import grads_at
+
+        batches = take_batches(data, cfg.batches, "snip")
+        with torch.enable_grad():
+            g = grads_at(work, names, batches, loss_fn, "snip (3SP)")
+        params = dict(work.named_parameters())
+        per = {n: _row_sum(g[n] * params[n].detach()) for n in names}
+        signed = True
+    else:
+        from sparsepai.pruning.prospr import meta_gradient
+
+        with torch.enable_grad():
+            mg = meta_gradient(work, names, data, loss_fn, cfg)
+        per = {n: _row_sum(mg[n]) for n in names}
+        signed = True
+    out = {}
+    for g in groups:
+        s = sum(per[f"{p}.weight"].detach().float().cpu() for p in g.producers)
+        out[g.id] = s.abs() if signed else s
+    if cost_weighting:
+        cost = channel_costs(model, graph, data)
+        mean = torch.cat([cost[g.id] for g in groups]).mean()
+        out = {gid: s / (cost[gid] / mean) for gid, s in out.items()}
+    return out
+
+
+def channel_costs(model, graph, data) -> dict:
+    """Multiply-adds per sample that one channel of each group costs: its rows in the producers
+    and depthwise members, and its columns in the layers that read it (spatial sizes from one
+    forward pass on the first batch)."""
+    from sparsepai.pruning.base import private_copy, take_batches
+
+    (x, _), = take_batches(data, 1, "cost_weighting")
+    work = private_copy(model)
+    spatial = {}
+    hooks = [mod.register_forward_hook(
+        lambda mod, inp, out, name=name: spatial.__setitem__(name, out[0, 0].numel()))
+        for name, mod in prunable_modules(work)]
+    with torch.no_grad():
+        work.eval()(x[:1])
+    for h in hooks:
+        h.remove()
+    mods = dict(prunable_modules(work))
+    cost = {}
+    for g in graph.prunable_groups():
+        c = 0.0
+        for p in g.producers:
+            w = mods[p].weight
+            c += w[0].numel() * spatial.get(p, 1)
+        for mem in g.members:
+            if mem.kind == "depthwise":
+                c += mods[mem.module].weight[0].numel() * spatial.get(mem.module, 1)
+        cost[g.id] = c
+    for r in graph.reads:
+        if r.group in cost:
+            w = mods[r.module].weight
+            per_col = (w[0, 0].numel() if w.dim() > 2 else 1) * w.shape[0]
+            cost[r.group] += per_col * r.factor * spatial.get(r.module, 1)
+    return {gid: torch.full((graph.groups[gid].size,), c) for gid, c in cost.items()}
+
+
+def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
+    """``sp.prune(..., structured=True)``: see :func:`sparsepai.prune`.
+
+    Every group keeps at least its best channel (a layer is never removed whole). With
+    ``unit="weights"`` (default) the kept channels are the fewest of the global score order
+    whose kept Conv/Linear weights (counting input columns that die with a pruned channel) reach
+    ``N - round(sparsity * N)``; channel granularity makes the kept count the closest from above.
+    """
+    from sparsepai.ops.topk import topk_mask
+
+    options = dict(options)
+    unit = options.pop("unit", "weights")
+    if unit not in ("weights", "channels"):
+        raise ValueError(f"unit must be 'weights' or 'channels', got {unit!r}")
+    options.pop("prunable", None)
+    graph = analyse(model)
+    groups = graph.prunable_groups()
+    if not groups:
+        raise ValueError("structured pruning: the model has no prunable channels (every "
+                         "convolution/linear output reaches the model's output or an operation "
+                         "whose channels cannot be traced)")
+    scores = group_scores(model, graph, method, data, loss_fn, options)
+    boosted = []
+    for g in groups:
+        s = scores[g.id].clone().float().nan_to_num(nan=-math.inf)
+        s[int(torch.argmax(s))] = math.inf  # a layer keeps at least one channel
+        boosted.append(s)
+    channels = sum(g.size for g in groups)
+
+    def counts_for(t):
+        res = topk_mask(boosted, t, nan="low")
+        return res.masks, {g.id: int(m.sum()) for g, m in zip(groups, res.masks)}
+
+    if unit == "channels":
+        t = max(len(groups), channels - round(sparsity * channels))
+    else:
+        n_all = sum(mod.weight.numel() for _, mod in prunable_modules(model))
+        target = n_all - round(sparsity * n_all)
+        lo, hi = len(groups), channels
+        if kept_weights(model, graph, counts_for(lo)[1]) > target:
+            best = kept_weights(model, graph, counts_for(lo)[1])
+            raise ValueError(f"structured pruning cannot reach sparsity {sparsity}: keeping one "
+                             f"channel per layer keeps {best} of {n_all} weights "
+                             f"(sparsity {1 - best / n_all:.4f})")
+        while lo < hi:  # the fewest channels whose kept weights reach the target
+            mid = (lo + hi) // 2
+            if kept_weights(model, graph, counts_for(mid)[1]) >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        t = lo
+    masks, _ = counts_for(t)
+    out = {}
+    for g, m in zip(groups, masks):
+        for p in g.producers:
+            out[p] = m.clone()
+    return out

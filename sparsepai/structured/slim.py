@@ -1,0 +1,310 @@
+"""``sp.slim``: a physically smaller copy of a channel-masked model.
+
+Every convolution, linear, batch-norm and depthwise layer that a channel mask touches is rebuilt
+with only the live channels and its weights copied. A coupled residual stream keeps the channels
+any of its producers keeps; a producer that keeps fewer writes into the stream through a
+channel-sparse convolution (``sparsepai.ops.channel_sparse_conv2d``), and the norm after it
+keeps the stream's width with the affine parameters of its dropped channels at zero, which is
+exactly what the masked dense model computes. The model's own class and ``forward`` are kept
+(modules are swapped in place on a deep copy), so the slim model is an ordinary module that any
+``torch.optim`` optimizer trains and ``torch.export`` exports.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import torch
+from torch import nn
+
+from sparsepai.structured.channels import resolve
+from sparsepai.structured.graph import analyse
+
+SLIM_ATTR = "sparsepai_channel_masks"
+FORMAT = "sparsepai.slim/1"
+
+
+class ChannelSparseConv2d(nn.Module):
+    """A convolution that computes ``len(out_idx)`` output channels and writes them into
+    channels ``out_idx`` of an ``out_channels``-wide output (zeros elsewhere), reading input
+    channels ``in_idx``.
+
+    Shapes: input ``(N, C, H, W)``, output ``(N, out_channels, Ho, Wo)``.
+    """
+
+    def __init__(self, weight, bias, in_idx, out_idx, out_channels, stride, padding, dilation):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias) if bias is not None else None
+        self.register_buffer("in_idx", in_idx.clone())
+        self.register_buffer("out_idx", out_idx.clone())
+        self.out_channels = int(out_channels)
+        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
+
+    def forward(self, x):
+        from sparsepai.ops.channel_sparse import channel_sparse_conv2d
+
+        return channel_sparse_conv2d(x, self.weight, self.bias, self.in_idx, self.out_idx,
+                                     self.out_channels, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self):
+        return (f"{self.weight.shape[1]} -> {self.weight.shape[0]} of {self.out_channels}, "
+                f"kernel={tuple(self.weight.shape[2:])}, stride={self.stride}")
+
+
+class ChannelSparseLinear(nn.Module):
+    """A linear layer computing ``len(out_idx)`` of ``out_features`` outputs (zeros elsewhere)."""
+
+    def __init__(self, weight, bias, out_idx, out_features):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias) if bias is not None else None
+        self.register_buffer("out_idx", out_idx.clone())
+        self.out_features = int(out_features)
+
+    def forward(self, x):
+        y = nn.functional.linear(x, self.weight, self.bias)
+        out = y.new_zeros((*y.shape[:-1], self.out_features))
+        return out.index_copy(-1, self.out_idx, y)
+
+
+class ChannelSubset(nn.Module):
+    """Applies a channel-wise ``module`` (a batch norm or depthwise convolution over
+    ``len(idx)`` channels) to channels ``idx`` of a ``width``-channel input; the other channels
+    are zero. Used after a producer that writes only part of a wider residual stream, so that
+    the slim model has no parameters for the channels that producer does not compute (and trains
+    like the masked dense model, where those parameters stay zero).
+
+    Shapes: input ``(N, width, ...)``, output the same.
+    """
+
+    def __init__(self, module, idx, width):
+        super().__init__()
+        self.module = module
+        self.register_buffer("idx", idx.clone())
+        self.width = int(width)
+
+    def forward(self, x):
+        y = self.module(x.index_select(1, self.idx))
+        out = y.new_zeros((y.shape[0], self.width, *y.shape[2:]))
+        return out.index_copy(1, self.idx, y)
+
+
+def _idx(mask):
+    return torch.nonzero(mask, as_tuple=False).flatten()
+
+
+def round_masks(graph, plan, multiple: int) -> dict:
+    """Channel masks whose stream widths are multiples of ``multiple``: the lowest-numbered
+    dropped channels of each stream are kept again (in every producer that kept the whole
+    stream), with their original weights."""
+    masks = {n: m.clone() for n, m in plan.own.items()}
+    for g in graph.prunable_groups():
+        live = plan.live[g.id]
+        want = min(g.size, -(-int(live.sum()) // multiple) * multiple)
+        extra = _idx(~live)[: want - int(live.sum())]
+        for p in g.producers:
+            if torch.equal(plan.own[p], live):
+                masks[p][extra] = True
+    return masks
+
+
+@torch.no_grad()
+def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1) -> nn.Module:
+    """A physically smaller copy of ``model`` with the pruned channels removed.
+
+    Args:
+        model: the dense model (left untouched). Its weights need not be masked: the slim
+            model equals ``sp.apply_masks(copy_of_model, channel_masks)``.
+        channel_masks: ``{module name: bool (out_channels,)}`` as ``sp.prune(...,
+            structured=True)`` returns; missing modules keep every channel.
+        round_to: round each stream's channel count up to a multiple of this (e.g. 8) by
+            keeping some dropped channels (the lowest-numbered) with their weights; the masks
+            actually used are recorded on the result.
+
+    Returns:
+        A deep copy of ``model`` with smaller layers; ``result.sparsepai_channel_masks`` holds
+        the masks it implements. In train and eval mode it computes what the masked dense model
+        computes (to float32 rounding).
+
+    Raises:
+        ValueError/TypeError: masks that do not match the model, or that remove every channel of
+            a layer; ``TraceError`` when torch.fx cannot trace the model.
+    """
+    graph = analyse(model)
+    plan = resolve(graph, dict(channel_masks), "slim")
+    if round_to < 1:
+        raise ValueError(f"slim: round_to must be >= 1, got {round_to}")
+    if round_to > 1:
+        plan = resolve(graph, round_masks(graph, plan, round_to), "slim")
+    new = copy.deepcopy(model)
+    mods = dict(new.named_modules())
+    live_idx = {gid: _idx(m) for gid, m in plan.live.items()}
+
+    # input columns of every layer that reads a group
+    cols: dict = {}
+    for r in graph.reads:
+        w = mods[r.module].weight
+        keep = cols.setdefault(r.module, torch.ones(w.shape[1], dtype=torch.bool))
+        per = plan.live[r.group].repeat_interleave(r.factor)
+        keep[r.col_offset:r.col_offset + r.length * r.factor] = per
+    # channels of norms and depthwise layers, with the ones whose parameters are zeroed
+    member_ch: dict = {}
+    for g in graph.groups.values():
+        for mem in g.members:
+            ch, zero = member_ch.setdefault(mem.module, ([], []))
+            sel = live_idx[g.id]
+            ch.append(sel + mem.offset)
+            zero.append(~plan.member_mask(mem)[sel])
+
+    for name, gid in graph.producer_group.items():
+        mod = mods[name]
+        live = plan.live[gid]
+        own = plan.own[name]
+        in_cols = _idx(cols[name]) if name in cols else None
+        if torch.equal(own, live):
+            _replace(new, name, _narrow(mod, _idx(own), in_cols))
+        else:
+            _replace(new, name, _sparse(mod, own, live, in_cols))
+    for name, (ch, zero) in member_ch.items():
+        _replace(new, name, _narrow_member(mods[name], torch.cat(ch), torch.cat(zero)))
+    setattr(new, SLIM_ATTR, {n: m.clone() for n, m in plan.own.items()
+                             if not bool(m.all()) or n in channel_masks})
+    return new
+
+
+def _replace(root, name, module):
+    if module is not None:
+        root.set_submodule(name, module)
+
+
+def _take(w, rows, cols):
+    if rows is not None:
+        w = w.index_select(0, rows)
+    if cols is not None:
+        w = w.index_select(1, cols)
+    return w.clone()
+
+
+def _narrow(mod, rows, cols):
+    """The same layer type with output channels ``rows`` and input channels ``cols``."""
+    if rows.numel() == mod.weight.shape[0] and (cols is None or cols.numel() == mod.weight.shape[1]):
+        return None
+    w = _take(mod.weight.detach(), rows, cols)
+    b = mod.bias.detach().index_select(0, rows).clone() if mod.bias is not None else None
+    dd = {"device": w.device, "dtype": w.dtype}
+    if isinstance(mod, nn.Linear):
+        out = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, **dd)
+    else:
+        out = type(mod)(w.shape[1], w.shape[0], mod.kernel_size, mod.stride, mod.padding,
+                        mod.dilation, 1, b is not None, mod.padding_mode, **dd)
+    out.weight.copy_(w)
+    if b is not None:
+        out.bias.copy_(b)
+    out.train(mod.training)
+    return out
+
+
+def _sparse(mod, own, live, cols):
+    """A producer writing only its own channels into a wider stream."""
+    rows = _idx(own)
+    pos = torch.searchsorted(_idx(live), rows)  # own channel -> position in the slim stream
+    w = _take(mod.weight.detach(), rows, cols)
+    b = mod.bias.detach().index_select(0, rows).clone() if mod.bias is not None else None
+    width = int(live.sum())
+    if isinstance(mod, nn.Linear):
+        return ChannelSparseLinear(w, b, pos, width)
+    if not isinstance(mod, nn.Conv2d) or mod.padding_mode != "zeros" or \
+            isinstance(mod.padding, str):
+        raise NotImplementedError(f"slim: {type(mod).__name__} {mod} writes into a wider residual "
+                                  "stream; only Conv2d with numeric zero padding and Linear can")
+    in_idx = torch.arange(w.shape[1])
+    return ChannelSparseConv2d(w, b, in_idx, pos, width, mod.stride, mod.padding, mod.dilation)
+
+
+def _narrow_member(mod, ch, zero):
+    if bool(zero.any()):
+        inner = _narrow_member(mod, ch[~zero], torch.zeros(int((~zero).sum()), dtype=torch.bool))
+        return ChannelSubset(mod if inner is None else inner, _idx(~zero), ch.numel())
+    width = mod.num_features if isinstance(mod, nn.modules.batchnorm._BatchNorm) else \
+        mod.weight.shape[0]
+    if ch.numel() == width and not bool(zero.any()):
+        return None
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        n = ch.numel()
+        out = type(mod)(n, mod.eps, mod.momentum, mod.affine, mod.track_running_stats,
+                        device=ch.device if mod.weight is None else mod.weight.device,
+                        dtype=None if mod.weight is None else mod.weight.dtype)
+        if mod.affine:
+            out.weight.copy_(mod.weight.detach()[ch])
+            out.bias.copy_(mod.bias.detach()[ch])
+        if mod.track_running_stats:
+            out.running_mean.copy_(mod.running_mean[ch])
+            out.running_var.copy_(mod.running_var[ch])
+            out.num_batches_tracked.copy_(mod.num_batches_tracked)
+        out.train(mod.training)
+        return out
+    # depthwise convolution: one filter per channel
+    n = ch.numel()
+    w = mod.weight.detach()[ch].clone()
+    b = mod.bias.detach()[ch] if mod.bias is not None else None
+    out = type(mod)(n, n, mod.kernel_size, mod.stride, mod.padding, mod.dilation, n,
+                    b is not None, mod.padding_mode, device=w.device, dtype=w.dtype)
+    out.weight.copy_(w)
+    if b is not None:
+        out.bias.copy_(b)
+    out.train(mod.training)
+    return out
+
+
+def save_slim(model: nn.Module, path: str) -> None:
+    """Save a slim model: its state_dict and the channel masks that rebuild its structure from
+    the dense architecture, in one safetensors file (no pickle).
+
+    Args:
+        model: a model returned by :func:`slim`.
+        path: the ``.safetensors`` file to write (atomically).
+    """
+    import os
+
+    from safetensors.torch import save_file
+
+    masks = getattr(model, SLIM_ATTR, None)
+    if masks is None:
+        raise ValueError("save_slim: the model was not made by sp.slim (no channel masks)")
+    tensors = {f"state.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors.update({f"mask.{k}": v.to(torch.uint8).contiguous() for k, v in masks.items()})
+    meta = {"format": FORMAT, "model_class": type(model).__name__,
+            "masks": json.dumps(sorted(masks))}
+    tmp = f"{path}.tmp"
+    save_file(tensors, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_slim(path: str, model: nn.Module) -> nn.Module:
+    """Rebuild a slim model saved by :func:`save_slim`.
+
+    Args:
+        path: the file.
+        model: a dense model of the same architecture (e.g. freshly constructed); untouched.
+
+    Returns:
+        The slim model with the saved weights.
+    """
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"load_slim: {path} is not a sparsepai slim model (format "
+                             f"{meta.get('format')!r}, expected {FORMAT!r})")
+        if meta.get("model_class") != type(model).__name__:
+            raise ValueError(f"load_slim: {path} holds a slim {meta.get('model_class')}, the "
+                             f"model given is a {type(model).__name__}")
+        keys = list(f.keys())
+        masks = {k[5:]: f.get_tensor(k).bool() for k in keys if k.startswith("mask.")}
+        state = {k[6:]: f.get_tensor(k) for k in keys if k.startswith("state.")}
+    out = slim(model, masks)
+    out.load_state_dict(state)
+    return out

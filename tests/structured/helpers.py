@@ -9,8 +9,8 @@ from sparsepai.structured.graph import analyse
 
 
 class CatNet(nn.Module):
-    """Two branches concatenated along channels, a residual sum over the concatenation, and a
-    flatten into a linear layer: exercises cat, add-after-cat and flatten factors."""
+    """Two branches concatenated along channels (a norm over the concatenation), a residual
+    pair, and a view into a linear layer: exercises cat, coupling and flatten factors."""
 
     def __init__(self):
         super().__init__()
@@ -18,13 +18,15 @@ class CatNet(nn.Module):
         self.b = nn.Conv2d(3, 4, 1)
         self.bn = nn.BatchNorm2d(10)
         self.c = nn.Conv2d(10, 10, 3, padding=1, bias=False)
+        self.c2 = nn.Conv2d(10, 10, 1)
         self.d = nn.Conv2d(10, 8, 3, stride=2, padding=1)
         self.fc = nn.Linear(8 * 4 * 4, 5)
 
     def forward(self, x):
         y = torch.cat([self.a(x), torch.relu(self.b(x))], dim=1)
         y = torch.relu(self.bn(y))
-        y = y + self.c(y)
+        y = self.c(y)
+        y = y + self.c2(torch.relu(y))
         y = nn.functional.max_pool2d(torch.relu(self.d(y)), 1)
         return self.fc(y.view(y.size(0), -1))
 

@@ -1,0 +1,74 @@
+"""The channel dependency graph: coupling, pass-through, and what is never pruned."""
+
+import torch
+from torch import nn
+
+from sparsepai.models import get_model
+from sparsepai.structured.graph import analyse
+
+
+def _group_of(graph, name):
+    return graph.groups[graph.producer_group[name]]
+
+
+def test_resnet_residual_streams_are_coupled():
+    g = analyse(get_model("resnet18"))
+    stem = _group_of(g, "conv1")
+    assert set(stem.producers) == {"conv1", "layer1.0.conv2", "layer1.1.conv2"}
+    assert {m.module for m in stem.members} == {"bn1", "layer1.0.bn2", "layer1.1.bn2"}
+    stage2 = _group_of(g, "layer2.0.downsample.0")
+    assert set(stage2.producers) == {"layer2.0.conv2", "layer2.0.downsample.0",
+                                     "layer2.1.conv2"}
+    inner = _group_of(g, "layer2.0.conv1")
+    assert inner.producers == ["layer2.0.conv1"] and inner.prunable
+    # the classifier reads the last stream and is never pruned
+    assert not _group_of(g, "fc").prunable
+    reads = [r for r in g.reads if r.module == "fc"]
+    assert len(reads) == 1 and reads[0].group == _group_of(g, "layer4.0.conv2").id
+
+
+def test_flatten_factor_into_linear():
+    g = analyse(get_model("lenet5", in_channels=1, image_size=28))
+    (r,) = [r for r in g.reads if r.module == "fc1"]
+    assert (r.length, r.factor) == (16, 25)  # 16 channels of 5x5 maps
+
+
+class Gated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3)
+        self.b = nn.Conv2d(4, 4, 3)
+        self.g = nn.Conv2d(4, 4, 3, groups=2)
+        self.c = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        x = torch.sigmoid(self.a(x))  # sigmoid(0) != 0: a pruned channel is not zero after it
+        return self.c(self.g(self.b(x))).mean((2, 3))
+
+
+def test_unsafe_operations_make_channels_unprunable():
+    g = analyse(Gated())
+    assert not _group_of(g, "a").prunable  # sigmoid
+    assert not _group_of(g, "b").prunable  # read by a grouped convolution
+    assert "g" not in g.producer_group  # a grouped convolution never gets a mask
+    assert not _group_of(g, "c").prunable  # the model's output
+
+
+def test_depthwise_follows_its_input():
+    class DW(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.bn = nn.BatchNorm2d(8)
+            self.b = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.bn(self.dw(self.a(x)))))
+
+    g = analyse(DW())
+    grp = _group_of(g, "a")
+    assert grp.prunable
+    assert {(m.module, m.kind, m.origin) for m in grp.members} == {
+        ("dw", "depthwise", "a"), ("bn", "norm", "a")}
+    assert "dw" not in g.producer_group

@@ -83,7 +83,10 @@ def cmd_prune(args) -> int:
     model, (train_set, _, _) = _model_and_data(args)
     batches = loader(train_set, args.batch_size, shuffle=True, seed=args.seed)
     t0 = time.perf_counter()
-    masks = sp.prune(model, args.method, args.sparsity, batches, **_method_options(args.option))
+    options = _method_options(args.option)
+    if args.structured:
+        return _prune_structured(args, sp, model, batches, options, t0)
+    masks = sp.prune(model, args.method, args.sparsity, batches, **options)
     kept = sum(int(m.sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
     meta = {k: v for k, v in vars(args).items() if k != "fn"}
@@ -93,12 +96,40 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def _prune_structured(args, sp, model, batches, options, t0) -> int:
+    from sparsepai.masks_io import save_masks
+    from sparsepai.structured import save_slim
+
+    masks = sp.prune(model, args.method, args.sparsity, batches, structured=True, **options)
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    meta = {k: v for k, v in vars(args).items() if k != "fn"}
+    save_masks(args.out, masks, meta)
+    slim = sp.slim(model, masks)
+    before = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in slim.parameters())
+    print(f"{args.method} (structured): kept {kept:,} of {total:,} channels of the pruned layers; "
+          f"parameters {before:,} -> {after:,} ({100 * (1 - after / before):.1f}% fewer) in "
+          f"{time.perf_counter() - t0:.1f} s -> {args.out}")
+    if args.slim_out:
+        save_slim(slim, args.slim_out)
+        print(f"slim model -> {args.slim_out} (sparsepai.structured.load_slim(path, model))")
+    return 0
+
+
 def cmd_train(args) -> int:
     from sparsepai.masks_io import load_masks
     from sparsepai.train import train
 
     model, (train_set, test_set, _) = _model_and_data(args)
-    masks = load_masks(args.masks, model)[0] if args.masks else None
+    masks, meta = load_masks(args.masks, model) if args.masks else (None, {})
+    if meta.get("structured"):
+        import sparsepai as sp
+
+        # channel masks: train the physically smaller model, nothing to mask
+        model, masks = sp.slim(model, masks), None
+        print(f"training the slim model: {sum(p.numel() for p in model.parameters()):,} "
+              "parameters")
     res = train(model, masks, train_set, test_set, _train_config(args))
     print(f"test accuracy {100 * res['test_acc']:.2f}%")
     if args.out:
@@ -197,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a method option, e.g. meta_steps=3 (repeatable)")
     p.add_argument("--out", default="masks.safetensors", help="masks file (masks.safetensors)")
+    p.add_argument("--structured", action="store_true",
+                   help="channel pruning: masks over output channels (methods magnitude, "
+                   "random, snip = 3SP, prospr); sparsity counts the weights removed")
+    p.add_argument("--slim-out", default=None,
+                   help="with --structured, also write the physically smaller model here "
+                   "(safetensors: weights plus the masks that rebuild its structure)")
     p.set_defaults(fn=cmd_prune)
 
     t = sub.add_parser("train", help="train a (masked) model and report test accuracy",

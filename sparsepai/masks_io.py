@@ -17,14 +17,24 @@ def save_masks(path: str, masks: dict, meta: dict | None = None) -> None:
 
 def load_masks(path: str, model: torch.nn.Module | None = None) -> tuple[dict, dict]:
     """Read masks (and their metadata). With ``model``, check that every mask names one of its
-    parameters with the same shape: a mask file for a different model is a clear error."""
+    parameters with the same shape (channel masks, metadata ``structured``: one of its
+    convolution/linear layers with that many output channels): a mask file for a different
+    model is a clear error."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     masks = load_file(path)
     with safe_open(path, "pt") as f:
         meta = json.loads((f.metadata() or {}).get("sparsepai", "{}"))
-    if model is not None:
+    if model is not None and meta.get("structured"):
+        from sparsepai.structured.channels import resolve
+        from sparsepai.structured.graph import analyse
+
+        try:
+            resolve(analyse(model), masks, path)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{exc} (the channel-mask file is for a different model?)") from None
+    elif model is not None:
         params = dict(model.named_parameters())
         for name, m in masks.items():
             if name not in params:

@@ -120,3 +120,17 @@ def test_cli_rejects_bad_sparsity():
     assert p.returncode == 2 and "sparsity must be in [0, 1)" in p.stderr
     p = _cli("prune", "--method", "nosuch", "--sparsity", "0.5")
     assert p.returncode != 0 and "valid methods" in p.stderr
+
+
+def test_cli_structured_prune_slim_then_train(tmp_path):
+    masks = tmp_path / "c.safetensors"
+    slim = tmp_path / "slim.safetensors"
+    p = _cli("prune", "--structured", "--method", "snip", "--sparsity", "0.7", "--out",
+             str(masks), "--slim-out", str(slim))
+    assert p.returncode == 0, p.stderr
+    assert "structured" in p.stdout and masks.exists() and slim.exists()
+    p = _cli("train", "--masks", str(masks), "--epochs", "1")
+    assert p.returncode == 0, p.stderr
+    assert "training the slim model" in p.stdout and "test accuracy" in p.stdout
+    p = _cli("train", "--model", "lenet5", "--masks", str(masks), "--epochs", "1")
+    assert p.returncode != 0 and "different model" in p.stderr

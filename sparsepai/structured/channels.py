@@ -187,16 +187,19 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     ``random``: uniform, from ``seed``. ``snip`` (3SP, van Amersfoort et al. 2020,
     https://arxiv.org/abs/2007.00389) and ``prospr``: |dL/dc| for one mask entry c per channel
     multiplying the channel's weights in every producer of the group, which is the sum of the
-    signed per-weight sensitivities over the channel's weights (``cost_weighting=True`` divides
-    the 3SP score by the channel's share of the multiply-adds, normalised to mean 1).
+    signed per-weight sensitivities over the channel's weights. ``cost_weighting=True`` (3SP's
+    compute-aware variant; also offered for ``prospr``) divides each channel's score by its
+    multiply-adds relative to the mean channel's, so that for equal sensitivity the expensive
+    channels (large feature maps) go first. ``data`` must then have a batch to measure the
+    feature-map sizes.
     """
     from sparsepai.pruning.base import get_method, make_config, private_copy
 
     groups = graph.prunable_groups()
     options = dict(options)
     cost_weighting = bool(options.pop("cost_weighting", False))
-    if cost_weighting and method != "snip":
-        raise ValueError("cost_weighting applies to method 'snip' (3SP) only")
+    if cost_weighting and method not in ("snip", "prospr"):
+        raise ValueError("cost_weighting applies to the methods 'snip' (3SP) and 'prospr'")
     if method not in STRUCTURED_METHODS:
         raise ValueError(f"structured pruning supports the methods {', '.join(STRUCTURED_METHODS)}"
                          f"; got {method!r}")
@@ -276,30 +279,48 @@ def channel_costs(model, graph, data) -> dict:
 
 
 def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
-    """``sp.prune(..., structured=True)``: see :func:`sparsepai.prune`.
-
-    Every group keeps at least its best channel (a layer is never removed whole). With
-    ``unit="weights"`` (default) the kept channels are the fewest of the global score order
-    whose kept Conv/Linear weights (counting input columns that die with a pruned channel) reach
-    ``N - round(sparsity * N)``; channel granularity makes the kept count the closest from above.
+    """``sp.prune(..., structured=True)``: :func:`group_scores` then :func:`threshold_channels`.
     """
-    from sparsepai.ops.topk import topk_mask
-
     options = dict(options)
     unit = options.pop("unit", "weights")
+    options.pop("prunable", None)
     if unit not in ("weights", "channels"):
         raise ValueError(f"unit must be 'weights' or 'channels', got {unit!r}")
-    options.pop("prunable", None)
     graph = analyse(model)
-    groups = graph.prunable_groups()
-    if not groups:
+    if not graph.prunable_groups():
         raise ValueError("structured pruning: the model has no prunable channels (every "
                          "convolution/linear output reaches the model's output or an operation "
                          "whose channels cannot be traced)")
     scores = group_scores(model, graph, method, data, loss_fn, options)
+    return threshold_channels(model, graph, scores, sparsity, unit)
+
+
+def threshold_channels(model, graph, scores, sparsity, unit="weights") -> dict:
+    """Channel masks keeping the best channels of ``scores`` (global ranking, ``sp.topk_mask``).
+
+    Every group keeps at least its best channel (a layer is never removed whole). With
+    ``unit="weights"`` the number of kept channels is the one whose kept Conv/Linear weights
+    (counting the input columns that die with a pruned channel) are closest to
+    ``N - round(sparsity * N)`` (found by bisection over the score order); with
+    ``unit="channels"`` exactly ``C - round(sparsity * C)`` channels of the C prunable ones are
+    kept (at least one per group).
+
+    Args:
+        model: the model ``graph`` describes.
+        graph: :func:`~sparsepai.structured.graph.analyse` of it.
+        scores: ``{group id: (size,) scores}`` for every prunable group.
+        sparsity: in [0, 1).
+        unit: ``"weights"`` or ``"channels"``.
+
+    Returns:
+        ``{producer module name: bool (out_channels,)}``; coupled producers share one mask.
+    """
+    from sparsepai.ops.topk import topk_mask
+
+    groups = graph.prunable_groups()
     boosted = []
     for g in groups:
-        s = scores[g.id].clone().float().nan_to_num(nan=-math.inf)
+        s = scores[g.id].detach().clone().float().cpu().nan_to_num(nan=-math.inf)
         s[int(torch.argmax(s))] = math.inf  # a layer keeps at least one channel
         boosted.append(s)
     channels = sum(g.size for g in groups)
@@ -313,19 +334,25 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     else:
         n_all = sum(mod.weight.numel() for _, mod in prunable_modules(model))
         target = n_all - round(sparsity * n_all)
+
+        def kept(t):
+            return kept_weights(model, graph, counts_for(t)[1])
+
         lo, hi = len(groups), channels
-        if kept_weights(model, graph, counts_for(lo)[1]) > target:
-            best = kept_weights(model, graph, counts_for(lo)[1])
+        if kept(lo) > target:
+            best = kept(lo)
             raise ValueError(f"structured pruning cannot reach sparsity {sparsity}: keeping one "
                              f"channel per layer keeps {best} of {n_all} weights "
                              f"(sparsity {1 - best / n_all:.4f})")
         while lo < hi:  # the fewest channels whose kept weights reach the target
             mid = (lo + hi) // 2
-            if kept_weights(model, graph, counts_for(mid)[1]) >= target:
+            if kept(mid) >= target:
                 hi = mid
             else:
                 lo = mid + 1
         t = lo
+        if t > len(groups) and target - kept(t - 1) < kept(t) - target:
+            t -= 1  # one channel fewer is closer to the target
     masks, _ = counts_for(t)
     out = {}
     for g, m in zip(groups, masks):

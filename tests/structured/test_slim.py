@@ -14,11 +14,12 @@ from tests.structured.helpers import ARCHS, build, random_masks
 TOL = dict(atol=2e-5, rtol=2e-4)
 
 
-def close(a, b, tol=1e-9):
+def close(a, b, tol=1e-9, scale=None):
     """Equal up to rounding, relative to the output's scale. The equality tests run in float64:
     in float32, deep nets in train mode amplify rounding through their batch statistics to
     ~1e-4, which would hide real differences of that size."""
-    scale = float(b.detach().abs().max()) + 1e-6
+    if scale is None:
+        scale = float(b.detach().abs().max()) + 1e-6
     torch.testing.assert_close(a, b, atol=tol * scale, rtol=tol * 100)
 
 
@@ -71,10 +72,19 @@ def test_slim_trains_like_masked_dense(arch, shared):
     opt_d = MaskedSGD(dense.named_parameters(), masks=None, lr=0.01, momentum=0.9,
                       weight_decay=1e-3)
     loss_fn = torch.nn.functional.cross_entropy
-    for _ in range(3):
+    for step in range(3):
         for net, opt in ((slim, opt_s), (dense, opt_d)):
             opt.zero_grad()
             loss_fn(net(x), y).backward()
+        if step == 0 and shared:
+            # the gradient of every slim weight is the dense gradient of the weight it kept
+            wm, dp = dense.sparsepai_masks, dict(dense.named_parameters())
+            top = max(float(p.grad.abs().max()) for p in dense.parameters())
+            for name, p in slim.named_parameters():
+                g = dp[name].grad
+                want = g[wm[name]] if name in wm else g.flatten()
+                close(p.grad.flatten(), want, scale=top)
+        for opt in (opt_s, opt_d):
             opt.step()
     slim.eval()
     dense.eval()

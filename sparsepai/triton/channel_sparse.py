@@ -32,6 +32,16 @@ if has_triton():
         return ci, r // KW, r % KW
 
     @triton.jit
+    def _im2col(rm, rk, n, ho, wo, cin, kh, kw, M, KTOT, C, H, W, sh, sw, ph, pw, dh, dw):
+        """Offsets into x (N, C, H, W) of the im2col tile (pixels rm x taps rk), and where the
+        tap falls inside the image (zero padding elsewhere)."""
+        hi = ho[:, None] * sh - ph + kh[None, :] * dh
+        wi = wo[:, None] * sw - pw + kw[None, :] * dw
+        valid = (rm < M)[:, None] & (rk < KTOT)[None, :] & (hi >= 0) & (hi < H) & \
+            (wi >= 0) & (wi < W)
+        return ((n[:, None] * C + cin[None, :]) * H + hi) * W + wi, valid
+
+    @triton.jit
     def _fwd_kernel(x, w, b, in_idx, out_idx, y, M, C, H, W, Ho, Wo, O, KTOT, OC,
                     sh, sw, ph, pw, dh, dw, KH: tl.constexpr, KW: tl.constexpr,
                     HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
@@ -44,12 +54,9 @@ if has_triton():
             rk = k0 + tl.arange(0, BK)
             ci, kh, kw = _taps(rk, KH, KW)
             cin = tl.load(in_idx + ci, mask=rk < KTOT, other=0)
-            hi = ho[:, None] * sh - ph + kh[None, :] * dh
-            wi = wo[:, None] * sw - pw + kw[None, :] * dw
-            am = (rm < M)[:, None] & (rk < KTOT)[None, :] & (hi >= 0) & (hi < H) & \
-                (wi >= 0) & (wi < W)
-            a = tl.load(x + ((n[:, None] * C + cin[None, :]) * H + hi) * W + wi, mask=am,
-                        other=0.0)
+            off, am = _im2col(rm, rk, n, ho, wo, cin, kh, kw, M, KTOT, C, H, W, sh, sw, ph, pw,
+                              dh, dw)
+            a = tl.load(x + off, mask=am, other=0.0)
             bm = (rk < KTOT)[:, None] & (rn < O)[None, :]
             bt = tl.load(w + rn[None, :] * KTOT + rk[:, None], mask=bm, other=0.0)
             acc += tl.dot(a.to(tl.float32), bt.to(tl.float32), input_precision="ieee")
@@ -80,11 +87,9 @@ if has_triton():
             acc += tl.dot(gt.to(tl.float32), wt.to(tl.float32), input_precision="ieee")
         ci, kh, kw = _taps(rk, KH, KW)
         cin = tl.load(in_idx + ci, mask=rk < KTOT, other=0)
-        hi = ho[:, None] * sh - ph + kh[None, :] * dh
-        wi = wo[:, None] * sw - pw + kw[None, :] * dw
-        m = (rm < M)[:, None] & (rk < KTOT)[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & \
-            (wi < W)
-        tl.atomic_add(gx + ((n[:, None] * C + cin[None, :]) * H + hi) * W + wi, acc, mask=m)
+        off, m = _im2col(rm, rk, n, ho, wo, cin, kh, kw, M, KTOT, C, H, W, sh, sw, ph, pw, dh,
+                         dw)
+        tl.atomic_add(gx + off, acc, mask=m)
 
     @triton.jit
     def _grad_weight_kernel(g, x, in_idx, out_idx, gw, M, C, H, W, Ho, Wo, O, KTOT, OC,
@@ -103,12 +108,9 @@ if has_triton():
             gm = (ro < O)[:, None] & (rm < M)[None, :]
             gt = tl.load(g + ((n[None, :] * OC + oc[:, None]) * Ho + ho[None, :]) * Wo
                          + wo[None, :], mask=gm, other=0.0)
-            hi = ho[:, None] * sh - ph + kh[None, :] * dh
-            wi = wo[:, None] * sw - pw + kw[None, :] * dw
-            xm = (rm < M)[:, None] & (rk < KTOT)[None, :] & (hi >= 0) & (hi < H) & \
-                (wi >= 0) & (wi < W)
-            xt = tl.load(x + ((n[:, None] * C + cin[None, :]) * H + hi) * W + wi, mask=xm,
-                         other=0.0)
+            off, xm = _im2col(rm, rk, n, ho, wo, cin, kh, kw, M, KTOT, C, H, W, sh, sw, ph, pw,
+                              dh, dw)
+            xt = tl.load(x + off, mask=xm, other=0.0)
             acc += tl.dot(gt.to(tl.float32), xt.to(tl.float32), input_precision="ieee")
         m = (ro < O)[:, None] & (rk < KTOT)[None, :]
         tl.store(gw + ro[:, None] * KTOT + rk[None, :], acc.to(gw.dtype.element_ty), mask=m)

@@ -18,7 +18,7 @@ _LAZY = {
     "score": "sparsepai.pruning.api",
     "prune": "sparsepai.pruning.api",
 }
-_SUBMODULES = ("data", "models", "ops", "optim", "pruning", "triton")
+_SUBMODULES = ("autosparse", "data", "models", "ops", "optim", "pruning", "triton")
 
 __all__ = sorted(list(_LAZY) + list(_SUBMODULES))
 

@@ -57,7 +57,7 @@ class PredictorConfig:
 
     backbone: str = "mlp"
     features: tuple = FEATURES
-    hidden: int = 32
+    hidden: int = 16
     depth: int = 2
     lift_hidden: int = 64
     image_size: int = 32
@@ -117,6 +117,26 @@ class MLPNet(nn.Module):
 
     def forward(self, x):
         return self.net(x).squeeze(1)
+
+    @torch.inference_mode()
+    def predict_into(self, x: torch.Tensor, out: torch.Tensor, chunk: int) -> None:
+        """Inference without autograd or per-chunk allocations: ``addmm`` into reused buffers
+        and in-place ReLU (the same arithmetic as ``forward``), ``chunk`` rows at a time."""
+        lins = [m for m in self.net if isinstance(m, nn.Linear)]
+        ws = [m.weight.detach().t() for m in lins]
+        bs = [m.bias.detach() for m in lins]
+        bufs = [torch.empty(min(chunk, len(x)), w.shape[1], device=x.device, dtype=w.dtype)
+                for w in ws]
+        for i in range(0, len(x), chunk):
+            h = x[i:i + chunk]
+            n = len(h)
+            for j, (w, b) in enumerate(zip(ws, bs)):
+                o = bufs[j][:n]
+                torch.addmm(b, h, w, out=o)
+                if j < len(ws) - 1:
+                    o.relu_()
+                h = o
+            out[i:i + n] = h[:, 0]
 
 
 class LiftNet(nn.Module):
@@ -187,6 +207,10 @@ class Predictor:
         was = self.net.training
         self.net.eval()
         out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+        if isinstance(self.net, MLPNet) and x.device == dev:
+            self.net.predict_into(x.float(), out, chunk)
+            self.net.train(was)
+            return out
         for i in range(0, x.shape[0], chunk):
             out[i:i + chunk] = self.net(x[i:i + chunk].to(dev, torch.float32)).float().to(
                 x.device)

@@ -40,9 +40,12 @@ def rounds_done(directory):
     return len([f for f in os.listdir(d) if f.endswith(".safetensors")]) if os.path.isdir(d) else 0
 
 
-def run_kill_test(irp_args, kills, seed, workdir, python=sys.executable, log=print):
+def run_kill_test(irp_args, kills, seed, workdir, python=sys.executable, log=print,
+                  threads=None):
     cmd = [python, "-m", "sparsepai", "irp", "--no-progress", *irp_args]
     env = dict(os.environ, PYTHONPATH=ROOT)
+    if threads:  # the same for the reference and the killed runs (float summation order)
+        env["OMP_NUM_THREADS"] = str(threads)
     ref, killed = os.path.join(workdir, "ref"), os.path.join(workdir, "killed")
     t0 = time.perf_counter()
     p = subprocess.run(cmd + ["--out", ref], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -119,6 +122,7 @@ def main():
     ap.add_argument("--kills", type=int, default=5, help="SIGKILLs at random moments (5)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times (0)")
     ap.add_argument("--json", default=None, help="write the result here")
+    ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the runs (1)")
     ap.add_argument("irp_args", nargs="*", help="arguments of 'sparsepai irp' (default: lenet5 "
                     "on digits, 5 rounds of 2 epochs, prune 30%%)")
     args = ap.parse_args()
@@ -126,7 +130,7 @@ def main():
                                  "--epochs-per-round", "2", "--prune-fraction", "0.3"]
     work = tempfile.mkdtemp(prefix="irp-kill-")
     try:
-        res = run_kill_test(irp_args, args.kills, args.seed, work)
+        res = run_kill_test(irp_args, args.kills, args.seed, work, threads=args.threads)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["command"] = " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])

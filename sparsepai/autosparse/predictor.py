@@ -22,6 +22,7 @@ history. Never pickle.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -51,6 +52,8 @@ class PredictorConfig:
         holdout: ``"layer"`` (whole layers held out) or ``"model"`` (whole IRP datasets held
             out; needs two or more datasets).
         holdout_fraction: share of weights (layer holdout) or datasets (model holdout) held out.
+        holdout_datasets: with ``holdout="model"``, the indices of the datasets to hold out
+            (None: a seeded random choice of ``holdout_fraction`` of them).
         max_train, max_val: random subsample sizes (weights) of the two splits (None: all).
         seed: the split, the subsamples, the initialisation and the batch order.
     """
@@ -67,6 +70,7 @@ class PredictorConfig:
     weight_decay: float = 0.0
     holdout: str = "layer"
     holdout_fraction: float = 0.2
+    holdout_datasets: tuple | None = None
     max_train: int | None = 200_000
     max_val: int | None = 100_000
     seed: int = 0
@@ -80,6 +84,8 @@ class PredictorConfig:
             raise ValueError(f"predictor features must be a non-empty subset of {FEATURES}, got "
                              f"{self.features!r}")
         object.__setattr__(self, "features", feats)
+        if self.holdout_datasets is not None:
+            object.__setattr__(self, "holdout_datasets", tuple(self.holdout_datasets))
         if self.holdout not in ("layer", "model"):
             raise ValueError(f"holdout must be 'layer' or 'model', got {self.holdout!r}")
 
@@ -163,6 +169,18 @@ def build_net(cfg: PredictorConfig) -> nn.Module:
     return LiftNet(len(cfg.features), cfg.lift_hidden, cfg.image_size, cfg.backbone)
 
 
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """Run with ``n`` intra-op threads, restoring the previous count."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _layer_types(model, names) -> dict:
     modules = dict(model.named_modules())
     return {n: type(modules[n.rpartition(".")[0]]).__name__ for n in names}
@@ -193,8 +211,14 @@ class Predictor:
         return 1 << 16 if self.config.backbone == "mlp" else 256
 
     @torch.inference_mode()
-    def predict(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, chunk_size: int | None = None,
+                threads: int | None = None) -> torch.Tensor:
         """Predicted (min-max normalised) survival scores, ``chunk_size`` rows per forward.
+
+        ``threads``: intra-op threads of the mlp path (default 1: its GEMMs are tiny, K = 2 and
+        N = 16, and thread synchronisation costs more than it saves; measured on the 2-core CI
+        machine, see benchmarks/results/autosparse). Image backbones use torch's setting unless
+        ``threads`` is given.
 
         Shapes:
             ``x``: ``(N, len(features))``; returns ``(N,)`` float32 on ``x``'s device.
@@ -208,12 +232,14 @@ class Predictor:
         self.net.eval()
         out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
         if isinstance(self.net, MLPNet) and x.device == dev:
-            self.net.predict_into(x.float(), out, chunk)
+            with _threads(threads or (1 if x.device.type == "cpu" else None)):
+                self.net.predict_into(x.float(), out, chunk)
             self.net.train(was)
             return out
-        for i in range(0, x.shape[0], chunk):
-            out[i:i + chunk] = self.net(x[i:i + chunk].to(dev, torch.float32)).float().to(
-                x.device)
+        with _threads(threads):
+            for i in range(0, x.shape[0], chunk):
+                out[i:i + chunk] = self.net(x[i:i + chunk].to(dev, torch.float32)).float().to(
+                    x.device)
         self.net.train(was)
         return out
 

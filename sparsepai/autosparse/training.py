@@ -47,24 +47,35 @@ def split_units(units, n_datasets: int, cfg: PredictorConfig):
     if cfg.holdout == "model":
         if n_datasets < 2:
             raise ValueError("holdout='model' needs two or more IRP datasets")
-        k = min(n_datasets - 1, max(1, round(cfg.holdout_fraction * n_datasets)))
-        held = set(torch.randperm(n_datasets, generator=g)[:k].tolist())
+        if cfg.holdout_datasets is not None:
+            held = set(cfg.holdout_datasets)
+            if not held or not held < set(range(n_datasets)):
+                raise ValueError(f"holdout_datasets must be a non-empty proper subset of "
+                                 f"0..{n_datasets - 1}, got {cfg.holdout_datasets}")
+        else:
+            k = min(n_datasets - 1, max(1, round(cfg.holdout_fraction * n_datasets)))
+            held = set(torch.randperm(n_datasets, generator=g)[:k].tolist())
         val = [i for i, u in enumerate(units) if u["dataset"] in held]
     else:
         if len(units) < 2:
             raise ValueError("holdout='layer' needs two or more layers")
         sizes = [len(u["y"]) for u in units]
         target = cfg.holdout_fraction * sum(sizes)
+        left = {}  # training layers per layer type: the last of a type is never held out
+        for u in units:
+            left[u["type"]] = left.get(u["type"], 0) + 1
         val, count = [], 0
         # whole layers in a seeded order, skipping any that would overshoot the target by half
         for i in torch.randperm(len(units), generator=g).tolist():
-            if count + sizes[i] <= 1.5 * target and len(val) < len(units) - 1:
+            if count + sizes[i] <= 1.5 * target and left[units[i]["type"]] > 1:
                 val.append(i)
                 count += sizes[i]
+                left[units[i]["type"]] -= 1
             if count >= target:
                 break
         if not val:
-            val = [min(range(len(units)), key=lambda i: sizes[i])]
+            raise ValueError("holdout='layer': no layer can be held out while keeping every "
+                             "layer type in training (need two layers of one type)")
     train = [i for i in range(len(units)) if i not in set(val)]
     return train, sorted(val)
 
@@ -76,6 +87,27 @@ def _stack(units, idx, limit, g):
         pick = torch.randperm(len(y), generator=g)[:limit]
         x, y = x[pick], y[pick]
     return x, y
+
+
+@torch.no_grad()
+def _recalibrate_norms(net, xt, batch_size, g, device, samples=256):
+    """Batch-norm running statistics as the plain average over ``samples`` training rows with
+    the final weights: with a few hundred steps, the running averages (momentum 0.1) still lag
+    the lifted images' drifting statistics, and eval-mode predictions go far off."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    pick = torch.randperm(len(xt), generator=g)[:samples]
+    for i in range(0, len(pick), batch_size):
+        b = pick[i:i + batch_size]
+        if len(b) > 1:
+            net(xt[b].to(device))
+    for m in norms:
+        m.momentum = 0.1
 
 
 def train_predictor(datasets, *, backbone: str = "mlp", features=("param", "grad"),
@@ -131,7 +163,9 @@ def train_predictor(datasets, *, backbone: str = "mlp", features=("param", "grad
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += loss.item() * len(b)
+        if cfg.backbone != "mlp":
+            _recalibrate_norms(net, xt, cfg.batch_size, g, device)
         hist["epoch"].append(epoch + 1)
         hist["train_mse"].append(total / len(yt))
         hist["val_mse"].append(val_mse())

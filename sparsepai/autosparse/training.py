@@ -13,7 +13,13 @@ import torch
 from tqdm.auto import tqdm
 
 from sparsepai.autosparse.dataset import IRPDataset
-from sparsepai.autosparse.predictor import Predictor, PredictorConfig, build_net, layer_features
+from sparsepai.autosparse.predictor import (
+    Predictor,
+    PredictorConfig,
+    _threads,
+    build_net,
+    layer_features,
+)
 
 
 def _as_datasets(datasets) -> list:
@@ -150,7 +156,15 @@ def train_predictor(datasets, *, backbone: str = "mlp", features=("param", "grad
             "split": {"holdout": cfg.holdout, "train_weights": len(yt), "val_weights": len(yv),
                       "val_units": [[units[i]["dataset"], units[i]["layer"]] for i in va],
                       "train_units": [[units[i]["dataset"], units[i]["layer"]] for i in tr]}}
-    bar = tqdm(range(cfg.epochs), desc=f"train {backbone} predictor", disable=not progress)
+    # the mlp's GEMMs are tiny: one thread is faster than synchronising two (see predict)
+    with _threads(1 if cfg.backbone == "mlp" and device == "cpu" else None):
+        _fit(net, pred, opt, xt, yt, cfg, g, device, hist, val_mse, progress)
+    pred.history = hist
+    return pred
+
+
+def _fit(net, pred, opt, xt, yt, cfg, g, device, hist, val_mse, progress):
+    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.backbone} predictor", disable=not progress)
     for epoch in bar:
         net.train()
         order = torch.randperm(len(yt), generator=g)
@@ -170,5 +184,3 @@ def train_predictor(datasets, *, backbone: str = "mlp", features=("param", "grad
         hist["train_mse"].append(total / len(yt))
         hist["val_mse"].append(val_mse())
         bar.set_postfix(train=f"{hist['train_mse'][-1]:.4f}", val=f"{hist['val_mse'][-1]:.4f}")
-    pred.history = hist
-    return pred

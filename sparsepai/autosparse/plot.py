@@ -50,7 +50,7 @@ def plot_learned_function(predictor, path: str, dataset=None, extent: float = 3.
         z = predictor.predict(torch.stack([pw.reshape(-1), pg.reshape(-1)], 1)).view(grid, grid)
         im = axes[0].imshow(z.T.numpy(), origin="lower", extent=[-extent, extent, -extent, extent],
                             aspect="auto", cmap="viridis")
-        fig.colorbar(im, ax=axes[0], label="predicted survival (0..1)")
+        fig.colorbar(im, ax=axes[0], label="predicted survival (normalised)")
         axes[0].set(xlabel="initial weight / layer RMS", ylabel="initial gradient / layer RMS",
                     title="learned function")
     curves = axes[-ncols:] if len(feats) == 2 else axes[-1:]
@@ -70,7 +70,7 @@ def plot_learned_function(predictor, path: str, dataset=None, extent: float = 3.
         if data is not None:
             col = ("param", "grad").index(f)
             cx, cy = _binned(data[0][:, col].abs(), data[1])
-            ax.plot(cx, cy, "k.", label="IRP: mean survival per bin")
+            ax.plot(cx, cy, "k.", label="IRP: mean survival per bin (marginal)")
         ax.set(xlabel=f"|initial {'weight' if f == 'param' else 'gradient'}| / layer RMS",
                ylabel="survival (normalised)", xlim=(0, extent))
         ax.grid(True, alpha=0.3)

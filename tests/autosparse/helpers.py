@@ -1,9 +1,11 @@
 """Tiny models and data for the AutoSparse tests."""
 
-import os
-
 import torch
 from torch.utils.data import TensorDataset
+
+from benchmarks.irp_resume_kill import files as folder_bytes
+
+__all__ = ["SyntheticIRP", "folder_bytes", "tiny_conv", "tiny_data", "tiny_model"]
 
 
 def tiny_model(seed=0):
@@ -23,16 +25,6 @@ def tiny_data(n=48, seed=1, conv=False):
     x = torch.randn((n, 1, 4, 4) if conv else (n, 6), generator=g)
     y = torch.randint(0, 3, (n,), generator=g)
     return TensorDataset(x, y)
-
-
-def folder_bytes(directory):
-    out = {}
-    for root, _, names in os.walk(directory):
-        for n in names:
-            p = os.path.join(root, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, directory)] = f.read()
-    return out
 
 
 class SyntheticIRP:

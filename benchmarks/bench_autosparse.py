@@ -92,6 +92,9 @@ def train_predictors(args, irps):
     for fname, feats in FEATURE_SETS.items():
         plans.append((f"mlp_{fname}_layer", lenet, dict(backbone="mlp", features=feats,
                                                           epochs=args.mlp_epochs)))
+    # the per-layer normalisation, for comparison (the default is per model)
+    plans.append(("mlp_param+grad_layer_layernorm", lenet,
+                  dict(backbone="mlp", epochs=args.mlp_epochs, normalization="layer")))
     for fname, feats in FEATURE_SETS.items():
         plans.append((f"mlp_{fname}_model", lenet + [irps["D_smallconv_digits_init0_train0"]],
                       dict(backbone="mlp", features=feats, epochs=args.mlp_epochs,
@@ -105,7 +108,8 @@ def train_predictors(args, irps):
         h = p.history
         best = min(h["val_mse"]) if h["val_mse"] else float("nan")
         rows.append({"predictor": name, "backbone": p.config.backbone,
-                     "features": "+".join(p.features), "holdout": p.config.holdout,
+                     "features": "+".join(p.features), "normalization": p.config.normalization,
+                     "holdout": p.config.holdout,
                      "train_weights": h["split"]["train_weights"],
                      "val_weights": h["split"]["val_weights"],
                      "val_units": h["split"]["val_units"], "epochs": p.config.epochs,
@@ -255,7 +259,8 @@ def plot_curves(pred_rows, path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, bb in zip(axes, ("mlp", "resnet18")):
         for r in pred_rows:
-            if r["backbone"] == bb and r["holdout"] == "layer":
+            if (r["backbone"] == bb and r["holdout"] == "layer"
+                    and r["normalization"] == "model"):
                 ep = range(1, len(r["val_mse"]) + 1)
                 line, = ax.plot(ep, r["val_mse"], marker=".", label=f"{r['features']} held-out")
                 ax.plot(ep, r["train_mse"], ls=":", color=line.get_color())
@@ -317,7 +322,8 @@ def main():
                              [d.survival[n].reshape(-1) for n in d.names]).long(),
                              minlength=d.rounds + 1).tolist()} for k, d in irps.items()}
     result["ccc_A_vs_B_same_init_other_data_order"] = ccc_report(
-        irps["A_lenet5_mnist_init0_train0"].directory, irps["B_lenet5_mnist_init0_train1"].directory)
+        irps["A_lenet5_mnist_init0_train0"].directory,
+        irps["B_lenet5_mnist_init0_train1"].directory)
     log(f"CCC A vs B: {result['ccc_A_vs_B_same_init_other_data_order']['overall']:.4f}")
 
     pred_rows, preds = train_predictors(args, irps)
@@ -339,7 +345,9 @@ def main():
 
     auto = preds["mlp_param+grad_layer"]
     own = preds["mlp_param+grad_model"]  # trained on LeNet-5 A, C; D held out
-    methods = {"autosparse_mlp": auto, **{m: None for m in BASELINES}}
+    methods = {"autosparse_mlp": auto,
+               "autosparse_mlp_layernorm": preds["mlp_param+grad_layer_layernorm"],
+               **{m: None for m in BASELINES}}
     mcfg = dict(epochs=args.train_epochs, batch_size=128, lr=0.05)
     rows = pruning_runs(args, "lenet5", mnist, methods, args.seeds,
                         os.path.join(args.work, "runs_lenet5.jsonl"), mcfg)

@@ -3,7 +3,8 @@ another folder, killing it with SIGKILL at random moments ``--kills`` times (eac
 the previous), let the last restart finish, and compare every file of the two folders byte for
 byte.
 
-    python benchmarks/irp_resume_kill.py --kills 5 --json benchmarks/results/autosparse/resume_kill.json
+    python benchmarks/irp_resume_kill.py --kills 5 \
+        --json benchmarks/results/autosparse/resume_kill.json
 
 Exit status 0 when the folders are identical, 1 otherwise.
 """

@@ -28,7 +28,7 @@ def plot_learned_function(predictor, path: str, dataset=None, extent: float = 3.
         path: the PNG to write.
         dataset: optionally an :class:`IRPDataset`: its mean normalised survival per bin of
             normalised |w| (and |g|) is drawn beside the prediction.
-        extent: features range over ``[-extent, extent]`` (in layer RMS units).
+        extent: features range over ``[-extent, extent]`` (in RMS units).
         grid: points per axis.
 
     Returns:
@@ -39,9 +39,10 @@ def plot_learned_function(predictor, path: str, dataset=None, extent: float = 3.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sparsepai.autosparse.predictor import layer_features
+    from sparsepai.autosparse.predictor import model_features
 
     feats = predictor.features
+    unit = f"{predictor.config.normalization} RMS"
     line = torch.linspace(-extent, extent, grid)
     ncols = 2 if len(feats) == 2 else 1
     fig, axes = plt.subplots(1, ncols + 1, figsize=(5.2 * (ncols + 1), 4.2))
@@ -51,13 +52,13 @@ def plot_learned_function(predictor, path: str, dataset=None, extent: float = 3.
         im = axes[0].imshow(z.T.numpy(), origin="lower", extent=[-extent, extent, -extent, extent],
                             aspect="auto", cmap="viridis")
         fig.colorbar(im, ax=axes[0], label="predicted survival (normalised)")
-        axes[0].set(xlabel="initial weight / layer RMS", ylabel="initial gradient / layer RMS",
+        axes[0].set(xlabel=f"initial weight / {unit}", ylabel=f"initial gradient / {unit}",
                     title="learned function")
     curves = axes[-ncols:] if len(feats) == 2 else axes[-1:]
     data = None
     if dataset is not None:
-        xs = [layer_features(dataset.params[n], dataset.grads[n], ("param", "grad"))
-              for n in dataset.names]
+        xs = [x for _, x in model_features(dataset.params, dataset.grads, dataset.names,
+                                           ("param", "grad"), predictor.config.normalization)]
         s = torch.cat([dataset.survival[n].reshape(-1).float() for n in dataset.names])
         data = (torch.cat(xs), (s - s.min()) / max(float(s.max() - s.min()), 1.0))
     pos = torch.linspace(0, extent, grid)
@@ -71,7 +72,7 @@ def plot_learned_function(predictor, path: str, dataset=None, extent: float = 3.
             col = ("param", "grad").index(f)
             cx, cy = _binned(data[0][:, col].abs(), data[1])
             ax.plot(cx, cy, "k.", label="IRP: mean survival per bin (marginal)")
-        ax.set(xlabel=f"|initial {'weight' if f == 'param' else 'gradient'}| / layer RMS",
+        ax.set(xlabel=f"|initial {'weight' if f == 'param' else 'gradient'}| / {unit}",
                ylabel="survival (normalised)", xlim=(0, extent))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)

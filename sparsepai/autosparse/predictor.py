@@ -1,14 +1,19 @@
 """The AutoSparse predictor (https://arxiv.org/abs/2408.14757, Section 4): a network mapping each
 weight's initial features to its predicted survival score, and its file format.
 
-Features (``features`` selects the columns, in this order):
+Features (``features`` selects the columns, in this order): ``"param"``, the initial weight, and
+``"grad"``, the initial gradient, each divided by an RMS (``normalization``):
 
-- ``"param"``: the initial weight divided by the RMS of its layer's initial weights;
-- ``"grad"``: the initial gradient divided by the RMS of its layer's initial gradients.
+- ``"model"`` (default): the RMS of that feature over all prunable weights of the model. It
+  removes the model's overall scale (initialisation, loss scale) but keeps the layers' relative
+  scales, which tell the predictor how hard IRP prunes each layer (layers with small fan-in have
+  large initial weights and survive more).
+- ``"layer"``: the RMS over the weight's own layer (per-layer normalisation). Every layer then
+  looks alike to the predictor, so its global threshold keeps about the same fraction of every
+  layer: measured on LeNet-5 it collapses layers at 95% sparsity and above (see
+  benchmarks/results/autosparse/README.md).
 
-Per-layer RMS normalisation keeps the sign and the zero of each feature but removes the layer's
-scale (which depends on fan-in, initialisation and loss scale), so one predictor applies to
-layers and models of other sizes. A layer whose features are all zero keeps zeros.
+Both keep the sign and the zero of each feature; an all-zero scale leaves zeros.
 
 Backbones: ``"mlp"`` (``depth`` hidden layers of ``hidden`` units, ReLU), or the paper's
 lift-to-image design ``"resnet18"`` / ``"vgg19"``: an MLP lifts each weight's features to a
@@ -38,6 +43,7 @@ BACKBONES = ("mlp", "resnet18", "vgg19")
 KIND = "autosparse-predictor"
 FORMAT_VERSION = 1
 UNSEEN = ("error", "predict")
+NORMALIZATIONS = ("model", "layer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +51,7 @@ class PredictorConfig:
     """Args:
         backbone: ``"mlp"``, ``"resnet18"`` or ``"vgg19"``.
         features: a non-empty ordered subset of ``("param", "grad")``.
+        normalization: ``"model"`` or ``"layer"`` (see the module docstring).
         hidden, depth: the MLP backbone's width and number of hidden layers.
         lift_hidden, image_size: the lifting MLP's width and the image side (32 or 64 in the
             paper) of the image backbones.
@@ -60,6 +67,7 @@ class PredictorConfig:
 
     backbone: str = "mlp"
     features: tuple = FEATURES
+    normalization: str = "model"
     hidden: int = 16
     depth: int = 2
     lift_hidden: int = 64
@@ -86,12 +94,50 @@ class PredictorConfig:
         object.__setattr__(self, "features", feats)
         if self.holdout_datasets is not None:
             object.__setattr__(self, "holdout_datasets", tuple(self.holdout_datasets))
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got "
+                             f"{self.normalization!r}")
         if self.holdout not in ("layer", "model"):
             raise ValueError(f"holdout must be 'layer' or 'model', got {self.holdout!r}")
 
 
-def layer_features(param: torch.Tensor, grad: torch.Tensor | None, features) -> torch.Tensor:
+def _rms(x: torch.Tensor) -> float:
+    return float(x.detach().double().pow(2).mean().sqrt()) if x.numel() else 0.0
+
+
+def feature_scales(params: dict, grads: dict | None, names, features,
+                   normalization: str = "model") -> dict:
+    """The divisor of every feature of every layer: ``{feature: {name: rms}}``.
+
+    ``"model"``: one RMS per feature over all the named weights; ``"layer"``: one per layer."""
+    out = {}
+    for f in features:
+        src = params if f == "param" else grads
+        if src is None:
+            raise ValueError("the predictor uses the 'grad' feature: pass data to compute the "
+                             "initial gradients")
+        if normalization == "layer":
+            out[f] = {n: _rms(src[n]) for n in names}
+        elif normalization == "model":
+            count = sum(src[n].numel() for n in names)
+            total = sum(float(src[n].detach().double().pow(2).sum()) for n in names)
+            rms = (total / count) ** 0.5 if count else 0.0
+            out[f] = {n: rms for n in names}
+        else:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got "
+                             f"{normalization!r}")
+    return out
+
+
+def layer_features(param: torch.Tensor, grad: torch.Tensor | None, features,
+                   scales: dict | None = None) -> torch.Tensor:
     """Normalised features of one layer's weights (see the module docstring).
+
+    Args:
+        param, grad: the layer's initial weights and gradients (grad may be None without the
+            ``"grad"`` feature).
+        features: the columns. scales: ``{feature: divisor}`` (from :func:`feature_scales`);
+            None divides by the layer's own RMS.
 
     Shapes:
         ``param``, ``grad``: any shape (the same); returns ``(param.numel(), len(features))``
@@ -104,9 +150,19 @@ def layer_features(param: torch.Tensor, grad: torch.Tensor | None, features) -> 
             raise ValueError("the predictor uses the 'grad' feature: pass data to compute the "
                              "initial gradients")
         x = x.detach().reshape(-1).float()
-        rms = x.pow(2).mean().sqrt() if x.numel() else x.new_zeros(())
+        rms = _rms(x) if scales is None else scales[f]
         cols.append(x / rms if rms > 0 else x)
     return torch.stack(cols, 1)
+
+
+def model_features(params: dict, grads: dict | None, names, features,
+                   normalization: str = "model"):
+    """``(name, features)`` for every named layer, normalised as configured (a generator: one
+    layer's features in memory at a time)."""
+    scales = feature_scales(params, grads, names, features, normalization)
+    for n in names:
+        yield n, layer_features(params[n], None if grads is None else grads.get(n), features,
+                                {f: scales[f][n] for f in features})
 
 
 class MLPNet(nn.Module):
@@ -249,23 +305,23 @@ class Predictor:
 
         Args:
             params: ``{name: initial weight}``; grads: ``{name: initial gradient}`` (needed with
-            the ``"grad"`` feature); names: which (default all of ``params``).
+            the ``"grad"`` feature); names: which (default all of ``params``; with
+            ``normalization="model"`` they share one scale per feature).
 
         Returns:
             ``{name: scores shaped like the weight}``.
         """
         names = list(params) if names is None else list(names)
         out = {}
-        for n in names:
-            feats = layer_features(params[n], None if grads is None else grads.get(n),
-                                   self.features)
+        for n, feats in model_features(params, grads, names, self.features,
+                                       self.config.normalization):
             out[n] = self.predict(feats, chunk_size).view(params[n].shape)
         return out
 
     def check_layer_types(self, types: dict, unseen_layers: str = "error") -> None:
         """Raise (or warn, with ``unseen_layers="predict"``) if a layer's module type was not
-        among the training layers. The fallback scores such layers with the same per-layer
-        normalised features; whether that transfers is not tested."""
+        among the training layers. The fallback scores such layers with the same normalised
+        features as the others; whether that transfers is not tested."""
         if unseen_layers not in UNSEEN:
             raise ValueError(f"unseen_layers must be one of {UNSEEN}, got {unseen_layers!r}")
         bad = {n: t for n, t in types.items() if t not in self.seen_layer_types}
@@ -276,7 +332,7 @@ class Predictor:
                f"({', '.join(f'{n}: {t}' for n, t in list(bad.items())[:4])})")
         if unseen_layers == "error":
             raise ValueError(msg + "; pass unseen_layers='predict' to score them anyway with the "
-                             "same per-layer-normalised features")
+                             "same normalised features")
         warnings.warn(msg + "; scoring them anyway (unseen_layers='predict')", RuntimeWarning,
                       stacklevel=3)
 
@@ -356,4 +412,5 @@ class Predictor:
 
     def __repr__(self):
         return (f"Predictor(backbone={self.config.backbone!r}, features={self.features}, "
+                f"normalization={self.config.normalization!r}, "
                 f"trained on {list(self.seen_layer_types)})")

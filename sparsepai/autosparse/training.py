@@ -1,7 +1,7 @@
 """``train_predictor``: fit the AutoSparse predictor to IRP datasets
 (https://arxiv.org/abs/2408.14757, Section 4).
 
-Inputs are the per-layer normalised features of ``predictor.py``; targets are the survival
+Inputs are the normalised features of ``predictor.py`` (``normalization``); targets are the survival
 scores min-max normalised per IRP dataset, ``(s - min) / (max - min)`` over all its weights, so
 runs with different round counts share one scale. The held-out split is by whole layers or whole
 datasets (models), never by position inside a layer. Loss: mean squared error.
@@ -18,7 +18,7 @@ from sparsepai.autosparse.predictor import (
     PredictorConfig,
     _threads,
     build_net,
-    layer_features,
+    model_features,
 )
 
 
@@ -31,7 +31,7 @@ def _as_datasets(datasets) -> list:
     return out
 
 
-def _units(datasets, features):
+def _units(datasets, features, normalization="model"):
     """One unit per (dataset, layer): features, normalised targets, layer type."""
     units = []
     for i, ds in enumerate(datasets):
@@ -40,8 +40,7 @@ def _units(datasets, features):
         hi = max(int(surv[n].max()) for n in ds.names)
         span = max(hi - lo, 1)  # all weights equal: every target 0
         grads = ds.grads if "grad" in features else None
-        for n in ds.names:
-            x = layer_features(ds.params[n], None if grads is None else grads[n], features)
+        for n, x in model_features(ds.params, grads, ds.names, features, normalization):
             y = (surv[n].reshape(-1).float() - lo) / span
             units.append({"dataset": i, "layer": n, "type": ds.layer_types[n], "x": x, "y": y})
     return units
@@ -138,7 +137,7 @@ def train_predictor(datasets, *, backbone: str = "mlp", features=("param", "grad
     """
     cfg = PredictorConfig(backbone=backbone, features=tuple(features), **options)
     dss = _as_datasets(datasets)
-    units = _units(dss, cfg.features)
+    units = _units(dss, cfg.features, cfg.normalization)
     tr, va = split_units(units, len(dss), cfg)
     g = torch.Generator().manual_seed(cfg.seed)
     xt, yt = _stack(units, tr, cfg.max_train, g)

@@ -30,7 +30,7 @@ def tiny_data(n=48, seed=1, conv=False):
 class SyntheticIRP:
     """Duck-typed IRPDataset whose survival is a known function of the normalised weight."""
 
-    def __init__(self, fn, layers=6, seed=0, rounds=5, types=("Linear",)):
+    def __init__(self, fn, layers=6, seed=0, rounds=5, types=("Linear",), norm="layer"):
         g = torch.Generator().manual_seed(seed)
         self.names = [f"l{i}.weight" for i in range(layers)]
         self.rounds = rounds
@@ -41,6 +41,14 @@ class SyntheticIRP:
             w = torch.randn(40 + 10 * i, 30, generator=g) * scale
             gr = torch.randn(w.shape, generator=g) * 1e-3 * (i + 1)
             self.params[n], self.grads[n] = w, gr
-            wn = w / w.pow(2).mean().sqrt()
-            gn = gr / gr.pow(2).mean().sqrt()
-            self.survival[n] = fn(wn, gn, rounds).round().clamp(0, rounds).to(torch.int32)
+
+        def rms(ts):
+            return (sum(float(t.pow(2).sum()) for t in ts) / sum(t.numel() for t in ts)) ** 0.5
+
+        for n in self.names:
+            w, gr = self.params[n], self.grads[n]
+            # survival as a function of the weight normalised per layer or per model
+            ws = rms([w]) if norm == "layer" else rms(list(self.params.values()))
+            gs = rms([gr]) if norm == "layer" else rms(list(self.grads.values()))
+            self.survival[n] = fn(w / ws, gr / gs, rounds).round().clamp(0, rounds).to(
+                torch.int32)

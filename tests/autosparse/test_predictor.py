@@ -13,7 +13,14 @@ import pytest
 import torch
 
 import sparsepai as sp
-from sparsepai.autosparse import Predictor, PredictorConfig, layer_features, train_predictor
+from sparsepai.autosparse import (
+    Predictor,
+    PredictorConfig,
+    feature_scales,
+    layer_features,
+    model_features,
+    train_predictor,
+)
 from sparsepai.autosparse.predictor import build_net
 from sparsepai.autosparse.training import _units, split_units
 from tests.autosparse.helpers import SyntheticIRP, tiny_conv, tiny_data, tiny_model
@@ -40,12 +47,30 @@ def test_layer_features_are_rms_normalised():
         layer_features(w, None, ("grad",))
 
 
-@pytest.mark.parametrize("features,fn", [(("param", "grad"), by_weight), (("param",), by_weight),
-                                         (("grad",), by_grad)])
-def test_training_reduces_held_out_error(features, fn):
-    ds = SyntheticIRP(fn, types=("Linear", "Conv2d"))
+def test_model_normalisation_keeps_the_layers_relative_scale():
+    params = {"a": torch.tensor([1.0, -1.0]), "b": torch.tensor([10.0, 0.0, -10.0, 10.0])}
+    grads = {"a": torch.tensor([0.5, 0.5]), "b": torch.zeros(4)}
+    # model RMS of the weights: sqrt((1 + 1 + 100 + 0 + 100 + 100) / 6) = sqrt(302 / 6)
+    rms = (302 / 6) ** 0.5
+    sc = feature_scales(params, grads, ["a", "b"], ("param", "grad"), "model")
+    assert sc["param"]["a"] == sc["param"]["b"] == pytest.approx(rms)
+    feats = dict(model_features(params, grads, ["a", "b"], ("param", "grad"), "model"))
+    torch.testing.assert_close(feats["b"][:, 0], params["b"] / rms)
+    # gradients: model RMS sqrt((0.25 + 0.25) / 6)
+    torch.testing.assert_close(feats["a"][:, 1], torch.full((2,), 0.5 / (0.5 / 6) ** 0.5))
+    per_layer = dict(model_features(params, grads, ["a", "b"], ("param",), "layer"))
+    torch.testing.assert_close(per_layer["a"][:, 0], torch.tensor([1.0, -1.0]))
+    torch.testing.assert_close(per_layer["b"][:, 0], params["b"] / (300 / 4) ** 0.5)
+
+
+@pytest.mark.parametrize("features,fn,norm", [(("param", "grad"), by_weight, "layer"),
+                                              (("param", "grad"), by_weight, "model"),
+                                              (("param",), by_weight, "model"),
+                                              (("grad",), by_grad, "layer")])
+def test_training_reduces_held_out_error(features, fn, norm):
+    ds = SyntheticIRP(fn, types=("Linear", "Conv2d"), norm=norm)
     p = train_predictor([ds], features=features, epochs=25, batch_size=256, lr=3e-3,
-                        progress=False)
+                        normalization=norm, progress=False)
     h = p.history
     assert h["val_mse"][-1] < 0.3 * h["val_mse_constant"], h
     assert h["val_mse"][-1] < h["val_mse_initial"]
@@ -56,7 +81,7 @@ def test_a_feature_without_information_does_not_help():
     # survival depends on |w| only: a grad-only predictor cannot beat the constant by much
     ds = SyntheticIRP(by_weight, types=("Linear", "Conv2d"))
     p = train_predictor([ds], features=("grad",), epochs=10, batch_size=256, lr=3e-3,
-                        progress=False)
+                        normalization="layer", progress=False)
     assert p.history["val_mse"][-1] > 0.8 * p.history["val_mse_constant"]
 
 

@@ -71,8 +71,10 @@ def run_kill_test(irp_args, kills, seed, workdir, python=sys.executable, log=pri
         # a random point of it (polling the folder, so that machine load cannot make the run
         # finish before the kill)
         done0 = rounds_done(killed)
-        in_startup = rng.random() < 1 / 6
-        target = rng.randint(done0, total_rounds - 1)
+        # every round done but the run not finished (killed while writing the survival file and
+        # dataset.json): the next kill can only aim at start-up
+        in_startup = rng.random() < 1 / 6 or done0 >= total_rounds
+        target = rng.randint(done0, total_rounds - 1) if done0 < total_rounds else done0
         frac = rng.uniform(0.0, 0.6)
         proc = subprocess.Popen(cmd + ["--out", killed], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

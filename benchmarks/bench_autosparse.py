@@ -77,12 +77,14 @@ def predictor_path(args, name):
 def get_predictor(args, name, datasets, **kw):
     path = predictor_path(args, name)
     if os.path.exists(path):
-        return Predictor.load(path), 0.0
+        p = Predictor.load(path)
+        return p, p.history.get("train_seconds", float("nan"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     t0 = time.perf_counter()
     p = train_predictor(datasets, progress=False, **kw)
+    p.history["train_seconds"] = time.perf_counter() - t0  # kept in the file for cached reruns
     p.save(path)
-    return p, time.perf_counter() - t0
+    return p, p.history["train_seconds"]
 
 
 def train_predictors(args, irps):
@@ -265,8 +267,8 @@ def plot_curves(pred_rows, path):
                 line, = ax.plot(ep, r["val_mse"], marker=".", label=f"{r['features']} held-out")
                 ax.plot(ep, r["train_mse"], ls=":", color=line.get_color())
                 ax.axhline(r["val_mse_constant"], color=line.get_color(), ls="--", lw=0.8)
-        ax.set(xlabel="epoch", ylabel="MSE (normalised survival)",
-               title=f"{bb}: held-out layers (solid), train (dotted), constant (dashed)")
+        ax.set(xlabel="epoch", ylabel="MSE (normalised survival)", yscale="log",
+               title=f"{bb}: held-out (solid), train (dotted),\nconstant-mean predictor (dashed)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -297,11 +299,18 @@ def main():
     ap.add_argument("--img-single-n", type=int, default=32)
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--skip-kill", action="store_true")
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw predictor_training.png from --out/results.json")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (1: on this shared 2-core machine LeNet-5 "
                     "trains ~8x faster with 1 thread than with 2)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.replot:
+        with open(os.path.join(args.out, "results.json")) as f:
+            plot_curves(json.load(f)["predictors"], os.path.join(args.out,
+                                                                 "predictor_training.png"))
+        return
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.work, exist_ok=True)
     t_all = time.perf_counter()

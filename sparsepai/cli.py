@@ -7,6 +7,9 @@
     sparsepai train   train a model (optionally with masks from a file), report test accuracy
     sparsepai sweep   the demo's comparison for any model, dataset, methods and sparsities
     sparsepai bench   time sp.topk_mask against torch.kthvalue(cat) at chosen sizes
+    sparsepai irp     iterative rewind pruning (AutoSparse's data), crash-safe and resumable
+    sparsepai ccc     concordance of the survival scores of two IRP runs
+    sparsepai train-predictor   fit an AutoSparse predictor to IRP runs
 """
 
 from __future__ import annotations
@@ -84,6 +87,10 @@ def cmd_prune(args) -> int:
     batches = loader(train_set, args.batch_size, shuffle=True, seed=args.seed)
     t0 = time.perf_counter()
     options = _method_options(args.option)
+    if args.predictor:
+        options["predictor"] = args.predictor
+    if args.unseen_layers:
+        options["unseen_layers"] = args.unseen_layers
     if args.structured:
         return _prune_structured(args, sp, model, batches, options, t0)
     masks = sp.prune(model, args.method, args.sparsity, batches, **options)
@@ -175,6 +182,58 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_irp(args) -> int:
+    import sparsepai as sp
+    from sparsepai.autosparse.ccc import ccc_report, format_report
+
+    model, (train_set, _, _) = _model_and_data(args)
+    t0 = time.perf_counter()
+    ds = sp.autosparse.irp(model, train_set, rounds=args.rounds,
+                           epochs_per_round=args.epochs_per_round,
+                           prune_fraction=args.prune_fraction, checkpoint_dir=args.out,
+                           resume=not args.no_resume, criterion=args.criterion, lr=args.lr,
+                           momentum=args.momentum, weight_decay=args.weight_decay,
+                           batch_size=args.batch_size, grad_batches=args.grad_batches,
+                           seed=args.train_seed, progress=not args.no_progress)
+    sched = ds.description["remaining_after_round"]
+    print(f"IRP: {ds.numel():,} weights, {ds.rounds} rounds, remaining after each round "
+          f"{sched} in {time.perf_counter() - t0:.1f} s -> {args.out}")
+    if args.ccc:
+        print(format_report(ccc_report(args.out, args.ccc)))
+    return 0
+
+
+def cmd_ccc(args) -> int:
+    from sparsepai.autosparse.ccc import ccc_report, format_report
+
+    rep = ccc_report(args.run_a, args.run_b)
+    print(json.dumps(rep, indent=1) if args.json else format_report(rep))
+    return 0
+
+
+def cmd_train_predictor(args) -> int:
+    from sparsepai.autosparse.plot import plot_learned_function
+    from sparsepai.autosparse.training import train_predictor
+
+    options = dict(epochs=args.epochs, lr=args.lr, holdout=args.holdout,
+                   holdout_fraction=args.holdout_fraction, max_train=args.max_train,
+                   seed=args.seed)
+    if args.batch_size:
+        options["batch_size"] = args.batch_size
+    pred = train_predictor(args.irp, backbone=args.backbone, features=tuple(args.features),
+                           progress=not args.no_progress, **options)
+    pred.save(args.out)
+    h = pred.history
+    print(f"{args.backbone} predictor on {list(pred.features)}: held-out MSE "
+          f"{h['val_mse_initial']:.4f} before training, {h['val_mse'][-1]:.4f} after "
+          f"(constant-mean predictor {h['val_mse_constant']:.4f}; "
+          f"{h['split']['val_weights']:,} held-out weights by {args.holdout}) -> {args.out}")
+    if args.plot:
+        plot_learned_function(pred, args.plot)
+        print(f"learned function plotted to {args.plot}")
+    return 0
+
+
 def _add_model_data(p, model="smallconv", dataset="digits"):
     p.add_argument("--model", default=model, help=f"architecture (default: {model}); see "
                    "sparsepai.models.NAMES")
@@ -222,7 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "(safetensors).")
     _add_model_data(p)
     p.add_argument("--method", required=True, help="random, magnitude, snip, grasp, synflow, "
-                   "force, prospr")
+                   "force, prospr, autosparse (with --predictor)")
+    p.add_argument("--predictor", default=None, help="autosparse: the predictor file from "
+                   "'sparsepai train-predictor'")
+    p.add_argument("--unseen-layers", default=None, choices=["error", "predict"],
+                   help="autosparse: layer types the predictor never saw are an error "
+                   "(default) or scored anyway ('predict')")
     p.add_argument("--sparsity", type=_sparsity, required=True, help="fraction removed, [0, 1)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size of the scoring data")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
@@ -259,6 +323,68 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tensors", type=int, default=60, help="tensors the scores are split into")
     b.add_argument("--repeats", type=int, default=3, help="timing repeats, median (default: 3)")
     b.set_defaults(fn=cmd_bench)
+
+    i = sub.add_parser("irp", help="iterative rewind pruning: AutoSparse's training data",
+                       description="Train, prune a fraction of the remaining weights, rewind to "
+                       "initialization, repeat; records initial weights, initial gradients and "
+                       "how many rounds each weight survived. Crash-safe: run the same command "
+                       "again to resume.")
+    _add_model_data(i)
+    i.add_argument("--rounds", type=int, default=5, help="pruning rounds (5)")
+    i.add_argument("--epochs-per-round", type=int, default=1, help="epochs per round (1)")
+    i.add_argument("--prune-fraction", type=float, default=0.2,
+                   help="fraction of the remaining weights pruned per round (0.2)")
+    i.add_argument("--criterion", default="magnitude", choices=["magnitude", "snip"],
+                   help="pruning criterion after training (magnitude)")
+    i.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (0.05)")
+    i.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0.9)")
+    i.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (5e-4)")
+    i.add_argument("--batch-size", type=int, default=128, help="batch size (128)")
+    i.add_argument("--grad-batches", type=int, default=None,
+                   help="batches the initial gradient averages over (default: all)")
+    i.add_argument("--train-seed", type=int, default=0,
+                   help="seed of data order and training randomness (--seed is the init) (0)")
+    i.add_argument("--out", default="sparsepai-irp", help="checkpoint/dataset folder "
+                   "(sparsepai-irp); must be empty or hold this very run")
+    i.add_argument("--no-resume", action="store_true",
+                   help="refuse to continue a run found in --out")
+    i.add_argument("--ccc", default=None, metavar="OTHER_RUN",
+                   help="afterwards, report the CCC of survival scores against this other run")
+    i.add_argument("--no-progress", action="store_true", help="no progress bars")
+    i.set_defaults(fn=cmd_irp)
+
+    c = sub.add_parser("ccc", help="concordance (CCC) of two IRP runs' survival scores",
+                       description="Lin's concordance correlation coefficient between the "
+                       "survival scores of two finished IRP runs, overall and per layer.")
+    c.add_argument("run_a", help="first IRP run folder")
+    c.add_argument("run_b", help="second IRP run folder (same model)")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.set_defaults(fn=cmd_ccc)
+
+    tp = sub.add_parser("train-predictor", help="fit an AutoSparse predictor to IRP runs",
+                        description="Train a survival-score predictor on one or more IRP runs "
+                        "with a held-out split by layer or by model; writes safetensors.")
+    tp.add_argument("--irp", nargs="+", required=True, help="IRP run folders")
+    tp.add_argument("--backbone", default="mlp", choices=["mlp", "resnet18", "vgg19"],
+                    help="mlp, or the paper's lift-to-image resnet18/vgg19 (mlp)")
+    tp.add_argument("--features", nargs="+", default=["param", "grad"],
+                    choices=["param", "grad"], help="input features (param grad)")
+    tp.add_argument("--epochs", type=int, default=30, help="training epochs (30)")
+    tp.add_argument("--batch-size", type=int, default=None,
+                    help="batch size (default: the config's, 1024)")
+    tp.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    tp.add_argument("--holdout", default="layer", choices=["layer", "model"],
+                    help="held-out split by whole layers or whole runs (layer)")
+    tp.add_argument("--holdout-fraction", type=float, default=0.2,
+                    help="share held out (0.2)")
+    tp.add_argument("--max-train", type=int, default=200_000,
+                    help="training weights subsampled to at most this many (200000)")
+    tp.add_argument("--seed", type=int, default=0, help="split/initialisation seed (0)")
+    tp.add_argument("--out", default="predictor.safetensors",
+                    help="predictor file (predictor.safetensors)")
+    tp.add_argument("--plot", default=None, help="also plot the learned function to this PNG")
+    tp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tp.set_defaults(fn=cmd_train_predictor)
     return ap
 
 

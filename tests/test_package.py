@@ -72,7 +72,8 @@ def test_cli_help_describes_every_command():
     p = _cli("--help")
     assert p.returncode == 0
     for cmd, option in (("demo", "--sparsities"), ("prune", "--method"), ("train", "--masks"),
-                        ("sweep", "--seeds"), ("bench", "--sizes")):
+                        ("sweep", "--seeds"), ("bench", "--sizes"), ("irp", "--rounds"),
+                        ("ccc", "--json"), ("train-predictor", "--backbone")):
         assert cmd in p.stdout
         p2 = _cli(cmd, "--help")
         assert p2.returncode == 0 and option in p2.stdout, p2.stdout

@@ -1,5 +1,5 @@
 """Pruning at initialization: ``score`` and ``prune`` over a registry of methods (one module
-per method: simple.py for random/magnitude, snip.py, grasp.py, synflow.py, force.py,
+per method: simple.py for random/magnitude, snip.py, grasp.py, synflow.py, force.py, autosparse.py,
 prospr.py)."""
 
 from sparsepai.pruning.api import prune, score

@@ -22,7 +22,8 @@ def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, **opt
         model: the network, at initialization. Left exactly as it was (weights, buffers,
             gradients, train/eval mode): methods run on a private copy.
         method: one of ``"random"``, ``"magnitude"``, ``"snip"``, ``"grasp"``, ``"synflow"``,
-            ``"force"``, ``"prospr"`` (see each module's config for its options).
+            ``"force"``, ``"prospr"``, ``"autosparse"`` (``predictor=``: a trained
+            ``sp.autosparse.Predictor`` or its file) (see each module's config for its options).
         data: an iterable of ``(inputs, targets)`` batches (not needed by random, magnitude,
             synflow with ``input_shape``).
         loss_fn: ``loss_fn(outputs, targets)``, default ``torch.nn.functional.cross_entropy``.

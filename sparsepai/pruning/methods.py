@@ -2,6 +2,7 @@
 
 from sparsepai.pruning import (  # noqa: F401
     after_training,
+    autosparse,
     force,
     grasp,
     prospr,

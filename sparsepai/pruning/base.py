@@ -48,6 +48,13 @@ def prunable_names(model: torch.nn.Module, prunable=None) -> list[str]:
     return out
 
 
+def keep_count(params: dict, names, sparsity: float) -> int:
+    """How many of the named weights a sparsity keeps: ``N - round(sparsity * N)`` (Python
+    ``round``) of their N entries."""
+    total = sum(params[n].numel() for n in names)
+    return total - round(sparsity * total)
+
+
 def take_batches(data, n: int, method: str) -> list:
     """The first n (inputs, targets) batches of ``data``, or a clear error."""
     if data is None:

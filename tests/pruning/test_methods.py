@@ -10,27 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import sparsepai as sp
+from tests.tiny_nets import batches, convnet, mlp
 
 METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "force", "prospr"]
-
-
-def mlp(dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).to(dtype)
-
-
-def convnet(seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-        torch.nn.Conv2d(4, 6, 3, stride=2), torch.nn.BatchNorm2d(6), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(6 * 3 * 3, 10))
-
-
-def batches(n, shape=(4,), classes=3, dtype=torch.float64, seed=1, size=8):
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn((size,) + shape, generator=g, dtype=dtype),
-             torch.randint(0, classes, (size,), generator=g)) for _ in range(n)]
 
 
 def unrolled_prospr(model, data, M, lr, momentum):
@@ -209,38 +191,3 @@ def test_bad_input():
         sp.score(model, "prospr", bad)
     with pytest.raises(NotImplementedError, match="structured"):
         sp.prune(model, "magnitude", 0.5, structured=True)
-
-
-def test_magnitude_after_training_matches_independent_training():
-    model = mlp()
-    data = batches(5)
-    masks = sp.prune(model, "magnitude_after_training", 0.6, data, epochs=3, lr=0.1,
-                     momentum=0.9, weight_decay=0.0)
-    ref = copy.deepcopy(model)
-    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(3):
-        for x, y in data:
-            opt.zero_grad()
-            F.cross_entropy(ref(x), y).backward()
-            opt.step()
-    w = torch.cat([ref[0].weight.detach().abs().flatten(), ref[2].weight.detach().abs().flatten()])
-    keep = w.numel() - round(0.6 * w.numel())
-    want = torch.zeros(w.numel(), dtype=torch.bool)
-    want[torch.topk(w, keep).indices] = True
-    got = torch.cat([masks["0.weight"].flatten(), masks["2.weight"].flatten()])
-    assert torch.equal(got, want)
-
-
-def test_lottery_ticket_rounds():
-    model = mlp()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    data = batches(4)
-    masks = sp.prune(model, "lottery", 0.5, data, epochs=2, lr=0.1, rate=0.2)
-    n = sum(m.numel() for m in masks.values())
-    assert sum(int(m.sum()) for m in masks.values()) == n - round(0.5 * n)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    # one round of 50% differs from four rounds of 20%
-    one = sp.prune(model, "magnitude_after_training", 0.5, data, epochs=2, lr=0.1)
-    assert not all(torch.equal(one[k], masks[k]) for k in masks)
-    with pytest.raises(ValueError, match="rate must be in"):
-        sp.prune(model, "lottery", 0.5, data, rate=1.5)

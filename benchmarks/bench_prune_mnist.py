@@ -28,8 +28,10 @@ from sparsepai.experiment import (  # noqa: E402
     AFTER_TRAINING,
     ALL_METHODS,
     SweepConfig,
+    load_rows,
     run_sweep,
     table,
+    write_summary,
 )
 from sparsepai.train import TrainConfig  # noqa: E402
 
@@ -48,6 +50,9 @@ def main():
     ap.add_argument("--rewind-iteration", type=int, default=25,
                     help=f"the optimizer step {REWOUND} rewinds to (63 steps per epoch)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "prune_mnist"))
+    ap.add_argument("--summarize", action="store_true",
+                    help="run nothing: rewrite the table, CSV/JSON and plot from runs.jsonl (after "
+                    "stopping a sweep early)")
     args = ap.parse_args()
     if not os.path.isdir(args.data_root):
         raise SystemExit(f"MNIST IDX files not found in {args.data_root}")
@@ -60,7 +65,11 @@ def main():
                       train=TrainConfig(epochs=args.epochs, batch_size=128, lr=0.05),
                       method_options=options)
     command = " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
-    rows = run_sweep(cfg, args.out, command=command)
+    if args.summarize:
+        rows = load_rows(os.path.join(args.out, "runs.jsonl"))
+        write_summary(rows, cfg, args.out, command)
+    else:
+        rows = run_sweep(cfg, args.out, command=command)
     print(table(rows, cfg))
 
 

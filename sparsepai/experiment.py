@@ -57,7 +57,8 @@ def _append(path, row):
         os.fsync(f.fileno())
 
 
-def _load_rows(path):
+def load_rows(path):
+    """The result rows of a runs.jsonl (a line cut by a crash is skipped)."""
     if not os.path.exists(path):
         return []
     rows = []
@@ -132,7 +133,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str, progress: bool = True,
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(dataclasses.asdict(cfg), f, indent=1)
     log = os.path.join(out_dir, "runs.jsonl")
-    rows = _load_rows(log)
+    rows = load_rows(log)
     done = {(r["method"], r["sparsity"], r["seed"]) for r in rows}
     plan = [("dense", 0.0, s) for s in cfg.seeds] if cfg.dense_baseline else []
     plan += [(m, sp_, s) for s in cfg.seeds for sp_ in cfg.sparsities for m in cfg.methods]
@@ -173,6 +174,10 @@ def table(rows, cfg: SweepConfig) -> str:
             v = s.get((method, x))
             cells.append(f"{100 * v[0]:>9.2f} +-{100 * v[1]:>4.1f}" if v else f"{'-':>15}")
         lines.append(f"{method:<{w}}" + "".join(cells))
+    short = sorted({f"{k[0]} ({v[2]} of {len(cfg.seeds)})" for k, v in s.items()
+                    if (k[0] in cfg.methods or k[0] == "dense") and v[2] < len(cfg.seeds)})
+    if short:
+        lines.append("fewer runs than seeds (runs of seeds): " + ", ".join(short))
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import itertools
 from typing import Callable, Iterable
 
@@ -108,7 +109,7 @@ def register(name: str, config: type, *, needs_data: bool = True, prune: Callabl
 
 
 def get_method(name: str) -> Method:
-    from sparsepai.pruning import methods  # noqa: F401  (registers them)
+    importlib.import_module("sparsepai.pruning.methods")  # registers them
 
     if name not in REGISTRY:
         raise ValueError(f"unknown pruning method {name!r}; valid methods: "

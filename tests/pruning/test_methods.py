@@ -72,31 +72,37 @@ def test_prospr_meta_gradient_by_finite_differences():
         assert math.isclose(abs(fd), got[entry].item(), rel_tol=1e-5, abs_tol=1e-9)
 
 
-def test_prospr_zero_meta_steps_is_snip():
+@pytest.mark.parametrize("first_order", [False, True])
+def test_prospr_zero_meta_steps_is_snip(first_order):
     model = convnet()
     data = batches(1, shape=(1, 8, 8), classes=10, dtype=torch.float32)
-    p = sp.score(model, "prospr", data, meta_steps=0)
+    p = sp.score(model, "prospr", data, meta_steps=0, first_order=first_order)
     s = sp.score(model, "snip", data)
     for n in s:
         torch.testing.assert_close(p[n], s[n], rtol=1e-6, atol=1e-9)
 
 
-def test_prospr_first_order_formula():
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_prospr_first_order_formula(momentum):
     model = mlp()
     data = batches(3)
-    got = sp.score(model, "prospr", data, meta_steps=2, inner_lr=0.2, first_order=True)
-    m = copy.deepcopy(model)
-    init = {n: p.detach().clone() for n, p in m.named_parameters()}
-    opt = torch.optim.SGD(m.parameters(), lr=0.2)
+    got = sp.score(model, "prospr", data, meta_steps=2, inner_lr=0.2, inner_momentum=momentum,
+                   first_order=True)
+    # written out: w <- w - lr * v, v <- momentum * v + g (v = g on the first step)
+    w = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    init = [t.detach().clone() for t in w]
+
+    def loss(w, x, y):
+        return F.cross_entropy(torch.tanh(x @ w[0].T + w[1]) @ w[2].T + w[3], y)
+
+    v = None
     for x, y in data[:2]:
-        opt.zero_grad()
-        F.cross_entropy(m(x), y).backward()
-        opt.step()
-    opt.zero_grad()
-    F.cross_entropy(m(data[2][0]), data[2][1]).backward()
-    params = dict(m.named_parameters())
-    for n in got:
-        torch.testing.assert_close(got[n], (params[n].grad * init[n]).abs())
+        g = torch.autograd.grad(loss(w, x, y), w)
+        v = list(g) if v is None else [momentum * vi + gi for vi, gi in zip(v, g)]
+        w = [(wi - 0.2 * vi).detach().requires_grad_() for wi, vi in zip(w, v)]
+    g = torch.autograd.grad(loss(w, *data[2]), w)
+    torch.testing.assert_close(got["0.weight"], (g[0] * init[0]).abs())
+    torch.testing.assert_close(got["2.weight"], (g[2] * init[2]).abs())
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -136,11 +142,26 @@ def test_model_left_exactly_as_it_was(method):
     opts = {"rounds": 3} if method == "synflow" else {"iterations": 2} if method == "force" else {}
     sp.prune(model, method, 0.8, data, **opts)
     sp.score(model, method, data, **({} if method != "synflow" else {"rounds": 1}))
+    if method == "prospr":
+        sp.score(model, method, data, first_order=True, inner_momentum=0.9)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not model.training
     assert all(p.grad is None for p in model.parameters())
     assert next(model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_scores_are_deterministic(method):
+    # the same model and data give bit-identical scores; "random" follows its seed option
+    data = batches(4, shape=(1, 8, 8), classes=10, dtype=torch.float32)
+    opts = {"rounds": 3} if method == "synflow" else {"iterations": 2} if method == "force" else {}
+    a = sp.score(convnet(seed=5), method, data, **opts)
+    b = sp.score(convnet(seed=5), method, data, **opts)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    if method != "random":  # another initialization scores differently
+        c = sp.score(convnet(seed=6), method, data, **opts)
+        assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_random_is_deterministic_with_a_seed():
@@ -191,3 +212,22 @@ def test_bad_input():
         sp.score(model, "prospr", bad)
     with pytest.raises(NotImplementedError, match="structured"):
         sp.prune(model, "magnitude", 0.5, structured=True)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_nan_loss_during_the_inner_steps_names_the_step(first_order):
+    model = convnet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = batches(4, shape=(1, 8, 8), classes=10, dtype=torch.float32)
+    nan_at = lambda i: [(x.clone().fill_(float("nan")), y) if j == i else (x, y)  # noqa: E731
+                        for j, (x, y) in enumerate(data)]
+    for i in (1, 2):
+        with pytest.raises(FloatingPointError, match=f"prospr inner step {i}: the loss is nan"):
+            sp.score(model, "prospr", nan_at(i), first_order=first_order)
+    with pytest.raises(FloatingPointError, match="prospr meta-loss: the loss is nan"):
+        sp.score(model, "prospr", nan_at(3), first_order=first_order)
+    # a learning rate that blows the weights up inside the steps: also caught, by step
+    with pytest.raises(FloatingPointError, match=r"prospr (inner step [12]|meta-loss)"):
+        sp.score(model, "prospr", data, inner_lr=1e30, first_order=first_order)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+

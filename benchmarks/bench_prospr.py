@@ -84,11 +84,26 @@ def main():
                     help="torch threads (0: torch's default). On a shared machine 1 thread "
                     "makes CPU time a steadier measure than wall time")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "prospr_cost.json"))
+    ap.add_argument("--rows-from", default=None,
+                    help="measure nothing: summarise the rows a run printed to this log")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker, args.batch, args.model, args.warm, args.threads)
+    command = " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    if args.rows_from:
+        # the rows a finished run printed (one per line), e.g. when its summary step failed
+        import ast
+
+        with open(args.rows_from) as f:
+            rows = [ast.literal_eval(line.strip()) for line in f if line.startswith("{'run'")]
+    else:
+        rows = measure(args)
+    write_results(rows, args, command)
+
+
+def measure(args) -> list:
     plan = [(n, w) for _ in range(args.repeats) for w in (False, True)
             for n in ("one_pass", "snip", "prospr_first_order")]
     plan += [("prospr_full", False)] * args.full_repeats
@@ -103,6 +118,10 @@ def main():
         else:
             rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
+    return rows
+
+
+def write_results(rows, args, command):
     def medians(key):
         out = {}
         for r in rows:
@@ -116,10 +135,10 @@ def main():
     notes = []
     full = [r for r in rows if r["run"] == "prospr_full" and "error" not in r]
     if full:
-        notes.append(f"full ProsPr: median {med[('prospr_full', False)]:.1f} s (target <= 60 s), "
-                     f"peak RSS {max(r['peak_rss_bytes'] for r in full) / 2**30:.2f} GiB "
-                     "(target <= 8 GB)")
-    for (warm, what), m in itertools.product((False, True), (("wall", med), ("CPU", cpu))):
+        notes.append(f"full ProsPr: median {med[('prospr_full', False)]:.1f} s wall, "
+                     f"{cpu[('prospr_full', False)]:.1f} s CPU (target <= 60 s), peak RSS "
+                     f"{max(r['peak_rss_bytes'] for r in full) / 2**30:.2f} GiB (target <= 8 GB)")
+    for warm, (what, m) in itertools.product((False, True), (("wall", med), ("CPU", cpu))):
         k = lambda n: (n, warm)  # noqa: E731
         if k("snip") in m and k("prospr_first_order") in m and k("one_pass") in m:
             notes.append(f"first-order ProsPr ({'warm' if warm else 'cold'}, {what} time): "
@@ -129,9 +148,8 @@ def main():
                          f"{m[k('one_pass')]:.2f} s, so the M + 1 = 4 passes alone are "
                          f"{4 * m[k('one_pass')] / m[k('snip')]:.2f}x SNIP")
     print("\n".join(notes))
-    meta = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-            "model": args.model, "batch": args.batch, "repeats": args.repeats,
-            "threads": args.threads or "torch default",
+    meta = {"command": command, "model": args.model, "batch": args.batch,
+            "repeats": args.repeats, "threads": args.threads or "torch default",
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

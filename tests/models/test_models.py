@@ -42,7 +42,7 @@ def test_cifar_adaptations():
 
 
 @pytest.mark.parametrize("method", ["random", "magnitude", "snip", "grasp", "synflow", "force",
-                                    "prospr", "prospr_first_order"])
+                                    "prospr"])
 @pytest.mark.parametrize("name", NAMES)
 def test_every_method_on_every_architecture(name, method):
     c, s = CASES[name]
@@ -58,9 +58,10 @@ def test_every_method_on_every_architecture(name, method):
     assert all(m.shape == params[k].shape for k, m in masks.items())
 
 
-@pytest.mark.parametrize("method", ["lottery", "magnitude_after_training"])
+@pytest.mark.parametrize("method", ["prospr_first_order", "lottery", "magnitude_after_training"])
 @pytest.mark.parametrize("name", ["resnet20", "lenet5", "smallconv"])
-def test_after_training_baselines_on_the_small_architectures(name, method):
-    # they train (one step per batch per round): the small models keep CI short
+def test_more_methods_on_the_small_architectures(name, method):
+    # first-order ProsPr's other code path, and the baselines that train (one step per batch
+    # per round); prospr above already runs every large architecture
     test_every_method_on_every_architecture(name, method)
 

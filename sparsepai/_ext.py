@@ -5,6 +5,7 @@ reference in ``sparsepai.ops``; ``has_extension()`` tells which one runs.
 """
 
 import functools
+import importlib
 import os
 import warnings
 
@@ -14,10 +15,11 @@ def has_extension() -> bool:
     """True when the compiled kernels of ``sparsepai._C`` are loaded."""
     if os.environ.get("SPARSEPAI_PURE_PYTHON", "0") == "1":
         return False
-    import torch  # noqa: F401  (the extension links against torch's libraries)
-
+    # imported for their side effects: torch's libraries, which the extension links against,
+    # then the extension itself, which registers the ops
+    importlib.import_module("torch")
     try:
-        from sparsepai import _C  # noqa: F401  (registers the ops)
+        importlib.import_module("sparsepai._C")
     except ImportError as exc:
         warnings.warn(
             f"sparsepai: compiled kernels unavailable ({exc}); using the pure-PyTorch references",

@@ -36,11 +36,14 @@ def load_masks(path: str, model: torch.nn.Module | None = None) -> tuple[dict, d
             raise ValueError(f"{exc} (the channel-mask file is for a different model?)") from None
     elif model is not None:
         params = dict(model.named_parameters())
+        unknown = [n for n in masks if n not in params]
+        if unknown:
+            raise ValueError(f"{path}: mask for {unknown[0]!r}, which the model does not have: "
+                             "the mask file is for a different model")
         for name, m in masks.items():
-            if name not in params:
-                raise ValueError(f"{path}: mask for {name!r}, which the model does not have: the "
-                                 "mask file is for a different model")
             if m.shape != params[name].shape or m.dtype != torch.bool:
                 raise ValueError(f"{path}: mask {name!r} has shape {tuple(m.shape)} "
-                                 f"({m.dtype}); the model's parameter {tuple(params[name].shape)}")
+                                 f"({m.dtype}), the model's parameter "
+                                 f"{tuple(params[name].shape)}: the mask file is for a "
+                                 "different model")
     return masks, meta

@@ -8,8 +8,13 @@ two ``torch.utils.data.Dataset`` of ``(image, label)`` and a :class:`DatasetInfo
 - ``mnist``: from ``data_root``: a folder of IDX files. With the full dataset, torchvision's
   train/test; with only the test split (``t10k-*``, as ``../shared/data/mnist`` has), the first
   8,000 images train and the last 2,000 evaluate.
-- ``cifar10``, ``cifar100``: torchvision, from ``data_root`` (``download=True`` to fetch).
-- ``tinyimagenet``: ``data_root/tiny-imagenet-200/{train,val}`` as image folders.
+- ``cifar10``, ``cifar100``: torchvision's python batches in ``data_root/cifar-10-batches-py``
+  or ``data_root/cifar-100-python`` (``download=True`` to fetch); training images randomly
+  cropped (padding 4) and flipped, test images only normalised.
+- ``tinyimagenet``: ``data_root/tiny-imagenet-200``: ``train/<wnid>/images/*.JPEG`` train,
+  ``val/images`` labelled by ``val/val_annotations.txt`` evaluate (no download).
+
+Missing files are a ``FileNotFoundError`` naming the path; nothing downloads unless asked.
 """
 
 from __future__ import annotations
@@ -85,33 +90,115 @@ def _mnist(root, download):
             torchvision.datasets.MNIST(root, train=False, transform=t, download=download), info)
 
 
+CIFAR = {  # name: (torchvision class, folder of the python batches, archive, classes)
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "cifar-10-python.tar.gz", 10),
+    "cifar100": ("CIFAR100", "cifar-100-python", "cifar-100-python.tar.gz", 100),
+}
+
+
+def _missing(name, path, what, downloadable):
+    hint = "or pass --download (download=True)" if downloadable else "(no download available)"
+    return FileNotFoundError(f"{name}: {path} not found; put {what} there {hint}")
+
+
+def _local_cifar(cls):
+    """torchvision's CIFAR class reading the python batches from ``root`` without comparing
+    their md5 sums to the official ones (so a re-packed or test copy in the same format loads;
+    a download is still checked, on its archive). A missing file is still an error."""
+
+    class Local(cls):
+        def _check_integrity(self):
+            return all(os.path.isfile(os.path.join(self.root, self.base_folder, f))
+                       for f, _ in self.train_list + self.test_list + [(self.meta["filename"], 0)])
+
+        def _load_meta(self):
+            import pickle  # torchvision's format for CIFAR (never used for our own files)
+
+            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    Local.__name__ = cls.__name__
+    return Local
+
+
 def _cifar(name, root, download):
     import torchvision
 
     if root is None:
         raise ValueError(f"{name} needs --data-root")
+    cls_name, folder, archive, classes = CIFAR[name]
+    if not download and not os.path.isdir(os.path.join(root, folder)):
+        raise _missing(name, os.path.join(root, folder), f"the python batches ({archive} "
+                       "extracted)", True)
     tf = torchvision.transforms
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     train_t = tf.Compose([tf.RandomCrop(32, padding=4), tf.RandomHorizontalFlip(), tf.ToTensor(),
                           tf.Normalize(mean, std)])
     test_t = tf.Compose([tf.ToTensor(), tf.Normalize(mean, std)])
-    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    cls = _local_cifar(getattr(torchvision.datasets, cls_name))
     return (cls(root, train=True, transform=train_t, download=download),
             cls(root, train=False, transform=test_t, download=download),
-            DatasetInfo(name, 10 if name == "cifar10" else 100, 3, 32))
+            DatasetInfo(name, classes, 3, 32))
 
 
-def _tinyimagenet(root):
+def _tinyimagenet(root, download):
+    """Tiny-ImageNet as distributed (tiny-imagenet-200.zip extracted): ``train/<wnid>/images/``
+    for training; ``val/images/`` labelled by ``val/val_annotations.txt`` for testing (the
+    official test split has no labels). Class indices follow the sorted wnids of ``train/``,
+    the same for both splits."""
     import torchvision
 
     if root is None:
         raise ValueError("tinyimagenet needs --data-root")
+    if download:
+        raise ValueError("tinyimagenet: no download available; extract tiny-imagenet-200.zip "
+                         "into --data-root")
     base = os.path.join(root, "tiny-imagenet-200")
+    for part in ("train", os.path.join("val", "images"), os.path.join("val", "val_annotations.txt")):
+        if not os.path.exists(os.path.join(base, part)):
+            raise _missing("tinyimagenet", os.path.join(base, part), "tiny-imagenet-200.zip "
+                           "extracted", False)
     tf = torchvision.transforms
     t = tf.Compose([tf.ToTensor(), tf.Normalize((0.480, 0.448, 0.398), (0.277, 0.269, 0.282))])
-    return (torchvision.datasets.ImageFolder(os.path.join(base, "train"), transform=t),
-            torchvision.datasets.ImageFolder(os.path.join(base, "val"), transform=t),
-            DatasetInfo("tinyimagenet", 200, 3, 64))
+    train = torchvision.datasets.ImageFolder(os.path.join(base, "train"), transform=t)
+    wnids_file = os.path.join(base, "wnids.txt")
+    if os.path.exists(wnids_file):
+        with open(wnids_file) as f:
+            wnids = {w.strip() for w in f if w.strip()}
+        if wnids != set(train.classes):
+            raise ValueError(f"tinyimagenet: train/ has {len(train.classes)} class folders, "
+                             f"wnids.txt lists {len(wnids)} other or different wnids")
+    samples = []
+    with open(os.path.join(base, "val", "val_annotations.txt")) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) < 2:
+                continue
+            if parts[1] not in train.class_to_idx:
+                raise ValueError(f"tinyimagenet: val image {parts[0]} has class {parts[1]!r}, "
+                                 "which train/ does not have")
+            samples.append((os.path.join(base, "val", "images", parts[0]),
+                            train.class_to_idx[parts[1]]))
+    samples.sort()
+    return train, _Images(samples, t), DatasetInfo("tinyimagenet", len(train.classes), 3, 64)
+
+
+class _Images(torch.utils.data.Dataset):
+    """``(image, label)`` from a list of ``(path, label)``, read as RGB like ImageFolder."""
+
+    def __init__(self, samples, transform):
+        self.samples, self.transform = samples, transform
+        self.targets = [c for _, c in samples]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        from torchvision.datasets.folder import default_loader
+
+        path, label = self.samples[i]
+        return self.transform(default_loader(path)), label
 
 
 def load_dataset(name: str, data_root: str | None = None, download: bool = False, seed: int = 0):
@@ -123,7 +210,7 @@ def load_dataset(name: str, data_root: str | None = None, download: bool = False
     if name in ("cifar10", "cifar100"):
         return _cifar(name, data_root, download)
     if name == "tinyimagenet":
-        return _tinyimagenet(data_root)
+        return _tinyimagenet(data_root, download)
     raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(NAMES)}")
 
 

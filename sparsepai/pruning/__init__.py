@@ -1,8 +1,11 @@
 """Pruning at initialization: ``score`` and ``prune`` over a registry of methods (one module
-per method: simple.py for random/magnitude, snip.py, grasp.py, synflow.py, force.py, autosparse.py,
-prospr.py)."""
+per method: simple.py for random/magnitude, snip.py, grasp.py, synflow.py, force.py,
+prospr.py, autosparse.py; after_training.py for the baselines that train first, with
+:func:`prune_after_training` returning lottery tickets' masks and rewind weights)."""
 
+from sparsepai.pruning.after_training import Tickets, prune_after_training
 from sparsepai.pruning.api import prune, score
 from sparsepai.pruning.base import REGISTRY, prunable_names, register
 
-__all__ = ["REGISTRY", "prunable_names", "prune", "register", "score"]
+__all__ = ["REGISTRY", "Tickets", "prunable_names", "prune", "prune_after_training", "register",
+           "score"]

@@ -1,11 +1,21 @@
 """Baselines that look at trained weights, for the comparison tables: magnitude after training
-(train densely, keep the largest trained weights, rewind to the initial values) and
-lottery-ticket rewinding (Frankle & Carbin, ICLR 2019, https://arxiv.org/abs/1803.03635;
-Frankle et al. 2020, https://arxiv.org/abs/1912.05671): train, prune ``rate`` of the remaining
-weights by trained magnitude, rewind the survivors, repeat until the target.
+(train densely, keep the largest trained weights, rewind) and lottery-ticket rewinding (Frankle &
+Carbin, ICLR 2019, https://arxiv.org/abs/1803.03635; Frankle et al., ICML 2020, "Linear mode
+connectivity and the lottery ticket hypothesis", https://arxiv.org/abs/1912.05671): train, prune
+``rate`` of the remaining weights by trained magnitude, rewind the survivors, repeat until the
+target.
 
-The masks are for the model's initial weights (rewinding to iteration 0), so ``sp.prune``
-returns them like any other method's. Training uses ``data`` (one pass per epoch) and
+Rewinding goes to the weights after ``rewind_iteration`` = k optimizer steps of the first (dense)
+training run: k = 0 is the initialization (Frankle & Carbin), k > 0 an early iteration (Frankle
+et al. 2020). The state at step k (every parameter and buffer) is recorded during the first
+run; every later round loads it, applies the masks and trains the remaining iterations, k to the
+end of ``epochs`` passes over ``data`` (the first k batches are skipped), as the paper resumes
+training at iteration k. The optimizer restarts at each rewind (momentum zero; the paper's
+rewinding restores weights only).
+
+``sp.prune(model, "lottery", s, data, ...)`` returns the masks only. The ticket is the masks
+*and* the rewind weights: :func:`prune_after_training` returns both, and the masks at several
+sparsities from one train-prune-rewind run. Training uses ``data`` (one pass per epoch) and
 ``loss_fn``, with SGD that keeps pruned weights at zero.
 """
 
@@ -16,34 +26,86 @@ import dataclasses
 import torch
 from tqdm.auto import tqdm
 
-from sparsepai.pruning.base import check_finite, register
+from sparsepai.pruning.api import check_sparsity
+from sparsepai.pruning.base import (
+    check_finite,
+    default_loss,
+    get_method,
+    keep_count,
+    make_config,
+    private_copy,
+    prunable_names,
+    register,
+)
 from sparsepai.pruning.iterative import top_masks
+
+METHODS = ("lottery", "magnitude_after_training")
 
 
 @dataclasses.dataclass(frozen=True)
 class AfterTrainingConfig:
     """Args: epochs: training epochs per round; lr, momentum, weight_decay: the SGD;
     rate: fraction of the remaining weights pruned per round (lottery tickets; 0.2 in the
-    papers)."""
+    papers); rewind_iteration: the optimizer step whose weights the survivors are rewound to
+    (0 = initialization)."""
 
     epochs: int = 5
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     rate: float = 0.2
+    rewind_iteration: int = 0
 
 
-def _train(model, masks, data, loss_fn, cfg, what):
+@dataclasses.dataclass(frozen=True)
+class Tickets:
+    """What one train-prune-rewind run found.
+
+    Args:
+        masks: ``{sparsity: {param name: bool mask}}`` for every requested sparsity (True =
+            kept; exactly ``N - round(sparsity * N)`` of the N prunable weights kept).
+        state: the model's ``state_dict()`` to rewind to: every parameter and buffer after
+            ``rewind_iteration`` optimizer steps of the first (dense) training run (the initial
+            state for 0, or when nothing was pruned and no round ran). Not masked: load it, then
+            ``sp.apply_masks`` zeroes the pruned weights.
+        rounds: train-prune rounds run (one for magnitude after training).
+        rewind_iteration: k, as configured.
+    """
+
+    masks: dict
+    state: dict
+    rounds: int
+    rewind_iteration: int
+
+
+def _snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _train(model, masks, data, loss_fn, cfg, what, start=0, record_at=None):
+    """Train ``model`` in place for ``cfg.epochs`` passes over ``data``, skipping the first
+    ``start`` iterations (a run resumed from a rewind point).
+
+    Returns:
+        ``(params, state)``: the trained parameters by name, and the state dict after
+        ``record_at`` optimizer steps (None when ``record_at`` is None).
+    """
     from sparsepai.optim import MaskedSGD
 
     params = dict(model.named_parameters())
     opt = MaskedSGD(model.named_parameters(), masks or {}, lr=cfg.lr, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)
     model.train()
+    step, state = 0, None
     for _ in range(cfg.epochs):
         empty = True
         for x, y in data:
             empty = False
+            if step == record_at:
+                state = _snapshot(model)
+            step += 1
+            if step <= start:
+                continue
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             check_finite(loss, what)
@@ -51,44 +113,120 @@ def _train(model, masks, data, loss_fn, cfg, what):
             opt.step()
         if empty:
             raise ValueError(f"{what}: data yielded no batches")
-    return params
+    if record_at is not None and state is None:
+        # rewinding to the end of training would leave nothing to train
+        raise ValueError(f"rewind_iteration={record_at} is not before the end of the first "
+                         f"training run ({step} iterations)")
+    return params, state
 
 
-def _rounds(model, names, data, loss_fn, cfg, keep, rate):
-    init = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    masks = None
-    total = sum(dict(model.named_parameters())[n].numel() for n in names)
-    current = total
+def _check(cfg: AfterTrainingConfig, iterative: bool):
+    if iterative and not 0 < cfg.rate < 1:
+        raise ValueError(f"lottery: rate must be in (0, 1), got {cfg.rate}")
+    if cfg.rewind_iteration < 0:
+        raise ValueError(f"rewind_iteration must be >= 0, got {cfg.rewind_iteration}")
+
+
+def _imp(model, names, data, loss_fn, cfg: AfterTrainingConfig, keeps, iterative: bool):
+    """Train-prune-rewind to every kept count in ``keeps``.
+
+    Iterative (lottery): each round prunes ``rate`` of the remaining weights, except that a
+    round never passes the next requested count (it stops there exactly), so one run yields the
+    masks of every requested sparsity along the way. One-shot (magnitude after training): one
+    dense training, every count thresholded from the same trained weights.
+
+    Returns:
+        ``({keep: masks}, rewind state, rounds)``.
+    """
+    _check(cfg, iterative)
+    if data is None:
+        raise ValueError("after-training baselines need data to train on")
+    k = cfg.rewind_iteration
+    state = _snapshot(model)  # rewind target until the first run records step k
+    params = dict(model.named_parameters())
+    total = sum(params[n].numel() for n in names)
+    ones = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
+    what = "after-training pruning"
+    out, masks, current, rounds = {}, None, total, 0
+    if not iterative:
+        if min(keeps) < total:
+            trained, state = _train(model, None, data, loss_fn, cfg, what, record_at=k)
+            scores = {n: trained[n].detach().abs() for n in names}
+            out = {keep: top_masks(scores, names, keep) for keep in keeps}
+            rounds = 1
+        return {keep: out.get(keep, ones) for keep in keeps}, state, rounds
     bar = tqdm(desc="train-prune-rewind rounds", leave=False)
-    while current > keep:
-        target = max(keep, int(round(current * (1 - rate)))) if rate < 1 else keep
-        params = _train(model, masks, data, loss_fn, cfg, "after-training pruning")
-        scores = {n: params[n].detach().abs() * (masks[n] if masks else 1) for n in names}
-        masks = top_masks(scores, names, target)
-        model.load_state_dict(init)  # rewind to iteration 0
-        current = target
-        bar.update()
+    for keep in sorted(set(keeps), reverse=True):
+        while current > keep:
+            target = max(keep, int(round(current * (1 - cfg.rate))))
+            first = rounds == 0
+            trained, rec = _train(model, masks, data, loss_fn, cfg, what,
+                                  start=0 if first else k, record_at=k if first else None)
+            if first:
+                state = rec
+            scores = {n: trained[n].detach().abs() * (masks[n] if masks else 1) for n in names}
+            masks = top_masks(scores, names, target)
+            model.load_state_dict(state)  # rewind (the next round's optimizer zeroes the pruned)
+            current, rounds = target, rounds + 1
+            bar.update()
+        out[keep] = masks if masks is not None else ones
     bar.close()
-    if masks is None:  # nothing to prune (sparsity 0)
-        params = dict(model.named_parameters())
-        masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
-    return masks
+    return out, state, rounds
 
 
 def lottery_prune(model, names, data, loss_fn, cfg: AfterTrainingConfig, keep: int):
-    if not 0 < cfg.rate < 1:
-        raise ValueError(f"lottery: rate must be in (0, 1), got {cfg.rate}")
-    return _rounds(model, names, data, loss_fn, cfg, keep, cfg.rate)
+    return _imp(model, names, data, loss_fn, cfg, [keep], True)[0][keep]
 
 
 def magnitude_after_prune(model, names, data, loss_fn, cfg: AfterTrainingConfig, keep: int):
-    return _rounds(model, names, data, loss_fn, cfg, keep, 1.0)
+    return _imp(model, names, data, loss_fn, cfg, [keep], False)[0][keep]
+
+
+def prune_after_training(model: torch.nn.Module, method: str, sparsities, data, *,
+                         loss_fn=None, prunable=None, **options) -> Tickets:
+    """Masks at several sparsities and the weights to rewind to, from one run.
+
+    Args:
+        model: the network at initialization; left exactly as it was (a private copy trains).
+        method: ``"lottery"`` (iterative, ``rate`` per round) or ``"magnitude_after_training"``
+            (one-shot).
+        sparsities: a number or a sequence of numbers in [0, 1). The lottery's rounds pass
+            through each of them, so one run gives them all.
+        data: an iterable of ``(inputs, targets)`` batches, one pass per epoch.
+        loss_fn: as for ``sp.prune``.
+        prunable: as for ``sp.prune``.
+        **options: :class:`AfterTrainingConfig` fields (``epochs``, ``lr``, ``rate``,
+            ``rewind_iteration``, ...).
+
+    Returns:
+        :class:`Tickets`; ``masks[s]`` equals ``sp.prune(model, method, s, data, ...)`` when
+        ``s`` is the only (or the least sparse) requested sparsity.
+
+    Shapes:
+        ``masks[s][name].shape == state[name].shape == dict(model.named_parameters())[name]
+        .shape``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"prune_after_training: method must be one of {METHODS}, got {method!r}")
+    single = isinstance(sparsities, (int, float))
+    sparsities = [sparsities] if single else list(sparsities)
+    for s in sparsities:
+        check_sparsity(s)
+    cfg = make_config(get_method(method), options)
+    names = prunable_names(model, prunable)
+    params = dict(model.named_parameters())
+    keeps = {s: keep_count(params, names, s) for s in sparsities}
+    with torch.enable_grad():
+        by_keep, state, rounds = _imp(private_copy(model), names, data, default_loss(loss_fn),
+                                      cfg, list(keeps.values()), method == "lottery")
+    return Tickets({s: by_keep[keeps[s]] for s in sparsities}, state, rounds,
+                   cfg.rewind_iteration)
 
 
 def _trained_magnitude(model, names, data, loss_fn, cfg):
     if data is None:
         raise ValueError("after-training baselines need data to train on")
-    params = _train(model, None, data, loss_fn, cfg, "after-training scores")
+    params, _ = _train(model, None, data, loss_fn, cfg, "after-training scores")
     return {n: params[n].detach().abs() for n in names}
 
 

@@ -9,6 +9,7 @@ import torch
 from sparsepai.pruning.base import (
     default_loss,
     get_method,
+    keep_count,
     make_config,
     private_copy,
     prunable_names,
@@ -47,7 +48,8 @@ def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, **opt
     return {n: out[n].detach() for n in names}
 
 
-def _check_sparsity(sparsity):
+def check_sparsity(sparsity):
+    """A clear error unless ``sparsity`` is a number in [0, 1)."""
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
         raise TypeError(f"sparsity must be a number in [0, 1), got {type(sparsity).__name__}")
     if not 0 <= sparsity < 1:
@@ -110,7 +112,7 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
         ``{parameter name: bool mask}`` shaped like the parameters. A layer left with no weight
         raises a warning naming it.
     """
-    _check_sparsity(sparsity)
+    check_sparsity(sparsity)
     if structured:
         from sparsepai.structured.channels import prune_channels
 
@@ -122,8 +124,7 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
     prunable = options.get("prunable")
     names = prunable_names(model, prunable)
     params = dict(model.named_parameters())
-    total = sum(params[n].numel() for n in names)
-    keep = total - round(sparsity * total)
+    keep = keep_count(params, names, sparsity)
     if m.prune is not None and scope == "global" and not min_per_layer:
         options.pop("prunable", None)
         cfg = make_config(m, options)

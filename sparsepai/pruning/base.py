@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import itertools
 from typing import Callable, Iterable
 
@@ -46,6 +47,13 @@ def prunable_names(model: torch.nn.Module, prunable=None) -> list[str]:
         raise ValueError("the model has no prunable weights (no Conv/Linear weight, or the "
                          "'prunable' option selected nothing)")
     return out
+
+
+def keep_count(params: dict, names, sparsity: float) -> int:
+    """How many of the named weights a sparsity keeps: ``N - round(sparsity * N)`` (Python
+    ``round``) of their N entries."""
+    total = sum(params[n].numel() for n in names)
+    return total - round(sparsity * total)
 
 
 def take_batches(data, n: int, method: str) -> list:
@@ -101,7 +109,7 @@ def register(name: str, config: type, *, needs_data: bool = True, prune: Callabl
 
 
 def get_method(name: str) -> Method:
-    from sparsepai.pruning import methods  # noqa: F401  (registers them)
+    importlib.import_module("sparsepai.pruning.methods")  # registers them
 
     if name not in REGISTRY:
         raise ValueError(f"unknown pruning method {name!r}; valid methods: "

@@ -1,12 +1,8 @@
 """Imports every method module so that each registers itself (one module per method)."""
 
-from sparsepai.pruning import (  # noqa: F401
-    after_training,
-    autosparse,
-    force,
-    grasp,
-    prospr,
-    simple,
-    snip,
-    synflow,
-)
+import importlib
+
+MODULES = ("after_training", "autosparse", "force", "grasp", "prospr", "simple", "snip", "synflow")
+
+for _name in MODULES:
+    importlib.import_module(f"sparsepai.pruning.{_name}")

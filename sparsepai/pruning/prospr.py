@@ -8,9 +8,12 @@ respect to a multiplicative mask c on the initial weights:
 
 differentiated through all M steps (``first_order=False``), or approximated by
 |grad L(w_M, D_M) * w_init| (``first_order=True``). Every parameter takes part in the inner steps
-(biases and norm parameters too; only the prunable weights are masked), the model is in train
-mode (batch statistics), and the inner steps run functionally (``torch.func.functional_call``)
-on copies of the parameters and buffers. ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|.
+(biases and norm parameters too; only the prunable weights are masked) and the model is in train
+mode (batch statistics). The full meta-gradient runs the inner steps functionally
+(``torch.func.functional_call``) on copies of the parameters and buffers; the first-order
+version needs no graph through the steps and steps the private copy of the model in place
+(``torch.optim.SGD``; its running statistics change, which batch-statistics forwards do not
+read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|.
 """
 
 from __future__ import annotations
@@ -35,6 +38,29 @@ class ProsprConfig:
     first_order: bool = False
 
 
+def _first_order(model, names, batches, loss_fn, cfg: ProsprConfig):
+    """grad L(w_M, D_M) * w_init (signed) after M plain SGD steps of the private copy itself: no graph
+    through the steps, so no functional copies of the weights either (the cost is the M + 1
+    forward/backward passes and the optimizer's in-place updates)."""
+    params = dict(model.named_parameters())
+    init = {n: params[n].detach().clone() for n in names}
+    for p in params.values():  # every parameter takes part in the inner steps
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(params.values(), lr=cfg.inner_lr, momentum=cfg.inner_momentum)
+    for m in tqdm(range(cfg.meta_steps), desc="prospr inner steps", leave=False):
+        x, y = batches[m]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        check_finite(loss, f"prospr inner step {m}")
+        loss.backward()
+        opt.step()
+    x, y = batches[cfg.meta_steps]
+    loss = loss_fn(model(x), y)
+    check_finite(loss, "prospr meta-loss")
+    grads = torch.autograd.grad(loss, [params[n] for n in names], materialize_grads=True)
+    return {n: g * init[n] for n, g in zip(names, grads)}
+
+
 @register("prospr", ProsprConfig)
 def prospr_score(model, names, data, loss_fn, cfg: ProsprConfig):
     return {n: g.abs() for n, g in meta_gradient(model, names, data, loss_fn, cfg).items()}
@@ -50,6 +76,8 @@ def meta_gradient(model, names, data, loss_fn, cfg: ProsprConfig) -> dict:
         raise ValueError(f"prospr: meta_steps must be >= 0, got {cfg.meta_steps}")
     batches = take_batches(data, cfg.meta_steps + 1, "prospr")
     model.train()
+    if cfg.first_order:
+        return _first_order(model, names, batches, loss_fn, cfg)
     init = {n: p.detach() for n, p in model.named_parameters()}
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     masked = set(names)
@@ -59,12 +87,12 @@ def meta_gradient(model, names, data, loss_fn, cfg: ProsprConfig) -> dict:
     w = {n: (c[n] * init[n]) if n in masked else free[n] for n in init}
     order = list(w)
     velocity = None
-    create_graph = not cfg.first_order
     for m in tqdm(range(cfg.meta_steps), desc="prospr inner steps", leave=False):
         x, y = batches[m]
         loss = loss_fn(functional_call(model, (w, buffers), (x,)), y)
         check_finite(loss, f"prospr inner step {m}")
-        grads = torch.autograd.grad(loss, [w[n] for n in order], create_graph=create_graph,
+        # create_graph: the meta-gradient differentiates through every step
+        grads = torch.autograd.grad(loss, [w[n] for n in order], create_graph=True,
                                     materialize_grads=True)
         if cfg.inner_momentum:
             velocity = (list(grads) if velocity is None else
@@ -73,16 +101,8 @@ def meta_gradient(model, names, data, loss_fn, cfg: ProsprConfig) -> dict:
         else:
             step = grads
         w = {n: w[n] - cfg.inner_lr * s for n, s in zip(order, step)}
-        if cfg.first_order:
-            # no graph through the steps: restart from detached leaves
-            w = {n: t.detach().requires_grad_(True) for n, t in w.items()}
-            if velocity is not None:
-                velocity = [v.detach() for v in velocity]
     x, y = batches[cfg.meta_steps]
     loss = loss_fn(functional_call(model, (w, buffers), (x,)), y)
     check_finite(loss, "prospr meta-loss")
-    if cfg.first_order:
-        grads = torch.autograd.grad(loss, [w[n] for n in names], materialize_grads=True)
-        return {n: g * init[n] for n, g in zip(names, grads)}
     grads = torch.autograd.grad(loss, [c[n] for n in names], materialize_grads=True)
     return {n: g.detach() for n, g in zip(names, grads)}

@@ -12,7 +12,9 @@ CASES = {  # name: (in_channels, image_size)
     "vgg11": (3, 32), "vgg13": (3, 32), "vgg16": (3, 32), "vgg19": (3, 32),
     "resnet20": (3, 32), "lenet5": (1, 28), "smallconv": (1, 8),
 }
-LIGHT = {"synflow": {"rounds": 2}, "force": {"iterations": 2}, "prospr": {"meta_steps": 1}}
+LIGHT = {"synflow": {"rounds": 2}, "force": {"iterations": 2}, "prospr": {"meta_steps": 1},
+         "prospr_first_order": {"meta_steps": 1, "first_order": True},
+         "lottery": {"epochs": 1, "rate": 0.5}, "magnitude_after_training": {"epochs": 1}}
 
 
 def test_every_name_is_covered():
@@ -49,8 +51,17 @@ def test_every_method_on_every_architecture(name, method):
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(2, c, s, s, generator=g), torch.randint(0, 5, (2,), generator=g))
             for _ in range(3)]
-    masks = sp.prune(model, method, 0.9, data, **LIGHT.get(method, {}))
+    masks = sp.prune(model, method.replace("_first_order", ""), 0.9, data, **LIGHT.get(method, {}))
     params = dict(model.named_parameters())
     n = sum(params[k].numel() for k in masks)
     assert sum(int(m.sum()) for m in masks.values()) == n - round(0.9 * n)
     assert all(m.shape == params[k].shape for k, m in masks.items())
+
+
+@pytest.mark.parametrize("method", ["prospr_first_order", "lottery", "magnitude_after_training"])
+@pytest.mark.parametrize("name", ["resnet20", "lenet5", "smallconv"])
+def test_more_methods_on_the_small_architectures(name, method):
+    # first-order ProsPr's other code path, and the baselines that train (one step per batch
+    # per round); prospr above already runs every large architecture
+    test_every_method_on_every_architecture(name, method)
+

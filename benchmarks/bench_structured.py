@@ -8,7 +8,7 @@ in the same run:
   - inference latency (eval mode, no grad) at batch 128 and batch 1;
   - forward FLOPs (torch.utils.flop_counter) and parameters.
 Then the time ``sp.slim`` takes for torchvision's ResNet-50 (graph analysis plus rebuild), and
-accuracy after a short training on the MNIST test split (../shared/data/mnist: the first 4,000
+accuracy after a short training on the MNIST test split (../shared/data/mnist: the first 2,000
 of its 8,000 training images, 2 epochs, evaluated on the 2,000 held out) for the same two
 models shrunk to fit (1 input channel, 10 classes, images zero-padded to 32x32), each slim model
 trained with plain torch.optim.SGD (sparsepai.train with no masks).
@@ -169,8 +169,10 @@ def main():
     ap.add_argument("--steps", type=int, default=3, help="timed training steps per repetition")
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
     ap.add_argument("--epochs", type=int, default=2, help="epochs of the accuracy runs")
-    ap.add_argument("--train-images", type=int, default=4000,
+    ap.add_argument("--train-images", type=int, default=2000,
                     help="training images of the accuracy runs (of the 8,000)")
+    ap.add_argument("--acc-variants", default="prospr",
+                    help="mask variants trained in the accuracy part (prospr, prospr+cost)")
     ap.add_argument("--models", default="resnet18,vgg19")
     ap.add_argument("--part", choices=("all", "timing", "accuracy"), default="all",
                     help="run one part; the other part's results in --out are kept")
@@ -273,12 +275,13 @@ def accuracy(args, res, names, sparsities):
     epochs = 1 if args.quick else args.epochs
     cfg = TrainConfig(epochs=epochs, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4,
                       seed=0)
-    bar = tqdm(total=len(names) * (2 * len(sparsities) + 1), desc="accuracy runs")
+    variants = args.acc_variants.split(",")
+    bar = tqdm(total=len(names) * (len(variants) * len(sparsities) + 1), desc="accuracy runs")
     for name in names:
         torch.manual_seed(0)
         dense = get_model(name, num_classes=10, in_channels=1, image_size=32)
         masks, _ = prospr_masks(dense, batches(full, 4, 128, seed=1), sparsities)
-        for key in [("dense", 0.0)] + list(masks):
+        for key in [("dense", 0.0)] + [k for k in masks if k[0] in variants]:
             m = sp.slim(dense, masks[key]) if key[1] else copy.deepcopy(dense)
             t0 = time.perf_counter()
             out = train(m, None, train_set, test_set, cfg, progress=False)

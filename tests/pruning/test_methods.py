@@ -210,8 +210,8 @@ def test_bad_input():
     bad = [(torch.full((8, 1, 8, 8), float("inf")), torch.zeros(8, dtype=torch.long))] * 4
     with pytest.raises(FloatingPointError, match="prospr inner step 0"):
         sp.score(model, "prospr", bad)
-    with pytest.raises(NotImplementedError, match="structured"):
-        sp.prune(model, "magnitude", 0.5, structured=True)
+    with pytest.raises(ValueError, match="structured pruning supports the methods"):
+        sp.prune(model, "synflow", 0.5, structured=True)
 
 
 @pytest.mark.parametrize("first_order", [False, True])

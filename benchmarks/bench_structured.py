@@ -202,12 +202,19 @@ def main():
             res.update({k: v for k, v in json.load(f).items() if k in res})
     parts = ("timing", "accuracy") if args.part == "all" else (args.part,)
     for part in parts:
-        res["commands"][part] = command
+        key = part if part == "timing" else f"accuracy {args.acc_variants}"
+        res["commands"][key] = command
+    if "accuracy" in res["commands"] and "accuracy" in parts:
+        # the first accuracy run (dense + prospr rows) was recorded under this key
+        res["commands"]["accuracy dense,prospr"] = res["commands"].pop("accuracy")
     if "timing" in parts:
         res["timing"], res["slim_resnet50"], res["batch"] = [], {}, batch
         timing(args, res, names, sparsities, batch, steps, reps)
     if "accuracy" in parts:
-        res["accuracy"] = []
+        # rows of mask variants not rerun are kept (dense rows too, so the dense run is reused)
+        keep = set(args.acc_variants.split(",")) if args.part == "accuracy" else set()
+        res["accuracy"] = [r for r in res["accuracy"]
+                           if r["masks"] not in keep and r["model"] in names]
         accuracy(args, res, names, sparsities)
     write(res, args.out)
 
@@ -287,7 +294,9 @@ def accuracy(args, res, names, sparsities):
         torch.manual_seed(0)
         dense = get_model(name, num_classes=10, in_channels=1, image_size=32)
         masks, _ = prospr_masks(dense, batches(full, 4, 128, seed=1), sparsities)
-        for key in [("dense", 0.0)] + [k for k in masks if k[0] in variants]:
+        have_dense = any(r["model"] == name and r["masks"] == "dense" for r in res["accuracy"])
+        todo = ([] if have_dense else [("dense", 0.0)]) + [k for k in masks if k[0] in variants]
+        for key in todo:
             m = sp.slim(dense, masks[key]) if key[1] else copy.deepcopy(dense)
             t0 = time.perf_counter()
             out = train(m, None, train_set, test_set, cfg, progress=False)
@@ -296,6 +305,8 @@ def accuracy(args, res, names, sparsities):
                    "test_acc": out["test_acc"], "train_s": time.perf_counter() - t0,
                    "train_loss": out["train_loss"]}
             res["accuracy"].append(row)
+            res["accuracy"].sort(key=lambda r: (names.index(r["model"]), r["masks"] != "dense",
+                                                r["masks"], r["sparsity"]))
             bar.update()
             print(f"  {name} {key[0]} {key[1]:.2f}: acc {row['test_acc']:.4f}, {row['train_s']:.0f} s",
                   flush=True)

@@ -76,13 +76,14 @@ def batches(ds, n, batch, seed=0):
     return out
 
 
-VARIANTS = ("prospr", "prospr+cost")
+VARIANTS = ("prospr", "prospr+cost", "prospr/channels")
 
 
 def prospr_masks(model, data, sparsities, meta_steps=3):
-    """One ProsPr channel scoring, thresholded at every sparsity: as is ("prospr"), and with
-    3SP's compute weighting ("prospr+cost": each channel's score divided by its relative
-    multiply-adds, what ``cost_weighting=True`` does)."""
+    """One ProsPr channel scoring, thresholded at every sparsity: as is ("prospr"), with 3SP's
+    compute weighting ("prospr+cost": each channel's score divided by its relative
+    multiply-adds, what ``cost_weighting=True`` does), and as is but with the sparsity counted
+    in channels instead of weights ("prospr/channels": ``unit="channels"``)."""
     import torch
 
     from sparsepai.structured.channels import channel_costs, group_scores, threshold_channels
@@ -100,6 +101,7 @@ def prospr_masks(model, data, sparsities, meta_steps=3):
     for s in sparsities:
         out[("prospr", s)] = threshold_channels(model, graph, scores, s)
         out[("prospr+cost", s)] = threshold_channels(model, graph, weighted, s)
+        out[("prospr/channels", s)] = threshold_channels(model, graph, scores, s, "channels")
     return out, t_score
 
 
@@ -308,16 +310,17 @@ def accuracy(args, res, names, sparsities):
             res["accuracy"].sort(key=lambda r: (names.index(r["model"]), r["masks"] != "dense",
                                                 r["masks"], r["sparsity"]))
             bar.update()
-            print(f"  {name} {key[0]} {key[1]:.2f}: acc {row['test_acc']:.4f}, {row['train_s']:.0f} s",
-                  flush=True)
+            print(f"  {name} {key[0]} {key[1]:.2f}: acc {row['test_acc']:.4f}, "
+                  f"{row['train_s']:.0f} s", flush=True)
     bar.close()
 
 
 def write(res, out):
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
-    keys = ["model", "masks", "sparsity", "params", "param_ratio", "flops", "flop_ratio", "train_step_s",
-            "train_speedup", "infer_b_s", "infer_b_speedup", "infer_1_s", "infer_1_speedup"]
+    keys = ["model", "masks", "sparsity", "params", "param_ratio", "flops", "flop_ratio",
+            "train_step_s", "train_speedup", "infer_b_s", "infer_b_speedup", "infer_1_s",
+            "infer_1_speedup"]
     with open(os.path.join(out, "timing.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, keys, extrasaction="ignore")
         w.writeheader()
@@ -340,7 +343,7 @@ def plot(res, path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     names = sorted({r["model"] for r in res["timing"]})
     for name in names:
-        for variant, style in (("prospr", "-"), ("prospr+cost", ":")):
+        for variant, style in (("prospr", "-"), ("prospr+cost", ":"), ("prospr/channels", "--")):
             rows = [r for r in res["timing"] if r["model"] == name
                     and r["masks"] in ("dense", variant)]
             s = [100 * r["sparsity"] for r in rows]
@@ -354,7 +357,8 @@ def plot(res, path):
     axes[0].legend(fontsize=7)
     axes[0].set_title(f"Training step, batch {res['batch']}, 32x32, 2-core CPU")
     for name in sorted({r["model"] for r in res["accuracy"]}):
-        for variant, style in (("prospr", "o-"), ("prospr+cost", "s:")):
+        for variant, style in (("prospr", "o-"), ("prospr+cost", "s:"),
+                               ("prospr/channels", "^--")):
             rows = [r for r in res["accuracy"] if r["model"] == name
                     and r["masks"] in ("dense", variant)]
             if all(r["masks"] == "dense" for r in rows):

@@ -3,6 +3,7 @@ structured scoring (``channels``), and ``slim``, which builds the physically sma
 
 from sparsepai.structured.graph import TraceError, analyse
 from sparsepai.structured.slim import (
+    ChannelScatter,
     ChannelSparseConv2d,
     ChannelSparseLinear,
     load_slim,
@@ -10,5 +11,6 @@ from sparsepai.structured.slim import (
     slim,
 )
 
-__all__ = ["ChannelSparseConv2d", "ChannelSparseLinear", "TraceError", "analyse", "load_slim",
+__all__ = ["ChannelScatter",
+           "ChannelSparseConv2d", "ChannelSparseLinear", "TraceError", "analyse", "load_slim",
            "save_slim", "slim"]

@@ -151,12 +151,11 @@ def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
     reads: dict = {}
     for r in graph.reads:
         reads.setdefault(r.module, []).append(r)
-    depthwise = {mem.module: [] for g in graph.groups.values() for mem in g.members
-                 if mem.kind == "depthwise"}
+    depthwise: dict = {}  # depthwise module -> [(group, channels)] it spans
     for g in graph.groups.values():
         for mem in g.members:
             if mem.kind == "depthwise":
-                depthwise[mem.module].append((g.id, mem.length))
+                depthwise.setdefault(mem.module, []).append((g.id, mem.length))
     total = 0
     for name, mod in prunable_modules(model):
         w = mod.weight
@@ -207,10 +206,10 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     cfg = make_config(m, options)
     producers = [p for g in groups for p in g.producers]
     names = [f"{p}.weight" for p in producers]
-    work = private_copy(model)
     if method == "random":
         gen = torch.Generator().manual_seed(cfg.seed)
         return {g.id: torch.rand(g.size, generator=gen) for g in groups}
+    work = private_copy(model)
     if method == "magnitude":
         params = dict(work.named_parameters())
         per = {n: _row_sum(params[n].detach().abs()) for n in names}

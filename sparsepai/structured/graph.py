@@ -309,8 +309,6 @@ def analyse(model: nn.Module) -> ChannelGraph:
         for s in segs:
             reads.append(Read(name, find(s.space), off * factor, s.length, factor))
             off += s.length
-    for g in groups.values():
-        g.prunable = g.id not in dead
     return ChannelGraph(groups, reads, producer_group, modules)
 
 

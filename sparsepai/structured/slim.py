@@ -53,6 +53,27 @@ class ChannelSparseConv2d(nn.Module):
                 f"kernel={tuple(self.weight.shape[2:])}, stride={self.stride}")
 
 
+class ChannelScatter(nn.Module):
+    """Runs a narrow ``module`` and writes its output channels into channels ``idx`` of a
+    ``width``-channel output (zeros elsewhere): the generic form of a producer that computes only
+    part of a wider residual stream, for the layers ``ChannelSparseConv2d`` does not cover
+    (Conv1d/Conv3d, non-zero padding modes).
+
+    Shapes: output ``(N, width, ...)``.
+    """
+
+    def __init__(self, module, idx, width):
+        super().__init__()
+        self.module = module
+        self.register_buffer("idx", idx.clone())
+        self.width = int(width)
+
+    def forward(self, x):
+        y = self.module(x)
+        out = y.new_zeros((y.shape[0], self.width, *y.shape[2:]))
+        return out.index_copy(1, self.idx, y)
+
+
 class ChannelSparseLinear(nn.Module):
     """A linear layer computing ``len(out_idx)`` of ``out_features`` outputs (zeros elsewhere)."""
 
@@ -189,7 +210,8 @@ def _take(w, rows, cols):
 
 def _narrow(mod, rows, cols):
     """The same layer type with output channels ``rows`` and input channels ``cols``."""
-    if rows.numel() == mod.weight.shape[0] and (cols is None or cols.numel() == mod.weight.shape[1]):
+    full_cols = cols is None or cols.numel() == mod.weight.shape[1]
+    if rows.numel() == mod.weight.shape[0] and full_cols:
         return None
     w = _take(mod.weight.detach(), rows, cols)
     b = mod.bias.detach().index_select(0, rows).clone() if mod.bias is not None else None
@@ -217,8 +239,7 @@ def _sparse(mod, own, live, cols):
         return ChannelSparseLinear(w, b, pos, width)
     if not isinstance(mod, nn.Conv2d) or mod.padding_mode != "zeros" or \
             isinstance(mod.padding, str):
-        raise NotImplementedError(f"slim: {type(mod).__name__} {mod} writes into a wider residual "
-                                  "stream; only Conv2d with numeric zero padding and Linear can")
+        return ChannelScatter(_narrow(mod, rows, cols), pos, width)
     in_idx = torch.arange(w.shape[1])
     return ChannelSparseConv2d(w, b, in_idx, pos, width, mod.stride, mod.padding, mod.dilation)
 

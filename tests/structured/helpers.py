@@ -31,6 +31,23 @@ class CatNet(nn.Module):
         return self.fc(y.view(y.size(0), -1))
 
 
+class ReflectNet(nn.Module):
+    """A residual pair of reflect-padded convolutions: a producer that keeps fewer channels than
+    the stream goes through the generic ChannelScatter, not the channel-sparse conv op."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect")
+        self.bn = nn.BatchNorm2d(8)
+        self.branch = nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect", bias=False)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(x)))
+        x = x + self.branch(x)
+        return self.fc(x.mean((2, 3)))
+
+
 def mobilenet():
     m = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.5)
     m.classifier[0].p = 0.0  # dropout draws depend on the tensor size: not comparable
@@ -52,6 +69,7 @@ ARCHS = {
     "lenet5": (lambda: get_model("lenet5", in_channels=1, image_size=28), (1, 28, 28)),
     "smallconv": (lambda: get_model("smallconv", in_channels=1, image_size=8), (1, 8, 8)),
     "catnet": (CatNet, (3, 8, 8)),
+    "reflectnet": (ReflectNet, (3, 6, 6)),
 }
 
 

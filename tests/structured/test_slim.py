@@ -99,6 +99,19 @@ def test_slim_uses_channel_sparse_conv_only_for_partial_producers():
     assert any(isinstance(m, ChannelSparseConv2d) for m in per_layer.modules())
 
 
+def test_generic_scatter_for_layers_the_op_does_not_cover():
+    from sparsepai.structured import ChannelScatter
+
+    model, x = build("reflectnet")
+    masks = {"stem": torch.tensor([1, 1, 0, 1, 0, 1, 1, 0], dtype=torch.bool),
+             "branch": torch.tensor([1, 0, 0, 1, 0, 0, 1, 0], dtype=torch.bool)}
+    slim = sp.slim(model, masks)
+    assert isinstance(slim.branch, ChannelScatter)
+    dense = sp.apply_masks(copy.deepcopy(model), masks)
+    for mode in ("eval", "train"):
+        close(getattr(slim, mode)()(x), getattr(dense, mode)()(x), tol=1e-5)
+
+
 def test_round_to_multiple_of_8():
     model, x = build("resnet18")
     masks = random_masks(model, 0.3, True, seed=2)

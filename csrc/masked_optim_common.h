@@ -64,8 +64,18 @@ struct StateList {
   bool required;  // must have one tensor per param (else: must be empty)
 };
 
+// Whether params[i]'s state is stored compactly: a 1-D tensor of its kept elements only (the CPU
+// layout for very sparse tensors). A fully kept tensor's compact and dense layouts coincide.
+inline bool compact_state(const at::Tensor& param, const at::Tensor& state,
+                          const at::Tensor& mask) {
+  return mask.numel() != 0 && state.numel() != param.numel();
+}
+
+// allow_compact: state tensors may be compact (CPU); their length is checked by the kernel
+// against the mask's kept count.
 inline void check_group(const char* op, at::TensorList params, at::TensorList grads,
-                        at::TensorList masks, std::initializer_list<StateList> states) {
+                        at::TensorList masks, std::initializer_list<StateList> states,
+                        bool allow_compact = false) {
   const size_t n = params.size();
   TORCH_CHECK_VALUE(grads.size() == n && masks.size() == n, "sparsepai.", op, ": got ", n,
                     " params, ", grads.size(), " grads and ", masks.size(), " masks");
@@ -80,13 +90,22 @@ inline void check_group(const char* op, at::TensorList params, at::TensorList gr
                           grads[i].layout() == at::kStrided,
                       "sparsepai.", op, ": grads[", i,
                       "] must be a dense contiguous tensor like params[", i, "]");
-    for (const auto& s : states)
-      if (s.required)
+    for (const auto& s : states) {
+      if (s.required && allow_compact && compact_state(p, s.tensors[i], masks[i])) {
+        TORCH_CHECK_VALUE(s.tensors[i].dim() == 1 && s.tensors[i].numel() < p.numel() &&
+                              s.tensors[i].scalar_type() == p.scalar_type() &&
+                              s.tensors[i].device() == p.device() && s.tensors[i].is_contiguous(),
+                          "sparsepai.", op, ": ", s.name, "[", i,
+                          "] must be like params[", i, "] or a compact 1-D tensor of its kept "
+                          "elements");
+      } else if (s.required) {
         TORCH_CHECK_VALUE(s.tensors[i].sizes() == p.sizes() &&
                               s.tensors[i].scalar_type() == p.scalar_type() &&
                               s.tensors[i].device() == p.device() && s.tensors[i].is_contiguous(),
                           "sparsepai.", op, ": ", s.name, "[", i,
                           "] must be a contiguous tensor like params[", i, "]");
+      }
+    }
     const at::Tensor& m = masks[i];
     TORCH_CHECK_VALUE(m.numel() == 0 || (m.scalar_type() == at::kLong && m.dim() == 1 &&
                                          m.numel() == (p.numel() + 63) / 64 &&
@@ -99,11 +118,25 @@ inline void check_group(const char* op, at::TensorList params, at::TensorList gr
 // The argument checks of masked_adamw_, shared by both backends.
 inline void check_adamw_group(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                               at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
-                              at::TensorList masks, at::ArrayRef<double> steps, bool amsgrad) {
+                              at::TensorList masks, at::ArrayRef<double> steps, bool amsgrad,
+                              bool allow_compact = false) {
   check_group("masked_adamw_", params, grads, masks,
               {{"exp_avgs", exp_avgs, true},
                {"exp_avg_sqs", exp_avg_sqs, true},
-               {"max_exp_avg_sqs", max_exp_avg_sqs, amsgrad}});
+               {"max_exp_avg_sqs", max_exp_avg_sqs, amsgrad}},
+              allow_compact);
+  if (allow_compact)
+    for (size_t i = 0; i < params.size(); ++i) {
+      const bool c = compact_state(params[i], exp_avgs[i], masks[i]);
+      TORCH_CHECK_VALUE(c == compact_state(params[i], exp_avg_sqs[i], masks[i]) &&
+                            (!amsgrad || c == compact_state(params[i], max_exp_avg_sqs[i],
+                                                            masks[i])) &&
+                            (!c || (exp_avg_sqs[i].numel() == exp_avgs[i].numel() &&
+                                    (!amsgrad ||
+                                     max_exp_avg_sqs[i].numel() == exp_avgs[i].numel()))),
+                        "sparsepai.masked_adamw_: the state tensors of params[", i,
+                        "] mix compact and dense layouts");
+    }
   TORCH_CHECK_VALUE(steps.size() == params.size(), "sparsepai.masked_adamw_: steps has ",
                     steps.size(), " entries for ", params.size(), " params");
 }

@@ -62,14 +62,14 @@ struct AdamWHyper {
 struct AdamWStep {
   float decay;      // 1 - lr * weight_decay
   float step_size;  // lr / (1 - beta1^t)
-  float bc2_sqrt;   // sqrt(1 - beta2^t)
+  float bc2_sqrt_inv;  // 1 / sqrt(1 - beta2^t)
 };
 
 inline AdamWStep adamw_step_scalars(const AdamWHyper& h, double t) {
   const double bc1 = 1.0 - std::pow(double(h.beta1), t);
   const double bc2 = 1.0 - std::pow(double(h.beta2), t);
   return {float(1.0 - double(h.lr) * double(h.weight_decay)), float(double(h.lr) / bc1),
-          float(std::sqrt(bc2))};
+          float(1.0 / std::sqrt(bc2))};
 }
 
 template <bool kAmsgrad>
@@ -85,7 +85,10 @@ SP_HD void adamw_element(float& p, float g, float& m, float& v, float& vmax, con
     vmax = vmax > v ? vmax : v;
     vv = vmax;
   }
-  const float denom = sqrtf(vv) / s.bc2_sqrt + h.eps;
+  // torch divides by sqrt(1 - beta2^t); multiplying by its reciprocal saves one of the two
+  // divisions per element, which bound the step on the CPU (measured: ~15% of the step), at the
+  // cost of at most an ulp or so in denom: the update agrees with torch's to float32 rounding.
+  const float denom = sqrtf(vv) * s.bc2_sqrt_inv + h.eps;
   p = p - s.step_size * (m / denom);
 }
 

@@ -4,9 +4,14 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "cpu_isa.h"
 #include "masked_optim.h"
+
+#if SP_HAVE_ISA_DISPATCH
+#include <immintrin.h>
+#endif
 
 namespace sparsepai {
 namespace core {
@@ -58,9 +63,11 @@ namespace isa_avx2 {
 }  // namespace isa_avx2
 SP_ISA_END
 SP_ISA_BEGIN_AVX512
+#define SP_MO_AVX512 1  // the .inc's AVX-512 intrinsics paths
 namespace isa_avx512 {
 #include "masked_optim_blocks.inc"
 }  // namespace isa_avx512
+#undef SP_MO_AVX512
 SP_ISA_END
 #endif
 
@@ -86,6 +93,47 @@ inline void adamw_range(T* p, const T* g, T* m, T* v, T* vmax, const uint64_t* w
     return isa_avx2::adamw_range<T, kAmsgrad>(p, g, m, v, vmax, words, begin, end, h, s);
 #endif
   isa_base::adamw_range<T, kAmsgrad>(p, g, m, v, vmax, words, begin, end, h, s);
+}
+
+// Compact-state variants (state holds the kept elements only; see masked_optim_blocks.inc).
+template <class T, bool kMomentum, bool kNesterov>
+inline void sgd_range_compact(T* p, const T* g, T* buf, const uint64_t* words, int64_t begin,
+                              int64_t end, int64_t off, const SgdHyper& h, bool first) {
+#if SP_HAVE_ISA_DISPATCH
+  const int level = isa_level();
+  if (level >= 2)
+    return isa_avx512::sgd_range_compact<T, kMomentum, kNesterov>(p, g, buf, words, begin, end,
+                                                                   off, h, first);
+  if (level >= 1)
+    return isa_avx2::sgd_range_compact<T, kMomentum, kNesterov>(p, g, buf, words, begin, end, off,
+                                                                 h, first);
+#endif
+  isa_base::sgd_range_compact<T, kMomentum, kNesterov>(p, g, buf, words, begin, end, off, h,
+                                                        first);
+}
+
+template <class T, bool kAmsgrad>
+inline void adamw_range_compact(T* p, const T* g, T* m, T* v, T* vmax, const uint64_t* words,
+                                int64_t begin, int64_t end, int64_t off, const AdamWHyper& h,
+                                const AdamWStep& s) {
+#if SP_HAVE_ISA_DISPATCH
+  const int level = isa_level();
+  if (level >= 2)
+    return isa_avx512::adamw_range_compact<T, kAmsgrad>(p, g, m, v, vmax, words, begin, end, off,
+                                                         h, s);
+  if (level >= 1)
+    return isa_avx2::adamw_range_compact<T, kAmsgrad>(p, g, m, v, vmax, words, begin, end, off, h,
+                                                       s);
+#endif
+  isa_base::adamw_range_compact<T, kAmsgrad>(p, g, m, v, vmax, words, begin, end, off, h, s);
+}
+
+// Number of kept elements among [begin, end) (begin a multiple of 64).
+inline int64_t kept_count(const uint64_t* words, int64_t begin, int64_t end) {
+  int64_t c = 0;
+  for (int64_t w0 = begin; w0 < end; w0 += 64)
+    c += __builtin_popcountll(word_bits(words, w0, end - w0 < 64 ? end - w0 : 64));
+  return c;
 }
 
 }  // namespace core

@@ -21,6 +21,16 @@ from sparsepai.optim.masks import pack_mask, unpack_mask
 _MASK_ATTR = "_sparsepai_mask"  # set on parameters by sp.apply_masks
 
 
+def _compact_default(kind: str) -> float:
+    """Default ``compact_density``: up to where the compact step measured faster than the
+    dense-state one (ResNet-18 shapes, benchmarks/bench_optim.py). With AVX-512 the kernels pack
+    kept entries with vector compress/expand, so the compact layout wins up to mid densities;
+    without it they pack element by element, which only pays off when very sparse."""
+    avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
+    return {("sgd", True): 0.4, ("adamw", True): 0.6,
+            ("sgd", False): 0.1, ("adamw", False): 0.15}[(kind, avx512)]
+
+
 class _Masked:
     """Mask handling shared by the masked optimizers (a mixin over a torch.optim class)."""
 
@@ -37,6 +47,69 @@ class _Masked:
         for (name, p), m in zip(named, resolved):
             self._words[p] = None if m is None else pack_mask(m)
         self._zero_pruned()
+        self._relayout()
+
+    def _check_compact_density(self, compact_density, kind):
+        if compact_density is None:
+            compact_density = _compact_default(kind)
+        if not 0.0 <= float(compact_density) <= 1.0:
+            raise ValueError(f"{type(self).__name__}: compact_density must be in [0, 1], got "
+                             f"{compact_density}")
+        self._compact_density = float(compact_density)
+
+    def _is_compact(self, p) -> bool:
+        """Whether ``p``'s state is stored compactly (its kept entries only, in index order).
+
+        Only on the CPU, and only for masks keeping at most ``compact_density`` of the entries:
+        there the step reads and writes the state once per kept weight instead of once per
+        weight, which is what makes very sparse models step faster than dense ones.
+        """
+        words = self._words.get(p)
+        if words is None or p.device.type != "cpu" or p.numel() == 0:
+            return False
+        # a fully kept tensor gains nothing (and keeps torch's shapes)
+        kept = self._kept_count(p)
+        return kept < p.numel() and kept <= self._compact_density * p.numel()
+
+    def _kept_count(self, p) -> int:
+        counts = self.__dict__.setdefault("_kept_counts", {})
+        words = self._words[p]
+        key = (id(words), words.data_ptr())
+        if counts.get(p, (None,))[0] != key:
+            counts[p] = (key, int(unpack_mask(words, p.shape).sum()))
+        return counts[p][1]
+
+    def _new_state(self, p):
+        """A zero state tensor for ``p`` in its layout (compact or ``p``'s shape)."""
+        if self._is_compact(p):
+            return torch.zeros(self._kept_count(p), dtype=p.dtype, device=p.device)
+        return torch.zeros_like(p, memory_format=torch.contiguous_format)
+
+    @torch.no_grad()
+    def _relayout(self):
+        """Every state tensor to its parameter's layout (after masks or state change)."""
+        self._plans = {}  # the cached call lists hold the old tensors
+        for p, words in self._words.items():
+            st = self.state.get(p)
+            if not st:
+                continue
+            compact = self._is_compact(p)
+            for key in self._state_names():
+                t = st.get(key)
+                if not isinstance(t, torch.Tensor) or words is None:
+                    continue
+                if compact and t.shape == p.shape:
+                    keep = unpack_mask(words, p.shape).reshape(-1)
+                    st[key] = t.reshape(-1)[keep].contiguous()
+                elif not compact and t.shape != p.shape:
+                    st[key] = self._expand(p, t)
+
+    def _expand(self, p, t):
+        """A compact state tensor in ``p``'s shape, zeros at the pruned entries."""
+        keep = unpack_mask(self._words[p], p.shape)
+        out = torch.zeros(p.shape, dtype=t.dtype, device=t.device)
+        out[keep] = t
+        return out
 
     def _named_params(self):
         for gi, group in enumerate(self.param_groups):
@@ -99,7 +172,20 @@ class _Masked:
                 for _, p in self._named_params()]
 
     def state_dict(self):
+        """torch's state dict (dense state tensors, whatever the internal layout) plus
+        ``"masks"``: it loads into the matching ``torch.optim`` class."""
         sd = super().state_dict()
+        for i, (_, p) in enumerate(self._named_params()):
+            st = sd["state"].get(i)
+            if not st or not any(isinstance(t, torch.Tensor) and t.shape != p.shape
+                                 for k, t in st.items() if k in self._state_names()):
+                continue
+            st = dict(st)  # torch hands out our own per-parameter dicts
+            for key in self._state_names():
+                t = st.get(key)
+                if isinstance(t, torch.Tensor) and t.shape != p.shape:
+                    st[key] = self._expand(p, t)
+            sd["state"][i] = st
         sd["masks"] = {i: m for i, m in enumerate(self.masks())}
         return sd
 
@@ -137,6 +223,7 @@ class _Masked:
             self._words = {p: None if m is None else pack_mask(m.to(p.device))
                            for m, (_, p) in zip(new_masks, named)}
         self._zero_pruned()
+        self._relayout()
 
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
@@ -145,6 +232,7 @@ class _Masked:
                 m = getattr(p, _MASK_ATTR, None)
                 self._words[p] = None if m is None else pack_mask(m)
             self._zero_pruned()
+            self._relayout()
 
     def _groups(self, closure):
         """Runs the closure (with grad enabled), then yields the param groups, checked."""
@@ -156,6 +244,32 @@ class _Masked:
             if isinstance(group["lr"], torch.Tensor):
                 raise TypeError(f"{type(self).__name__}: tensor learning rates are not supported")
         return loss, self.param_groups
+
+    def _plan(self, gi, group, build):
+        """The call lists of group ``gi`` (``build(items)`` of its params with gradients),
+        cached while the same params have gradients and no state or mask changed: building them
+        costs a noticeable part of a small model's step. Gradients are read at every step."""
+        plans = self.__dict__.setdefault("_plans", {})
+        key = (group["momentum"] != 0 if "momentum" in group else group["amsgrad"],
+               *(id(p) for p in group["params"] if p.grad is not None))
+        hit = plans.get(gi)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        items = self._collect(group)
+        plan, cacheable = build(items)
+        if cacheable:
+            plans[gi] = (key, plan)
+        return plan
+
+    def _grads(self, ps, group):
+        """The gradients of ``ps``, dense and contiguous (read anew at every step)."""
+        gs = []
+        for p in ps:
+            g = p.grad
+            if g.layout != torch.strided:
+                self._collect(group)  # raises, naming the parameter
+            gs.append(g if g.is_contiguous() else g.contiguous())
+        return gs
 
     def _collect(self, group):
         """Params with gradients, checked, with their mask words."""
@@ -188,8 +302,15 @@ def _buckets(items, key):
     return d.values()
 
 
+_EMPTY_WORDS: dict = {}
+
+
 def _empty_words(p):
-    return torch.empty(0, dtype=torch.int64, device=p.device)
+    """The (shared, never written) empty word list of an unmasked tensor."""
+    w = _EMPTY_WORDS.get(p.device)
+    if w is None:
+        w = _EMPTY_WORDS[p.device] = torch.empty(0, dtype=torch.int64, device=p.device)
+    return w
 
 
 class MaskedSGD(_Masked, torch.optim.SGD):
@@ -203,44 +324,60 @@ class MaskedSGD(_Masked, torch.optim.SGD):
             the masks that :func:`sparsepai.apply_masks` recorded on the parameters.
         lr, momentum, dampening, weight_decay, nesterov, maximize: as for ``torch.optim.SGD``.
 
+        compact_density: CPU parameters whose mask keeps at most this fraction of their
+            entries store their momentum buffer compactly: a 1-D tensor of the kept entries in
+            index order (``optimizer.state[p]``), so that a step touches state once per kept
+            weight. ``state_dict()`` always holds torch's dense layout. 0 turns it off; ``None``
+            takes the measured default (0.4 for SGD, 0.6 for AdamW with AVX-512; 0.1 and 0.15
+            without).
+
     On kept entries the update is torch's SGD update (float32 math, also for fp16/bf16
     parameters); pruned entries of the parameters and momentum buffers are exactly 0 after every
     step, whatever the gradient holds there.
     """
 
     def __init__(self, params, masks, lr, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, maximize=False):
+                 nesterov=False, maximize=False, *, compact_density=None):
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                          foreach=False, fused=False)
+        self._check_compact_density(compact_density, "sgd")
         self._setup_masks(masks)
 
     def _state_names(self):
         return ("momentum_buffer",)
 
+    def _build_sgd(self, group, items):
+        mom = group["momentum"]
+        cacheable = True
+        rows = []
+        for p, words in items:
+            first = False
+            if mom != 0:
+                st = self.state[p]
+                if st.get("momentum_buffer") is None:
+                    st["momentum_buffer"] = self._new_state(p)
+                    first = True
+                    cacheable = False  # the next step is not a first one
+            rows.append((p, words, first))
+        plan = []
+        for bucket in _buckets(rows, lambda it: (it[0].device, it[0].dtype, it[2])):
+            ps = [it[0] for it in bucket]
+            ws = [it[1] if it[1] is not None else _empty_words(it[0]) for it in bucket]
+            bufs = [self.state[p]["momentum_buffer"] for p in ps] if mom != 0 else []
+            plan.append((ps, ws, bufs, bucket[0][2], _use_kernel("masked_sgd_", ps)))
+        return plan, cacheable
+
     @torch.no_grad()
     def step(self, closure=None):
         loss, groups = self._groups(closure)
-        for group in groups:
-            mom = group["momentum"]
-            items = []
-            for p, words in self._collect(group):
-                first = False
-                if mom != 0:
-                    st = self.state[p]
-                    if st.get("momentum_buffer") is None:
-                        st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                        first = True
-                items.append((p, words, first))
-            for bucket in _buckets(items, lambda it: (it[0].device, it[0].dtype, it[2])):
-                ps = [it[0] for it in bucket]
-                gs = [it[0].grad for it in bucket]
-                ws = [it[1] if it[1] is not None else _empty_words(it[0]) for it in bucket]
-                bufs = [self.state[p]["momentum_buffer"] for p in ps] if mom != 0 else []
-                args = (group["lr"], mom, group["dampening"], group["weight_decay"],
-                        group["nesterov"], group["maximize"], bucket[0][2])
-                if _use_kernel("masked_sgd_", ps):
-                    gs = [g.contiguous() for g in gs]
+        for gi, group in enumerate(groups):
+            plan = self._plan(gi, group, lambda items: self._build_sgd(group, items))
+            for ps, ws, bufs, first, kernel in plan:
+                gs = self._grads(ps, group)
+                args = (group["lr"], group["momentum"], group["dampening"],
+                        group["weight_decay"], group["nesterov"], group["maximize"], first)
+                if kernel:
                     torch.ops.sparsepai.masked_sgd_(ps, gs, bufs, ws, *args)
                 else:
                     ref.masked_sgd_ref(ps, gs, bufs, ws, *args)
@@ -253,50 +390,52 @@ class MaskedAdamW(_Masked, torch.optim.AdamW):
     Args:
         params, masks: as for :class:`MaskedSGD`.
         lr, betas, eps, weight_decay, amsgrad, maximize: as for ``torch.optim.AdamW``.
+        compact_density: as for :class:`MaskedSGD` (for ``exp_avg``, ``exp_avg_sq`` and
+            ``max_exp_avg_sq``).
     """
 
     def __init__(self, params, masks, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False):
+                 amsgrad=False, maximize=False, *, compact_density=None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, foreach=False, fused=False)
+        self._check_compact_density(compact_density, "adamw")
         self._setup_masks(masks)
 
     def _state_names(self):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
+    def _build_adamw(self, group, items):
+        amsgrad = group["amsgrad"]
+        for p, _ in items:
+            st = self.state[p]
+            if len(st) == 0:
+                st["step"] = torch.tensor(0.0, dtype=torch.float32)
+                st["exp_avg"] = self._new_state(p)
+                st["exp_avg_sq"] = self._new_state(p)
+                if amsgrad:
+                    st["max_exp_avg_sq"] = self._new_state(p)
+        plan = []
+        for bucket in _buckets(items, lambda it: (it[0].device, it[0].dtype)):
+            ps = [it[0] for it in bucket]
+            st = [self.state[p] for p in ps]
+            ws = [it[1] if it[1] is not None else _empty_words(it[0]) for it in bucket]
+            plan.append((ps, ws, [s["exp_avg"] for s in st], [s["exp_avg_sq"] for s in st],
+                         [s["max_exp_avg_sq"] for s in st] if amsgrad else [],
+                         [s["step"] for s in st], _use_kernel("masked_adamw_", ps)))
+        return plan, True
+
     @torch.no_grad()
     def step(self, closure=None):
         loss, groups = self._groups(closure)
-        for group in groups:
-            amsgrad = group["amsgrad"]
-            items = self._collect(group)
-            for p, _ in items:
-                st = self.state[p]
-                if len(st) == 0:
-                    st["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                    if amsgrad:
-                        st["max_exp_avg_sq"] = torch.zeros_like(
-                            p, memory_format=torch.contiguous_format)
-            if not items:
-                continue
-            steps_t = [self.state[p]["step"] for p, _ in items]
-            torch._foreach_add_(steps_t, 1.0)
-            step_of = dict(zip([id(p) for p, _ in items], torch.stack(steps_t).tolist()))
+        for gi, group in enumerate(groups):
+            plan = self._plan(gi, group, lambda items: self._build_adamw(group, items))
             beta1, beta2 = group["betas"]
-            for bucket in _buckets(items, lambda it: (it[0].device, it[0].dtype)):
-                ps = [it[0] for it in bucket]
-                st = [self.state[p] for p in ps]
-                ws = [it[1] if it[1] is not None else _empty_words(it[0]) for it in bucket]
-                gs = [p.grad for p in ps]
-                args = ([step_of[id(p)] for p in ps], group["lr"], beta1, beta2,
-                        group["weight_decay"], group["eps"], amsgrad, group["maximize"])
-                m = [s["exp_avg"] for s in st]
-                v = [s["exp_avg_sq"] for s in st]
-                vmax = [s["max_exp_avg_sq"] for s in st] if amsgrad else []
-                if _use_kernel("masked_adamw_", ps):
-                    gs = [g.contiguous() for g in gs]
+            for ps, ws, m, v, vmax, steps_t, kernel in plan:
+                gs = self._grads(ps, group)
+                torch._foreach_add_(steps_t, 1.0)
+                args = (torch.stack(steps_t).tolist(), group["lr"], beta1, beta2,
+                        group["weight_decay"], group["eps"], group["amsgrad"], group["maximize"])
+                if kernel:
                     torch.ops.sparsepai.masked_adamw_(ps, gs, m, v, vmax, ws, *args)
                 else:
                     ref.masked_adamw_ref(ps, gs, m, v, vmax, ws, *args)

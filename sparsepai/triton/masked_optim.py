@@ -47,7 +47,7 @@ if has_triton():
 
     @triton.jit
     def _masked_adamw_kernel(p_ptr, g_ptr, m_ptr, v_ptr, x_ptr, w_ptr, n, sign, decay, step_size,
-                             bc2_sqrt, beta1, beta2, eps, HAS_MASK: tl.constexpr,
+                             bc2_sqrt_inv, beta1, beta2, eps, HAS_MASK: tl.constexpr,
                              AMSGRAD: tl.constexpr, BLOCK: tl.constexpr):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         keep = _keep_mask(w_ptr, offs, offs < n, HAS_MASK)
@@ -63,7 +63,7 @@ if has_triton():
             x = tl.maximum(tl.load(x_ptr + offs, mask=keep, other=0).to(tl.float32), v)
             tl.store(x_ptr + offs, x.to(x_ptr.dtype.element_ty), mask=keep)
             vv = x
-        denom = tl.sqrt(vv) / bc2_sqrt + eps
+        denom = tl.sqrt(vv) * bc2_sqrt_inv + eps
         p = p - step_size * (m / denom)
         tl.store(m_ptr + offs, m.to(m_ptr.dtype.element_ty), mask=keep)
         tl.store(v_ptr + offs, v.to(v_ptr.dtype.element_ty), mask=keep)
@@ -105,5 +105,5 @@ def masked_adamw_triton(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, m
             p, grads[i].contiguous(), exp_avgs[i], exp_avg_sqs[i],
             max_exp_avg_sqs[i] if amsgrad else p, masks[i] if has_mask else p, n,
             -1.0 if maximize else 1.0, 1.0 - lr * weight_decay, lr / (1 - beta1**t),
-            math.sqrt(1 - beta2**t), beta1, beta2, eps,
+            1.0 / math.sqrt(1 - beta2**t), beta1, beta2, eps,
             HAS_MASK=has_mask, AMSGRAD=bool(amsgrad), BLOCK=BLOCK)

@@ -115,4 +115,73 @@ TEST(unmasked_range_updates_everything) {
   CHECK(ok);
 }
 
+// The compact-state loops against the dense-state ones: the same parameters bit for bit, and the
+// compact state equal to the dense state's kept entries in index order. Split into ranges with
+// their kept-count offsets, as the extension runs them.
+TEST(compact_ranges_match_dense_layout) {
+  for (double density : {1.0, 0.3, 0.05, 0.0}) {
+    const int64_t n = 9001;
+    std::vector<uint8_t> keep;
+    auto words = random_words(n, density, 13, keep);
+    std::mt19937 g(9);
+    std::normal_distribution<float> d;
+    std::vector<float> p(n), grad(n), buf(n), m(n), v(n), x(n);
+    for (int64_t i = 0; i < n; ++i) {
+      p[i] = keep[i] ? d(g) : 0.f;
+      buf[i] = keep[i] ? d(g) : 0.f;
+      m[i] = keep[i] ? d(g) : 0.f;
+      v[i] = keep[i] ? std::fabs(d(g)) : 0.f;
+      x[i] = keep[i] ? v[i] + 0.5f : 0.f;
+      grad[i] = keep[i] ? d(g) : (i % 2 ? NAN : -INFINITY);
+    }
+    std::vector<float> cb, cm, cv, cx;
+    for (int64_t i = 0; i < n; ++i)
+      if (keep[i]) {
+        cb.push_back(buf[i]);
+        cm.push_back(m[i]);
+        cv.push_back(v[i]);
+        cx.push_back(x[i]);
+      }
+    const int64_t cuts[] = {0, 1984, 4096, 4160, n};
+    SgdHyper h;
+    h.lr = 0.05f;
+    h.momentum = 0.9f;
+    h.weight_decay = 5e-4f;
+    h.nesterov = true;
+    AdamWHyper ha;
+    ha.lr = 1e-3f;
+    ha.beta1 = 0.9f;
+    ha.beta2 = 0.99f;
+    ha.eps = 1e-8f;
+    ha.weight_decay = 1e-2f;
+    const AdamWStep s = adamw_step_scalars(ha, 5.0);
+    auto p1 = p, p2 = p, q1 = p, q2 = p;
+    for (int c = 0; c + 1 < 5; ++c) {
+      const int64_t b = cuts[c], e = cuts[c + 1], off = kept_count(words.data(), 0, b);
+      sgd_range<float, true, true>(p1.data(), grad.data(), buf.data(), words.data(), b, e, h,
+                                   false);
+      sgd_range_compact<float, true, true>(p2.data(), grad.data(), cb.data(), words.data(), b, e,
+                                           off, h, false);
+      adamw_range<float, true>(q1.data(), grad.data(), m.data(), v.data(), x.data(), words.data(),
+                               b, e, ha, s);
+      adamw_range_compact<float, true>(q2.data(), grad.data(), cm.data(), cv.data(), cx.data(),
+                                       words.data(), b, e, off, ha, s);
+    }
+    CHECK(kept_count(words.data(), 0, n) == int64_t(cb.size()));
+    bool ok = true;
+    int64_t j = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      ok &= same_bits(p1[i], p2[i]) && same_bits(q1[i], q2[i]);
+      if (keep[i]) {
+        ok &= same_bits(buf[i], cb[j]) && same_bits(m[i], cm[j]) && same_bits(v[i], cv[j]) &&
+              same_bits(x[i], cx[j]);
+        ++j;
+      } else {
+        ok &= p2[i] == 0.f && q2[i] == 0.f;
+      }
+    }
+    CHECK(ok);
+  }
+}
+
 int main() { return run_all(); }

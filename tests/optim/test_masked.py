@@ -2,6 +2,7 @@
 with pruned weights and gradients at zero, torch's update leaves them at zero), over every option
 combination, 200 steps."""
 
+import copy
 import itertools
 
 import pytest
@@ -40,6 +41,14 @@ def grads_for(step, params, poison=None):
     return out
 
 
+def dense_state(opt, i, key):
+    """State ``key`` of the i-th parameter in torch's layout (compact state expanded)."""
+    return opt.state_dict()["state"][i][key]
+
+
+LAYOUTS = {"dense": 0.0, "compact": 1.0}  # compact_density: which state layout masked tensors get
+
+
 def run_pair(make_ours, make_torch, masks, steps=200, dtype=torch.float32):
     ours_p = make_params(dtype=dtype)
     ref_p = make_params(dtype=dtype)
@@ -70,20 +79,21 @@ SGD_OPTIONS = [
 ]
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("density", [0.3, 0.04])  # dense-then-zero words / one-by-one words
 @pytest.mark.parametrize("opts", SGD_OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
-def test_sgd_matches_torch(opts, density):
+def test_sgd_matches_torch(opts, density, layout):
     masks = make_masks(density=density)
     ours, theirs, ps, qs = run_pair(
-        lambda ps, ms: MaskedSGD(ps, ms, lr=0.01, **opts),
+        lambda ps, ms: MaskedSGD(ps, ms, lr=0.01, compact_density=LAYOUTS[layout], **opts),
         lambda qs: torch.optim.SGD(qs, lr=0.01, **opts),
         masks,
     )
     for p, q in zip(ps, qs):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     if opts["momentum"]:
-        for p, q, m in zip(ps, qs, masks):
-            b = ours.state[p]["momentum_buffer"]
+        for i, (p, q, m) in enumerate(zip(ps, qs, masks)):
+            b = dense_state(ours, i, "momentum_buffer")
             torch.testing.assert_close(b, theirs.state[q]["momentum_buffer"], rtol=1e-5, atol=1e-6)
             if m is not None:
                 assert bool((b[~m] == 0).all())
@@ -95,20 +105,21 @@ ADAMW_OPTIONS = [
 ]
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("density", [0.3, 0.04])
 @pytest.mark.parametrize("opts", ADAMW_OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
-def test_adamw_matches_torch(opts, density):
+def test_adamw_matches_torch(opts, density, layout):
     masks = make_masks(density=density)
     ours, theirs, ps, qs = run_pair(
-        lambda ps, ms: MaskedAdamW(ps, ms, lr=1e-2, **opts),
+        lambda ps, ms: MaskedAdamW(ps, ms, lr=1e-2, compact_density=LAYOUTS[layout], **opts),
         lambda qs: torch.optim.AdamW(qs, lr=1e-2, **opts),
         masks,
     )
     for p, q in zip(ps, qs):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
-    for p, q, m in zip(ps, qs, masks):
+    for i, (p, q, m) in enumerate(zip(ps, qs, masks)):
         for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if opts["amsgrad"] else ()):
-            t = ours.state[p][key]
+            t = dense_state(ours, i, key)
             torch.testing.assert_close(t, theirs.state[q][key], rtol=1e-5, atol=1e-6)
             if m is not None:
                 assert bool((t[~m] == 0).all())
@@ -332,3 +343,96 @@ def test_float64_params_use_float64_math():
     for p, q in zip(ps, qs):
         assert p.dtype == torch.float64
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("cls", ["sgd", "adamw"])
+def test_compact_state_layout_and_round_trips(cls):
+    """Very sparse CPU tensors keep 1-D state of their kept entries; state_dict is torch's dense
+    layout either way, and loading (from torch or from ours) goes back to the compact layout."""
+    masks = make_masks(density=0.05)
+    ps = make_params()
+    if cls == "sgd":
+        make = lambda qs, ms, **kw: MaskedSGD(qs, ms, lr=0.01, momentum=0.9, **kw)  # noqa: E731
+        keys, torch_cls = ("momentum_buffer",), lambda qs: torch.optim.SGD(qs, lr=0.01, momentum=0.9)
+    else:
+        make = lambda qs, ms, **kw: MaskedAdamW(qs, ms, lr=1e-2, amsgrad=True, **kw)  # noqa: E731
+        keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+        torch_cls = lambda qs: torch.optim.AdamW(qs, lr=1e-2, amsgrad=True)  # noqa: E731
+    ours = make(ps, masks)  # default compact_density
+    dense_ps = make_params()
+    dense = make(dense_ps, masks, compact_density=0.0)
+    for s in range(5):
+        for p, q, g in zip(ps, dense_ps, grads_for(s, ps, poison=masks)):
+            p.grad, q.grad = g, g.clone()
+        ours.step()
+        dense.step()
+    for i, (p, m) in enumerate(zip(ps, masks)):
+        for key in keys:
+            t = ours.state[p][key]
+            if m is not None and not bool(m.all()):  # compact: the kept entries in index order
+                assert t.shape == (int(m.sum()),)
+                torch.testing.assert_close(t, dense.state[dense_ps[i]][key][m], rtol=0, atol=0)
+            else:
+                assert t.shape == p.shape
+    for p, q in zip(ps, dense_ps):
+        assert torch.equal(p, q)  # bit for bit: the same per-element math
+    sd = ours.state_dict()
+    sd_dense = dense.state_dict()
+    for i in range(len(ps)):
+        for key in keys:
+            assert torch.equal(sd["state"][i][key], sd_dense["state"][i][key])
+            assert ours.state[ps[i]][key].dim() == 1 or i in (1, 3)  # state_dict copied, not ours
+    # ours -> torch -> ours: torch continues from our state; ours goes back to compact
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    theirs = torch_cls(qs)
+    theirs.load_state_dict(copy.deepcopy(sd))  # torch's load shares tensors: no aliasing
+    again_ps = [p.detach().clone().requires_grad_() for p in ps]
+    again = make(again_ps, masks)
+    again.load_state_dict(copy.deepcopy(theirs.state_dict()))
+    for key in keys:
+        assert again.state[again_ps[0]][key].shape == (int(masks[0].sum()),)
+        torch.testing.assert_close(again.state[again_ps[0]][key], ours.state[ps[0]][key])
+    # a state dict with other masks: the layout follows the new masks
+    other_ps = [p.detach().clone().requires_grad_() for p in ps]
+    other = make(other_ps, [None] * 4)
+    other.load_state_dict(sd)
+    assert other.state[other_ps[0]][keys[0]].shape == (int(masks[0].sum()),)
+    for s in range(5, 8):
+        for p, a, g in zip(ps, again_ps, grads_for(s, ps, poison=masks)):
+            p.grad, a.grad = g, g.clone()
+        ours.step()
+        again.step()
+    for p, a in zip(ps, again_ps):
+        assert torch.equal(p, a)
+
+
+def test_compact_density_is_checked():
+    with pytest.raises(ValueError, match="compact_density"):
+        MaskedSGD(make_params(), make_masks(), lr=0.1, compact_density=1.5)
+
+
+@pytest.mark.skipif(not has_extension(), reason="compiled extension not built")
+def test_ops_with_compact_state():
+    keep = torch.rand(200) < 0.1
+    k = int(keep.sum())
+    ps = [torch.randn(200) * keep]
+    gs = [torch.randn(200)]
+    ws = [pack_mask(keep)]
+    torch.library.opcheck(torch.ops.sparsepai.masked_sgd_.default,
+                          (ps, gs, [torch.randn(k)], ws, 0.1, 0.9, 0.0, 0.0, False, False, False))
+    torch.library.opcheck(torch.ops.sparsepai.masked_adamw_.default,
+                          (ps, gs, [torch.randn(k)], [torch.rand(k)], [], ws, [2.0], 1e-3, 0.9,
+                           0.999, 1e-2, 1e-8, False, False))
+    # the op against the reference, compact state in both
+    b1, b2 = [torch.randn(k)], None
+    b2 = [b1[0].clone()]
+    p1, p2 = [ps[0].clone()], [ps[0].clone()]
+    torch.ops.sparsepai.masked_sgd_(p1, gs, b1, ws, 0.1, 0.9, 0.1, 1e-2, False, False, False)
+    ref.masked_sgd_ref(p2, gs, b2, ws, 0.1, 0.9, 0.1, 1e-2, False, False, False)
+    assert torch.equal(p1[0], p2[0]) and torch.equal(b1[0], b2[0])
+    with pytest.raises(ValueError, match=r"masked_sgd_: momentum_buffers\[0\] is compact with"):
+        torch.ops.sparsepai.masked_sgd_(p1, gs, [torch.zeros(k + 1)], ws, 0.1, 0.9, 0.0, 0.0,
+                                        False, False, False)
+    with pytest.raises(ValueError, match="mix compact and dense"):
+        torch.ops.sparsepai.masked_adamw_(p1, gs, [torch.zeros(k)], [torch.zeros(200)], [], ws,
+                                          [1.0], 1e-3, 0.9, 0.999, 0.0, 1e-8, False, False)

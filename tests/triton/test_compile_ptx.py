@@ -43,7 +43,7 @@ def _kernels():
     idx = {"in_idx": "*i64", "out_idx": "*i64"}
     f32 = "*fp32"
     sgd_f = {a: "fp32" for a in ("lr", "sign", "wd", "buf_keep", "grad_gain", "nest_b")}
-    adam_f = {a: "fp32" for a in ("sign", "decay", "step_size", "bc2_sqrt", "beta1", "beta2",
+    adam_f = {a: "fp32" for a in ("sign", "decay", "step_size", "bc2_sqrt_inv", "beta1", "beta2",
                                   "eps")}
     return {
         "conv_fwd": (cs._fwd_kernel, dict(idx, x=f32, w=f32, b=f32, y=f32),

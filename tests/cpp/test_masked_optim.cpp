@@ -13,7 +13,7 @@
 using namespace sparsepai::core;
 
 static std::vector<uint64_t> random_words(int64_t n, double density, uint64_t seed,
-                                          std::vector<uint8_t>& keep) {
+                                          std::vector<uint8_t>& keep, bool runs = true) {
   std::mt19937_64 g(seed);
   std::uniform_real_distribution<double> u;
   std::vector<uint64_t> w((n + 63) / 64, 0);
@@ -21,7 +21,10 @@ static std::vector<uint64_t> random_words(int64_t n, double density, uint64_t se
   for (int64_t i = 0; i < n; ++i) {
     // runs of fully kept and fully pruned words too, not only random bits
     const int64_t word = i >> 6;
-    const bool k = word % 7 == 0 ? true : word % 11 == 0 ? false : u(g) < density;
+    const bool k = !runs ? u(g) < density
+                   : word % 7 == 0 ? true
+                   : word % 11 == 0 ? false
+                                    : u(g) < density;
     keep[size_t(i)] = k;
     if (k) w[size_t(word)] |= uint64_t(1) << (i & 63);
   }
@@ -119,10 +122,12 @@ TEST(unmasked_range_updates_everything) {
 // compact state equal to the dense state's kept entries in index order. Split into ranges with
 // their kept-count offsets, as the extension runs them.
 TEST(compact_ranges_match_dense_layout) {
-  for (double density : {1.0, 0.3, 0.05, 0.0}) {
+  // with runs of full and empty words, and without (below 1/8 density SGD updates in place)
+  for (auto [density, runs] : {std::pair{1.0, true}, {0.3, true}, {0.05, true}, {0.0, true},
+                               {0.3, false}, {0.05, false}, {0.01, false}}) {
     const int64_t n = 9001;
     std::vector<uint8_t> keep;
-    auto words = random_words(n, density, 13, keep);
+    auto words = random_words(n, density, 13, keep, runs);
     std::mt19937 g(9);
     std::normal_distribution<float> d;
     std::vector<float> p(n), grad(n), buf(n), m(n), v(n), x(n);

@@ -52,6 +52,14 @@ inline void expand_word(uint64_t bits, uint8_t* __restrict flags) {
   }
 }
 
+// Number of kept elements among [begin, end) (begin a multiple of 64).
+inline int64_t kept_count(const uint64_t* words, int64_t begin, int64_t end) {
+  int64_t c = 0;
+  for (int64_t w0 = begin; w0 < end; w0 += 64)
+    c += __builtin_popcountll(word_bits(words, w0, end - w0 < 64 ? end - w0 : 64));
+  return c;
+}
+
 namespace isa_base {
 #include "masked_optim_blocks.inc"
 }  // namespace isa_base
@@ -126,14 +134,6 @@ inline void adamw_range_compact(T* p, const T* g, T* m, T* v, T* vmax, const uin
                                                        s);
 #endif
   isa_base::adamw_range_compact<T, kAmsgrad>(p, g, m, v, vmax, words, begin, end, off, h, s);
-}
-
-// Number of kept elements among [begin, end) (begin a multiple of 64).
-inline int64_t kept_count(const uint64_t* words, int64_t begin, int64_t end) {
-  int64_t c = 0;
-  for (int64_t w0 = begin; w0 < end; w0 += 64)
-    c += __builtin_popcountll(word_bits(words, w0, end - w0 < 64 ? end - w0 : 64));
-  return c;
 }
 
 }  // namespace core

@@ -253,12 +253,17 @@ class _Masked:
         key = (group["momentum"] != 0 if "momentum" in group else group["amsgrad"],
                *(id(p) for p in group["params"] if p.grad is not None))
         hit = plans.get(gi)
-        if hit is not None and hit[0] == key:
+        # valid while the state still holds the tensors the lists hold (users may reset it)
+        if hit is not None and hit[0] == key and all(
+                self.state.get(p, {}).get(k) is t for p, k, t in hit[2]):
             return hit[1]
         items = self._collect(group)
         plan, cacheable = build(items)
         if cacheable:
-            plans[gi] = (key, plan)
+            keys = (self._state_names()[0], "step")
+            check = [(p, k, st[k]) for p, _ in items if (st := self.state.get(p))
+                     for k in keys if k in st]
+            plans[gi] = (key, plan, check)
         return plan
 
     def _grads(self, ps, group):

@@ -436,3 +436,29 @@ def test_ops_with_compact_state():
     with pytest.raises(ValueError, match="mix compact and dense"):
         torch.ops.sparsepai.masked_adamw_(p1, gs, [torch.zeros(k)], [torch.zeros(200)], [], ws,
                                           [1.0], 1e-3, 0.9, 0.999, 0.0, 1e-8, False, False)
+
+
+@pytest.mark.parametrize("cls", ["sgd", "adamw"])
+def test_state_reset_by_the_user_is_honoured(cls):
+    """Resetting ``optimizer.state`` (a common way to drop momentum) restarts the state like
+    torch does, although the optimizer caches its per-group call lists."""
+    from collections import defaultdict
+
+    masks = make_masks(density=0.05)
+    if cls == "sgd":
+        make_ours = lambda ps, ms: MaskedSGD(ps, ms, lr=0.01, momentum=0.9)  # noqa: E731
+        make_torch = lambda qs: torch.optim.SGD(qs, lr=0.01, momentum=0.9)  # noqa: E731
+    else:
+        make_ours = lambda ps, ms: MaskedAdamW(ps, ms, lr=1e-2)  # noqa: E731
+        make_torch = lambda qs: torch.optim.AdamW(qs, lr=1e-2)  # noqa: E731
+    ours, theirs, ps, qs = run_pair(make_ours, make_torch, masks, steps=5)
+    ours.state = defaultdict(dict)
+    theirs.state = defaultdict(dict)
+    for s in range(5, 10):
+        for p, q, g, m in zip(ps, qs, grads_for(s, ps), masks):
+            p.grad = g
+            q.grad = g if m is None else torch.where(m, g, torch.zeros_like(g))
+        ours.step()
+        theirs.step()
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

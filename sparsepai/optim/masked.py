@@ -74,9 +74,8 @@ class _Masked:
     def _kept_count(self, p) -> int:
         counts = self.__dict__.setdefault("_kept_counts", {})
         words = self._words[p]
-        key = (id(words), words.data_ptr())
-        if counts.get(p, (None,))[0] != key:
-            counts[p] = (key, int(unpack_mask(words, p.shape).sum()))
+        if counts.get(p, (None,))[0] is not words:  # masks replaced: count again
+            counts[p] = (words, int(unpack_mask(words, p.shape).sum()))
         return counts[p][1]
 
     def _new_state(self, p):

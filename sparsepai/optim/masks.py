@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 _WEIGHTS = {}
@@ -45,5 +47,9 @@ def unpack_mask(words: torch.Tensor, shape) -> torch.Tensor:
     n = 1
     for s in shape:
         n *= int(s)
-    bits = (words.unsqueeze(1) >> torch.arange(64, device=words.device)) & 1
+    # byte-wise (little-endian words: byte b of word w holds elements 64w + 8b .. 64w + 8b + 7),
+    # so the temporary is 1 byte per element rather than an int64
+    assert sys.byteorder == "little"
+    data = words.contiguous().view(torch.uint8)
+    bits = (data.unsqueeze(1) >> torch.arange(8, dtype=torch.uint8, device=words.device)) & 1
     return bits.reshape(-1)[:n].bool().reshape(shape)

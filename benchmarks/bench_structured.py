@@ -197,7 +197,8 @@ def main():
     names = args.models.split(",")
     command = "python benchmarks/bench_structured.py " + " ".join(sys.argv[1:])
     res = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-           "batch": batch, "timing": [], "accuracy": [], "slim_resnet50": {}, "commands": {}}
+           "batch": batch, "timing": [], "accuracy": [], "slim_resnet50": {}, "commands": {},
+           "train_images": None}
     prev = os.path.join(args.out, "results.json")
     if args.part != "all" and os.path.exists(prev):
         with open(prev) as f:
@@ -213,6 +214,7 @@ def main():
         res["timing"], res["slim_resnet50"], res["batch"] = [], {}, batch
         timing(args, res, names, sparsities, batch, steps, reps)
     if "accuracy" in parts:
+        res["train_images"] = 512 if args.quick else args.train_images
         # rows of mask variants not rerun are kept (dense rows too, so the dense run is reused)
         keep = set(args.acc_variants.split(",")) if args.part == "accuracy" else set()
         res["accuracy"] = [r for r in res["accuracy"]
@@ -367,8 +369,11 @@ def plot(res, path):
                          [100 * r["test_acc"] for r in rows], style, label=f"{name} {variant}")
     axes[1].set_xlabel("structured sparsity (%)")
     axes[1].set_ylabel("held-out accuracy (%)")
-    axes[1].set_title("MNIST (32x32 padded), slim models, 2 epochs on 2,000 images",
-                      fontsize=10)
+    epochs = sorted({r.get("epochs") for r in res["accuracy"]} - {None})
+    images = res.get("train_images")
+    budget = (f"{'/'.join(map(str, epochs))} epochs" if epochs else "")
+    budget += f" on {images:,} images" if images else ""
+    axes[1].set_title(f"MNIST (32x32 padded), slim models, {budget}", fontsize=10)
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -43,6 +43,8 @@ class _Masked:
                 raise TypeError(f"{type(self).__name__}: parameter {name!r} is complex; "
                                 "complex parameters are not supported")
         resolved = self._resolve_masks(masks, named)
+        self._kept_counts = {}  # p -> (its mask words, their kept count)
+        self._plans = {}  # group index -> cached call lists (see _plan)
         self._words = {}
         for (name, p), m in zip(named, resolved):
             self._words[p] = None if m is None else pack_mask(m)
@@ -72,11 +74,10 @@ class _Masked:
         return kept < p.numel() and kept <= self._compact_density * p.numel()
 
     def _kept_count(self, p) -> int:
-        counts = self.__dict__.setdefault("_kept_counts", {})
         words = self._words[p]
-        if counts.get(p, (None,))[0] is not words:  # masks replaced: count again
-            counts[p] = (words, int(unpack_mask(words, p.shape).sum()))
-        return counts[p][1]
+        if self._kept_counts.get(p, (None,))[0] is not words:  # masks replaced: count again
+            self._kept_counts[p] = (words, int(unpack_mask(words, p.shape).sum()))
+        return self._kept_counts[p][1]
 
     def _new_state(self, p):
         """A zero state tensor for ``p`` in its layout (compact or ``p``'s shape)."""
@@ -248,7 +249,7 @@ class _Masked:
         """The call lists of group ``gi`` (``build(items)`` of its params with gradients),
         cached while the same params have gradients and no state or mask changed: building them
         costs a noticeable part of a small model's step. Gradients are read at every step."""
-        plans = self.__dict__.setdefault("_plans", {})
+        plans = self._plans
         key = (group["momentum"] != 0 if "momentum" in group else group["amsgrad"],
                *(id(p) for p in group["params"] if p.grad is not None))
         hit = plans.get(gi)

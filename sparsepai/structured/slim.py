@@ -53,6 +53,13 @@ class ChannelSparseConv2d(nn.Module):
                 f"kernel={tuple(self.weight.shape[2:])}, stride={self.stride}")
 
 
+def _widen(y, dim, idx, width):
+    """``y`` placed at positions ``idx`` of dimension ``dim`` of a zero tensor ``width`` wide."""
+    shape = list(y.shape)
+    shape[dim] = width
+    return y.new_zeros(shape).index_copy(dim, idx, y)
+
+
 class ChannelScatter(nn.Module):
     """Runs a narrow ``module`` and writes its output channels into channels ``idx`` of a
     ``width``-channel output (zeros elsewhere): the generic form of a producer that computes only
@@ -69,9 +76,7 @@ class ChannelScatter(nn.Module):
         self.width = int(width)
 
     def forward(self, x):
-        y = self.module(x)
-        out = y.new_zeros((y.shape[0], self.width, *y.shape[2:]))
-        return out.index_copy(1, self.idx, y)
+        return _widen(self.module(x), 1, self.idx, self.width)
 
 
 class ChannelSparseLinear(nn.Module):
@@ -85,9 +90,8 @@ class ChannelSparseLinear(nn.Module):
         self.out_features = int(out_features)
 
     def forward(self, x):
-        y = nn.functional.linear(x, self.weight, self.bias)
-        out = y.new_zeros((*y.shape[:-1], self.out_features))
-        return out.index_copy(-1, self.out_idx, y)
+        return _widen(nn.functional.linear(x, self.weight, self.bias), -1, self.out_idx,
+                      self.out_features)
 
 
 class ChannelSubset(nn.Module):
@@ -107,9 +111,7 @@ class ChannelSubset(nn.Module):
         self.width = int(width)
 
     def forward(self, x):
-        y = self.module(x.index_select(1, self.idx))
-        out = y.new_zeros((y.shape[0], self.width, *y.shape[2:]))
-        return out.index_copy(1, self.idx, y)
+        return _widen(self.module(x.index_select(1, self.idx)), 1, self.idx, self.width)
 
 
 def _idx(mask):

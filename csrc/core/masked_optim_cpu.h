@@ -52,13 +52,6 @@ inline void expand_word(uint64_t bits, uint8_t* __restrict flags) {
   }
 }
 
-// Number of kept elements among [begin, end) (begin a multiple of 64).
-inline int64_t kept_count(const uint64_t* words, int64_t begin, int64_t end) {
-  int64_t c = 0;
-  for (int64_t w0 = begin; w0 < end; w0 += 64)
-    c += __builtin_popcountll(word_bits(words, w0, end - w0 < 64 ? end - w0 : 64));
-  return c;
-}
 
 namespace isa_base {
 #include "masked_optim_blocks.inc"
@@ -78,6 +71,13 @@ namespace isa_avx512 {
 #undef SP_MO_AVX512
 SP_ISA_END
 #endif
+
+// Number of kept elements among [begin, end) (begin a multiple of 64), at the widest ISA level:
+// compiled for the baseline ISA, __builtin_popcountll is a libgcc call per word, which made the
+// kernels' kept-count pass over VGG's 1.6M mask words cost ~3 ms a step (measured).
+inline int64_t kept_count(const uint64_t* words, int64_t begin, int64_t end) {
+  return SP_ISA_DISPATCH(kept_count, words, begin, end);
+}
 
 template <class T, bool kMomentum, bool kNesterov>
 inline void sgd_range(T* p, const T* g, T* buf, const uint64_t* words, int64_t begin, int64_t end,

@@ -4,8 +4,14 @@ param.mul_(mask) after).
 
 For ResNet-18 (CIFAR variant) and VGG-16 parameter shapes, SGD (momentum 0.9, weight decay 5e-4)
 and AdamW, at several densities of a random unstructured mask. Each configuration is timed as
-the median of --repeats steps after warm-up, all in the same run, so the ratios are same-run
-ratios. The three targets of the issue are checked and printed.
+the median of --repeats steps after warm-up, the three contenders interleaved in rounds so that
+the ratios are same-run ratios, and checked against the issue's three targets.
+
+Two cache regimes are timed. Warm (the targets): every timed step follows a step of the same
+optimizer, as when one optimizer is timed alone; ResNet-18's state (134-179 MB) then largely
+stays in this machine's 480 MB L3. Cold (reported beside it): the contenders alternate step by
+step, so each step finds the cache holding the others' memory. VGG-16 (1.6-2.1 GB) runs from
+DRAM in both.
 
     python benchmarks/bench_optim.py                 # writes benchmarks/results/optim.{json,csv,png}
 """
@@ -49,18 +55,32 @@ def make(shapes, density, seed=0):
     return params, masks
 
 
-def time_steps(step, repeats, warmup=3):
-    for _ in range(warmup):
+def time_interleaved(steps, repeats, warm):
+    """Median seconds per call of each of ``steps`` (name -> callable), in interleaved rounds so
+    that a slow phase of the shared machine hits every contender alike.
+
+    warm: each round runs a contender for 10 untimed steps and then 7 timed ones, so every timed
+    step follows steps of the same optimizer over the same memory, as when one optimizer is timed
+    alone (measured: a sparse step needs ~8 repeats to reach its steady state in the cache).
+    Cold: one timed step of each contender per round, so every step finds the cache holding the
+    other contenders' memory, as after a forward and backward pass over other data.
+    """
+    warmup, timed = (10, 7) if warm else (0, 1)
+    for step in steps.values():
         step()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    ts = {name: [] for name in steps}
+    for _ in range(-(-repeats // timed)):
+        for name, step in steps.items():
+            for _ in range(warmup):
+                step()
+            for _ in range(timed):
+                t0 = time.perf_counter()
+                step()
+                ts[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in ts.items()}
 
 
-def bench(model, opt_name, density, repeats):
+def bench(model, opt_name, density, repeats, cold=True):
     shapes = model_shapes(model)
     kw = (dict(lr=0.01, momentum=0.9, weight_decay=5e-4) if opt_name == "sgd"
           else dict(lr=1e-3, weight_decay=1e-2))
@@ -69,30 +89,43 @@ def bench(model, opt_name, density, repeats):
     out = {"model": model, "optimizer": opt_name, "density": density,
            "params": sum(int(torch.Size(s).numel()) for s in shapes)}
 
+    # three independent copies of the model's parameters, one per contender
     params, masks = make(shapes, density)
     fused = torch_cls(params, fused=True, **kw)
-    out["torch_fused_ms"] = 1e3 * time_steps(fused.step, repeats)
 
-    params, masks = make(shapes, density)
-    fused = torch_cls(params, fused=True, **kw)
+    mparams, masks = make(shapes, density)
+    mfused = torch_cls(mparams, fused=True, **kw)
     fmasks = [m.float() if m is not None else None for m in masks]
 
     def with_mask_multiplies():
-        for p, m in zip(params, fmasks):
+        for p, m in zip(mparams, fmasks):
             if m is not None:
                 p.grad.mul_(m)
-        fused.step()
+        mfused.step()
         with torch.no_grad():
-            for p, m in zip(params, fmasks):
+            for p, m in zip(mparams, fmasks):
                 if m is not None:
                     p.mul_(m)
-    out["torch_fused_plus_masks_ms"] = 1e3 * time_steps(with_mask_multiplies, repeats)
 
-    params, masks = make(shapes, density)
-    ours = ours_cls(params, masks, **kw)
-    out["sparsepai_ms"] = 1e3 * time_steps(ours.step, repeats)
+    oparams, masks = make(shapes, density)
+    ours = ours_cls(oparams, masks, **kw)
+    steps = {"torch_fused": fused.step, "torch_fused_plus_masks": with_mask_multiplies,
+             "sparsepai": ours.step}
+    for name, sec in time_interleaved(steps, repeats, warm=True).items():
+        out[name + "_ms"] = 1e3 * sec
+    if cold:
+        for name, sec in time_interleaved(steps, repeats, warm=False).items():
+            out[name + "_cold_ms"] = 1e3 * sec
     out["ratio_vs_fused"] = out["sparsepai_ms"] / out["torch_fused_ms"]
     out["speedup_vs_fused_plus_masks"] = out["torch_fused_plus_masks_ms"] / out["sparsepai_ms"]
+    # What a masked step costing exactly as much as torch's unmasked fused step would score
+    # against fused + masks. At density 1.0 nothing can be skipped, so the update must move the
+    # same bytes as torch's fused one: this is the most any kernel can reach there.
+    out["ceiling_vs_fused_plus_masks"] = out["torch_fused_plus_masks_ms"] / out["torch_fused_ms"]
+    if cold:
+        out["cold_ratio_vs_fused"] = out["sparsepai_cold_ms"] / out["torch_fused_cold_ms"]
+        out["cold_speedup_vs_fused_plus_masks"] = (out["torch_fused_plus_masks_cold_ms"]
+                                                   / out["sparsepai_cold_ms"])
     return out
 
 
@@ -101,8 +134,12 @@ def check_targets(rows):
     for r in rows:
         tag = f"{r['model']}/{r['optimizer']} density {r['density']}"
         ok2 = r["speedup_vs_fused_plus_masks"] >= 2.0
-        lines.append(f"{tag}: {r['speedup_vs_fused_plus_masks']:.2f}x faster than fused+masks "
-                     f"(target >= 2x) {'OK' if ok2 else 'MISSED'}")
+        line = (f"{tag}: {r['speedup_vs_fused_plus_masks']:.2f}x faster than fused+masks "
+                f"(target >= 2x) {'OK' if ok2 else 'MISSED'}")
+        if not ok2:
+            line += (f" (a step exactly as fast as the unmasked fused one would be "
+                     f"{r['ceiling_vs_fused_plus_masks']:.2f}x)")
+        lines.append(line)
         if r["density"] == 1.0:
             ok = r["ratio_vs_fused"] <= 1.15
             lines.append(f"{tag}: {r['ratio_vs_fused']:.2f}x the unmasked fused step "
@@ -142,17 +179,22 @@ def main():
     ap.add_argument("--optimizers", nargs="+", default=["sgd", "adamw"])
     ap.add_argument("--densities", nargs="+", type=float, default=[1.0, 0.5, 0.2, 0.05, 0.01])
     ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--no-cold", dest="cold", action="store_false",
+                    help="skip the cold-cache timings (contenders interleaved step by step)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "optim"))
     args = ap.parse_args()
     rows = []
     for model in args.models:
         for opt in args.optimizers:
             for d in args.densities:
-                r = bench(model, opt, d, args.repeats)
+                r = bench(model, opt, d, args.repeats, args.cold)
                 rows.append(r)
                 print(f"{model:<9}{opt:<6} density {d:<5} fused {r['torch_fused_ms']:7.2f} ms  "
                       f"fused+masks {r['torch_fused_plus_masks_ms']:7.2f} ms  "
-                      f"sparsepai {r['sparsepai_ms']:7.2f} ms", flush=True)
+                      f"sparsepai {r['sparsepai_ms']:7.2f} ms" + (
+                          f"  | cold: {r['torch_fused_cold_ms']:7.2f} / "
+                          f"{r['torch_fused_plus_masks_cold_ms']:7.2f} / "
+                          f"{r['sparsepai_cold_ms']:7.2f} ms" if args.cold else ""), flush=True)
     targets = check_targets(rows)
     print("\n".join(targets))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

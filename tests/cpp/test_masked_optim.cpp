@@ -122,7 +122,7 @@ TEST(unmasked_range_updates_everything) {
 // compact state equal to the dense state's kept entries in index order. Split into ranges with
 // their kept-count offsets, as the extension runs them.
 TEST(compact_ranges_match_dense_layout) {
-  // with runs of full and empty words, and without (below 1/8 density SGD updates in place)
+  // with runs of full and empty words, and without (below 1/8 density both update in place)
   for (auto [density, runs] : {std::pair{1.0, true}, {0.3, true}, {0.05, true}, {0.0, true},
                                {0.3, false}, {0.05, false}, {0.01, false}}) {
     const int64_t n = 9001;

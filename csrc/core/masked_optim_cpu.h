@@ -52,7 +52,6 @@ inline void expand_word(uint64_t bits, uint8_t* __restrict flags) {
   }
 }
 
-
 namespace isa_base {
 #include "masked_optim_blocks.inc"
 }  // namespace isa_base

@@ -64,16 +64,9 @@ int main(int argc, char** argv) {
     kept += kept_count(words.data(), int64_t(r) * kRange, std::min(n, int64_t(r + 1) * kRange));
   }
   std::vector<float> buf(size_t(kept), 0.01f), m(size_t(kept), 0.01f), v(size_t(kept), 0.02f);
-  SgdHyper hs;
-  hs.lr = 0.01f;
-  hs.momentum = 0.9f;
-  hs.weight_decay = 5e-4f;
-  AdamWHyper ha;
-  ha.lr = 1e-3f;
-  ha.beta1 = 0.9f;
-  ha.beta2 = 0.999f;
-  ha.eps = 1e-8f;
-  ha.weight_decay = 1e-2f;
+  const SgdHyper hs{.lr = 0.01f, .momentum = 0.9f, .weight_decay = 5e-4f};
+  const AdamWHyper ha{.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                      .weight_decay = 1e-2f};
   const AdamWStep sa = adamw_step_scalars(ha, 3.0);
   float* P = p.data();
   const float* G = g.data();

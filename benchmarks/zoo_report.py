@@ -1,0 +1,70 @@
+"""Tables for ``bench_zoo.py``: a CSV of every model and a markdown summary with per-family
+coverage of sparsepai and Torch-Pruning, side by side."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+METHODS = ("random", "magnitude", "snip", "grasp", "synflow", "force", "prospr")
+
+
+def _ok(rec):
+    return rec.get("structured") == "ok" and rec.get("slim_ok", False)
+
+
+def _tp_ok(rec):
+    return rec.get("tp") == "ok" and rec.get("tp_runs", False)
+
+
+def write_report(results: dict, out: str, machine: str) -> None:
+    rows = list(results.values())
+    cols = ["key", "family", "name", "params_m", "structured", "graph_s", "slim_rel_err",
+            "slim_ok", "removed", "pruned_layers", "tp", "tp_runs", "tp_removed", "wall_s"]
+    with open(os.path.join(out, "zoo.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols + [f"u_{m}" for m in METHODS])
+        for r in rows:
+            u = r.get("unstructured", {})
+            w.writerow([r.get(c, "") for c in cols] + [u.get(m, "") for m in METHODS])
+    lines = [f"# Model zoo coverage (machine: {machine})", "",
+             "| family | models | sparsepai structured ok (slim == masked) | Torch-Pruning ok "
+             "(pruned model runs) | both ok | removed, sparsepai (mean over both-ok) | removed, "
+             "Torch-Pruning (same models) | sparsepai >= TP | graph build, median s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for fam in ("tv", "timm", "hf"):
+        fr = [r for r in rows if r.get("family", r["key"].split(":")[0]) == fam]
+        if not fr:
+            continue
+        both = [r for r in fr if _ok(r) and _tp_ok(r)]
+        ge = sum(1 for r in both if r["removed"] >= r["tp_removed"] - 1e-4)
+        gs = sorted(r["graph_s"] for r in fr if "graph_s" in r)
+        mean = (lambda k: sum(r[k] for r in both) / len(both)) if both else (lambda k: float("nan"))
+        lines.append(f"| {fam} | {len(fr)} | {sum(map(_ok, fr))} | {sum(map(_tp_ok, fr))} | "
+                     f"{len(both)} | {mean('removed'):.3f} | {mean('tp_removed'):.3f} | "
+                     f"{ge}/{len(both)} | {gs[len(gs) // 2] if gs else float('nan'):.2f} |")
+    lines += ["", "## Unstructured methods (ok = exact kept count)", "",
+              "| model | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
+    for r in rows:
+        u = r.get("unstructured")
+        if u:
+            lines.append(f"| {r['key']} | " + " | ".join(
+                "ok" if u.get(m) == "ok" else "FAIL" for m in METHODS) + " |")
+    lines += ["", "## Every model", "",
+              "| model | params (M) | structured | graph s | slim rel err | removed | TP | "
+              "TP removed |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r.get("structured", "")
+        tp = r.get("tp", "")
+        if tp == "ok" and not r.get("tp_runs", True):
+            tp = "pruned model fails: " + r.get("tp_run_error", "")
+        lines.append(f"| {r['key']} | {r.get('params_m', '')} | {s[:120]} | "
+                     f"{r.get('graph_s', '')} | {_fmt(r.get('slim_rel_err'))} | "
+                     f"{r.get('removed', '')} | {tp[:120]} | {r.get('tp_removed', '')} |")
+    with open(os.path.join(out, "zoo.md"), "w") as f:
+        f.write("\n".join(lines).replace("\n\n\n", "\n\n") + "\n")
+    print("\n".join(lines[:10]))
+
+
+def _fmt(v):
+    return "" if v is None else f"{v:.1e}"

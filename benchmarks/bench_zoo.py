@@ -78,8 +78,8 @@ def structured(model, x):
     analyse(model, example_inputs=x)
     rec["graph_s"] = round(time.perf_counter() - t0, 3)
     masks = sp.prune(model, "magnitude", 0.5, structured=True, unit="channels", example_inputs=x)
-    slim = sp.slim(model, masks, example_inputs=x)
-    dense = sp.apply_masks(copy.deepcopy(model), masks, example_inputs=x)
+    slim = sp.slim(model, masks)
+    dense = sp.apply_masks(copy.deepcopy(model), masks)
     with torch.no_grad():
         want = _logits(_call(dense.eval(), x)).float()
         got = _logits(_call(slim.eval(), x)).float()

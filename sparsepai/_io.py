@@ -70,6 +70,16 @@ def save_tensors(path: str, tensors: dict, meta: dict | None = None) -> None:
     atomic_write_bytes(path, data)
 
 
+def save_figure(path: str, fig, dpi: int = 120) -> None:
+    """A matplotlib figure to ``path`` atomically, in the format its extension names (png if
+    none)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=os.path.splitext(path)[1][1:] or "png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def _open_error(path: str, what: str, exc: Exception) -> ValueError:
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return ValueError(f"{path}: not a readable {what} file (corrupt or truncated, or not "

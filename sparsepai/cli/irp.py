@@ -3,6 +3,7 @@ resumable."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from sparsepai.cli import common
@@ -46,6 +47,8 @@ def run(args) -> int:
 
     common.check_model_data(args)
     common.check_out(args.out, folder=True)
+    if args.ccc and not os.path.isdir(args.ccc):
+        raise common.UsageError(f"--ccc {args.ccc}: no such folder")
     model, (train_set, _, _) = common.model_and_data(args)
     t0 = time.perf_counter()
     ds = irp(model, train_set, rounds=args.rounds, epochs_per_round=args.epochs_per_round,

@@ -3,6 +3,7 @@
 - ``bits``: bit packing (1 bit per weight), the layout the masked optimizer kernels read.
 - ``apply``: :func:`apply_masks` puts masks on a model (``MASK_ATTR`` on each parameter).
 - ``io``: :func:`save_masks` / :func:`load_masks`, safetensors with JSON metadata.
+- ``threshold``: scores to keep-masks (global / per layer / minimum per layer).
 
 Names load on first use, so importing one module here never imports the others.
 """

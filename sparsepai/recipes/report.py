@@ -101,7 +101,5 @@ def plot(rows, cfg: SweepConfig, path: str):
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120)
+    _io.save_figure(path, fig, dpi=120)
     plt.close(fig)
-    _io.atomic_write_bytes(path, png.getvalue())

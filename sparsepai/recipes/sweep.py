@@ -126,7 +126,7 @@ def check_out_dir(cfg: SweepConfig, out_dir: str) -> None:
 
 def _differences(old, new, prefix="") -> list:
     if not (isinstance(old, dict) and isinstance(new, dict)):
-        return [f"{prefix or 'config'}: {old!r} there, {new!r} now"]
+        return [f"{prefix.rstrip('.') or 'config'}: {old!r} there, {new!r} now"]
     out = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key, "<unset>"), new.get(key, "<unset>")

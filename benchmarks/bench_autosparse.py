@@ -32,7 +32,7 @@ from sparsepai.autosparse import Predictor, ccc_report, irp, train_predictor  # 
 from sparsepai.autosparse.plot import plot_learned_function  # noqa: E402
 from sparsepai.data import load_dataset, loader  # noqa: E402
 from sparsepai.models import get_model  # noqa: E402
-from sparsepai.train import TrainConfig, train  # noqa: E402
+from sparsepai.recipes.train import TrainConfig, train  # noqa: E402
 
 FEATURE_SETS = {"param+grad": ("param", "grad"), "param": ("param",), "grad": ("grad",)}
 BASELINES = ("snip", "prospr", "magnitude", "random")

@@ -11,7 +11,7 @@ Then the time ``sp.slim`` takes for torchvision's ResNet-50 (graph analysis plus
 accuracy after a short training on the MNIST test split (../shared/data/mnist: the first 2,000
 of its 8,000 training images, 2 epochs, evaluated on the 2,000 held out) for the same two
 models shrunk to fit (1 input channel, 10 classes, images zero-padded to 32x32), each slim model
-trained with plain torch.optim.SGD (sparsepai.train with no masks).
+trained with plain torch.optim.SGD (sparsepai.recipes.train with no masks).
 
 ProsPr masks need data: the timing masks are scored on MNIST images padded to 32x32 and
 repeated over 3 channels (there is no CIFAR on this machine); they decide only how many
@@ -282,7 +282,7 @@ def accuracy(args, res, names, sparsities):
 
     import sparsepai as sp
     from sparsepai.models import get_model
-    from sparsepai.train import TrainConfig, train
+    from sparsepai.recipes.train import TrainConfig, train
 
     # ---- accuracy after a short training, models shrunk to fit (MNIST, 1 channel, 32x32)
     full, test_set = mnist(32, 1)

@@ -14,13 +14,15 @@ _LAZY = {
     "kth_largest": "sparsepai.ops.topk",
     "TopkResult": "sparsepai.ops.topk",
     "has_extension": "sparsepai._ext",
-    "apply_masks": "sparsepai.masking",
+    "apply_masks": "sparsepai.masks.apply",
+    "save_masks": "sparsepai.masks.io",
+    "load_masks": "sparsepai.masks.io",
     "score": "sparsepai.pruning.api",
     "prune": "sparsepai.pruning.api",
     "slim": "sparsepai.structured.slim",
 }
-_SUBMODULES = ("autosparse", "data", "models", "ops", "optim", "pruning", "structured",
-               "triton")
+_SUBMODULES = ("autosparse", "data", "masks", "models", "ops", "optim", "pruning", "recipes",
+               "structured", "triton")
 
 __all__ = sorted(list(_LAZY) + list(_SUBMODULES))
 

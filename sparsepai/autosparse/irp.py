@@ -4,7 +4,7 @@ rewind the survivors to their initial values, repeat; a weight's survival score 
 rounds it survived.
 
 Crash safety: the masks after every round go to their own file, written atomically (see
-``_io.py``), and a round depends only on the initial state, the previous round's mask and seeds
+``sparsepai/_io.py``), and a round depends only on the initial state, the previous round's mask and seeds
 derived from ``(seed, round, epoch)``. A run killed at any moment and started again with the same
 arguments skips the finished rounds, redoes the interrupted one from its start and writes the
 same bytes as an uninterrupted run (same machine, same thread count: float summation order).
@@ -21,7 +21,7 @@ import os
 import torch
 from tqdm.auto import tqdm
 
-from sparsepai.autosparse import _io
+from sparsepai import _io
 from sparsepai.autosparse.dataset import FORMAT, VERSION, IRPDataset, round_path
 from sparsepai.pruning.base import check_finite, default_loss, prunable_names
 from sparsepai.pruning.iterative import top_masks
@@ -308,7 +308,7 @@ def _run(model, names, data, loss_fn, cfg, directory, fp, progress) -> IRPDatase
             cfg.grad_batches)
         tensors = {f"state/{k}": v for k, v in init.items()}
         tensors.update({f"grad/{n}": g for n, g in grads.items()})
-        _io.atomic_save_tensors(init_path, tensors, {"grad_samples": grad_samples})
+        _io.save_tensors(init_path, tensors, {"grad_samples": grad_samples})
     os.makedirs(os.path.join(directory, "masks"), exist_ok=True)
 
     work = copy.deepcopy(model)
@@ -327,7 +327,7 @@ def _run(model, names, data, loss_fn, cfg, directory, fp, progress) -> IRPDatase
         new = top_masks(scores, names, schedule[r - 1])
         assert all(not bool((new[n] & ~mask[n]).any()) for n in names)  # never revives
         mask = new
-        _io.atomic_save_tensors(round_path(directory, r), mask,
+        _io.save_tensors(round_path(directory, r), mask,
                                 {"round": r, "kept": schedule[r - 1], "train_loss": losses[r]})
         bar.update()
         bar.set_postfix(kept=schedule[r - 1])
@@ -348,7 +348,7 @@ def _finish(directory, names, cfg, fp, schedule, grad_samples):
             survival = {n: torch.zeros(m[n].shape, dtype=torch.int32) for n in names}
         for n in names:
             survival[n] += m[n].to(torch.int32)
-    _io.atomic_save_tensors(os.path.join(directory, "survival.safetensors"), survival,
+    _io.save_tensors(os.path.join(directory, "survival.safetensors"), survival,
                             {"rounds": cfg.rounds})
     _io.atomic_write_json(os.path.join(directory, "dataset.json"), {
         "format": FORMAT, "version": VERSION, "rounds": cfg.rounds, "names": names,

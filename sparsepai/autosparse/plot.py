@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from sparsepai import _io
+
 
 def _binned(x, y, bins=30):
     edges = torch.quantile(x, torch.linspace(0, 1, bins + 1, dtype=x.dtype))
@@ -82,6 +84,6 @@ def plot_learned_function(predictor, path: str, dataset=None, extent: float = 3.
                      f"{predictor.config.backbone}", transform=axes[0].transAxes)
     fig.suptitle(f"AutoSparse predictor ({predictor.config.backbone}, features {list(feats)})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _io.save_figure(path, fig, dpi=110)
     plt.close(fig)
     return path

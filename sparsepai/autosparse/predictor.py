@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
 import warnings
 
 import torch
 from torch import nn
 
-from sparsepai.autosparse import _io
+from sparsepai import _io
 
 FEATURES = ("param", "grad")
 BACKBONES = ("mlp", "resnet18", "vgg19")
@@ -370,7 +368,7 @@ class Predictor:
         meta = {"kind": KIND, "format_version": FORMAT_VERSION,
                 "config": dataclasses.asdict(self.config),
                 "seen_layer_types": list(self.seen_layer_types), "history": self.history}
-        _io.atomic_save_tensors(path, dict(self.net.state_dict()), meta)
+        _io.save_tensors(path, dict(self.net.state_dict()), meta)
 
     @classmethod
     def load(cls, path: str, device="cpu") -> "Predictor":
@@ -380,21 +378,9 @@ class Predictor:
             FileNotFoundError: no file. ValueError: the file is corrupt, truncated, not a
             predictor, from another format version, or its tensors do not fit its config.
         """
-        from safetensors import safe_open
-
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"predictor file {path!r} not found")
-        try:
-            with safe_open(path, "pt", device="cpu") as f:
-                raw = (f.metadata() or {}).get("sparsepai")
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for bad headers/sizes
-            raise ValueError(f"{path}: not a readable predictor file (corrupt or truncated?): "
-                             f"{e}") from None
-        try:
-            meta = json.loads(raw) if raw is not None else {}
-        except json.JSONDecodeError:
-            meta = {}
+        # a corrupt or truncated file is a ValueError ('corrupt or truncated'), a missing one a
+        # FileNotFoundError, both naming the path
+        state, meta = _io.read_tensors(path, "predictor")
         if meta.get("kind") != KIND:
             raise ValueError(f"{path}: not a sparsepai AutoSparse predictor file")
         if meta.get("format_version") != FORMAT_VERSION:

@@ -82,6 +82,9 @@ def _mnist(root, download):
         x = norm(_read_idx(test_x)).unsqueeze(1)
         y = _read_idx(test_y).long()
         return TensorDataset(x[:8000], y[:8000]), TensorDataset(x[8000:], y[8000:]), info
+    if not train_x and not download and not os.path.isdir(os.path.join(root, "MNIST", "raw")):
+        raise _missing("mnist", os.path.join(root, "t10k-images-idx3-ubyte"),
+                       "the IDX files (t10k-*, and train-* for the full dataset)", True)
     import torchvision
 
     tf = torchvision.transforms

@@ -59,6 +59,9 @@ def _check_args(scores, k, nan, op):
             )
         if s.layout != torch.strided:
             raise ValueError(f"sparsepai.{op}: scores[{i}] must be a dense (strided) tensor")
+        if s.device.type == "meta":
+            raise ValueError(f"sparsepai.{op}: scores[{i}] is on the meta device: it holds no "
+                             "values to rank")
     # Ranking is not differentiable: detached views keep autograd out of the ops (no copy).
     scores = [s.detach() for s in scores]
     if isinstance(k, bool) or isinstance(k, float):
@@ -73,6 +76,11 @@ def _check_args(scores, k, nan, op):
     if nan not in NAN_MODES:
         raise ValueError(f"sparsepai.{op}: nan must be 'error', 'low' or 'high', got {nan!r}")
     return scores, k
+
+
+def _check_largest(largest, op):
+    if not isinstance(largest, bool):
+        raise TypeError(f"sparsepai.{op}: largest must be True or False, got {largest!r}")
 
 
 def _check_k(k, n, op):
@@ -119,6 +127,7 @@ def topk_mask(
         dtype of the scores (their dtype, or float32/float64 for mixed dtypes).
     """
     scores, k = _check_args(scores, k, nan, "topk_mask")
+    _check_largest(largest, "topk_mask")
     if group is not None:
         from sparsepai.ops.topk_dist import topk_distributed
 
@@ -148,6 +157,7 @@ def kth_largest(
     ``largest=False`` gives the k-th smallest. Same arguments and rules as :func:`topk_mask`.
     """
     scores, k = _check_args(scores, k, nan, "kth_largest")
+    _check_largest(largest, "kth_largest")
     if group is not None:
         from sparsepai.ops.topk_dist import topk_distributed
 

@@ -16,9 +16,8 @@ import torch
 
 from sparsepai._ext import has_op
 from sparsepai.ops import masked_optim_ref as ref
-from sparsepai.optim.masks import pack_mask, unpack_mask
-
-_MASK_ATTR = "_sparsepai_mask"  # set on parameters by sp.apply_masks
+from sparsepai.masks.apply import MASK_ATTR as _MASK_ATTR
+from sparsepai.masks.bits import pack_mask, unpack_mask
 
 
 def _compact_default(kind: str) -> float:

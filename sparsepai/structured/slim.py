@@ -13,7 +13,6 @@ exactly what the masked dense model computes. The model's own class and ``forwar
 from __future__ import annotations
 
 import copy
-import json
 
 import torch
 from torch import nn
@@ -283,26 +282,21 @@ def _narrow_member(mod, ch, zero):
 
 def save_slim(model: nn.Module, path: str) -> None:
     """Save a slim model: its state_dict and the channel masks that rebuild its structure from
-    the dense architecture, in one safetensors file (no pickle).
+    the dense architecture, in one safetensors file (no pickle), written atomically.
 
     Args:
         model: a model returned by :func:`slim`.
-        path: the ``.safetensors`` file to write (atomically).
+        path: the ``.safetensors`` file to write (missing folders are created).
     """
-    import os
-
-    from safetensors.torch import save_file
+    from sparsepai import _io
 
     masks = getattr(model, SLIM_ATTR, None)
     if masks is None:
         raise ValueError("save_slim: the model was not made by sp.slim (no channel masks)")
-    tensors = {f"state.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tensors.update({f"mask.{k}": v.to(torch.uint8).contiguous() for k, v in masks.items()})
-    meta = {"format": FORMAT, "model_class": type(model).__name__,
-            "masks": json.dumps(sorted(masks))}
-    tmp = f"{path}.tmp"
-    save_file(tensors, tmp, metadata=meta)
-    os.replace(tmp, path)
+    tensors = {f"state.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"mask.{k}": v.to(torch.uint8) for k, v in masks.items()})
+    _io.save_tensors(path, tensors, {"format": FORMAT, "model_class": type(model).__name__,
+                                     "masks": sorted(masks)})
 
 
 def load_slim(path: str, model: nn.Module) -> nn.Module:
@@ -314,20 +308,22 @@ def load_slim(path: str, model: nn.Module) -> nn.Module:
 
     Returns:
         The slim model with the saved weights.
-    """
-    from safetensors import safe_open
 
-    with safe_open(path, "pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"load_slim: {path} is not a sparsepai slim model (format "
-                             f"{meta.get('format')!r}, expected {FORMAT!r})")
-        if meta.get("model_class") != type(model).__name__:
-            raise ValueError(f"load_slim: {path} holds a slim {meta.get('model_class')}, the "
-                             f"model given is a {type(model).__name__}")
-        keys = list(f.keys())
-        masks = {k[5:]: f.get_tensor(k).bool() for k in keys if k.startswith("mask.")}
-        state = {k[6:]: f.get_tensor(k) for k in keys if k.startswith("state.")}
+    Raises:
+        FileNotFoundError: no such file. ValueError: a truncated, corrupt or non-safetensors
+            file, not a slim model, or one of another architecture; naming ``path``.
+    """
+    from sparsepai import _io
+
+    tensors, meta = _io.read_tensors(path, "slim model")
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"load_slim: {path} is not a sparsepai slim model (format "
+                         f"{meta.get('format')!r}, expected {FORMAT!r})")
+    if meta.get("model_class") != type(model).__name__:
+        raise ValueError(f"load_slim: {path} holds a slim {meta.get('model_class')}, the "
+                         f"model given is a {type(model).__name__}")
+    masks = {k[5:]: v.bool() for k, v in tensors.items() if k.startswith("mask.")}
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("state.")}
     out = slim(model, masks)
     out.load_state_dict(state)
     return out

@@ -9,7 +9,8 @@ import os
 import pytest
 import torch
 
-from sparsepai.autosparse import IRPDataset, _io, irp, remaining_schedule
+from sparsepai import _io
+from sparsepai.autosparse import IRPDataset, irp, remaining_schedule
 from tests.autosparse.helpers import folder_bytes, tiny_conv, tiny_data, tiny_model
 
 IRP = dict(rounds=3, epochs_per_round=1, prune_fraction=0.4, batch_size=16, progress=False)

@@ -1,4 +1,5 @@
-"""Training and evaluation of a (masked) network: the loop the experiments share."""
+"""Training and evaluation of a (masked) network: the loop the recipes and the command line
+share."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import dataclasses
 
 import torch
 from tqdm.auto import tqdm
+
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +24,17 @@ class TrainConfig:
     weight_decay: float = 5e-4
     cosine: bool = True
     seed: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"TrainConfig: {name} must be an int >= 1, got {v!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"TrainConfig: optimizer must be one of {OPTIMIZERS}, got "
+                             f"{self.optimizer!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig: lr must be > 0, got {self.lr!r}")
 
 
 @torch.no_grad()
@@ -52,21 +66,20 @@ def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
     Returns:
         ``{"test_acc": float, "train_loss": [per epoch], "test_acc_curve": [per epoch]}``.
     """
-    import sparsepai as sp
     from sparsepai.data import loader
+    from sparsepai.masks.apply import apply_masks
+    from sparsepai.optim.masked import MaskedAdamW, MaskedSGD
 
     if masks:
-        sp.apply_masks(model, masks)
+        apply_masks(model, masks)
     params = model.named_parameters()
     wmasks = masks or {}
     if cfg.optimizer == "sgd":
-        opt = sp.optim.MaskedSGD(params, wmasks, lr=cfg.lr, momentum=cfg.momentum,
-                                 weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adamw":
-        opt = sp.optim.MaskedAdamW(params, wmasks, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+        opt = MaskedSGD(params, wmasks, lr=cfg.lr, momentum=cfg.momentum,
+                        weight_decay=cfg.weight_decay)
+    else:  # TrainConfig checked the name
+        opt = MaskedAdamW(params, wmasks, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
              if cfg.cosine else None)
     losses, curve = [], []
     bar = tqdm(range(cfg.epochs), desc="train", leave=False, disable=not progress)
@@ -87,5 +100,4 @@ def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
         losses.append(total / max(1, n))
         curve.append(evaluate(model, test_set))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{curve[-1]:.3f}")
-    return {"test_acc": curve[-1] if curve else evaluate(model, test_set),
-            "train_loss": losses, "test_acc_curve": curve}
+    return {"test_acc": curve[-1], "train_loss": losses, "test_acc_curve": curve}

@@ -1,0 +1,184 @@
+"""Every file sparsepai writes goes through here: safetensors (never pickle) with JSON metadata,
+or JSON, written crash-safe and read back with errors that name the file.
+
+Writes go to a temporary file in the same folder, are fsynced, renamed over the final name and
+the folder fsynced, so a reader (or a resumed run) sees the old file or the complete new one,
+never a torn one. Files are created with mode ``0o666`` less the umask (``0644`` by default),
+like any file a program writes; safetensors' own ``save_file`` makes them ``0600``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+TMP_SUFFIX = ".tmp"
+# the one safetensors metadata key we use; its value is a JSON object
+META_KEY = "sparsepai"
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename inside the folder ``path`` durable (POSIX: the entry lives in the folder)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder.
+
+    Args:
+        path: the final file; missing folders are created.
+        data: the whole content.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + TMP_SUFFIX  # a fixed name: a write cut by a crash is replaced by the retry
+    try:
+        os.unlink(tmp)  # a stale one may carry another mode
+    except FileNotFoundError:
+        pass
+    # O_EXCL with mode 0o666: the kernel applies the umask, as for open(path, "w")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_write_json(path: str, obj) -> None:
+    """``obj`` as indented JSON, atomically; sorted keys, so the same object gives the same
+    bytes."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def save_tensors(path: str, tensors: dict, meta: dict | None = None) -> None:
+    """Write ``{name: tensor}`` as safetensors with ``meta`` as JSON, atomically.
+
+    Args:
+        path: the file to write.
+        tensors: tensors on any device (copied to the CPU, made contiguous).
+        meta: a JSON-serialisable dict, stored under the metadata key ``"sparsepai"``.
+    """
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                metadata={META_KEY: json.dumps(meta or {}, sort_keys=True)})
+    atomic_write_bytes(path, data)
+
+
+def save_figure(path: str, fig, dpi: int = 120) -> None:
+    """A matplotlib figure to ``path`` atomically, in the format its extension names (png if
+    none)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=os.path.splitext(path)[1][1:] or "png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _open_error(path: str, what: str, exc: Exception) -> ValueError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ValueError(f"{path}: not a readable {what} file (corrupt or truncated, or not "
+                      f"safetensors: {reason})")
+
+
+def _check_exists(path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such {what} file")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder, not a {what} file")
+
+
+def _parse_meta(path: str, raw: dict | None) -> dict:
+    text = (raw or {}).get(META_KEY, "{}")
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: its {META_KEY!r} metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: its {META_KEY!r} metadata is a {type(meta).__name__}, "
+                         "not a JSON object")
+    return meta
+
+
+def read_tensors(path: str, what: str = "safetensors") -> tuple[dict, dict]:
+    """Read a file written by :func:`save_tensors`.
+
+    Args:
+        path: the file.
+        what: what the file should be, for error messages (e.g. ``"mask"``).
+
+    Returns:
+        ``(tensors, meta)``: ``{name: CPU tensor}`` and the metadata dict (``{}`` if none).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a folder, or a truncated, corrupt or non-safetensors file, or metadata that
+            is not a JSON object; the message names ``path`` and the problem.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    _check_exists(path, what)
+    try:
+        with safe_open(path, "pt") as f:
+            raw = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise _open_error(path, what, exc) from None
+    return tensors, _parse_meta(path, raw)
+
+
+def read_meta(path: str, what: str = "safetensors") -> dict:
+    """The metadata dict of a file written by :func:`save_tensors`, without reading tensors;
+    same errors as :func:`read_tensors`."""
+    from safetensors import SafetensorError, safe_open
+
+    _check_exists(path, what)
+    try:
+        with safe_open(path, "pt") as f:
+            raw = f.metadata()
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise _open_error(path, what, exc) from None
+    return _parse_meta(path, raw)
+
+
+def check_writable(path: str, *, folder: bool = False) -> None:
+    """Check, before any work, that ``path`` can be written, creating nothing that stays.
+
+    Args:
+        path: a file to be written (its folder may not exist yet), or with ``folder=True`` a
+            folder to be created or written into.
+
+    Raises:
+        ValueError: naming ``path`` and why it cannot be written (a file where a folder is
+            needed or the other way round, or a folder that refuses new files).
+    """
+    target = os.path.abspath(path)
+    if folder and os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(f"{path}: exists and is not a folder")
+    if not folder and os.path.isdir(target):
+        raise ValueError(f"{path}: is a folder, not a file")
+    probe = target if folder else os.path.dirname(target)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ValueError(f"{path}: cannot be written, {probe} is a file, not a folder")
+    # try it: os.access says yes to root and knows nothing of read-only mounts
+    tmp = os.path.join(probe, f".sparsepai-probe-{os.getpid()}{TMP_SUFFIX}")
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(tmp)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be written ({exc.strerror} in {probe})") from None
+
+
+def remove_stale_tmp(directory: str) -> None:
+    """Delete temporary files left in ``directory`` by a write that a crash interrupted."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            if name.endswith(TMP_SUFFIX):
+                os.remove(os.path.join(root, name))

@@ -1,0 +1,42 @@
+"""``sparsepai sweep``: methods x sparsities x seeds, pruned, trained and evaluated; resumable
+in the same folder with the same settings."""
+
+from __future__ import annotations
+
+from sparsepai.cli import common
+
+HELP = "methods x sparsities x seeds, trained and evaluated"
+DESCRIPTION = ("The demo's comparison for any model and dataset. Run again with the same "
+               "settings to resume; a folder holding a sweep of other settings is refused.")
+
+
+def add_arguments(p, *, seeds=(0, 1, 2), out: str = "sparsepai-sweep") -> None:
+    from sparsepai.recipes.sweep import ALL_METHODS
+
+    common.add_model_data(p)
+    common.add_train(p)
+    p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), help="methods (all)")
+    p.add_argument("--sparsities", nargs="+", type=common.sparsity,
+                   default=[0.9, 0.95, 0.98, 0.99], help="sparsities (0.9 0.95 0.98 0.99)")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(seeds),
+                   help=f"seeds {list(seeds)}")
+    p.add_argument("--out", default=out, help=f"results folder ({out})")
+
+
+def run(args) -> int:
+    from sparsepai.recipes.report import table
+    from sparsepai.recipes.sweep import SweepConfig, check_config, check_out_dir, run_sweep
+
+    common.check_model_data(args)
+    cfg = SweepConfig(model=args.model, dataset=args.dataset, data_root=args.data_root,
+                      methods=tuple(args.methods), sparsities=tuple(args.sparsities),
+                      seeds=tuple(args.seeds), train=common.train_config(args))
+    try:
+        check_config(cfg)
+        check_out_dir(cfg, args.out)
+    except ValueError as exc:
+        raise common.UsageError(str(exc)) from None
+    rows = run_sweep(cfg, args.out)
+    print(table(rows, cfg))
+    print(f"\nresults, config and plot in {args.out}/")
+    return 0

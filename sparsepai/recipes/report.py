@@ -1,0 +1,105 @@
+"""A sweep's report: the accuracy table, CSV/JSON of every run and a plot of accuracy against
+sparsity (one line per method, like Figure 2 of the ProsPr paper)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import statistics
+from typing import TYPE_CHECKING
+
+from sparsepai import _io
+
+if TYPE_CHECKING:
+    from sparsepai.recipes.sweep import SweepConfig
+
+CSV_FIELDS = ("method", "sparsity", "seed", "test_acc", "prune_seconds", "kept", "prunable",
+              "train_loss", "rounds")
+
+
+def summarize(rows):
+    """{(method, sparsity): (mean acc, std acc, n)}."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["sparsity"]), []).append(r["test_acc"])
+    return {k: (statistics.mean(v), statistics.pstdev(v) if len(v) > 1 else 0.0, len(v))
+            for k, v in groups.items()}
+
+
+def table(rows, cfg: SweepConfig) -> str:
+    s = summarize(rows)
+    w = max([11] + [len(m) + 1 for m in cfg.methods])
+    head = f"{'method':<{w}}" + "".join(f"{100 * x:>14.1f}%" for x in cfg.sparsities)
+    lines = [f"test accuracy (%), mean +- std over seeds {list(cfg.seeds)}; columns: sparsity",
+             head]
+    if ("dense", 0.0) in s:
+        m, sd, _ = s[("dense", 0.0)]
+        lines.append(f"{'dense':<{w}}" + f"{100 * m:>9.2f} +- {100 * sd:.2f}  (no pruning)")
+    for method in cfg.methods:
+        cells = []
+        for x in cfg.sparsities:
+            v = s.get((method, x))
+            cells.append(f"{100 * v[0]:>9.2f} +-{100 * v[1]:>4.1f}" if v else f"{'-':>15}")
+        lines.append(f"{method:<{w}}" + "".join(cells))
+    short = sorted({f"{k[0]} ({v[2]} of {len(cfg.seeds)})" for k, v in s.items()
+                    if (k[0] in cfg.methods or k[0] == "dense") and v[2] < len(cfg.seeds)})
+    if short:
+        lines.append("fewer runs than seeds (runs of seeds): " + ", ".join(short))
+    return "\n".join(lines)
+
+
+def write_summary(rows, cfg: SweepConfig, out_dir: str, command: str | None = None):
+    """Write ``results.csv``, ``results.json``, ``table.txt`` and ``accuracy_vs_sparsity.png``
+    into ``out_dir`` (each atomically).
+
+    Args:
+        rows: the result rows of every run.
+        cfg: the sweep's config.
+        out_dir: an existing folder.
+        command: the command line, recorded in results.json.
+    """
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=list(CSV_FIELDS))
+    w.writeheader()
+    w.writerows(rows)
+    _io.atomic_write_bytes(os.path.join(out_dir, "results.csv"), text.getvalue().encode())
+    s = summarize(rows)
+    _io.atomic_write_bytes(os.path.join(out_dir, "results.json"), json.dumps({
+        "command": command, "config": dataclasses.asdict(cfg),
+        "summary": [{"method": k[0], "sparsity": k[1], "mean_acc": v[0], "std_acc": v[1],
+                     "runs": v[2]} for k, v in sorted(s.items())],
+        "runs": rows}, indent=1).encode())
+    _io.atomic_write_bytes(os.path.join(out_dir, "table.txt"), (table(rows, cfg) + "\n").encode())
+    plot(rows, cfg, os.path.join(out_dir, "accuracy_vs_sparsity.png"))
+
+
+def plot(rows, cfg: SweepConfig, path: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = summarize(rows)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    xs = [100 * (1 - x) for x in cfg.sparsities]  # percent of weights remaining
+    for method in cfg.methods:
+        pts = [(x, s[(method, sp_)]) for x, sp_ in zip(xs, cfg.sparsities) if (method, sp_) in s]
+        if pts:
+            ax.errorbar([p[0] for p in pts], [100 * p[1][0] for p in pts],
+                        yerr=[100 * p[1][1] for p in pts], marker="o", capsize=3, label=method)
+    if ("dense", 0.0) in s:
+        ax.axhline(100 * s[("dense", 0.0)][0], color="k", ls="--", lw=1, label="dense")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{x:g}%" for x in xs])
+    ax.set(xlabel="weights remaining", ylabel="test accuracy (%)",
+           title=f"{cfg.model} on {cfg.dataset}: pruning at initialization")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _io.save_figure(path, fig, dpi=120)
+    plt.close(fig)

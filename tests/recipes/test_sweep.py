@@ -1,0 +1,86 @@
+"""Sweeps resume only runs of identical settings, check everything before any work, and keep
+every row of their log even after a line was cut mid-write."""
+
+import json
+import os
+
+import pytest
+
+from sparsepai.recipes import sweep
+from sparsepai.recipes.sweep import SweepConfig, append_row, check_out_dir, load_rows, run_sweep
+from sparsepai.recipes.train import TrainConfig
+
+CFG = SweepConfig(model="smallconv", methods=("magnitude",), sparsities=(0.9,), seeds=(0,),
+                  train=TrainConfig(epochs=1, optimizer="sgd"))
+
+
+def _folder_with(tmp_path, cfg):
+    import dataclasses
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    (out / "runs.jsonl").write_text(json.dumps({"method": "magnitude", "sparsity": 0.9,
+                                                "seed": 0, "test_acc": 0.5}) + "\n")
+    return out
+
+
+def test_other_settings_are_refused(tmp_path, monkeypatch):
+    import dataclasses
+
+    out = _folder_with(tmp_path, CFG)
+    check_out_dir(CFG, str(out))  # identical: resumable
+    other = dataclasses.replace(CFG, model="lenet5",
+                                train=dataclasses.replace(CFG.train, optimizer="adamw"))
+    # the old rows must not be relabelled as lenet5/AdamW results: refused before any work
+    monkeypatch.setattr(sweep, "run_one", _boom)
+    monkeypatch.setattr("sparsepai.data.load_dataset", _boom)
+    with pytest.raises(ValueError) as e:
+        run_sweep(other, str(out), progress=False)
+    msg = str(e.value)
+    assert "holds a sweep with other settings" in msg and len(msg.splitlines()) == 1
+    assert "model: 'smallconv' there, 'lenet5' now" in msg
+    assert "train.optimizer: 'sgd' there, 'adamw' now" in msg
+    assert sorted(os.listdir(out)) == ["config.json", "runs.jsonl"]
+
+
+def test_runs_without_config_are_refused(tmp_path):
+    out = _folder_with(tmp_path, CFG)
+    os.remove(out / "config.json")
+    with pytest.raises(ValueError, match="holds runs.jsonl but no config.json"):
+        check_out_dir(CFG, str(out))
+
+
+def _boom(*a, **k):
+    raise AssertionError("work started before the sweep's settings were checked")
+
+
+def test_bad_methods_fail_before_any_training(tmp_path, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(sweep, "run_one", _boom)
+    monkeypatch.setattr("sparsepai.data.load_dataset", _boom)
+    bogus = dataclasses.replace(CFG, methods=("magnitude", "bogus"))
+    with pytest.raises(ValueError, match="sweep: unknown pruning method 'bogus'; valid methods"):
+        run_sweep(bogus, str(tmp_path / "out"), progress=False)
+    labelled = dataclasses.replace(CFG, methods=("lt",), method_options=(("lt", "nope", {}),))
+    with pytest.raises(ValueError, match="label 'lt': unknown pruning method 'nope'"):
+        run_sweep(labelled, str(tmp_path / "out"), progress=False)
+    with pytest.raises(ValueError, match="unknown model 'nosuch'"):
+        run_sweep(dataclasses.replace(CFG, model="nosuch"), str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=r"sparsities must be in \[0, 1\)"):
+        run_sweep(dataclasses.replace(CFG, sparsities=(1.0,)), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cut_line_does_not_swallow_the_next_row(tmp_path):
+    log = str(tmp_path / "runs.jsonl")
+    first = {"method": "snip", "sparsity": 0.9, "seed": 0, "test_acc": 0.8}
+    second = {"method": "snip", "sparsity": 0.95, "seed": 0, "test_acc": 0.7}
+    append_row(log, first)
+    with open(log, "a") as f:  # a crash mid-write: half a row, no newline
+        f.write(json.dumps(second)[:20])
+    append_row(log, second)
+    assert load_rows(log) == [first, second]
+    append_row(log, first)  # a clean file gets no blank lines
+    assert open(log).read().count("\n\n") == 0 and load_rows(log) == [first, second, first]

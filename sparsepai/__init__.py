@@ -19,8 +19,8 @@ _LAZY = {
     "prune": "sparsepai.pruning.api",
     "slim": "sparsepai.structured.slim",
 }
-_SUBMODULES = ("autosparse", "data", "models", "ops", "optim", "pruning", "structured",
-               "triton")
+_SUBMODULES = ("autosparse", "data", "distributed", "models", "ops", "optim", "pruning",
+               "structured", "triton")
 
 __all__ = sorted(list(_LAZY) + list(_SUBMODULES))
 

@@ -178,8 +178,9 @@ def _config(method, options):
 
 def score_sharded(model, method, data, loss_fn, group, options) -> dict:
     """``sp.score(..., group=)`` for a sharded model: ``{name: DTensor scores}``."""
-    from sparsepai.pruning.base import prunable_names
+    from sparsepai.pruning.base import default_loss, prunable_names
 
+    loss_fn = default_loss(loss_fn)
     options = dict(options)
     names = prunable_names(model, options.pop("prunable", None))
     cfg = _config(method, options)
@@ -195,8 +196,9 @@ def prune_sharded(model, method, sparsity, data, loss_fn, group, options) -> dic
     import torch.distributed as dist
 
     from sparsepai.ops.topk import topk_mask
-    from sparsepai.pruning.base import keep_count, prunable_names
+    from sparsepai.pruning.base import default_loss, keep_count, prunable_names
 
+    loss_fn = default_loss(loss_fn)
     options = dict(options)
     for opt in ("scope", "min_per_layer"):
         if opt in options:

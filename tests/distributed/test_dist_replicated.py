@@ -1,6 +1,7 @@
 """sp.score / sp.prune(group=) on a replicated model with 3 gloo processes: every rank's masks
 equal one process's on the concatenation of all ranks' batches (per batch index), for every
-method; DDP-wrapped models; structured pruning."""
+method; DDP-wrapped models; structured pruning; ranks called with different arguments (or
+holding different weights) all raise the same clear error instead of hanging."""
 
 import pytest
 import torch
@@ -80,6 +81,35 @@ def _worker(rank):
     got = sp.prune(model, "snip", 0.5, mine, structured=True, group=group)
     want = sp.prune(model, "snip", 0.5, everything, structured=True)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    # the test can fail: without group= the ranks' masks differ from the oracle's
+    local = sp.prune(model, "snip", SPARSITY, mine)
+    assert not all(torch.equal(local[n], m) for n, m in
+                   sp.prune(model, "snip", SPARSITY, everything).items())
+    _mismatches(rank, model, mine)
+
+
+def _raises_everywhere(match, fn):
+    try:
+        fn()
+    except ValueError as e:
+        assert match in str(e), str(e)
+    else:
+        raise AssertionError(f"expected ValueError ({match})")
+
+
+def _mismatches(rank, model, mine):
+    group = dist.group.WORLD
+    _raises_everywhere("same sparsity", lambda: sp.prune(
+        model, "snip", 0.5 + 0.1 * (rank == 1), mine, group=group))
+    _raises_everywhere("same method", lambda: sp.prune(
+        model, "snip" if rank else "grasp", 0.5, mine, group=group))
+    _raises_everywhere("same options", lambda: sp.score(
+        model, "snip", mine, group=group, batches=1 + (rank == 2)))
+    other = _net() if rank != 2 else torch.nn.Sequential(*_net()[:-1], torch.nn.Linear(54, 5))
+    _raises_everywhere("model weights", lambda: sp.prune(
+        other.double(), "magnitude", 0.5, group=group))
+    _raises_everywhere("same k", lambda: sp.topk_mask(
+        [torch.rand(10)], 3 + rank, group=group))
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")

@@ -72,31 +72,40 @@ def averaging(group):
         _GROUP.reset(token)
 
 
+_MARK = "_sparsepai_synced_group"
+
+
 def sync_gradients_of(model: torch.nn.Module) -> torch.nn.Module:
     """Called on every private copy: outside :func:`averaging` it returns ``model`` untouched;
     inside, every call of ``model`` (also through ``torch.func.functional_call``) runs with each
-    parameter passed through :class:`_SyncGrad` (tied parameters once)."""
+    parameter passed through :class:`_SyncGrad` (tied parameters once).
+
+    Hooks, not a wrapped ``forward``: they receive the module, so a deep copy of a synced copy
+    (AutoSparse copies it again) syncs its own parameters; the mark keeps it from syncing twice.
+    """
     group = _GROUP.get()
-    if group is None:
+    if group is None or getattr(model, _MARK, False):
         return model
-    from torch.nn.utils._named_member_accessor import NamedMemberAccessor
-    from torch.nn.utils.stateless import _reparametrize_module
 
-    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
-    accessor = NamedMemberAccessor(model)
-    plain_forward = model.forward
+    def enter(module, args):
+        from torch.nn.utils.stateless import _reparametrize_module
 
-    def forward(*args, **kwargs):
-        # the tensors in place now: the parameters, or what functional_call swapped in
-        current = accessor.get_tensors(names)
         synced: dict = {}
         values = {}
-        for n, t in zip(names, current):
+        # the tensors in place now: the parameters, or what functional_call swapped in
+        for n, t in module.named_parameters(remove_duplicate=False):
             if id(t) not in synced:
                 synced[id(t)] = _SyncGrad.apply(t, group) if t.requires_grad else t
             values[n] = synced[id(t)]
-        with _reparametrize_module(model, values):
-            return plain_forward(*args, **kwargs)
+        ctx = _reparametrize_module(module, values)
+        ctx.__enter__()
+        module._sparsepai_sync_stack.append(ctx)
 
-    model.forward = forward
+    def leave(module, args, output):
+        module._sparsepai_sync_stack.pop().__exit__(None, None, None)
+
+    model._sparsepai_sync_stack = []
+    model.register_forward_pre_hook(enter)
+    model.register_forward_hook(leave, always_call=True)
+    setattr(model, _MARK, True)
     return model

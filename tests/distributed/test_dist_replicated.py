@@ -47,6 +47,16 @@ CASES = [  # (method, options)
 ]
 
 
+def _predictor():
+    """An untrained AutoSparse predictor (a fixed random net): prediction runs on each rank,
+    on the gradients averaged over the ranks."""
+    from sparsepai.autosparse.predictor import Predictor, PredictorConfig, build_net
+
+    torch.manual_seed(5)
+    cfg = PredictorConfig()
+    return Predictor(build_net(cfg), cfg, seen_layer_types=("Conv2d", "Linear"))
+
+
 def _worker(rank):
     group = dist.group.WORLD
     batches = _all_batches(3)
@@ -54,7 +64,7 @@ def _worker(rank):
     everything = _concat(batches)
     model = _net()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    for method, opts in CASES:
+    for method, opts in CASES + [("autosparse", {"predictor": _predictor()})]:
         got = sp.prune(model, method, SPARSITY, mine, group=group, **opts)
         want = sp.prune(model, method, SPARSITY, everything, **opts)
         assert list(got) == list(want)

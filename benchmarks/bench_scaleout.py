@@ -229,8 +229,9 @@ def main(argv=None):
         for world in (1, 2):
             got = _run(world, tw, ("time",))
             timing[f"{world} rank(s)"] = {k[5:]: v for k, v in got.items()}
+    load = os.getloadavg()[0]  # other jobs share this machine: timings are only indicative
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "python": sys.version.split()[0]},
+                          "python": sys.version.split()[0], "load_average_1min": load},
               "measured": rows, "projection_7B": projection, "timing_s": timing}
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "scaleout.json"), "w") as f:
@@ -250,7 +251,9 @@ def main(argv=None):
               f"{p['gathering all scores to one rank (what we avoid), rank 0 receives']:,.0f} |"
               for p in projection]
     if timing:
-        lines += ["", f"Wall time (median of 3, s), MLP of {timing['N']:,} weights:", ""]
+        lines += ["", f"Wall time (median of 3, s), MLP of {timing['N']:,} weights, "
+                  f"{os.cpu_count()} CPUs, 1-minute load average {load:.1f} (shared machine):",
+                  ""]
         for k in ("1 rank(s)", "2 rank(s)"):
             lines.append(f"- {k}: " + ", ".join(f"{a} {b:.3f}" for a, b in timing[k].items()))
     text = "\n".join(lines)

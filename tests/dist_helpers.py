@@ -4,6 +4,7 @@ import os
 import socket
 from datetime import timedelta
 
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -17,6 +18,7 @@ def _free_port():
 def _entry(rank, world, port, body, results, timeout):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)  # the ranks share the machine's cores: no oversubscription
     # every collective is bounded: a rank left waiting fails instead of hanging the test
     dist.init_process_group("gloo", rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout))

@@ -120,6 +120,11 @@ def _mismatches(rank, model, mine):
         other.double(), "magnitude", 0.5, group=group))
     _raises_everywhere("same k", lambda: sp.topk_mask(
         [torch.rand(10)], 3 + rank, group=group))
+    try:
+        sp.prune(model, "magnitude", 0.5, group="WORLD")
+        raise AssertionError("expected TypeError for group='WORLD'")
+    except TypeError as e:
+        assert "group must be a torch.distributed ProcessGroup" in str(e)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")

@@ -21,8 +21,8 @@ _LAZY = {
     "prune": "sparsepai.pruning.api",
     "slim": "sparsepai.structured.slim",
 }
-_SUBMODULES = ("autosparse", "data", "masks", "models", "ops", "optim", "pruning", "recipes",
-               "structured", "triton")
+_SUBMODULES = ("autosparse", "data", "distributed", "masks", "models", "ops", "optim",
+               "pruning", "recipes", "structured", "triton")
 
 __all__ = sorted(list(_LAZY) + list(_SUBMODULES))
 

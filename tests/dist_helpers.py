@@ -2,7 +2,9 @@
 
 import os
 import socket
+from datetime import timedelta
 
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -13,10 +15,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _entry(rank, world, port, body, results):
+def _entry(rank, world, port, body, results, timeout):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)  # the ranks share the machine's cores: no oversubscription
+    # every collective is bounded: a rank left waiting fails instead of hanging the test
+    dist.init_process_group("gloo", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=timeout))
     try:
         body(rank)
         results[rank] = "ok"
@@ -27,11 +32,13 @@ def _entry(rank, world, port, body, results):
         dist.destroy_process_group()
 
 
-def run_ranks(body, world=2):
+def run_ranks(body, world=2, timeout=60):
     """Runs body(rank) in `world` processes of one gloo group; returns {rank: 'ok' or error}.
 
-    body must be a module-level function (it is pickled into the spawned processes).
+    body must be a module-level function (it is pickled into the spawned processes); every
+    collective times out after `timeout` seconds.
     """
     results = mp.Manager().dict()
-    mp.spawn(_entry, args=(world, _free_port(), body, results), nprocs=world, join=True)
+    mp.spawn(_entry, args=(world, _free_port(), body, results, timeout), nprocs=world,
+             join=True)
     return dict(results)

@@ -127,7 +127,9 @@ def initial_grads(model, names, data, loss_fn, max_batches=None) -> tuple[dict, 
     Returns:
         ``({name: gradient}, samples)``; gradients shaped like their weights.
     """
-    work = copy.deepcopy(model).train()
+    from sparsepai.pruning.base import private_copy
+
+    work = private_copy(model).train()  # (averages gradients under sp.prune(..., group=))
     params = dict(work.named_parameters())
     total = {n: torch.zeros_like(params[n]) for n in names}
     count = 0

@@ -52,7 +52,13 @@ def topk_distributed(scores, k, largest, nan, group, want_masks):
     first_nan = int(_local_op(scores, "first_nan", topk_ref.first_nan_ref)) if (
         nan == 0 and scores
     ) else -1
-    info = gather([sum(s.numel() for s in scores), dmask, first_nan])
+    info = gather([sum(s.numel() for s in scores), dmask, first_nan, k, int(largest), nan])
+    for r, row in enumerate(info):  # a rank with other arguments would silently select wrongly
+        if row[3:] != info[0][3:]:
+            raise ValueError(f"sparsepai.topk_mask: every rank of the group must pass the same "
+                             f"k, largest and nan; rank {r} passed (k={row[3]}, "
+                             f"largest={bool(row[4])}, nan={row[5]}), rank 0 (k={info[0][3]}, "
+                             f"largest={bool(info[0][4])}, nan={info[0][5]})")
     n = sum(r[0] for r in info)
     if not 0 <= k <= n:
         raise ValueError(f"sparsepai.topk_mask: k must be in [0, {n}] (all ranks' scores), got {k}")

@@ -20,6 +20,16 @@ from sparsepai.masks.apply import MASK_ATTR as _MASK_ATTR
 from sparsepai.masks.bits import pack_mask, unpack_mask
 
 
+def _local(t):
+    """The local shard of an FSDP2 ``DTensor`` (parameter, gradient, state or mask), which is
+    what the kernels and the packed mask words see; other tensors as they are."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _locals(ts):
+    return [_local(t) for t in ts]
+
+
 def _compact_default(kind: str) -> float:
     """Default ``compact_density``: up to where the compact step measured faster than the
     dense-state one (ResNet-18 shapes, benchmarks/bench_optim.py). With AVX-512 the kernels pack
@@ -46,7 +56,7 @@ class _Masked:
         self._plans = {}  # group index -> cached call lists (see _plan)
         self._words = {}
         for (name, p), m in zip(named, resolved):
-            self._words[p] = None if m is None else pack_mask(m)
+            self._words[p] = None if m is None else pack_mask(_local(m))
         self._zero_pruned()
         self._relayout()
 
@@ -66,7 +76,7 @@ class _Masked:
         weight, which is what makes very sparse models step faster than dense ones.
         """
         words = self._words.get(p)
-        if words is None or p.device.type != "cpu" or p.numel() == 0:
+        if words is None or p.device.type != "cpu" or p.numel() == 0 or hasattr(p, "to_local"):
             return False
         # a fully kept tensor gains nothing (and keeps torch's shapes)
         kept = self._kept_count(p)
@@ -75,7 +85,7 @@ class _Masked:
     def _kept_count(self, p) -> int:
         words = self._words[p]
         if self._kept_counts.get(p, (None,))[0] is not words:  # masks replaced: count again
-            self._kept_counts[p] = (words, int(unpack_mask(words, p.shape).sum()))
+            self._kept_counts[p] = (words, int(unpack_mask(words, _local(p).shape).sum()))
         return self._kept_counts[p][1]
 
     def _new_state(self, p):
@@ -158,17 +168,26 @@ class _Masked:
         for p, words in self._words.items():
             if words is None:
                 continue
-            keep = unpack_mask(words, p.shape)
-            p.masked_fill_(~keep, 0)
+            keep = unpack_mask(words, _local(p).shape)
+            _local(p).masked_fill_(~keep, 0)
             for key in self._state_names():
                 t = self.state.get(p, {}).get(key)
                 if isinstance(t, torch.Tensor) and t.shape == p.shape:
-                    t.masked_fill_(~keep, 0)
+                    _local(t).masked_fill_(~keep, 0)
 
     def masks(self) -> list:
         """The keep-masks (bool, or None for unmasked parameters) in parameter order."""
-        return [None if self._words[p] is None else unpack_mask(self._words[p], p.shape)
-                for _, p in self._named_params()]
+        out = []
+        for _, p in self._named_params():
+            words = self._words[p]
+            m = None if words is None else unpack_mask(words, _local(p).shape)
+            if m is not None and hasattr(p, "to_local"):
+                from torch.distributed.tensor import DTensor
+
+                m = DTensor.from_local(m, p.device_mesh, p.placements, run_check=False,
+                                       shape=p.shape, stride=p.stride())
+            out.append(m)
+        return out
 
     def state_dict(self):
         """torch's state dict (dense state tensors, whatever the internal layout) plus
@@ -219,7 +238,7 @@ class _Masked:
         sd = {k: v for k, v in state_dict.items() if k != "masks"}
         super().load_state_dict(sd)
         if new_masks is not None:
-            self._words = {p: None if m is None else pack_mask(m.to(p.device))
+            self._words = {p: None if m is None else pack_mask(_local(m.to(p.device)))
                            for m, (_, p) in zip(new_masks, named)}
         self._zero_pruned()
         self._relayout()
@@ -229,7 +248,7 @@ class _Masked:
         if hasattr(self, "_words"):  # after construction: new params, masks from their tags
             for p in self.param_groups[-1]["params"]:
                 m = getattr(p, _MASK_ATTR, None)
-                self._words[p] = None if m is None else pack_mask(m)
+                self._words[p] = None if m is None else pack_mask(_local(m))
             self._zero_pruned()
             self._relayout()
 
@@ -378,7 +397,7 @@ class MaskedSGD(_Masked, torch.optim.SGD):
         for gi, group in enumerate(groups):
             plan = self._plan(gi, group, lambda items: self._build_sgd(group, items))
             for ps, ws, bufs, first, kernel in plan:
-                gs = self._grads(ps, group)
+                ps, gs, bufs = _locals(ps), _locals(self._grads(ps, group)), _locals(bufs)
                 args = (group["lr"], group["momentum"], group["dampening"],
                         group["weight_decay"], group["nesterov"], group["maximize"], first)
                 if kernel:
@@ -435,7 +454,8 @@ class MaskedAdamW(_Masked, torch.optim.AdamW):
             plan = self._plan(gi, group, lambda items: self._build_adamw(group, items))
             beta1, beta2 = group["betas"]
             for ps, ws, m, v, vmax, steps_t, kernel in plan:
-                gs = self._grads(ps, group)
+                ps, gs = _locals(ps), _locals(self._grads(ps, group))
+                m, v, vmax = _locals(m), _locals(v), _locals(vmax)
                 torch._foreach_add_(steps_t, 1.0)
                 args = (torch.stack(steps_t).tolist(), group["lr"], beta1, beta2,
                         group["weight_decay"], group["eps"], group["amsgrad"], group["maximize"])

@@ -16,7 +16,8 @@ from sparsepai.pruning.base import (
 )
 
 
-def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, **options) -> dict:
+def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, group=None,
+          **options) -> dict:
     """Saliency of every prunable weight (higher = more important).
 
     Args:
@@ -28,6 +29,10 @@ def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, **opt
         data: an iterable of ``(inputs, targets)`` batches (not needed by random, magnitude,
             synflow with ``input_shape``).
         loss_fn: ``loss_fn(outputs, targets)``, default ``torch.nn.functional.cross_entropy``.
+        group: a ``torch.distributed`` process group; every rank calls with its own ``data``.
+            Replicated models (plain or ``DistributedDataParallel``) get gradients averaged over
+            the group, sharded ones (FSDP2) ``DTensor`` scores of their own shards: see
+            :mod:`sparsepai.distributed.pruning`.
         **options: the method's options, plus ``prunable`` (which weights are scored: names, or a
             predicate; default every Conv/Linear weight).
 
@@ -37,6 +42,10 @@ def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, **opt
     Shapes:
         ``scores[name].shape == dict(model.named_parameters())[name].shape``.
     """
+    if group is not None:
+        from sparsepai.distributed.pruning import score_group
+
+        return score_group(model, method, data, loss_fn, group, options)
     m = get_method(method)
     options = dict(options)
     prunable = options.pop("prunable", None)
@@ -89,11 +98,13 @@ def _threshold(scores: dict, names, keep: int, scope: str, min_per_layer: int) -
 
 
 def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
-          structured: bool = False, loss_fn=None, **options) -> dict:
+          structured: bool = False, loss_fn=None, group=None, **options) -> dict:
     """Keep-masks (bool, True = kept) from :func:`score`, thresholded with ``sp.topk_mask``.
 
     Args:
-        model, method, data, loss_fn: as for :func:`score`.
+        model, method, data, loss_fn, group: as for :func:`score`; with ``group`` every rank
+            gets the same masks (replicated), or ``DTensor`` masks of its shards thresholded
+            globally (sharded).
         sparsity: the fraction of prunable weights removed, in [0, 1). Of the N prunable weights
             exactly ``N - round(sparsity * N)`` are kept.
         structured: channel masks instead: ``{module name: bool (out_channels,)}`` for every
@@ -112,6 +123,10 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
         ``{parameter name: bool mask}`` shaped like the parameters. A layer left with no weight
         raises a warning naming it.
     """
+    if group is not None:
+        from sparsepai.distributed.pruning import prune_group
+
+        return prune_group(model, method, sparsity, data, structured, loss_fn, group, options)
     check_sparsity(sparsity)
     if structured:
         from sparsepai.structured.channels import prune_channels

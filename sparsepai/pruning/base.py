@@ -129,10 +129,12 @@ def make_config(method: Method, options: dict):
 def private_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A deep copy that scoring may change freely: the user's weights, buffers, gradients and
     train/eval mode are never touched."""
+    from sparsepai.distributed.replicated import sync_gradients_of
+
     clone = copy.deepcopy(model)
     for p in clone.parameters():
         p.grad = None
-    return clone
+    return sync_gradients_of(clone)  # under sp.prune(..., group=): gradients averaged
 
 
 def iterate(data: Iterable):

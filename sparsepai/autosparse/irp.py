@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from sparsepai.autosparse import _io
 from sparsepai.autosparse.dataset import FORMAT, VERSION, IRPDataset, round_path
-from sparsepai.pruning.base import check_finite, default_loss, prunable_names
-from sparsepai.pruning.iterative import top_masks
+from sparsepai.masks.threshold import threshold
+from sparsepai.pruning.base import check_finite, default_loss, get_method, prunable_names
 
 CRITERIA = ("magnitude", "snip")
 
@@ -229,19 +229,19 @@ def _train_round(work, init, mask, data, loss_fn, cfg: IRPConfig, r: int, progre
 
 
 def _criterion(work, names, mask, data, loss_fn, cfg: IRPConfig, r: int) -> dict:
-    params = dict(work.named_parameters())
+    # the registered method's scores, on the weights trained this round
+    method = get_method(cfg.criterion)
     if cfg.criterion == "magnitude":
-        raw = {n: params[n].detach().abs() for n in names}
+        batches, options = None, {}
     else:
-        from sparsepai.pruning.snip import grads_at
-
         batches = []
         for i, b in enumerate(_batches(data, cfg, _seed(cfg.seed, r, "snip"))):
             if i >= cfg.snip_batches:
                 break
             batches.append(b)
-        g = grads_at(work, names, batches, loss_fn, "irp snip criterion")
-        raw = {n: (g[n] * params[n].detach()).abs() for n in names}
+        options = {"batches": len(batches)}
+    raw = method.scores(method.saliency(work, names, batches, loss_fn,
+                                        method.config(**options)))
     # pruned weights stay pruned: below every remaining score (scores are >= 0)
     return {n: torch.where(mask[n], torch.nan_to_num(raw[n].float(), nan=0.0), -1.0)
             for n in names}
@@ -324,7 +324,7 @@ def _run(model, names, data, loss_fn, cfg, directory, fp, progress) -> IRPDatase
     for r in range(done + 1, cfg.rounds + 1):
         losses[r] = _train_round(work, init, mask, data, loss_fn, cfg, r, progress)
         scores = _criterion(work, names, mask, data, loss_fn, cfg, r)
-        new = top_masks(scores, names, schedule[r - 1])
+        new = threshold({n: scores[n] for n in names}, schedule[r - 1])
         assert all(not bool((new[n] & ~mask[n]).any()) for n in names)  # never revives
         mask = new
         _io.atomic_save_tensors(round_path(directory, r), mask,

@@ -1,0 +1,1 @@
+"""Masks: thresholding scores into keep-masks (``threshold``)."""

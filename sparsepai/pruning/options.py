@@ -53,6 +53,8 @@ def _check_range(method: str, name: str, value, meta):
                          f"{list(meta['choices'])}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"method {method!r}: option {name!r} must be finite, got {value!r}")
+    if not any(k in meta for k in ("at_least", "above", "below")):
+        return
     ok = (value >= meta.get("at_least", -math.inf) and value > meta.get("above", -math.inf)
           and value < meta.get("below", math.inf))
     if not ok:

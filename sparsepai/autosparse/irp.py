@@ -24,7 +24,14 @@ from tqdm.auto import tqdm
 from sparsepai.autosparse import _io
 from sparsepai.autosparse.dataset import FORMAT, VERSION, IRPDataset, round_path
 from sparsepai.masks.threshold import threshold
-from sparsepai.pruning.base import check_finite, default_loss, get_method, prunable_names
+from sparsepai.pruning.base import (
+    check_finite,
+    default_loss,
+    get_method,
+    loss_grads,
+    private_copy,
+    prunable_names,
+)
 
 CRITERIA = ("magnitude", "snip")
 
@@ -127,19 +134,16 @@ def initial_grads(model, names, data, loss_fn, max_batches=None) -> tuple[dict, 
     Returns:
         ``({name: gradient}, samples)``; gradients shaped like their weights.
     """
-    work = copy.deepcopy(model).train()
+    work = private_copy(model, names).train()  # frozen weights get gradients too
     params = dict(work.named_parameters())
     total = {n: torch.zeros_like(params[n]) for n in names}
     count = 0
     for i, (x, y) in enumerate(data):
         if max_batches is not None and i >= max_batches:
             break
-        loss = loss_fn(work(x), y)
-        check_finite(loss, "initial gradients")
-        gs = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+        gs = loss_grads(work, [params[n] for n in names], (x, y), loss_fn, "initial gradients")
         for n, g in zip(names, gs):
-            if g is not None:
-                total[n] += g * len(y)
+            total[n] += g * len(y)
         count += len(y)
     if count == 0:
         raise ValueError("initial gradients: data yielded no batches")

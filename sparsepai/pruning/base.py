@@ -139,6 +139,12 @@ def logits_of(output) -> torch.Tensor:
                     "an object with a 'logits' tensor")
 
 
+def model_logits(model: torch.nn.Module, inputs, state: dict | None = None) -> torch.Tensor:
+    """The logits of ``model`` on ``inputs``: :func:`call` then :func:`logits_of`. Every method
+    runs the model through this."""
+    return logits_of(call(model, inputs, state))
+
+
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The default loss: ``torch.nn.functional.cross_entropy`` (mean), with the class dimension
     second as torch has it, or last for sequence logits (B, T, classes) with targets (B, T)."""
@@ -164,7 +170,7 @@ def batch_loss(model, batch, loss_fn, what: str, state: dict | None = None) -> t
     """``loss_fn(logits, targets)`` for one ``(inputs, targets)`` batch (see :func:`call` for
     ``state``); a non-finite loss raises ``FloatingPointError`` naming ``what``."""
     x, y = batch
-    loss = loss_fn(logits_of(call(model, x, state)), y)
+    loss = loss_fn(model_logits(model, x, state), y)
     if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
         raise ValueError(f"{what}: loss_fn must return a scalar tensor, got "
                          f"{type(loss).__name__} {getattr(loss, 'shape', '')}")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from sparsepai.pruning.base import call, logits_of, register, take_batches
+from sparsepai.pruning.base import model_logits, register, take_batches
 from sparsepai.pruning.iterative import Rounds, exponential
 from sparsepai.pruning.options import option
 
@@ -136,7 +136,7 @@ def synflow_schedule(model, names, data, loss_fn, cfg: SynflowConfig) -> Rounds:
             for n, w, w0 in zip(names, weights, original):
                 w.copy_(w0 if masks is None else w0 * masks[n])
         with _AffineNorms():
-            r = logits_of(call(model, inputs)).sum()
+            r = model_logits(model, inputs).sum()
         grads = torch.autograd.grad(r, weights, materialize_grads=True)
         return {n: (g * w).detach() for n, g, w in zip(names, grads, weights)}
 

@@ -72,10 +72,10 @@ class _AffineNorms(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.layer_norm:
+        if func in (F.layer_norm, torch.layer_norm):
             return _affine(args[0] if args else kwargs["input"], _arg(args, kwargs, 2, "weight"),
                            _arg(args, kwargs, 3, "bias"), None)
-        if func is F.group_norm:
+        if func in (F.group_norm, torch.group_norm):
             return _affine(args[0] if args else kwargs["input"], _arg(args, kwargs, 2, "weight"),
                            _arg(args, kwargs, 3, "bias"), 1)
         if func is F.instance_norm:

@@ -23,8 +23,15 @@ from tqdm.auto import tqdm
 
 from sparsepai import _io
 from sparsepai.autosparse.dataset import FORMAT, VERSION, IRPDataset, round_path
-from sparsepai.pruning.base import check_finite, default_loss, prunable_names
-from sparsepai.pruning.iterative import top_masks
+from sparsepai.masks.threshold import threshold
+from sparsepai.pruning.base import (
+    check_finite,
+    default_loss,
+    get_method,
+    loss_grads,
+    private_copy,
+    prunable_names,
+)
 
 CRITERIA = ("magnitude", "snip")
 
@@ -127,21 +134,17 @@ def initial_grads(model, names, data, loss_fn, max_batches=None) -> tuple[dict, 
     Returns:
         ``({name: gradient}, samples)``; gradients shaped like their weights.
     """
-    from sparsepai.pruning.base import private_copy
-
-    work = private_copy(model).train()  # (averages gradients under sp.prune(..., group=))
+    # frozen weights get gradients too; under sp.prune(..., group=) they are averaged
+    work = private_copy(model, names).train()
     params = dict(work.named_parameters())
     total = {n: torch.zeros_like(params[n]) for n in names}
     count = 0
     for i, (x, y) in enumerate(data):
         if max_batches is not None and i >= max_batches:
             break
-        loss = loss_fn(work(x), y)
-        check_finite(loss, "initial gradients")
-        gs = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+        gs = loss_grads(work, [params[n] for n in names], (x, y), loss_fn, "initial gradients")
         for n, g in zip(names, gs):
-            if g is not None:
-                total[n] += g * len(y)
+            total[n] += g * len(y)
         count += len(y)
     if count == 0:
         raise ValueError("initial gradients: data yielded no batches")
@@ -231,19 +234,19 @@ def _train_round(work, init, mask, data, loss_fn, cfg: IRPConfig, r: int, progre
 
 
 def _criterion(work, names, mask, data, loss_fn, cfg: IRPConfig, r: int) -> dict:
-    params = dict(work.named_parameters())
+    # the registered method's scores, on the weights trained this round
+    method = get_method(cfg.criterion)
     if cfg.criterion == "magnitude":
-        raw = {n: params[n].detach().abs() for n in names}
+        batches, options = None, {}
     else:
-        from sparsepai.pruning.snip import grads_at
-
         batches = []
         for i, b in enumerate(_batches(data, cfg, _seed(cfg.seed, r, "snip"))):
             if i >= cfg.snip_batches:
                 break
             batches.append(b)
-        g = grads_at(work, names, batches, loss_fn, "irp snip criterion")
-        raw = {n: (g[n] * params[n].detach()).abs() for n in names}
+        options = {"batches": len(batches)}
+    raw = method.scores(method.saliency(work, names, batches, loss_fn,
+                                        method.config(**options)))
     # pruned weights stay pruned: below every remaining score (scores are >= 0)
     return {n: torch.where(mask[n], torch.nan_to_num(raw[n].float(), nan=0.0), -1.0)
             for n in names}
@@ -326,7 +329,7 @@ def _run(model, names, data, loss_fn, cfg, directory, fp, progress) -> IRPDatase
     for r in range(done + 1, cfg.rounds + 1):
         losses[r] = _train_round(work, init, mask, data, loss_fn, cfg, r, progress)
         scores = _criterion(work, names, mask, data, loss_fn, cfg, r)
-        new = top_masks(scores, names, schedule[r - 1])
+        new = threshold({n: scores[n] for n in names}, schedule[r - 1])
         assert all(not bool((new[n] & ~mask[n]).any()) for n in names)  # never revives
         mask = new
         _io.save_tensors(round_path(directory, r), mask,

@@ -26,18 +26,18 @@ import dataclasses
 import torch
 from tqdm.auto import tqdm
 
+from sparsepai.masks.threshold import threshold
 from sparsepai.pruning.api import check_sparsity
 from sparsepai.pruning.base import (
-    check_finite,
+    batch_loss,
     default_loss,
     get_method,
     keep_count,
-    make_config,
     private_copy,
     prunable_names,
     register,
 )
-from sparsepai.pruning.iterative import top_masks
+from sparsepai.pruning.options import make_config, option
 
 METHODS = ("lottery", "magnitude_after_training")
 
@@ -49,12 +49,12 @@ class AfterTrainingConfig:
     papers); rewind_iteration: the optimizer step whose weights the survivors are rewound to
     (0 = initialization)."""
 
-    epochs: int = 5
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    rate: float = 0.2
-    rewind_iteration: int = 0
+    epochs: int = option(5, at_least=1)
+    lr: float = option(0.05, above=0)
+    momentum: float = option(0.9, at_least=0)
+    weight_decay: float = option(5e-4, at_least=0)
+    rate: float = option(0.2, above=0, below=1)
+    rewind_iteration: int = option(0, at_least=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +107,7 @@ def _train(model, masks, data, loss_fn, cfg, what, start=0, record_at=None):
             if step <= start:
                 continue
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            check_finite(loss, what)
-            loss.backward()
+            batch_loss(model, (x, y), loss_fn, what).backward()
             opt.step()
         if empty:
             raise ValueError(f"{what}: data yielded no batches")
@@ -120,66 +118,78 @@ def _train(model, masks, data, loss_fn, cfg, what, start=0, record_at=None):
     return params, state
 
 
-def _check(cfg: AfterTrainingConfig, iterative: bool):
-    if iterative and not 0 < cfg.rate < 1:
-        raise ValueError(f"lottery: rate must be in (0, 1), got {cfg.rate}")
-    if cfg.rewind_iteration < 0:
-        raise ValueError(f"rewind_iteration must be >= 0, got {cfg.rewind_iteration}")
+def lottery_counts(total: int, keeps, rate: float) -> list[int]:
+    """Kept counts after each lottery round: ``rate`` of the remaining weights pruned per round
+    (at least one), never passing the next requested count (a round stops there exactly), so one
+    run passes through every count in ``keeps``."""
+    out, current = [], total
+    for keep in sorted(set(keeps), reverse=True):
+        while current > keep:
+            current = max(keep, min(current - 1, int(round(current * (1 - rate)))))
+            out.append(current)
+    return out
+
+
+class LotteryRounds:
+    """Lottery-ticket rounds (:class:`~sparsepai.pruning.iterative.Rounds`): each round trains
+    the rewound model under the previous round's masks (the first trains it dense and records
+    the rewind state), returns the trained weights (pruned ones zero) as the saliency, and
+    rewinds."""
+
+    def __init__(self, model, names, data, loss_fn, cfg: AfterTrainingConfig):
+        if data is None:
+            raise ValueError("after-training baselines need data to train on")
+        self.model, self.names, self.data, self.loss_fn, self.cfg = model, names, data, loss_fn, cfg
+        self.state = _snapshot(model)  # rewind target until the first run records step k
+        self.rounds = 0
+
+    def counts(self, total: int, keep: int) -> list[int]:
+        return lottery_counts(total, [keep], self.cfg.rate)
+
+    def saliency(self, masks):
+        first, k = self.rounds == 0, self.cfg.rewind_iteration
+        trained, rec = _train(self.model, masks, self.data, self.loss_fn, self.cfg,
+                              "after-training pruning", start=0 if first else k,
+                              record_at=k if first else None)
+        if first:
+            self.state = rec
+        out = {n: trained[n].detach().clone() * (masks[n] if masks else 1) for n in self.names}
+        self.model.load_state_dict(self.state)  # rewind (the next round's optimizer re-masks)
+        self.rounds += 1
+        return out
 
 
 def _imp(model, names, data, loss_fn, cfg: AfterTrainingConfig, keeps, iterative: bool):
-    """Train-prune-rewind to every kept count in ``keeps``.
+    """Train-prune-rewind to every kept count in ``keeps`` (global thresholds).
 
-    Iterative (lottery): each round prunes ``rate`` of the remaining weights, except that a
-    round never passes the next requested count (it stops there exactly), so one run yields the
-    masks of every requested sparsity along the way. One-shot (magnitude after training): one
-    dense training, every count thresholded from the same trained weights.
+    Iterative (lottery): :class:`LotteryRounds` through :func:`lottery_counts` of all the
+    requested counts, so one run yields the masks of every requested sparsity along the way.
+    One-shot (magnitude after training): one dense training, every count thresholded from the
+    same trained weights.
 
     Returns:
         ``({keep: masks}, rewind state, rounds)``.
     """
-    _check(cfg, iterative)
-    if data is None:
-        raise ValueError("after-training baselines need data to train on")
-    k = cfg.rewind_iteration
-    state = _snapshot(model)  # rewind target until the first run records step k
     params = dict(model.named_parameters())
     total = sum(params[n].numel() for n in names)
     ones = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
-    what = "after-training pruning"
-    out, masks, current, rounds = {}, None, total, 0
     if not iterative:
+        if data is None:
+            raise ValueError("after-training baselines need data to train on")
+        state, out = _snapshot(model), {}
         if min(keeps) < total:
-            trained, state = _train(model, None, data, loss_fn, cfg, what, record_at=k)
-            scores = {n: trained[n].detach().abs() for n in names}
-            out = {keep: top_masks(scores, names, keep) for keep in keeps}
-            rounds = 1
-        return {keep: out.get(keep, ones) for keep in keeps}, state, rounds
-    bar = tqdm(desc="train-prune-rewind rounds", leave=False)
-    for keep in sorted(set(keeps), reverse=True):
-        while current > keep:
-            target = max(keep, int(round(current * (1 - cfg.rate))))
-            first = rounds == 0
-            trained, rec = _train(model, masks, data, loss_fn, cfg, what,
-                                  start=0 if first else k, record_at=k if first else None)
-            if first:
-                state = rec
-            scores = {n: trained[n].detach().abs() * (masks[n] if masks else 1) for n in names}
-            masks = top_masks(scores, names, target)
-            model.load_state_dict(state)  # rewind (the next round's optimizer zeroes the pruned)
-            current, rounds = target, rounds + 1
-            bar.update()
-        out[keep] = masks if masks is not None else ones
-    bar.close()
-    return out, state, rounds
-
-
-def lottery_prune(model, names, data, loss_fn, cfg: AfterTrainingConfig, keep: int):
-    return _imp(model, names, data, loss_fn, cfg, [keep], True)[0][keep]
-
-
-def magnitude_after_prune(model, names, data, loss_fn, cfg: AfterTrainingConfig, keep: int):
-    return _imp(model, names, data, loss_fn, cfg, [keep], False)[0][keep]
+            trained, state = _train(model, None, data, loss_fn, cfg, "after-training pruning",
+                                    record_at=cfg.rewind_iteration)
+            out = {keep: threshold({n: trained[n].detach().abs() for n in names}, keep)
+                   for keep in keeps}
+        return {keep: out.get(keep, ones) for keep in keeps}, state, int(bool(out))
+    rounds = LotteryRounds(model, names, data, loss_fn, cfg)
+    out, masks = {}, None
+    for target in tqdm(lottery_counts(total, keeps, cfg.rate), desc="train-prune-rewind rounds",
+                       leave=False):
+        masks = threshold({n: s.abs() for n, s in rounds.saliency(masks).items()}, target)
+        out[target] = masks
+    return {keep: out.get(keep, ones) for keep in keeps}, rounds.state, rounds.rounds
 
 
 def prune_after_training(model: torch.nn.Module, method: str, sparsities, data, *,
@@ -217,25 +227,23 @@ def prune_after_training(model: torch.nn.Module, method: str, sparsities, data, 
     params = dict(model.named_parameters())
     keeps = {s: keep_count(params, names, s) for s in sparsities}
     with torch.enable_grad():
-        by_keep, state, rounds = _imp(private_copy(model), names, data, default_loss(loss_fn),
+        by_keep, state, rounds = _imp(private_copy(model, names), names, data,
+                                      default_loss(loss_fn),
                                       cfg, list(keeps.values()), method == "lottery")
     return Tickets({s: by_keep[keeps[s]] for s in sparsities}, state, rounds,
                    cfg.rewind_iteration)
 
 
-def _trained_magnitude(model, names, data, loss_fn, cfg):
+@register("lottery", AfterTrainingConfig, iterative=True)
+def lottery_schedule(model, names, data, loss_fn, cfg: AfterTrainingConfig) -> LotteryRounds:
+    """Lottery-ticket rounds; ``sp.score`` gives the first round's |w| after dense training."""
+    return LotteryRounds(model, names, data, loss_fn, cfg)
+
+
+@register("magnitude_after_training", AfterTrainingConfig)
+def magnitude_after_saliency(model, names, data, loss_fn, cfg: AfterTrainingConfig):
+    """The weights after training the dense model (scores: their magnitude)."""
     if data is None:
         raise ValueError("after-training baselines need data to train on")
     params, _ = _train(model, None, data, loss_fn, cfg, "after-training scores")
-    return {n: params[n].detach().abs() for n in names}
-
-
-@register("lottery", AfterTrainingConfig, prune=lottery_prune)
-def lottery_score(model, names, data, loss_fn, cfg: AfterTrainingConfig):
-    """One round's scores: |w| after training the dense model (``sp.prune`` runs the rounds)."""
-    return _trained_magnitude(model, names, data, loss_fn, cfg)
-
-
-@register("magnitude_after_training", AfterTrainingConfig, prune=magnitude_after_prune)
-def magnitude_after_score(model, names, data, loss_fn, cfg: AfterTrainingConfig):
-    return _trained_magnitude(model, names, data, loss_fn, cfg)
+    return {n: params[n].detach() for n in names}

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
 
+from sparsepai.masks.threshold import SCOPES, threshold
 from sparsepai.pruning.base import (
     default_loss,
     get_method,
     keep_count,
-    make_config,
     private_copy,
     prunable_names,
 )
+from sparsepai.pruning.options import make_config
 
 
 def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, group=None,
@@ -27,14 +29,20 @@ def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, group
             ``"force"``, ``"prospr"``, ``"autosparse"`` (``predictor=``: a trained
             ``sp.autosparse.Predictor`` or its file) (see each module's config for its options).
         data: an iterable of ``(inputs, targets)`` batches (not needed by random, magnitude,
-            synflow with ``input_shape``).
-        loss_fn: ``loss_fn(outputs, targets)``, default ``torch.nn.functional.cross_entropy``.
+            synflow with ``input_shape`` or ``example_inputs``). ``inputs`` is a tensor, a tuple
+            or list (positional arguments) or a dict (keyword arguments).
+        loss_fn: ``loss_fn(logits, targets)``; the logits are the model's output if it is a
+            tensor, else its ``logits`` (Hugging Face ``ModelOutput``) or first element (tuple).
+            Default: cross-entropy, mean (class dimension last for (B, T, classes) logits with
+            (B, T) targets).
         group: a ``torch.distributed`` process group; every rank calls with its own ``data``.
             Replicated models (plain or ``DistributedDataParallel``) get gradients averaged over
             the group, sharded ones (FSDP2) ``DTensor`` scores of their own shards: see
             :mod:`sparsepai.distributed.pruning`.
-        **options: the method's options, plus ``prunable`` (which weights are scored: names, or a
-            predicate; default every Conv/Linear weight).
+        **options: the method's options (checked before any work: ``TypeError``/``ValueError``
+            naming the method and the option), plus ``prunable`` (which weights are scored:
+            names, or a predicate; default every Conv/Linear weight and linear layers under
+            another name, such as ``transformers``' ``Conv1D``).
 
     Returns:
         ``{parameter name: scores}``, in ``model.named_parameters()`` order.
@@ -51,9 +59,9 @@ def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, group
     prunable = options.pop("prunable", None)
     cfg = make_config(m, options)
     names = prunable_names(model, prunable)
-    work = private_copy(model)
+    work = private_copy(model, names)
     with torch.enable_grad():
-        out = m.score(work, names, data, default_loss(loss_fn), cfg)
+        out = m.scores(m.saliency(work, names, data, default_loss(loss_fn), cfg))
     return {n: out[n].detach() for n in names}
 
 
@@ -63,38 +71,6 @@ def check_sparsity(sparsity):
         raise TypeError(f"sparsity must be a number in [0, 1), got {type(sparsity).__name__}")
     if not 0 <= sparsity < 1:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-
-
-def _threshold(scores: dict, names, keep: int, scope: str, min_per_layer: int) -> dict:
-    from sparsepai.ops.topk import topk_mask
-
-    sizes = [scores[n].numel() for n in names]
-    if scope == "layer":
-        # each layer keeps its share; largest remainders make the total exactly `keep`
-        total = sum(sizes)
-        exact = [keep * s / total for s in sizes]
-        per = [int(e) for e in exact]
-        for i in sorted(range(len(names)), key=lambda i: per[i] - exact[i])[: keep - sum(per)]:
-            per[i] += 1
-        return {n: topk_mask([scores[n]], k, nan="low").masks[0] for n, k in zip(names, per)}
-    if scope != "global":
-        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-    if min_per_layer:
-        forced = sum(min(min_per_layer, s) for s in sizes)
-        if forced > keep:
-            raise ValueError(f"min_per_layer={min_per_layer} keeps {forced} weights, more than "
-                             f"the {keep} the sparsity allows")
-        boosted = {}
-        for n in names:
-            s = scores[n].detach().clone().float()
-            k = min(min_per_layer, s.numel())
-            if k:
-                top = topk_mask([s], k, nan="low").masks[0]
-                s[top] = float("inf")
-            boosted[n] = s
-        scores = boosted
-    res = topk_mask([scores[n] for n in names], keep, nan="low")
-    return dict(zip(names, res.masks))
 
 
 def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
@@ -118,6 +94,7 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
         **options: the method's options, plus ``prunable``, ``scope`` (``"global"``, default, or
             ``"layer"``: every layer keeps the same fraction) and ``min_per_layer`` (with global
             scope, at least this many weights kept in every layer, against layer collapse).
+            Iterative methods (SynFlow, FORCE, lottery) threshold every round this way.
 
     Returns:
         ``{parameter name: bool mask}`` shaped like the parameters. A layer left with no weight
@@ -134,21 +111,29 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
         return prune_channels(model, method, sparsity, data, default_loss(loss_fn), options)
     options = dict(options)
     scope = options.pop("scope", "global")
-    min_per_layer = int(options.pop("min_per_layer", 0))
+    min_per_layer = options.pop("min_per_layer", 0)
+    if scope not in SCOPES:
+        raise ValueError(f"prune: scope must be 'global' or 'layer', got {scope!r}")
+    if isinstance(min_per_layer, bool) or not isinstance(min_per_layer, int):
+        raise TypeError(f"prune: min_per_layer must be an int, got "
+                        f"{type(min_per_layer).__name__}")
+    if min_per_layer < 0 or (min_per_layer and scope != "global"):
+        raise ValueError(f"prune: min_per_layer must be >= 0 and goes with scope='global', got "
+                         f"{min_per_layer} with scope={scope!r}")
     m = get_method(method)
-    prunable = options.get("prunable")
-    names = prunable_names(model, prunable)
+    names = prunable_names(model, options.pop("prunable", None))
+    cfg = make_config(m, options)
     params = dict(model.named_parameters())
     keep = keep_count(params, names, sparsity)
-    if m.prune is not None and scope == "global" and not min_per_layer:
-        options.pop("prunable", None)
-        cfg = make_config(m, options)
-        with torch.enable_grad():
-            masks = m.prune(private_copy(model), names, data, default_loss(loss_fn), cfg, keep)
-        masks = {n: masks[n].to(params[n].device) for n in names}
-    else:
-        scores = score(model, method, data, loss_fn=loss_fn, **options)
-        masks = _threshold(scores, names, keep, scope, min_per_layer)
+    forced = sum(min(min_per_layer, params[n].numel()) for n in names)
+    if forced > keep:
+        raise ValueError(f"prune: min_per_layer={min_per_layer} keeps {forced} weights, more "
+                         f"than the {keep} the sparsity allows")
+    thresh = functools.partial(threshold, scope=scope, min_per_layer=min_per_layer)
+    with torch.enable_grad():
+        masks = m.masks(private_copy(model, names), names, data, default_loss(loss_fn), cfg, keep,
+                        thresh)
+    masks = {n: masks[n].to(params[n].device) for n in names}
     for n in names:
         if not bool(masks[n].any()):
             warnings.warn(f"prune: layer {n!r} is fully pruned (layer collapse); consider "

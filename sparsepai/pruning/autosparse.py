@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from sparsepai.pruning.base import register
+from sparsepai.pruning.options import option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,9 +22,9 @@ class AutoSparseConfig:
     """
 
     predictor: object = None
-    grad_batches: int | None = None
-    chunk_size: int | None = None
-    unseen_layers: str = "error"
+    grad_batches: int | None = option(None, at_least=1)
+    chunk_size: int | None = option(None, at_least=1)
+    unseen_layers: str = option("error", choices=("error", "predict"))
 
 
 def resolve_predictor(predictor):
@@ -39,8 +40,8 @@ def resolve_predictor(predictor):
     raise TypeError(f"predictor must be a Predictor or a path, got {type(predictor).__name__}")
 
 
-@register("autosparse", AutoSparseConfig)
-def autosparse_score(model, names, data, loss_fn, cfg: AutoSparseConfig):
+@register("autosparse", AutoSparseConfig, absolute=False)
+def autosparse_saliency(model, names, data, loss_fn, cfg: AutoSparseConfig):
     pred = resolve_predictor(cfg.predictor)
     return pred.score_model(model, data, loss_fn=loss_fn, names=names,
                             grad_batches=cfg.grad_batches, chunk_size=cfg.chunk_size,

@@ -1,6 +1,24 @@
-"""Shared piece of the iterative methods: the exponential keep schedule and thresholding."""
+"""What the iterative methods share: their rounds (kept counts, and the saliency on the network
+the previous round masked) and the exponential schedule of SynFlow and FORCE."""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Rounds:
+    """An iterative method's schedule (see :class:`~sparsepai.pruning.base.Method`).
+
+    Args:
+        counts: ``counts(total, keep) -> [kept count after each round]``, ending at ``keep``.
+        saliency: ``saliency(masks) -> {name: signed saliency}`` on the network masked by the
+            previous round (``None``: unmasked).
+    """
+
+    counts: Callable
+    saliency: Callable
 
 
 def keep_schedule(total: int, keep: int, rounds: int) -> list[int]:
@@ -11,8 +29,6 @@ def keep_schedule(total: int, keep: int, rounds: int) -> list[int]:
     return [max(keep, k) for k in out]
 
 
-def top_masks(scores: dict, names, keep: int) -> dict:
-    from sparsepai.ops.topk import topk_mask
-
-    res = topk_mask([scores[n].detach() for n in names], keep, nan="low")
-    return dict(zip(names, res.masks))
+def exponential(rounds: int) -> Callable:
+    """``counts`` for :class:`Rounds`: :func:`keep_schedule` over ``rounds`` rounds."""
+    return lambda total, keep: keep_schedule(total, keep, rounds)

@@ -1,8 +1,12 @@
-"""Imports every method module so that each registers itself (one module per method)."""
+"""Fills the method registry: imports every module of ``sparsepai.pruning`` (a method module
+registers itself on import), found with ``pkgutil`` rather than listed by hand, so a new method
+is one new file."""
 
 import importlib
+import pkgutil
 
-MODULES = ("after_training", "autosparse", "force", "grasp", "prospr", "simple", "snip", "synflow")
+import sparsepai.pruning as _package
 
-for _name in MODULES:
-    importlib.import_module(f"sparsepai.pruning.{_name}")
+for _info in pkgutil.iter_modules(_package.__path__):
+    if _info.name != __name__.rpartition(".")[2]:
+        importlib.import_module(f"{_package.__name__}.{_info.name}")

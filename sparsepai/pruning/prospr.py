@@ -21,10 +21,10 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from sparsepai.pruning.base import check_finite, register, take_batches
+from sparsepai.pruning.base import loss_grads, register, second_order, take_batches
+from sparsepai.pruning.options import option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +32,9 @@ class ProsprConfig:
     """Args: meta_steps: M, the inner SGD steps; inner_lr, inner_momentum: the inner SGD;
     first_order: the first-order approximation instead of the full meta-gradient."""
 
-    meta_steps: int = 3
-    inner_lr: float = 0.1
-    inner_momentum: float = 0.0
+    meta_steps: int = option(3, at_least=0)
+    inner_lr: float = option(0.1, above=0)
+    inner_momentum: float = option(0.0, at_least=0, below=1)
     first_order: bool = False
 
 
@@ -48,36 +48,31 @@ def _first_order(model, names, batches, loss_fn, cfg: ProsprConfig):
         p.requires_grad_(True)
     opt = torch.optim.SGD(params.values(), lr=cfg.inner_lr, momentum=cfg.inner_momentum)
     for m in tqdm(range(cfg.meta_steps), desc="prospr inner steps", leave=False):
-        x, y = batches[m]
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        check_finite(loss, f"prospr inner step {m}")
-        loss.backward()
+        grads = loss_grads(model, params.values(), batches[m], loss_fn, f"prospr inner step {m}")
+        for p, g in zip(params.values(), grads):
+            p.grad = g
         opt.step()
-    x, y = batches[cfg.meta_steps]
-    loss = loss_fn(model(x), y)
-    check_finite(loss, "prospr meta-loss")
-    grads = torch.autograd.grad(loss, [params[n] for n in names], materialize_grads=True)
+    grads = loss_grads(model, [params[n] for n in names], batches[cfg.meta_steps], loss_fn,
+                       "prospr meta-loss")
     return {n: g * init[n] for n, g in zip(names, grads)}
 
 
 @register("prospr", ProsprConfig)
-def prospr_score(model, names, data, loss_fn, cfg: ProsprConfig):
-    return {n: g.abs() for n, g in meta_gradient(model, names, data, loss_fn, cfg).items()}
-
-
 def meta_gradient(model, names, data, loss_fn, cfg: ProsprConfig) -> dict:
     """The signed dL(w_M, D_M)/dc per prunable weight (first order: grad L(w_M, D_M) * w_init).
 
     Channel scores (structured ProsPr) sum it over each output channel: with one mask entry
     per channel broadcast over the channel's weights, dL/dc_channel is that sum.
     """
-    if cfg.meta_steps < 0:
-        raise ValueError(f"prospr: meta_steps must be >= 0, got {cfg.meta_steps}")
     batches = take_batches(data, cfg.meta_steps + 1, "prospr")
     model.train()
     if cfg.first_order:
         return _first_order(model, names, batches, loss_fn, cfg)
+    with second_order():  # differentiates twice through every inner step (attention too)
+        return _full(model, names, batches, loss_fn, cfg)
+
+
+def _full(model, names, batches, loss_fn, cfg: ProsprConfig):
     init = {n: p.detach() for n, p in model.named_parameters()}
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     masked = set(names)
@@ -88,12 +83,9 @@ def meta_gradient(model, names, data, loss_fn, cfg: ProsprConfig) -> dict:
     order = list(w)
     velocity = None
     for m in tqdm(range(cfg.meta_steps), desc="prospr inner steps", leave=False):
-        x, y = batches[m]
-        loss = loss_fn(functional_call(model, (w, buffers), (x,)), y)
-        check_finite(loss, f"prospr inner step {m}")
         # create_graph: the meta-gradient differentiates through every step
-        grads = torch.autograd.grad(loss, [w[n] for n in order], create_graph=True,
-                                    materialize_grads=True)
+        grads = loss_grads(model, [w[n] for n in order], batches[m], loss_fn,
+                           f"prospr inner step {m}", state=(w, buffers), create_graph=True)
         if cfg.inner_momentum:
             velocity = (list(grads) if velocity is None else
                         [cfg.inner_momentum * v + g for v, g in zip(velocity, grads)])
@@ -101,8 +93,6 @@ def meta_gradient(model, names, data, loss_fn, cfg: ProsprConfig) -> dict:
         else:
             step = grads
         w = {n: w[n] - cfg.inner_lr * s for n, s in zip(order, step)}
-    x, y = batches[cfg.meta_steps]
-    loss = loss_fn(functional_call(model, (w, buffers), (x,)), y)
-    check_finite(loss, "prospr meta-loss")
-    grads = torch.autograd.grad(loss, [c[n] for n in names], materialize_grads=True)
+    grads = loss_grads(model, [c[n] for n in names], batches[cfg.meta_steps], loss_fn,
+                       "prospr meta-loss", state=(w, buffers))
     return {n: g.detach() for n, g in zip(names, grads)}

@@ -16,8 +16,8 @@ class RandomConfig:
     seed: int = 0
 
 
-@register("random", RandomConfig, needs_data=False)
-def random_score(model, names, data, loss_fn, cfg: RandomConfig):
+@register("random", RandomConfig, absolute=False)
+def random_saliency(model, names, data, loss_fn, cfg: RandomConfig):
     g = torch.Generator().manual_seed(cfg.seed)
     params = dict(model.named_parameters())
     return {n: torch.rand(params[n].shape, generator=g).to(params[n].device) for n in names}
@@ -28,7 +28,9 @@ class MagnitudeConfig:
     """|w| at initialization."""
 
 
-@register("magnitude", MagnitudeConfig, needs_data=False)
-def magnitude_score(model, names, data, loss_fn, cfg: MagnitudeConfig):
+@register("magnitude", MagnitudeConfig)
+def magnitude_saliency(model, names, data, loss_fn, cfg: MagnitudeConfig):
+    """|w|: as a signed saliency it is already a magnitude, so that a channel's sum of it is the
+    filter's L1 norm."""
     params = dict(model.named_parameters())
     return {n: params[n].detach().abs() for n in names}

@@ -1,38 +1,27 @@
 """SNIP (Lee et al., ICLR 2019, https://arxiv.org/abs/1810.02340): connection sensitivity
-|g * w| at initialization."""
+|g * w| at initialization; the signed saliency is g * w."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import torch
+from sparsepai.pruning.base import register, summed_grads, take_batches
+from sparsepai.pruning.options import option
 
-from sparsepai.pruning.base import check_finite, register, take_batches
+# structured/channels.py (3SP) reads the summed gradient under this name
+grads_at = summed_grads
 
 
 @dataclasses.dataclass(frozen=True)
 class SnipConfig:
     """Args: batches: how many batches the gradient is summed over."""
 
-    batches: int = 1
-
-
-def grads_at(model, names, batches, loss_fn, what):
-    """Sum over batches of dL/dw for the named weights (the model's own parameters)."""
-    params = dict(model.named_parameters())
-    total = {n: torch.zeros_like(params[n]) for n in names}
-    for x, y in batches:
-        loss = loss_fn(model(x), y)
-        check_finite(loss, what)
-        gs = torch.autograd.grad(loss, [params[n] for n in names])
-        for n, g in zip(names, gs):
-            total[n] += g
-    return total
+    batches: int = option(1, at_least=1)
 
 
 @register("snip", SnipConfig)
-def snip_score(model, names, data, loss_fn, cfg: SnipConfig):
+def snip_saliency(model, names, data, loss_fn, cfg: SnipConfig):
     batches = take_batches(data, cfg.batches, "snip")
-    g = grads_at(model, names, batches, loss_fn, "snip")
+    g = summed_grads(model, names, batches, loss_fn, "snip")
     params = dict(model.named_parameters())
-    return {n: (g[n] * params[n].detach()).abs() for n in names}
+    return {n: g[n] * params[n].detach() for n in names}

@@ -35,10 +35,6 @@ class Plan:
         return self.live[member.group]
 
 
-def _out_channels(mod):
-    return mod.out_channels if isinstance(mod, nn.modules.conv._ConvNd) else mod.out_features
-
-
 def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Plan:
     """Check ``masks`` against the graph and resolve streams; clear errors on bad input."""
     if not isinstance(masks, dict):
@@ -112,12 +108,12 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
         if not g.prunable:
             continue
         for mem in g.members:
-            keep = torch.ones(_channels_of(graph.modules[mem.module]), dtype=torch.bool)
+            keep = torch.ones(mem.width, dtype=torch.bool)
             keep[mem.offset:mem.offset + mem.length] = plan.member_mask(mem)
-            for pn in ("weight", "bias"):
-                p = params.get(f"{mem.module}.{pn}")
+            for tname, axis in mem.tensors:
+                p = params.get(tname)
                 if p is not None:
-                    restrict(f"{mem.module}.{pn}", _rows(keep, p.shape))
+                    restrict(tname, _along(keep, p.shape, axis))
     for r in graph.reads:
         if not graph.groups[r.group].prunable:
             continue
@@ -132,10 +128,11 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
     return out
 
 
-def _channels_of(mod):
-    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-        return mod.num_features
-    return _out_channels(mod)
+def _along(mask, shape, axis):
+    """``mask`` laid along dimension ``axis`` of a tensor of ``shape``, broadcast elsewhere."""
+    view = [1] * len(shape)
+    view[axis] = -1
+    return mask.view(view).expand(shape)
 
 
 def prunable_modules(model: nn.Module) -> list:
@@ -285,7 +282,9 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     options.pop("prunable", None)
     if unit not in ("weights", "channels"):
         raise ValueError(f"unit must be 'weights' or 'channels', got {unit!r}")
-    graph = analyse(model)
+    from sparsepai.structured.capture import example_from
+
+    graph = analyse(model, example_from(options, data, "sp.prune(structured=True)"))
     if not graph.prunable_groups():
         raise ValueError("structured pruning: the model has no prunable channels (every "
                          "convolution/linear output reaches the model's output or an operation "

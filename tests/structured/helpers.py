@@ -91,11 +91,12 @@ def build(name, seed=0):
     return model, x
 
 
-def random_masks(model, keep=0.5, shared=True, seed=0):
-    """Random channel masks: one per producer (``shared``: the same for coupled producers)."""
+def random_masks(model, keep=0.5, shared=True, seed=0, x=None):
+    """Random channel masks: one per producer (``shared``: the same for coupled producers);
+    ``x`` is the example input the graph is captured on."""
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for grp in analyse(model).prunable_groups():
+    for grp in analyse(model, x).prunable_groups():
         base = torch.rand(grp.size, generator=g) < keep
         base[torch.randint(grp.size, (1,), generator=g)] = True
         for p in grp.producers:

@@ -56,12 +56,39 @@ def _culprit(model, exc):
     return names[id(found)], type(found).__name__
 
 
+def _tensors(out):
+    """The tensors of a model's output (tuples, lists, dicts and ``ModelOutput`` searched);
+    other objects (e.g. a key/value cache) are left out: they are state, not results."""
+    if isinstance(out, torch.Tensor):
+        return (out,)
+    if isinstance(out, dict):
+        out = tuple(out.values())
+    if isinstance(out, (tuple, list)):
+        return tuple(t for o in out for t in _tensors(o))
+    return ()
+
+
+class _Outputs(nn.Module):
+    """``model`` with its output flattened to a tuple of tensors, which export always takes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        return _tensors(self.model(*args, **kwargs))
+
+
+PREFIX = "model."  # what _Outputs puts before every parameter name
+
+
 def capture(model: nn.Module, example_inputs):
     """``torch.export.export(model, ..., strict=False)`` on the example input, without gradients
     and leaving the model as it was.
 
     Returns:
-        The ``ExportedProgram``.
+        The ``ExportedProgram`` of the model wrapped so that it returns a tuple of tensors:
+        its parameter names start with :data:`PREFIX`.
 
     Raises:
         TraceError: naming the module that failed, the reason, and what to try.
@@ -70,11 +97,11 @@ def capture(model: nn.Module, example_inputs):
     state = {k: v.detach().clone() for k, v in model.named_buffers()}
     try:
         with torch.no_grad():
-            return torch.export.export(model, args, kwargs, strict=False)
+            return torch.export.export(_Outputs(model), args, kwargs, strict=False)
     except Exception as exc:  # export raises many types; all mean the same to the user
         where = _culprit(model, exc)
         where = f" (module {where[0]!r}, {where[1]})" if where and where[0] else ""
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
         raise TraceError(
             f"torch.export cannot capture {type(model).__name__}{where}: {reason}. Pass an "
             "example input the model runs on (example_inputs=, a tensor, tuple or dict), or "

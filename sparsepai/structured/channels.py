@@ -27,7 +27,12 @@ class Plan:
 
     graph: ChannelGraph
     live: dict  # group id -> bool (size,)
-    own: dict  # producer name -> bool (size,)
+    own: dict  # producer name -> bool (size,), per unit of its group
+
+    def rows(self, producer: str) -> torch.Tensor:
+        """The producer's kept output rows (its units expanded to their rows)."""
+        g = self.graph.groups[self.graph.producer_group[producer]]
+        return self.own[producer].repeat_interleave(g.rows(producer))
 
     def member_mask(self, member) -> torch.Tensor:
         if member.origin is not None and member.origin in self.own:
@@ -46,10 +51,11 @@ def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Pl
                          "model (keys are module names, as in model.named_modules())")
     own = {}
     for name, gid in graph.producer_group.items():
-        n = graph.groups[gid].size
+        size, e = graph.groups[gid].size, graph.groups[gid].rows(name)
+        n = size * e
         m = masks.get(name)
         if m is None:
-            own[name] = torch.ones(n, dtype=torch.bool)
+            own[name] = torch.ones(size, dtype=torch.bool)
             continue
         if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
             raise TypeError(f"{what}: the mask of {name!r} must be a bool tensor")
@@ -64,7 +70,11 @@ def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Pl
             raise ValueError(f"{what}: the output channels of {name!r} cannot be pruned (they "
                              "reach the model's output or an operation whose channels cannot be "
                              "traced); its mask must keep every channel")
-        own[name] = m
+        blocks = m.view(size, e)
+        if not bool((blocks == blocks[:, :1]).all()):
+            raise ValueError(f"{what}: the mask of {name!r} splits an attention head: its "
+                             f"{n} outputs are kept or pruned in whole blocks of {e}")
+        own[name] = blocks[:, 0].clone()
     live = {}
     for gid, g in graph.groups.items():
         u = torch.zeros(g.size, dtype=torch.bool)
@@ -99,7 +109,7 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
     for name, gid in graph.producer_group.items():
         if not graph.groups[gid].prunable:
             continue
-        own = plan.own[name]
+        own = plan.rows(name)
         w = params.get(f"{name}.weight")
         if w is not None:
             restrict(f"{name}.weight", _rows(own, w.shape))
@@ -161,7 +171,8 @@ def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
             total += per * sum(counts.get(gid, size) for gid, size in depthwise[name])
             continue
         gid = graph.producer_group.get(name)
-        rows = counts.get(gid, w.shape[0]) if gid is not None else w.shape[0]
+        rows = counts.get(gid, graph.groups[gid].size) * graph.groups[gid].rows(name) \
+            if gid is not None else w.shape[0]
         cols = w.shape[1]
         for r in reads.get(name, ()):
             cols -= (r.length - counts.get(r.group, r.length)) * r.factor
@@ -230,7 +241,8 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
         signed = True
     out = {}
     for g in groups:
-        s = sum(per[f"{p}.weight"].detach().float().cpu() for p in g.producers)
+        s = sum(per[f"{p}.weight"].detach().float().cpu().view(g.size, -1).sum(1)
+                for p in g.producers)
         out[g.id] = s.abs() if signed else s
     if cost_weighting:
         cost = channel_costs(model, graph, data)
@@ -261,7 +273,7 @@ def channel_costs(model, graph, data) -> dict:
         c = 0.0
         for p in g.producers:
             w = mods[p].weight
-            c += w[0].numel() * spatial.get(p, 1)
+            c += w[0].numel() * spatial.get(p, 1) * g.rows(p)
         for mem in g.members:
             if mem.kind == "depthwise":
                 c += mods[mem.module].weight[0].numel() * spatial.get(mem.module, 1)
@@ -355,5 +367,5 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights") -> dict:
     out = {}
     for g, m in zip(groups, masks):
         for p in g.producers:
-            out[p] = m.clone()
+            out[p] = m.repeat_interleave(g.rows(p))
     return out

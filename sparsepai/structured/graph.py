@@ -70,14 +70,21 @@ class Read:
 
 @dataclasses.dataclass
 class Group:
-    """Coupled channels: one stream of ``size`` channels written by every producer in
-    ``producers`` (each writes all ``size`` channels of it)."""
+    """Coupled channels: one stream of ``size`` channels (units) written by every producer in
+    ``producers`` (each writes all ``size`` of them). A producer in ``expand`` writes
+    ``expand[p]`` consecutive output rows per unit (an attention unit: a key/value head with its
+    query heads, whose rows are kept or pruned together); the others one row per unit."""
 
     id: int
     size: int
     producers: list
     members: list
     prunable: bool
+    expand: dict = dataclasses.field(default_factory=dict)
+
+    def rows(self, producer: str) -> int:
+        """Output rows of ``producer`` per unit of the group."""
+        return self.expand.get(producer, 1)
 
 
 @dataclasses.dataclass
@@ -100,6 +107,7 @@ class Builder:
 
     def __init__(self):
         self.parent: list[int] = []
+        self.scale: list[int] = []  # channel c of a space is channel c // scale of its parent
         self.length: list[int] = []
         self.dead: set[int] = set()
         self.producer_space: dict[str, int] = {}
@@ -108,6 +116,7 @@ class Builder:
 
     def new_space(self, n: int) -> int:
         self.parent.append(len(self.parent))
+        self.scale.append(1)
         self.length.append(n)
         return len(self.parent) - 1
 
@@ -118,17 +127,40 @@ class Builder:
         return self.producer_space[name]
 
     def find(self, s: int) -> int:
+        path = []
         while self.parent[s] != s:
-            self.parent[s] = self.parent[self.parent[s]]
+            path.append(s)
             s = self.parent[s]
+        for node in reversed(path):  # compress, keeping the scale to the root
+            p = self.parent[node]
+            if p != s:
+                self.scale[node] *= self.scale[p]
+                self.parent[node] = s
         return s
 
+    def ratio(self, s: int) -> int:
+        """Channels of space ``s`` per channel of its root."""
+        return self.scale[s] if self.find(s) != s else 1
+
+    def link(self, a: int, b: int, e: int = 1) -> None:
+        """Channel ``c`` of space ``a`` shares its fate with channel ``c // e`` of ``b``
+        (``e == 1``: an elementwise coupling)."""
+        ra, rb = self.find(a), self.find(b)
+        ka, kb = self.ratio(a), self.ratio(b)
+        if ra == rb:
+            if ka != e * kb:
+                self.dead.update((ra, rb))
+            return
+        if (e * kb) % ka:
+            self.dead.update((ra, rb))  # not a whole number of channels per unit
+            return
+        self.parent[ra] = rb
+        self.scale[ra] = e * kb // ka
+        if ra in self.dead:
+            self.dead.add(rb)
+
     def union(self, a: int, b: int) -> None:
-        a, b = self.find(a), self.find(b)
-        if a != b:
-            self.parent[b] = a
-            if b in self.dead:
-                self.dead.add(a)
+        self.link(a, b, 1)
 
     def kill_segs(self, segs) -> None:
         for s in segs:
@@ -162,9 +194,15 @@ class Builder:
         def group(r):
             return groups.setdefault(r, Group(r, self.length[r], [], [], r not in self.dead))
 
+        for rec in self.members:  # norms and depthwise layers follow single channels
+            for seg in rec[2]:
+                if self.ratio(seg.space) != 1:
+                    self.dead.add(self.find(seg.space))
         for name, sp in self.producer_space.items():
             r = self.find(sp)
             group(r).producers.append(name)
+            if self.ratio(sp) != 1:
+                group(r).expand[name] = self.ratio(sp)
             producer_group[name] = r
         done = set()
         for rec in self.members:
@@ -187,9 +225,9 @@ class Builder:
             factor = n_in // sum(s.length for s in segs)
             off = 0
             for s in segs:
-                r = self.find(s.space)
+                r, k = self.find(s.space), self.ratio(s.space)
                 group(r)
-                reads.append(Read(name, r, off * factor, s.length, factor))
+                reads.append(Read(name, r, off * factor, s.length // k, factor * k))
                 off += s.length
         for g in groups.values():  # a group read or normed but never written is not ours
             g.prunable = g.prunable and bool(g.producers)

@@ -20,7 +20,7 @@ import operator
 import torch
 from torch import nn
 
-from sparsepai.structured.capture import capture
+from sparsepai.structured.capture import PREFIX, capture
 from sparsepai.structured.graph import Builder, ChannelGraph, Seg
 
 # f(0) == 0: a pruned (zero) channel stays zero
@@ -48,17 +48,27 @@ _SHAPE_ONLY = {"sym_size", "sym_numel", "sym_stride", "sym_storage_offset", "siz
 
 
 class _Info:
-    __slots__ = ("segs", "dim", "factor", "dirty")
+    """Channels along ``dim``; after an attention head split (``(B, T, H*D) -> (B, H, T, D)``)
+    ``dim`` holds the heads and ``hd`` the features of a head. ``rep``: each head repeated
+    that many times along ``dim`` (grouped-query attention's ``repeat_kv``); ``pend``: a dim
+    that an expand made to repeat the heads, not yet merged into ``dim``."""
 
-    def __init__(self, segs, dim, factor=1, dirty=False):
+    __slots__ = ("segs", "dim", "factor", "dirty", "hd", "rep", "pend")
+
+    def __init__(self, segs, dim, factor=1, dirty=False, hd=None, rep=1, pend=None):
         self.segs, self.dim, self.factor, self.dirty = tuple(segs), dim, factor, dirty
+        self.hd, self.rep, self.pend = hd, rep, pend
 
     @property
     def length(self):
         return sum(s.length for s in self.segs)
 
+    @property
+    def layout(self):
+        return (self.dim, self.factor, self.hd, self.rep, self.pend)
+
     def but(self, **kw):
-        d = {"segs": self.segs, "dim": self.dim, "factor": self.factor, "dirty": self.dirty}
+        d = {k: getattr(self, k) for k in self.__slots__}
         d.update(kw)
         return _Info(**d)
 
@@ -123,7 +133,8 @@ class _Walker:
         self.tensors.update(dict(model.named_parameters()))
         self.prunable = PRUNABLE_TYPES
         sig = ep.graph_signature
-        self.names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+        self.names = {k: v[len(PREFIX):] for k, v in {**sig.inputs_to_parameters,
+                                                      **sig.inputs_to_buffers}.items()}
         self.env: dict = {}
 
     # -- helpers -----------------------------------------------------------------------------
@@ -185,30 +196,18 @@ class _Walker:
             if not isinstance(x, _Info) or any(isinstance(r, _Info) for r in rest):
                 self.kill_args(node)
                 return _Param(x.name) if isinstance(x, _Param) and name in _PASS else None
-            if name in _SPATIAL and (x.dim != 1 or x.factor != 1):
+            if name in _SPATIAL and (x.dim != 1 or x.factor != 1 or x.hd is not None):
                 self.kill_args(node)
                 return None
             out = x.but(dirty=x.dirty or name in _DIRTY)
             val = node.meta.get("val")
             return (out,) + (None,) * (len(val) - 1) if isinstance(val, (tuple, list)) else out
         if name in _VIEW:
-            return self.view(node)
+            return opshape.view(self, node)
         self.kill_args(node)
         return None
 
     # -- rules -------------------------------------------------------------------------------
-    def view(self, node):
-        x = self.get(node.args[0])
-        if isinstance(x, _Param):
-            return x
-        if not isinstance(x, _Info):
-            self.kill_args(node)
-            return None
-        out = _reshape(_shape(node.args[0]), x, _shape(node))
-        if out is None:
-            self.kill(x)
-        return out
-
     def linear(self, node, name):
         a = _bind(node)
         x, w = self.get(a["input"]), self.param(a["weight"])
@@ -218,7 +217,8 @@ class _Walker:
             return None
         n_out, n_in = self.tensors[w].shape[:2]
         if isinstance(x, _Info):
-            if x.dim == len(_shape(a["input"])) - 1 and not x.dirty and x.length * x.factor == n_in:
+            if x.dim == len(_shape(a["input"])) - 1 and not x.dirty and x.hd is None and \
+                    x.length * x.factor == n_in:
                 self.b.reads.append((self.owner(w), x.segs, n_in))
             else:
                 self.kill(x)
@@ -235,7 +235,7 @@ class _Walker:
         weight = self.tensors[w]
         n_out, n_in = weight.shape[0], weight.shape[1] * groups
         ok = isinstance(x, _Info) and x.dim == 1 and x.factor == 1 and not x.dirty and \
-            x.length == n_in
+            x.hd is None and x.length == n_in
         mod = self.owner(w)
         if groups == 1:
             if ok:
@@ -259,7 +259,8 @@ class _Walker:
                                                            else None):
             w = None  # groups of several channels mix them
             stats = [True]
-        ok = isinstance(x, _Info) and x.dim == 1 and x.factor == 1 and not x.dirty
+        ok = isinstance(x, _Info) and x.dim == 1 and x.factor == 1 and not x.dirty and \
+            x.hd is None
         if not ok or (w is None and any(stats)):
             # without affine parameters a zero channel normalised with running statistics
             # is not zero
@@ -284,7 +285,11 @@ class _Walker:
             return None
         dims = {v.dim + R - len(_shape(ops[i])) for i, v in live}
         facs = {v.factor for _, v in live}
-        if len(dims) != 1 or len(facs) != 1:
+        heads = {(None if v.hd is None else v.hd + R - len(_shape(ops[i])), v.rep, v.pend)
+                 for i, v in live}
+        if len(dims) != 1 or len(facs) != 1 or len(heads) != 1 or \
+                any(v.pend is not None or (v.hd is not None and R != len(_shape(ops[i])))
+                    for i, v in live):
             self.kill_args(node)
             return None
         od, (fac,) = dims.pop(), facs
@@ -299,7 +304,7 @@ class _Walker:
             shp = (1,) * (R - len(shp)) + tuple(shp)
             if shp[od] == 1:
                 other_zero.append(not isinstance(a, torch.fx.Node) and a == 0)
-            elif isinstance(infos[i], _Param) and fac == 1 and \
+            elif isinstance(infos[i], _Param) and fac == 1 and first.hd is None and \
                     math.prod(shp) == shp[od] == first.length:
                 t = self.tensors[infos[i].name]
                 scales.append((infos[i].name, max(range(t.dim()), key=lambda k: t.shape[k])))
@@ -326,7 +331,7 @@ class _Walker:
             clean = not any(dirty) and all(other_zero)
         for t in scales:
             self.b.members.append((self.owner(t[0]), "scale", segs, [t], first.length))
-        return _Info(segs, od, fac, not clean)
+        return first.but(segs=segs, dim=od, dirty=not clean)
 
     def clamp(self, node, name):
         a = _bind(node)
@@ -358,7 +363,7 @@ class _Walker:
         a = _bind(node)
         x = self.get(node.args[0])
         dims = a.get("dim")
-        if not isinstance(x, _Info) or dims is None:
+        if not isinstance(x, _Info) or dims is None or x.hd is not None:
             self.kill_args(node)
             return None
         R = len(_shape(node.args[0]))
@@ -369,104 +374,6 @@ class _Walker:
         out = x if a.get("keepdim") else x.but(dim=x.dim - sum(d < x.dim for d in dims))
         return (out, None) if isinstance(node.meta.get("val"), (tuple, list)) else out
 
-    def permute(self, node, name):
-        x = self.get(node.args[0])
-        if isinstance(x, _Param) or x is None:
-            return x
-        if not isinstance(x, _Info):
-            self.kill_args(node)
-            return None
-        R = len(_shape(node))
-        if name == "permute":
-            order = [_norm_dim(d, R) for d in node.args[1]]
-        else:
-            d0, d1 = (0, 1) if name == "t" else (_norm_dim(node.args[1], R),
-                                                 _norm_dim(node.args[2], R))
-            order = list(range(R))
-            order[d0], order[d1] = order[d1], order[d0]
-        return x.but(dim=order.index(x.dim))
-
-    def expand(self, node, name):
-        x = self.get(node.args[0])
-        if not isinstance(x, _Info):
-            return x if isinstance(x, _Param) else None
-        ins, outs = _shape(node.args[0]), _shape(node)
-        od = x.dim + len(outs) - len(ins)
-        if outs[od] != ins[x.dim]:
-            self.kill(x)
-            return None
-        return x.but(dim=od)
-
-    def index_like(self, node, name):
-        """select / slice / narrow: fine along any dimension but the channels'."""
-        x = self.get(node.args[0])
-        if not isinstance(x, _Info):
-            return x if isinstance(x, _Param) else None
-        a = _bind(node)
-        ins = _shape(node.args[0])
-        d = _norm_dim(a.get("dim") or 0, len(ins))
-        if d == x.dim:
-            full = name == "slice" and a.get("start") in (None, 0) and a.get("step") in (None, 1) \
-                and (a.get("end") is None or a["end"] >= ins[d])
-            if not full:
-                self.kill(x)
-                return None
-            return x
-        if name == "select":
-            return x.but(dim=x.dim - (d < x.dim))
-        return x
-
-    def pad(self, node, name):
-        a = _bind(node)
-        x = self.get(a["input"] if "input" in a else node.args[0])
-        if not isinstance(x, _Info):
-            self.kill_args(node)
-            return None
-        pads = list(a["pad"])
-        R = len(_shape(node))
-        touched = {R - 1 - i // 2 for i, p in enumerate(pads) if p != 0}
-        if x.dim in touched or a.get("mode", "constant") not in ("constant", "reflect",
-                                                                 "replicate", "circular"):
-            self.kill(x)
-            return None
-        value = a.get("value") or 0
-        return x.but(dirty=x.dirty or value != 0)
-
-    def cat(self, node, name):
-        parts = [self.get(t) for t in node.args[0]]
-        R = len(_shape(node))
-        dim = _norm_dim(node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0), R)
-        if name == "cat" and all(isinstance(p, _Info) for p in parts) and \
-                len({(p.dim, p.factor) for p in parts}) == 1 and parts[0].dim == dim:
-            return _Info([s for p in parts for s in p.segs], dim, parts[0].factor,
-                         any(p.dirty for p in parts))
-        # along another dimension (or stacked): the parts must be one stream
-        if all(isinstance(p, _Info) for p in parts) and \
-                len({(p.dim, p.factor) for p in parts}) == 1 and \
-                self.b.couple_segs([p.segs for p in parts]):
-            d = parts[0].dim
-            return parts[0].but(segs=[Seg(s.space, s.length, None) for s in parts[0].segs],
-                                dim=d + (name == "stack" and dim <= d),
-                                dirty=any(p.dirty for p in parts))
-        self.kill_args(node)
-        return None
-
-    def split(self, node, name):
-        x = self.get(node.args[0])
-        val = node.meta.get("val")
-        n = len(val) if isinstance(val, (tuple, list)) else 1
-        if not isinstance(x, _Info):
-            self.kill_args(node)
-            return (None,) * n
-        a = _bind(node)
-        d = _norm_dim(a.get("dim") or 0, len(_shape(node.args[0])))
-        if d == x.dim:  # the split sizes are Python numbers in the forward: they cannot shrink
-            self.kill(x)
-            return (None,) * n
-        if name == "unbind":
-            x = x.but(dim=x.dim - (d < x.dim))
-        return (x,) * n
-
     def embedding(self, node, name):
         return None  # the residual stream an embedding writes is never pruned: unknown
 
@@ -475,30 +382,8 @@ class _Walker:
                                                         self.prunable)
 
 
-def _reshape(ins, x, outs):
-    """Where the channels of ``x`` (shape ``ins``) go in a reshape to ``outs``; None if a
-    channel is split across dimensions or mixed with others."""
-    if ins is None or outs is None:
-        return None
-    d, size = x.dim, ins[x.dim]
-    pre = math.prod(ins[:d])
-    for e in range(len(outs) + 1):
-        if e < len(outs) and math.prod(outs[:e]) == pre and (outs[e] != 1 or size == 1):
-            break
-    else:
-        return None
-    if outs[e] >= size:  # trailing dims merged into the channel dim
-        for k in range(d + 1, len(ins) + 1):
-            if size * math.prod(ins[d + 1:k]) == outs[e]:
-                return x.but(dim=e, factor=x.factor * math.prod(ins[d + 1:k]))
-        return None
-    per = outs[e] // x.length if outs[e] % x.length == 0 else 0  # positions per channel at e
-    if per and x.factor % per == 0:
-        for m in range(e + 1, len(outs) + 1):
-            if math.prod(outs[e:m]) == size:
-                return x.but(dim=e, factor=per)
-    return None
 
+from sparsepai.structured import opshape  # noqa: E402  (its rules use the types above)
 
 RULES = {
     "linear": _Walker.linear,
@@ -511,12 +396,21 @@ RULES = {
     "pow": _Walker.pow,
     **{k: _Walker.softmax for k in ("softmax", "_softmax", "log_softmax", "_log_softmax")},
     **{k: _Walker.reduce for k in _REDUCE},
-    **{k: _Walker.permute for k in ("permute", "transpose", "t")},
-    **{k: _Walker.expand for k in ("expand", "expand_as")},
-    **{k: _Walker.index_like for k in ("select", "slice", "narrow")},
-    **{k: _Walker.pad for k in ("constant_pad_nd", "pad")},
-    **{k: _Walker.cat for k in ("cat", "stack")},
-    **{k: _Walker.split for k in ("split", "split_with_sizes", "chunk", "unbind",
+    **{k: opshape.permute for k in ("permute", "transpose", "t")},
+    **{k: opshape.expand for k in ("expand", "expand_as")},
+    **{k: opshape.index_like for k in ("select", "slice", "narrow")},
+    **{k: opshape.pad for k in ("constant_pad_nd", "pad")},
+    **{k: opshape.cat for k in ("cat", "stack")},
+    **{k: opshape.split for k in ("split", "split_with_sizes", "chunk", "unbind",
                                   "tensor_split")},
     "embedding": _Walker.embedding,
 }
+
+
+def _attention(walker, node, name):
+    from sparsepai.structured.heads import attention
+
+    return attention(walker, node)
+
+
+RULES["scaled_dot_product_attention"] = _attention

@@ -130,7 +130,8 @@ def round_masks(graph, plan, multiple: int) -> dict:
         for p in g.producers:
             if torch.equal(plan.own[p], live):
                 masks[p][extra] = True
-    return masks
+    return {n: m.repeat_interleave(graph.groups[graph.producer_group[n]].rows(n))
+            for n, m in masks.items()}
 
 
 @torch.no_grad()
@@ -187,8 +188,9 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
 
     for name, gid in graph.producer_group.items():
         mod = mods[name]
-        live = plan.live[gid]
-        own = plan.own[name]
+        e = graph.groups[gid].rows(name)
+        live = plan.live[gid].repeat_interleave(e)
+        own = plan.rows(name)
         in_cols = _idx(cols[name]) if name in cols else None
         if torch.equal(own, live):
             _narrow(mod, _idx(own), in_cols)
@@ -198,9 +200,38 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
         ch, zero = torch.cat(ch), torch.cat(zero)
         order = torch.argsort(ch)  # members spanning several groups list them by offset
         _replace(new, name, _narrow_member(mods[name], mem, ch[order], zero[order]))
-    setattr(new, SLIM_ATTR, {n: m.clone() for n, m in plan.own.items()
+    _fewer_heads(new, graph, plan)
+    setattr(new, SLIM_ATTR, {n: plan.rows(n) for n, m in plan.own.items()
                              if not bool(m.all()) or n in channel_masks})
     return new
+
+
+# attributes attention modules keep of their head counts (and of heads * head size)
+HEAD_ATTRS = ("num_heads", "num_attention_heads", "num_key_value_heads", "num_kv_heads",
+              "n_heads", "n_kv_heads", "all_head_size")
+
+
+def _fewer_heads(root, graph, plan):
+    """Scale the head counts that the attention modules owning pruned attention units read
+    in their forward (the nearest ancestor of the projections that has any of
+    :data:`HEAD_ATTRS`; shared config objects are left alone)."""
+    done = set()
+    for g in graph.prunable_groups():
+        if not g.expand:
+            continue
+        kept = int(plan.live[g.id].sum())
+        for p in g.producers:
+            parts = p.split(".")
+            for i in range(len(parts) - 1, -1, -1):
+                name = ".".join(parts[:i])
+                mod = root.get_submodule(name)
+                attrs = [a for a in HEAD_ATTRS if isinstance(getattr(mod, a, None), int)]
+                if attrs:
+                    if name not in done:
+                        done.add(name)
+                        for a in attrs:
+                            setattr(mod, a, getattr(mod, a) * kept // g.size)
+                    break
 
 
 def _replace(root, name, module):

@@ -105,5 +105,5 @@ def random_masks(model, keep=0.5, shared=True, seed=0, x=None):
             else:
                 m = torch.rand(grp.size, generator=g) < keep
                 m[torch.randint(grp.size, (1,), generator=g)] = True
-            out[p] = m
+            out[p] = m.repeat_interleave(grp.rows(p))
     return out

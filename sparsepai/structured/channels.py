@@ -72,8 +72,9 @@ def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Pl
                              "traced); its mask must keep every channel")
         blocks = m.view(size, e)
         if not bool((blocks == blocks[:, :1]).all()):
-            raise ValueError(f"{what}: the mask of {name!r} splits an attention head: its "
-                             f"{n} outputs are kept or pruned in whole blocks of {e}")
+            raise ValueError(f"{what}: the mask of {name!r} splits an attention head (or a "
+                             f"convolution group): its {n} outputs are kept or pruned in "
+                             f"whole blocks of {e}")
         own[name] = blocks[:, 0].clone()
     live = {}
     for gid, g in graph.groups.items():
@@ -119,7 +120,8 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
             continue
         for mem in g.members:
             keep = torch.ones(mem.width, dtype=torch.bool)
-            keep[mem.offset:mem.offset + mem.length] = plan.member_mask(mem)
+            keep[mem.offset:mem.offset + mem.length * mem.expand] = \
+                plan.member_mask(mem).repeat_interleave(mem.expand)
             for tname, axis in mem.tensors:
                 p = params.get(tname)
                 if p is not None:
@@ -162,13 +164,13 @@ def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
     for g in graph.groups.values():
         for mem in g.members:
             if mem.kind == "depthwise":
-                depthwise.setdefault(mem.module, []).append((g.id, mem.length))
+                depthwise.setdefault(mem.module, []).append((g.id, mem.length, mem.expand))
     total = 0
     for name, mod in prunable_modules(model):
         w = mod.weight
         per = w[0, 0].numel() if w.dim() > 2 else 1
         if name in depthwise:
-            total += per * sum(counts.get(gid, size) for gid, size in depthwise[name])
+            total += per * sum(counts.get(gid, size) * e for gid, size, e in depthwise[name])
             continue
         gid = graph.producer_group.get(name)
         rows = counts.get(gid, graph.groups[gid].size) * graph.groups[gid].rows(name) \

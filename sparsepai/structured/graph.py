@@ -44,6 +44,9 @@ class Member:
     ``kind`` is ``"norm"`` (a norm layer), ``"depthwise"`` (a depthwise convolution) or
     ``"scale"`` (a per-channel parameter multiplied or added in). ``tensors`` are
     ``(full parameter or buffer name, axis)`` pairs to narrow, ``width`` the layer's channels.
+    ``offset`` counts the layer's channels, ``length`` units of the group, each ``expand``
+    consecutive channels of the layer (e.g. a norm after a grouped convolution whose groups are
+    the units).
     """
 
     module: str
@@ -54,6 +57,7 @@ class Member:
     origin: str | None
     tensors: tuple = ()
     width: int = 0
+    expand: int = 1
 
 
 @dataclasses.dataclass
@@ -147,6 +151,8 @@ class Builder:
         (``e == 1``: an elementwise coupling)."""
         ra, rb = self.find(a), self.find(b)
         ka, kb = self.ratio(a), self.ratio(b)
+        if e == 1 and kb % ka and ka % kb == 0:  # b's root is the finer: link it into a's
+            ra, rb, ka, kb = rb, ra, kb, ka
         if ra == rb:
             if ka != e * kb:
                 self.dead.update((ra, rb))
@@ -194,10 +200,6 @@ class Builder:
         def group(r):
             return groups.setdefault(r, Group(r, self.length[r], [], [], r not in self.dead))
 
-        for rec in self.members:  # norms and depthwise layers follow single channels
-            for seg in rec[2]:
-                if self.ratio(seg.space) != 1:
-                    self.dead.add(self.find(seg.space))
         for name, sp in self.producer_space.items():
             r = self.find(sp)
             group(r).producers.append(name)
@@ -212,9 +214,9 @@ class Builder:
             done.add(_key(rec))
             off = 0
             for s in segs:
-                r = self.find(s.space)
-                group(r).members.append(Member(name, kind, r, off, s.length, s.origin,
-                                               tuple(tensors), width))
+                r, k = self.find(s.space), self.ratio(s.space)
+                group(r).members.append(Member(name, kind, r, off, s.length // k, s.origin,
+                                               tuple(tensors), width, k))
                 off += s.length
         reads = []
         done = set()

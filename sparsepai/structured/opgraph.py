@@ -247,6 +247,13 @@ class _Walker:
             tensors = [(w, 0)] + ([(self.param(a["bias"]), 0)] if self.param(a["bias"]) else [])
             self.b.members.append((mod, "depthwise", x.segs, tensors, n_out))
             return x
+        if ok and len(x.segs) == 1:
+            # grouped: the units are the groups, each a block of input and of output channels
+            unit = self.b.new_space(groups)
+            self.b.link(x.segs[0].space, unit, n_in // groups)
+            out = self.b.producer(mod, n_out)
+            self.b.link(out, unit, n_out // groups)
+            return _Info([Seg(out, n_out, mod)], 1)
         self.kill(x)
         return None
 

@@ -1,7 +1,10 @@
 """``sp.slim``: a physically smaller copy of a channel-masked model.
 
-Every convolution, linear, batch-norm and depthwise layer that a channel mask touches is rebuilt
-with only the live channels and its weights copied. A coupled residual stream keeps the channels
+Every convolution, linear, norm and depthwise layer (and per-channel parameter) that a channel
+mask touches is narrowed in place on a deep copy, keeping its class (so subclasses such as
+same-padding convolutions or norm-activation layers keep their forward): grouped convolutions
+lose whole groups, attention projections whole heads (and the attention module's head counts
+are updated). A coupled residual stream keeps the channels
 any of its producers keeps; a producer that keeps fewer writes into the stream through a
 channel-sparse convolution (``sparsepai.ops.channel_sparse_conv2d``), and the norm after it
 keeps the stream's width with the affine parameters of its dropped channels at zero, which is
@@ -182,9 +185,9 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
     for g in graph.groups.values():
         for mem in g.members:
             ch, zero, _ = member_ch.setdefault((mem.module, mem.tensors), ([], [], mem))
-            keep = plan.live[g.id]
-            ch.append(torch.arange(mem.offset, mem.offset + mem.length)[keep])
-            zero.append(~plan.member_mask(mem)[keep])
+            keep = plan.live[g.id].repeat_interleave(mem.expand)
+            ch.append(torch.arange(mem.offset, mem.offset + mem.length * mem.expand)[keep])
+            zero.append(~plan.member_mask(mem).repeat_interleave(mem.expand)[keep])
 
     for name, gid in graph.producer_group.items():
         mod = mods[name]
@@ -200,7 +203,7 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
         ch, zero = torch.cat(ch), torch.cat(zero)
         order = torch.argsort(ch)  # members spanning several groups list them by offset
         _replace(new, name, _narrow_member(mods[name], mem, ch[order], zero[order]))
-    _fewer_heads(new, graph, plan)
+    _fewer_heads(new, graph, plan, mods)
     setattr(new, SLIM_ATTR, {n: plan.rows(n) for n, m in plan.own.items()
                              if not bool(m.all()) or n in channel_masks})
     return new
@@ -211,14 +214,16 @@ HEAD_ATTRS = ("num_heads", "num_attention_heads", "num_key_value_heads", "num_kv
               "n_heads", "n_kv_heads", "all_head_size")
 
 
-def _fewer_heads(root, graph, plan):
+def _fewer_heads(root, graph, plan, mods):
     """Scale the head counts that the attention modules owning pruned attention units read
     in their forward (the nearest ancestor of the projections that has any of
-    :data:`HEAD_ATTRS`; shared config objects are left alone)."""
+    :data:`HEAD_ATTRS`; shared config objects are left alone). ``mods``: the modules before
+    any was replaced."""
     done = set()
     for g in graph.prunable_groups():
-        if not g.expand:
-            continue
+        if not g.expand or any(isinstance(mods[p], nn.modules.conv._ConvNd)
+                               for p in g.producers):
+            continue  # no attention unit (grouped convolutions expand too)
         kept = int(plan.live[g.id].sum())
         for p in g.producers:
             parts = p.split(".")
@@ -260,6 +265,9 @@ def _narrow(mod, rows, cols):
     """Narrow a convolution or linear layer in place to output channels ``rows`` and input
     channels ``cols`` (the module keeps its class, so subclasses such as same-padding
     convolutions keep their forward). Returns ``mod``."""
+    groups = getattr(mod, "groups", 1)
+    if groups > 1:  # a grouped convolution loses whole groups (rows per group stay)
+        mod.groups = groups * rows.numel() // mod.weight.shape[0]
     with torch.no_grad():
         _set(mod, "weight", _take(mod.weight.detach(), rows, cols))
         if mod.bias is not None:
@@ -274,6 +282,16 @@ def _narrow(mod, rows, cols):
 
 def _sparse(mod, own, live, cols):
     """A producer writing only its own channels into a wider stream."""
+    if getattr(mod, "groups", 1) > 1:
+        # a grouped convolution's groups read their own input channels: it keeps every live
+        # group, with zero filters for the ones this producer drops
+        _narrow(mod, _idx(live), cols)
+        with torch.no_grad():
+            off = ~own[live]
+            mod.weight[off] = 0
+            if mod.bias is not None:
+                mod.bias[off] = 0
+        return mod
     rows = _idx(own)
     pos = torch.searchsorted(_idx(live), rows)  # own channel -> position in the slim stream
     width = int(live.sum())

@@ -48,6 +48,28 @@ class ReflectNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class GroupNet(nn.Module):
+    """A grouped convolution (4 groups), a depthwise convolution with channel multiplier 2 and
+    a residual sum: units are whole groups, coupled through all three."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn0 = nn.BatchNorm2d(8)
+        self.grouped = nn.Conv2d(8, 12, 3, padding=1, groups=4, bias=False)
+        self.bn1 = nn.BatchNorm2d(12)
+        self.dwm = nn.Conv2d(12, 24, 3, padding=1, groups=12)
+        self.bn2 = nn.BatchNorm2d(24)
+        self.pw = nn.Conv2d(24, 8, 1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn0(self.stem(x)))
+        y = torch.relu(self.bn1(self.grouped(x)))
+        y = torch.relu(self.bn2(self.dwm(y)))
+        return self.fc((self.pw(y) + x).mean((2, 3)))
+
+
 def mobilenet():
     m = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.5)
     m.classifier[0].p = 0.0  # dropout draws depend on the tensor size: not comparable
@@ -70,6 +92,7 @@ ARCHS = {
     "smallconv": (lambda: get_model("smallconv", in_channels=1, image_size=8), (1, 8, 8)),
     "catnet": (CatNet, (3, 8, 8)),
     "reflectnet": (ReflectNet, (3, 6, 6)),
+    "groupnet": (GroupNet, (3, 6, 6)),
 }
 
 

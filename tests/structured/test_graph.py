@@ -49,9 +49,16 @@ class Gated(nn.Module):
 def test_unsafe_operations_make_channels_unprunable():
     g = analyse(Gated(), torch.randn(2, 3, 12, 12))
     assert not _group_of(g, "a").prunable  # sigmoid
-    assert not _group_of(g, "b").prunable  # read by a grouped convolution
-    assert "g" not in g.producer_group  # a grouped convolution never gets a mask
     assert not _group_of(g, "c").prunable  # the model's output
+
+
+def test_grouped_convolution_prunes_whole_groups():
+    g = analyse(Gated(), torch.randn(2, 3, 12, 12))
+    grp = _group_of(g, "g")  # 2 groups of 2 input and 2 output channels
+    assert set(grp.producers) == {"b", "g"} and grp.prunable and grp.size == 2
+    assert grp.rows("b") == 2 and grp.rows("g") == 2
+    (r,) = [r for r in g.reads if r.module == "c"]
+    assert (r.group, r.length, r.factor) == (grp.id, 2, 2)
 
 
 def test_depthwise_follows_its_input():

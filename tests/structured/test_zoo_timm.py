@@ -1,6 +1,6 @@
 """The operator-level graph on timm families the module-level graph could not prune: norm-act
 layers, squeeze-and-excitation gates, same padding, dense concatenation, cross-stage splits,
-re-parameterisable blocks. Float64: the slim model equals the masked dense model."""
+re-parameterisable blocks, grouped convolutions. Float64: the slim model equals the masked dense model."""
 
 import copy
 
@@ -25,6 +25,8 @@ MODELS = {
     "mobilenetv3_small_050": ({}, [("blocks.0.0.se.conv_expand", "conv_stem")]),
     "rexnet_100": ({}, []),
     "repvgg_a0": ({}, []),
+    # grouped convolutions: whole groups, coupled with the 1x1 convolution that feeds them
+    "regnetx_002": ({}, [("s1.b1.conv2.conv", "s1.b1.conv1.conv")]),
     "convnext_atto": ({}, []),
 }
 

@@ -1,6 +1,7 @@
 """The operator-level graph on timm families the module-level graph could not prune: norm-act
 layers, squeeze-and-excitation gates, same padding, dense concatenation, cross-stage splits,
-re-parameterisable blocks, grouped convolutions. Float64: the slim model equals the masked dense model."""
+re-parameterisable blocks, grouped convolutions. Float64: the slim model equals the masked
+dense model."""
 
 import copy
 

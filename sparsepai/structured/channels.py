@@ -189,6 +189,12 @@ def _row_sum(t):
     return t.reshape(t.shape[0], -1).sum(1)
 
 
+def check_method(method) -> None:
+    if method not in STRUCTURED_METHODS:
+        raise ValueError(f"structured pruning supports the methods {', '.join(STRUCTURED_METHODS)}"
+                         f"; got {method!r}")
+
+
 def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     """Per prunable group, one score per channel (higher = more important).
 
@@ -209,9 +215,7 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     cost_weighting = bool(options.pop("cost_weighting", False))
     if cost_weighting and method not in ("snip", "prospr"):
         raise ValueError("cost_weighting applies to the methods 'snip' (3SP) and 'prospr'")
-    if method not in STRUCTURED_METHODS:
-        raise ValueError(f"structured pruning supports the methods {', '.join(STRUCTURED_METHODS)}"
-                         f"; got {method!r}")
+    check_method(method)
     m = get_method(method)
     cfg = make_config(m, options)
     producers = [p for g in groups for p in g.producers]
@@ -296,6 +300,7 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     options.pop("prunable", None)
     if unit not in ("weights", "channels"):
         raise ValueError(f"unit must be 'weights' or 'channels', got {unit!r}")
+    check_method(method)  # before asking for an example input
     from sparsepai.structured.capture import example_from
 
     graph = analyse(model, example_from(options, data, "sp.prune(structured=True)"))

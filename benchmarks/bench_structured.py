@@ -265,7 +265,8 @@ def timing(args, res, names, sparsities, batch, steps, reps):
     import torchvision
 
     r50 = torchvision.models.resnet50()
-    m50 = sp.prune(r50, "magnitude", 0.9, structured=True)
+    m50 = sp.prune(r50, "magnitude", 0.9, structured=True,
+                   example_inputs=torch.randn(2, 3, 224, 224))
     ts = []
     for _ in range(2 if args.quick else 5):
         t0 = time.perf_counter()

@@ -27,16 +27,17 @@ class Plan:
 
     graph: ChannelGraph
     live: dict  # group id -> bool (size,)
-    own: dict  # producer name -> bool (size,)
+    own: dict  # producer name -> bool (size,), per unit of its group
+
+    def rows(self, producer: str) -> torch.Tensor:
+        """The producer's kept output rows (its units expanded to their rows)."""
+        g = self.graph.groups[self.graph.producer_group[producer]]
+        return self.own[producer].repeat_interleave(g.rows(producer))
 
     def member_mask(self, member) -> torch.Tensor:
         if member.origin is not None and member.origin in self.own:
             return self.own[member.origin]
         return self.live[member.group]
-
-
-def _out_channels(mod):
-    return mod.out_channels if isinstance(mod, nn.modules.conv._ConvNd) else mod.out_features
 
 
 def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Plan:
@@ -50,10 +51,11 @@ def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Pl
                          "model (keys are module names, as in model.named_modules())")
     own = {}
     for name, gid in graph.producer_group.items():
-        n = graph.groups[gid].size
+        size, e = graph.groups[gid].size, graph.groups[gid].rows(name)
+        n = size * e
         m = masks.get(name)
         if m is None:
-            own[name] = torch.ones(n, dtype=torch.bool)
+            own[name] = torch.ones(size, dtype=torch.bool)
             continue
         if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
             raise TypeError(f"{what}: the mask of {name!r} must be a bool tensor")
@@ -68,7 +70,12 @@ def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Pl
             raise ValueError(f"{what}: the output channels of {name!r} cannot be pruned (they "
                              "reach the model's output or an operation whose channels cannot be "
                              "traced); its mask must keep every channel")
-        own[name] = m
+        blocks = m.view(size, e)
+        if not bool((blocks == blocks[:, :1]).all()):
+            raise ValueError(f"{what}: the mask of {name!r} splits an attention head (or a "
+                             f"convolution group): its {n} outputs are kept or pruned in "
+                             f"whole blocks of {e}")
+        own[name] = blocks[:, 0].clone()
     live = {}
     for gid, g in graph.groups.items():
         u = torch.zeros(g.size, dtype=torch.bool)
@@ -103,7 +110,7 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
     for name, gid in graph.producer_group.items():
         if not graph.groups[gid].prunable:
             continue
-        own = plan.own[name]
+        own = plan.rows(name)
         w = params.get(f"{name}.weight")
         if w is not None:
             restrict(f"{name}.weight", _rows(own, w.shape))
@@ -112,12 +119,13 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
         if not g.prunable:
             continue
         for mem in g.members:
-            keep = torch.ones(_channels_of(graph.modules[mem.module]), dtype=torch.bool)
-            keep[mem.offset:mem.offset + mem.length] = plan.member_mask(mem)
-            for pn in ("weight", "bias"):
-                p = params.get(f"{mem.module}.{pn}")
+            keep = torch.ones(mem.width, dtype=torch.bool)
+            keep[mem.offset:mem.offset + mem.length * mem.expand] = \
+                plan.member_mask(mem).repeat_interleave(mem.expand)
+            for tname, axis in mem.tensors:
+                p = params.get(tname)
                 if p is not None:
-                    restrict(f"{mem.module}.{pn}", _rows(keep, p.shape))
+                    restrict(tname, _along(keep, p.shape, axis))
     for r in graph.reads:
         if not graph.groups[r.group].prunable:
             continue
@@ -132,10 +140,11 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
     return out
 
 
-def _channels_of(mod):
-    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-        return mod.num_features
-    return _out_channels(mod)
+def _along(mask, shape, axis):
+    """``mask`` laid along dimension ``axis`` of a tensor of ``shape``, broadcast elsewhere."""
+    view = [1] * len(shape)
+    view[axis] = -1
+    return mask.view(view).expand(shape)
 
 
 def prunable_modules(model: nn.Module) -> list:
@@ -155,16 +164,17 @@ def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
     for g in graph.groups.values():
         for mem in g.members:
             if mem.kind == "depthwise":
-                depthwise.setdefault(mem.module, []).append((g.id, mem.length))
+                depthwise.setdefault(mem.module, []).append((g.id, mem.length, mem.expand))
     total = 0
     for name, mod in prunable_modules(model):
         w = mod.weight
         per = w[0, 0].numel() if w.dim() > 2 else 1
         if name in depthwise:
-            total += per * sum(counts.get(gid, size) for gid, size in depthwise[name])
+            total += per * sum(counts.get(gid, size) * e for gid, size, e in depthwise[name])
             continue
         gid = graph.producer_group.get(name)
-        rows = counts.get(gid, w.shape[0]) if gid is not None else w.shape[0]
+        rows = counts.get(gid, graph.groups[gid].size) * graph.groups[gid].rows(name) \
+            if gid is not None else w.shape[0]
         cols = w.shape[1]
         for r in reads.get(name, ()):
             cols -= (r.length - counts.get(r.group, r.length)) * r.factor
@@ -177,6 +187,12 @@ def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
 
 def _row_sum(t):
     return t.reshape(t.shape[0], -1).sum(1)
+
+
+def check_method(method) -> None:
+    if method not in STRUCTURED_METHODS:
+        raise ValueError(f"structured pruning supports the methods {', '.join(STRUCTURED_METHODS)}"
+                         f"; got {method!r}")
 
 
 def group_scores(model, graph, method, data, loss_fn, options) -> dict:
@@ -199,9 +215,7 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     cost_weighting = bool(options.pop("cost_weighting", False))
     if cost_weighting and method not in ("snip", "prospr"):
         raise ValueError("cost_weighting applies to the methods 'snip' (3SP) and 'prospr'")
-    if method not in STRUCTURED_METHODS:
-        raise ValueError(f"structured pruning supports the methods {', '.join(STRUCTURED_METHODS)}"
-                         f"; got {method!r}")
+    check_method(method)
     m = get_method(method)
     cfg = make_config(m, options)
     producers = [p for g in groups for p in g.producers]
@@ -233,7 +247,8 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
         signed = True
     out = {}
     for g in groups:
-        s = sum(per[f"{p}.weight"].detach().float().cpu() for p in g.producers)
+        s = sum(per[f"{p}.weight"].detach().float().cpu().view(g.size, -1).sum(1)
+                for p in g.producers)
         out[g.id] = s.abs() if signed else s
     if cost_weighting:
         cost = channel_costs(model, graph, data)
@@ -264,7 +279,7 @@ def channel_costs(model, graph, data) -> dict:
         c = 0.0
         for p in g.producers:
             w = mods[p].weight
-            c += w[0].numel() * spatial.get(p, 1)
+            c += w[0].numel() * spatial.get(p, 1) * g.rows(p)
         for mem in g.members:
             if mem.kind == "depthwise":
                 c += mods[mem.module].weight[0].numel() * spatial.get(mem.module, 1)
@@ -285,7 +300,10 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     options.pop("prunable", None)
     if unit not in ("weights", "channels"):
         raise ValueError(f"unit must be 'weights' or 'channels', got {unit!r}")
-    graph = analyse(model)
+    check_method(method)  # before asking for an example input
+    from sparsepai.structured.capture import example_from
+
+    graph = analyse(model, example_from(options, data, "sp.prune(structured=True)"))
     if not graph.prunable_groups():
         raise ValueError("structured pruning: the model has no prunable channels (every "
                          "convolution/linear output reaches the model's output or an operation "
@@ -356,5 +374,5 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights") -> dict:
     out = {}
     for g, m in zip(groups, masks):
         for p in g.producers:
-            out[p] = m.clone()
+            out[p] = m.repeat_interleave(g.rows(p))
     return out

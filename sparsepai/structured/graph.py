@@ -1,63 +1,30 @@
-"""Which output channels of which layers are coupled, read from a ``torch.fx`` trace.
+"""The channel dependency graph: which output channels of which layers share their fate.
 
-A tensor with channels (dim 1 of ``(N, C, ...)``, or the features of ``(N, C)``) is described as
-a list of *segments*: each segment is the whole output of one channel *space*, and a space starts
-as the output channels of one convolution or linear layer (its *producer*). Walking the graph:
+A tensor with channels is described as a list of *segments* along one dimension: each segment is
+the whole output of one channel *space*, and a space starts as the output channels of one
+convolution or linear layer (its *producer*). Spaces joined by an elementwise sum or product
+(residual connections, squeeze-and-excitation gating) are merged into one *group*: one stream
+of channels written by every producer in it. Layers whose per-channel parameters follow the
+channels (norms, depthwise convolutions, per-channel scales) are *members*; layers that read
+the channels as inputs are *reads*. Channels that reach the model's output, or an operation
+the graph does not understand, are *dead*: their group is not prunable (never silently wrong).
 
-- channel-wise operations that map a zero channel to a zero channel (batch norm, ReLU-like
-  activations, pooling, dropout, depthwise convolutions, means over spatial dims) pass the
-  segments through; batch norms and depthwise convolutions are recorded as *members* whose
-  per-channel parameters follow the channels;
-- an elementwise sum (residual connection) *couples* the spaces of its operands: their channels
-  are one stream, written by every producer that feeds it;
-- concatenation along dim 1 concatenates the segment lists; flattening ``(N, C, H, W)`` into
-  ``(N, C*H*W)`` keeps the segments, each channel becoming a block of ``H*W`` features of the
-  next linear layer;
-- convolutions (``groups == 1``) and linear layers *consume* their input segments (their input
-  channels die with a pruned channel) and produce a new space;
-- anything else (an unknown function or module, a grouped convolution, an activation with
-  f(0) != 0 such as sigmoid, the model's input and output) makes the spaces it touches
-  *unprunable*: their channels are all kept. So the classifier, whose outputs are the model's,
-  is never pruned.
-
-The result is a list of :class:`Group`: coupled spaces, their producers, members and consumers.
+Two builders fill this model: :mod:`~sparsepai.structured.opgraph` (the default) walks the ATen
+operations of a ``torch.export`` capture on an example input, so any module is seen as the ops
+it performs; :mod:`~sparsepai.structured.fxgraph` (the fallback when no example input is known)
+walks a ``torch.fx`` trace over known module types. Graphs are cached per architecture, so
+``sp.slim``/``sp.apply_masks`` after ``sp.prune`` reuse the graph the capture built.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import operator
 
-import torch
 from torch import nn
-
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-# f(0) == 0 for all of these: a pruned (all-zero) channel stays zero through them
-_PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Tanh, nn.Mish,
-    nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-)
-_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_F = torch.nn.functional
-_PASS_FUNCS = {
-    torch.relu, torch.relu_, _F.relu, _F.relu_, _F.relu6, _F.leaky_relu, _F.elu, _F.gelu,
-    _F.silu, _F.hardswish, _F.mish, torch.tanh, _F.dropout, _F.dropout1d, _F.dropout2d,
-    _F.dropout3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d, _F.max_pool1d,
-    _F.max_pool2d, _F.max_pool3d, _F.avg_pool1d, _F.avg_pool2d, _F.avg_pool3d,
-    _F.adaptive_avg_pool1d, _F.adaptive_avg_pool2d, _F.adaptive_avg_pool3d,
-    _F.adaptive_max_pool1d, _F.adaptive_max_pool2d, _F.adaptive_max_pool3d,
-    torch.nn.functional.hardtanh,
-}
-_PASS_METHODS = {"relu", "relu_", "contiguous", "clone", "tanh", "gelu", "detach"}
-_ADD = {operator.add, operator.iadd, torch.add}
-_ADD_METHODS = {"add", "add_", "__add__", "__iadd__"}
 
 
 class TraceError(RuntimeError):
-    """The model (or one of its modules) cannot be traced by ``torch.fx``."""
+    """The model (or one of its modules) cannot be captured."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,15 +38,26 @@ class Seg:
 
 @dataclasses.dataclass
 class Member:
-    """A batch norm or depthwise convolution whose channels are ``offset .. offset+length`` of
-    a group, attributed to producer ``origin`` (None: the group's stream)."""
+    """A layer whose per-channel tensors follow channels ``offset .. offset+length`` of a group,
+    attributed to producer ``origin`` (None: the group's stream).
+
+    ``kind`` is ``"norm"`` (a norm layer), ``"depthwise"`` (a depthwise convolution) or
+    ``"scale"`` (a per-channel parameter multiplied or added in). ``tensors`` are
+    ``(full parameter or buffer name, axis)`` pairs to narrow, ``width`` the layer's channels.
+    ``offset`` counts the layer's channels, ``length`` units of the group, each ``expand``
+    consecutive channels of the layer (e.g. a norm after a grouped convolution whose groups are
+    the units).
+    """
 
     module: str
-    kind: str  # "norm" | "depthwise"
+    kind: str
     group: int
     offset: int
     length: int
     origin: str | None
+    tensors: tuple = ()
+    width: int = 0
+    expand: int = 1
 
 
 @dataclasses.dataclass
@@ -96,310 +74,215 @@ class Read:
 
 @dataclasses.dataclass
 class Group:
-    """Coupled channels: one stream of ``size`` channels written by every producer in
-    ``producers`` (each writes all ``size`` channels of it)."""
+    """Coupled channels: one stream of ``size`` channels (units) written by every producer in
+    ``producers`` (each writes all ``size`` of them). A producer in ``expand`` writes
+    ``expand[p]`` consecutive output rows per unit (an attention unit: a key/value head with its
+    query heads, whose rows are kept or pruned together); the others one row per unit."""
 
     id: int
     size: int
     producers: list
     members: list
     prunable: bool
+    expand: dict = dataclasses.field(default_factory=dict)
+
+    def rows(self, producer: str) -> int:
+        """Output rows of ``producer`` per unit of the group."""
+        return self.expand.get(producer, 1)
 
 
 @dataclasses.dataclass
 class ChannelGraph:
-    """The analysis of one model: groups (by id), reads of each consumer, module table."""
+    """The analysis of one model: groups (by id), reads of each consumer, producer table.
+
+    ``method`` says which builder made it (``"export"`` or ``"fx"``)."""
 
     groups: dict
     reads: list
     producer_group: dict  # producer module name -> group id
-    modules: dict  # name -> module
+    method: str = "export"
 
     def prunable_groups(self) -> list:
         return [g for g in self.groups.values() if g.prunable and g.producers]
 
 
-class _Info:
-    __slots__ = ("segs", "flat")
+class Builder:
+    """Union-find over channel spaces, and the raw records the walkers collect."""
 
-    def __init__(self, segs, flat=False):
-        self.segs = tuple(segs)
-        self.flat = flat
+    def __init__(self):
+        self.parent: list[int] = []
+        self.scale: list[int] = []  # channel c of a space is channel c // scale of its parent
+        self.length: list[int] = []
+        self.dead: set[int] = set()
+        self.producer_space: dict[str, int] = {}
+        self.members: list = []  # (module, kind, segs, tensors, width)
+        self.reads: list = []  # (module, segs, n_in)
 
-    @property
-    def length(self):
-        return sum(s.length for s in self.segs)
+    def new_space(self, n: int) -> int:
+        self.parent.append(len(self.parent))
+        self.scale.append(1)
+        self.length.append(n)
+        return len(self.parent) - 1
+
+    def producer(self, name: str, n: int) -> int:
+        """The space of ``name``'s outputs (one per module, even if it is called twice)."""
+        if name not in self.producer_space:
+            self.producer_space[name] = self.new_space(n)
+        return self.producer_space[name]
+
+    def find(self, s: int) -> int:
+        path = []
+        while self.parent[s] != s:
+            path.append(s)
+            s = self.parent[s]
+        for node in reversed(path):  # compress, keeping the scale to the root
+            p = self.parent[node]
+            if p != s:
+                self.scale[node] *= self.scale[p]
+                self.parent[node] = s
+        return s
+
+    def ratio(self, s: int) -> int:
+        """Channels of space ``s`` per channel of its root."""
+        return self.scale[s] if self.find(s) != s else 1
+
+    def link(self, a: int, b: int, e: int = 1) -> None:
+        """Channel ``c`` of space ``a`` shares its fate with channel ``c // e`` of ``b``
+        (``e == 1``: an elementwise coupling)."""
+        ra, rb = self.find(a), self.find(b)
+        ka, kb = self.ratio(a), self.ratio(b)
+        if e == 1 and kb % ka and ka % kb == 0:  # b's root is the finer: link it into a's
+            ra, rb, ka, kb = rb, ra, kb, ka
+        if ra == rb:
+            if ka != e * kb:
+                self.dead.update((ra, rb))
+            return
+        if (e * kb) % ka:
+            self.dead.update((ra, rb))  # not a whole number of channels per unit
+            return
+        self.parent[ra] = rb
+        self.scale[ra] = e * kb // ka
+        if ra in self.dead:
+            self.dead.add(rb)
+
+    def union(self, a: int, b: int) -> None:
+        self.link(a, b, 1)
+
+    def kill_segs(self, segs) -> None:
+        for s in segs:
+            self.dead.add(self.find(s.space))
+
+    def couple_segs(self, seg_lists) -> bool:
+        """Union the spaces of equally laid out segment lists; False if the layouts differ."""
+        shape = [s.length for s in seg_lists[0]]
+        if any([s.length for s in segs] != shape for segs in seg_lists):
+            return False
+        for segs in seg_lists[1:]:
+            for a, b in zip(seg_lists[0], segs):
+                self.union(a.space, b.space)
+        return True
+
+    def finish(self, method: str) -> ChannelGraph:
+        # a module met twice with different channels (a shared layer) cannot be narrowed
+        # consistently: its channels stay
+        for records in (self.members, self.reads):
+            seen: dict = {}
+            for rec in records:
+                segs = rec[2] if len(rec) == 5 else rec[1]
+                key = tuple(self.find(s.space) for s in segs)
+                if seen.setdefault(_key(rec), key) != key:
+                    for other in records:
+                        if _key(other) == _key(rec):
+                            self.kill_segs(other[2] if len(other) == 5 else other[1])
+        groups: dict[int, Group] = {}
+        producer_group = {}
+
+        def group(r):
+            return groups.setdefault(r, Group(r, self.length[r], [], [], r not in self.dead))
+
+        for name, sp in self.producer_space.items():
+            r = self.find(sp)
+            group(r).producers.append(name)
+            if self.ratio(sp) != 1:
+                group(r).expand[name] = self.ratio(sp)
+            producer_group[name] = r
+        done = set()
+        for rec in self.members:
+            name, kind, segs, tensors, width = rec
+            if _key(rec) in done:
+                continue
+            done.add(_key(rec))
+            off = 0
+            for s in segs:
+                r, k = self.find(s.space), self.ratio(s.space)
+                group(r).members.append(Member(name, kind, r, off, s.length // k, s.origin,
+                                               tuple(tensors), width, k))
+                off += s.length
+        reads = []
+        done = set()
+        for name, segs, n_in in self.reads:
+            if name in done:
+                continue
+            done.add(name)
+            factor = n_in // sum(s.length for s in segs)
+            off = 0
+            for s in segs:
+                r, k = self.find(s.space), self.ratio(s.space)
+                group(r)
+                reads.append(Read(name, r, off * factor, s.length // k, factor * k))
+                off += s.length
+        for g in groups.values():  # a group read or normed but never written is not ours
+            g.prunable = g.prunable and bool(g.producers)
+        return ChannelGraph(groups, reads, producer_group, method)
 
 
-def trace(model: nn.Module):
-    """``torch.fx.symbolic_trace`` with an error naming the module that cannot be traced."""
-    import torch.fx as fx
-
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types; all mean the same to the user
-        culprit = _untraceable_module(model)
-        where = f" (module {culprit!r}, {type(dict(model.named_modules())[culprit]).__name__})" \
-            if culprit else ""
-        raise TraceError(f"torch.fx cannot trace {type(model).__name__}{where}: {exc}. "
-                         "Structured pruning needs a model torch.fx can trace.") from exc
+def _key(rec):
+    """Records of one layer: a read or member module (and the tensors a member narrows)."""
+    return (rec[0], tuple(rec[3])) if len(rec) == 5 else rec[0]
 
 
-def _untraceable_module(model):
-    import torch.fx as fx
+# ------------------------------------------------------------------------------------------
+# entry point and cache
 
-    # the deepest module whose own trace fails is the one to name
-    found = None
-    for name, mod in model.named_modules():
-        if not name or type(mod).__module__.startswith("torch.nn"):
-            continue
-        try:
-            fx.symbolic_trace(mod)
-        except Exception:
-            if found is None or name.startswith(found + "."):
-                found = name
-    return found
+_CACHE: dict = {}
+_CACHE_SIZE = 16
 
 
-def analyse(model: nn.Module) -> ChannelGraph:
-    """Trace ``model`` and find its channel groups.
+def fingerprint(model: nn.Module) -> tuple:
+    """What the graph of a model depends on besides its input: its class, module types and
+    parameter and buffer shapes."""
+    mods = tuple((n, type(m).__qualname__) for n, m in model.named_modules())
+    tensors = tuple((n, tuple(t.shape)) for n, t in model.state_dict(keep_vars=True).items())
+    return (type(model).__qualname__, mods, tensors)
+
+
+def analyse(model: nn.Module, example_inputs=None) -> ChannelGraph:
+    """The channel groups of ``model``.
 
     Args:
-        model: any module ``torch.fx.symbolic_trace`` can trace.
+        model: any module (left untouched).
+        example_inputs: an input to capture the model on: a tensor, a tuple of positional
+            arguments or a dict of keyword arguments. Without one, the graph last built for this
+            architecture is reused, or else a ``torch.fx`` trace over known module types is
+            tried.
 
     Returns:
         A :class:`ChannelGraph`.
 
     Raises:
-        TraceError: naming the module fx could not trace.
+        TraceError: naming the module that could not be captured, and what to pass.
     """
-    gm = trace(model)
-    modules = dict(model.named_modules())
-    parent: list[int] = []
-    length: list[int] = []
-    dead: set[int] = set()
-    producer_space: dict[str, int] = {}
-    members_raw: list = []  # (module, kind, segs)
-    reads_raw: list = []  # (module, segs, in_features or None)
+    key = fingerprint(model)
+    if example_inputs is None:
+        if key in _CACHE:
+            return _CACHE[key]
+        from sparsepai.structured.fxgraph import analyse_fx
 
-    def new_space(n):
-        parent.append(len(parent))
-        length.append(n)
-        return len(parent) - 1
+        return analyse_fx(model)
+    from sparsepai.structured.opgraph import analyse_export
 
-    def find(s):
-        while parent[s] != s:
-            parent[s] = parent[parent[s]]
-            s = parent[s]
-        return s
-
-    def union(a, b):
-        a, b = find(a), find(b)
-        if a != b:
-            parent[b] = a
-            if b in dead:
-                dead.add(a)
-
-    def kill(info):
-        if isinstance(info, _Info):
-            for s in info.segs:
-                dead.add(find(s.space))
-
-    def kill_all(args):
-        for a in _flat(args):
-            kill(env.get(a) if isinstance(a, torch.fx.Node) else None)
-
-    def couple(infos):
-        """Elementwise sum of channel tensors: the same channel in each is one stream."""
-        infos = [i for i in infos if i is not None]
-        if len(infos) < 2:
-            return infos[0] if infos else None
-        shape = [s.length for s in infos[0].segs]
-        if any([s.length for s in i.segs] != shape or i.flat != infos[0].flat for i in infos):
-            for i in infos:
-                kill(i)
-            return _Info([Seg(s.space, s.length, None) for s in infos[0].segs], infos[0].flat)
-        for i in infos[1:]:
-            for a, b in zip(infos[0].segs, i.segs):
-                union(a.space, b.space)
-        return _Info([Seg(s.space, s.length, None) for s in infos[0].segs], infos[0].flat)
-
-    env: dict = {}
-    for node in gm.graph.nodes:
-        out = None
-        if node.op == "placeholder":
-            out = "input"  # channels unknown, never pruned
-        elif node.op == "get_attr":
-            out = None
-        elif node.op == "output":
-            kill_all(node.args)
-        elif node.op == "call_module":
-            mod = modules[node.target]
-            x = env.get(node.args[0]) if node.args and isinstance(node.args[0], torch.fx.Node) \
-                else None
-            others = node.args[1:] + tuple(node.kwargs.values())
-            kill_all(others)
-            info = x if isinstance(x, _Info) else None
-            if isinstance(mod, _CONV) or isinstance(mod, nn.Linear):
-                is_conv = isinstance(mod, _CONV)
-                n_in = mod.in_channels if is_conv else mod.in_features
-                n_out = mod.out_channels if is_conv else mod.out_features
-                if is_conv and mod.groups != 1:
-                    if (mod.groups == n_in == n_out and info is not None
-                            and info.length == n_in and not info.flat):
-                        members_raw.append((node.target, "depthwise", info.segs))
-                        out = info
-                    else:
-                        kill(info)
-                        out = _Info([Seg(new_space(n_out), n_out, node.target)])
-                        dead.add(out.segs[0].space)
-                else:
-                    if info is not None:
-                        # a linear layer reads features (flat), a convolution channels (dim 1)
-                        ok = (info.flat and n_in % info.length == 0) if not is_conv else \
-                            (not info.flat and n_in == info.length)
-                        if ok:
-                            reads_raw.append((node.target, info.segs, n_in))
-                        else:
-                            kill(info)
-                    if node.target in producer_space:
-                        sp = producer_space[node.target]
-                    else:
-                        sp = producer_space[node.target] = new_space(n_out)
-                    out = _Info([Seg(sp, n_out, node.target)], flat=not is_conv)
-            elif isinstance(mod, _NORM):
-                if info is not None and info.length == mod.num_features and \
-                        (not info.flat or isinstance(mod, nn.BatchNorm1d)):
-                    members_raw.append((node.target, "norm", info.segs))
-                    out = info
-                else:
-                    kill(info)
-            elif isinstance(mod, _PASS_MODULES):
-                out = info
-            elif isinstance(mod, nn.Flatten):
-                if info is not None and mod.start_dim == 1 and mod.end_dim == -1:
-                    out = _Info(info.segs, flat=True)
-                else:
-                    kill(info)
-            else:
-                kill(info)
-        elif node.op in ("call_function", "call_method"):
-            out = _function(node, env, kill, kill_all, couple)
-        env[node] = out
-
-    groups: dict[int, Group] = {}
-    producer_group = {}
-    for name, sp in producer_space.items():
-        r = find(sp)
-        g = groups.setdefault(r, Group(r, length[r], [], [], r not in dead))
-        g.producers.append(name)
-        producer_group[name] = r
-    for name, kind, segs in members_raw:
-        off = 0
-        for s in segs:
-            r = find(s.space)
-            g = groups.setdefault(r, Group(r, length[r], [], [], r not in dead))
-            g.members.append(Member(name, kind, r, off, s.length, s.origin))
-            off += s.length
-    reads = []
-    for name, segs, n_in in reads_raw:
-        total = sum(s.length for s in segs)
-        factor = n_in // total
-        off = 0
-        for s in segs:
-            reads.append(Read(name, find(s.space), off * factor, s.length, factor))
-            off += s.length
-    return ChannelGraph(groups, reads, producer_group, modules)
-
-
-def _flat(args):
-    for a in args:
-        if isinstance(a, (tuple, list)):
-            yield from _flat(a)
-        elif isinstance(a, dict):
-            yield from _flat(tuple(a.values()))
-        else:
-            yield a
-
-
-def _arg(node, i, key, default=None):
-    if len(node.args) > i:
-        return node.args[i]
-    return node.kwargs.get(key, default)
-
-
-def _function(node, env, kill, kill_all, couple):
-    """The channel description of a call_function / call_method node's output."""
-    tgt = node.target
-    get = (lambda a: env.get(a) if isinstance(a, torch.fx.Node) else None)
-    x = get(node.args[0]) if node.args else None
-    info = x if isinstance(x, _Info) else None
-    is_method = node.op == "call_method"
-    if (not is_method and tgt in _PASS_FUNCS) or (is_method and tgt in _PASS_METHODS):
-        kill_all(node.args[1:])
-        return info
-    if (not is_method and tgt in _ADD) or (is_method and tgt in _ADD_METHODS):
-        a, b = get(node.args[0]), get(_arg(node, 1, "other"))
-        if "alpha" in node.kwargs or any(v == "input" for v in (a, b)):
-            kill_all(node.args)
-            return None
-        if isinstance(a, _Info) and isinstance(b, _Info):
-            return couple([a, b])
-        if isinstance(a, _Info) and not isinstance(_arg(node, 1, "other"), torch.fx.Node):
-            return a if _arg(node, 1, "other") == 0 else _killed(a, kill)
-        kill_all(node.args)
-        return None
-    if not is_method and tgt is torch.cat:
-        parts = [get(t) for t in node.args[0]]
-        dim = _arg(node, 1, "dim", 0)
-        if dim == 1 and all(isinstance(p, _Info) for p in parts) and \
-                len({p.flat for p in parts}) == 1:
-            return _Info([s for p in parts for s in p.segs], parts[0].flat)
-        kill_all(node.args)
-        return None
-    if (not is_method and tgt is torch.flatten) or (is_method and tgt == "flatten"):
-        start = _arg(node, 1, "start_dim", 0)
-        end = _arg(node, 2, "end_dim", -1)
-        if info is not None and start == 1 and end == -1:
-            return _Info(info.segs, flat=True)
-        kill_all(node.args)
-        return None
-    if is_method and tgt in ("view", "reshape"):
-        shape = node.args[1:]
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        if info is not None and len(shape) == 2 and shape[1] == -1 and _is_batch(shape[0]):
-            return _Info(info.segs, flat=True)
-        kill_all(node.args)
-        return None
-    if (is_method and tgt in ("mean", "sum", "amax")) or \
-            (not is_method and tgt in (torch.mean, torch.sum, torch.amax)):
-        dims = _arg(node, 1, "dim")
-        dims = (dims,) if isinstance(dims, int) else dims
-        if info is not None and not info.flat and dims and all(isinstance(d, int) and d >= 2
-                                                              for d in dims):
-            keep = _arg(node, 2, "keepdim", False)
-            return info if keep else _Info(info.segs, flat=True)
-        kill_all(node.args)
-        return None
-    if is_method and tgt == "size" or (not is_method and tgt is getattr):
-        return None
-    kill_all(node.args)
-    kill_all(tuple(node.kwargs.values()))
-    return None
-
-
-def _killed(info, kill):
-    kill(info)
-    return info
-
-
-def _is_batch(a):
-    """``x.size(0)`` or ``x.shape[0]`` (the batch dimension), as fx records it."""
-    if not isinstance(a, torch.fx.Node):
-        return False
-    if a.op == "call_method" and a.target == "size":
-        return len(a.args) > 1 and a.args[1] == 0
-    if a.op == "call_function" and a.target is operator.getitem:
-        return a.args[1] == 0
-    return False
+    graph = analyse_export(model, example_inputs)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = graph
+    return graph

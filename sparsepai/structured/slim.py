@@ -1,7 +1,10 @@
 """``sp.slim``: a physically smaller copy of a channel-masked model.
 
-Every convolution, linear, batch-norm and depthwise layer that a channel mask touches is rebuilt
-with only the live channels and its weights copied. A coupled residual stream keeps the channels
+Every convolution, linear, norm and depthwise layer (and per-channel parameter) that a channel
+mask touches is narrowed in place on a deep copy, keeping its class (so subclasses such as
+same-padding convolutions or norm-activation layers keep their forward): grouped convolutions
+lose whole groups, attention projections whole heads (and the attention module's head counts
+are updated). A coupled residual stream keeps the channels
 any of its producers keeps; a producer that keeps fewer writes into the stream through a
 channel-sparse convolution (``sparsepai.ops.channel_sparse_conv2d``), and the norm after it
 keeps the stream's width with the affine parameters of its dropped channels at zero, which is
@@ -129,11 +132,13 @@ def round_masks(graph, plan, multiple: int) -> dict:
         for p in g.producers:
             if torch.equal(plan.own[p], live):
                 masks[p][extra] = True
-    return masks
+    return {n: m.repeat_interleave(graph.groups[graph.producer_group[n]].rows(n))
+            for n, m in masks.items()}
 
 
 @torch.no_grad()
-def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1) -> nn.Module:
+def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
+         example_inputs=None) -> nn.Module:
     """A physically smaller copy of ``model`` with the pruned channels removed.
 
     Args:
@@ -144,6 +149,9 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1) -> nn.Modu
         round_to: round each stream's channel count up to a multiple of this (e.g. 8) by
             keeping some dropped channels (the lowest-numbered) with their weights; the masks
             actually used are recorded on the result.
+        example_inputs: an input to capture the model on (a tensor, a tuple of positional
+            arguments or a dict of keyword arguments); by default the graph ``sp.prune`` built
+            for this architecture is reused (see :func:`~sparsepai.structured.graph.analyse`).
 
     Returns:
         A deep copy of ``model`` with smaller layers; ``result.sparsepai_channel_masks`` holds
@@ -152,9 +160,9 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1) -> nn.Modu
 
     Raises:
         ValueError/TypeError: masks that do not match the model, or that remove every channel of
-            a layer; ``TraceError`` when torch.fx cannot trace the model.
+            a layer; ``TraceError`` when the model cannot be captured.
     """
-    graph = analyse(model)
+    graph = analyse(model, example_inputs)
     plan = resolve(graph, dict(channel_masks), "slim")
     if round_to < 1:
         raise ValueError(f"slim: round_to must be >= 1, got {round_to}")
@@ -162,7 +170,6 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1) -> nn.Modu
         plan = resolve(graph, round_masks(graph, plan, round_to), "slim")
     new = copy.deepcopy(model)
     mods = dict(new.named_modules())
-    live_idx = {gid: _idx(m) for gid, m in plan.live.items()}
 
     # input columns of every layer that reads a group
     cols: dict = {}
@@ -171,29 +178,64 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1) -> nn.Modu
         keep = cols.setdefault(r.module, torch.ones(w.shape[1], dtype=torch.bool))
         per = plan.live[r.group].repeat_interleave(r.factor)
         keep[r.col_offset:r.col_offset + r.length * r.factor] = per
-    # channels of norms and depthwise layers, with the ones whose parameters are zeroed
+    # channels of members (norms, depthwise layers, per-channel scales), with the ones whose
+    # parameters are zeroed
     member_ch: dict = {}
     for g in graph.groups.values():
         for mem in g.members:
-            ch, zero = member_ch.setdefault(mem.module, ([], []))
-            sel = live_idx[g.id]
-            ch.append(sel + mem.offset)
-            zero.append(~plan.member_mask(mem)[sel])
+            ch, zero, _ = member_ch.setdefault((mem.module, mem.tensors), ([], [], mem))
+            keep = plan.live[g.id].repeat_interleave(mem.expand)
+            ch.append(torch.arange(mem.offset, mem.offset + mem.length * mem.expand)[keep])
+            zero.append(~plan.member_mask(mem).repeat_interleave(mem.expand)[keep])
 
     for name, gid in graph.producer_group.items():
         mod = mods[name]
-        live = plan.live[gid]
-        own = plan.own[name]
+        e = graph.groups[gid].rows(name)
+        live = plan.live[gid].repeat_interleave(e)
+        own = plan.rows(name)
         in_cols = _idx(cols[name]) if name in cols else None
         if torch.equal(own, live):
-            _replace(new, name, _narrow(mod, _idx(own), in_cols))
+            _narrow(mod, _idx(own), in_cols)
         else:
             _replace(new, name, _sparse(mod, own, live, in_cols))
-    for name, (ch, zero) in member_ch.items():
-        _replace(new, name, _narrow_member(mods[name], torch.cat(ch), torch.cat(zero)))
-    setattr(new, SLIM_ATTR, {n: m.clone() for n, m in plan.own.items()
+    for (name, _), (ch, zero, mem) in member_ch.items():
+        ch, zero = torch.cat(ch), torch.cat(zero)
+        order = torch.argsort(ch)  # members spanning several groups list them by offset
+        _replace(new, name, _narrow_member(mods[name], mem, ch[order], zero[order]))
+    _fewer_heads(new, graph, plan, mods)
+    setattr(new, SLIM_ATTR, {n: plan.rows(n) for n, m in plan.own.items()
                              if not bool(m.all()) or n in channel_masks})
     return new
+
+
+# attributes attention modules keep of their head counts (and of heads * head size)
+HEAD_ATTRS = ("num_heads", "num_attention_heads", "num_key_value_heads", "num_kv_heads",
+              "n_heads", "n_kv_heads", "all_head_size")
+
+
+def _fewer_heads(root, graph, plan, mods):
+    """Scale the head counts that the attention modules owning pruned attention units read
+    in their forward (the nearest ancestor of the projections that has any of
+    :data:`HEAD_ATTRS`; shared config objects are left alone). ``mods``: the modules before
+    any was replaced."""
+    done = set()
+    for g in graph.prunable_groups():
+        if not g.expand or any(isinstance(mods[p], nn.modules.conv._ConvNd)
+                               for p in g.producers):
+            continue  # no attention unit (grouped convolutions expand too)
+        kept = int(plan.live[g.id].sum())
+        for p in g.producers:
+            parts = p.split(".")
+            for i in range(len(parts) - 1, -1, -1):
+                name = ".".join(parts[:i])
+                mod = root.get_submodule(name)
+                attrs = [a for a in HEAD_ATTRS if isinstance(getattr(mod, a, None), int)]
+                if attrs:
+                    if name not in done:
+                        done.add(name)
+                        for a in attrs:
+                            setattr(mod, a, getattr(mod, a) * kept // g.size)
+                    break
 
 
 def _replace(root, name, module):
@@ -209,75 +251,92 @@ def _take(w, rows, cols):
     return w.clone()
 
 
-def _narrow(mod, rows, cols):
-    """The same layer type with output channels ``rows`` and input channels ``cols``."""
-    full_cols = cols is None or cols.numel() == mod.weight.shape[1]
-    if rows.numel() == mod.weight.shape[0] and full_cols:
-        return None
-    w = _take(mod.weight.detach(), rows, cols)
-    b = mod.bias.detach().index_select(0, rows).clone() if mod.bias is not None else None
-    dd = {"device": w.device, "dtype": w.dtype}
-    if isinstance(mod, nn.Linear):
-        out = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, **dd)
+def _set(mod, attr, value):
+    """Replace a parameter or buffer of ``mod``, keeping its kind and ``requires_grad``."""
+    old = getattr(mod, attr)
+    if isinstance(old, nn.Parameter):
+        setattr(mod, attr, nn.Parameter(value, requires_grad=old.requires_grad))
     else:
-        out = type(mod)(w.shape[1], w.shape[0], mod.kernel_size, mod.stride, mod.padding,
-                        mod.dilation, 1, b is not None, mod.padding_mode, **dd)
-    out.weight.copy_(w)
-    if b is not None:
-        out.bias.copy_(b)
-    out.train(mod.training)
-    return out
+        mod._buffers[attr] = value
+
+
+def _narrow(mod, rows, cols):
+    """Narrow a convolution or linear layer in place to output channels ``rows`` and input
+    channels ``cols`` (the module keeps its class, so subclasses such as same-padding
+    convolutions keep their forward). Returns ``mod``."""
+    groups = getattr(mod, "groups", 1)
+    if groups > 1:  # a grouped convolution loses whole groups (rows per group stay)
+        mod.groups = groups * rows.numel() // mod.weight.shape[0]
+    with torch.no_grad():
+        _set(mod, "weight", _take(mod.weight.detach(), rows, cols))
+        if mod.bias is not None:
+            _set(mod, "bias", mod.bias.detach().index_select(0, rows).clone())
+    n_out, n_in = mod.weight.shape[:2]
+    if isinstance(mod, nn.Linear):
+        mod.out_features, mod.in_features = n_out, n_in
+    else:
+        mod.out_channels, mod.in_channels = n_out, n_in * mod.groups
+    return mod
 
 
 def _sparse(mod, own, live, cols):
     """A producer writing only its own channels into a wider stream."""
+    if getattr(mod, "groups", 1) > 1:
+        # a grouped convolution's groups read their own input channels: it keeps every live
+        # group, with zero filters for the ones this producer drops
+        _narrow(mod, _idx(live), cols)
+        with torch.no_grad():
+            off = ~own[live]
+            mod.weight[off] = 0
+            if mod.bias is not None:
+                mod.bias[off] = 0
+        return mod
     rows = _idx(own)
     pos = torch.searchsorted(_idx(live), rows)  # own channel -> position in the slim stream
+    width = int(live.sum())
+    if type(mod) is nn.Linear:
+        w = _take(mod.weight.detach(), rows, cols)
+        b = mod.bias.detach().index_select(0, rows).clone() if mod.bias is not None else None
+        return ChannelSparseLinear(w, b, pos, width)
+    if type(mod) is not nn.Conv2d or mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+        return ChannelScatter(_narrow(mod, rows, cols), pos, width)
     w = _take(mod.weight.detach(), rows, cols)
     b = mod.bias.detach().index_select(0, rows).clone() if mod.bias is not None else None
-    width = int(live.sum())
-    if isinstance(mod, nn.Linear):
-        return ChannelSparseLinear(w, b, pos, width)
-    if not isinstance(mod, nn.Conv2d) or mod.padding_mode != "zeros" or \
-            isinstance(mod.padding, str):
-        return ChannelScatter(_narrow(mod, rows, cols), pos, width)
     in_idx = torch.arange(w.shape[1])
     return ChannelSparseConv2d(w, b, in_idx, pos, width, mod.stride, mod.padding, mod.dilation)
 
 
-def _narrow_member(mod, ch, zero):
-    if bool(zero.any()):
-        inner = _narrow_member(mod, ch[~zero], torch.zeros(int((~zero).sum()), dtype=torch.bool))
+_CHANNELWISE = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+                nn.GroupNorm, nn.modules.conv._ConvNd)
+
+
+def _narrow_member(mod, mem, ch, zero):
+    """Narrow a member layer in place to its channels ``ch``; those flagged in ``zero`` are not
+    computed by their producer: a channelwise module then runs on the others only (wrapped in
+    a :class:`ChannelSubset`); other members keep them with zero parameters."""
+    if bool(zero.any()) and isinstance(mod, _CHANNELWISE):
+        inner = _narrow_member(mod, mem, ch[~zero], torch.zeros(int((~zero).sum()),
+                                                                 dtype=torch.bool))
         return ChannelSubset(mod if inner is None else inner, _idx(~zero), ch.numel())
-    width = mod.num_features if isinstance(mod, nn.modules.batchnorm._BatchNorm) else \
-        mod.weight.shape[0]
-    if ch.numel() == width and not bool(zero.any()):
+    if ch.numel() == mem.width and not bool(zero.any()):
         return None
-    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-        n = ch.numel()
-        out = type(mod)(n, mod.eps, mod.momentum, mod.affine, mod.track_running_stats,
-                        device=ch.device if mod.weight is None else mod.weight.device,
-                        dtype=None if mod.weight is None else mod.weight.dtype)
-        if mod.affine:
-            out.weight.copy_(mod.weight.detach()[ch])
-            out.bias.copy_(mod.bias.detach()[ch])
-        if mod.track_running_stats:
-            out.running_mean.copy_(mod.running_mean[ch])
-            out.running_var.copy_(mod.running_var[ch])
-            out.num_batches_tracked.copy_(mod.num_batches_tracked)
-        out.train(mod.training)
-        return out
-    # depthwise convolution: one filter per channel
+    root_len = len(mem.module) + 1 if mem.module else 0
+    with torch.no_grad():
+        for tname, axis in mem.tensors:
+            attr = tname[root_len:]
+            t = getattr(mod, attr).detach().index_select(axis, ch).clone()
+            if bool(zero.any()) and t.is_floating_point() and "running" not in attr:
+                t[(slice(None),) * axis + (zero,)] = 0
+            _set(mod, attr, t)
     n = ch.numel()
-    w = mod.weight.detach()[ch].clone()
-    b = mod.bias.detach()[ch] if mod.bias is not None else None
-    out = type(mod)(n, n, mod.kernel_size, mod.stride, mod.padding, mod.dilation, n,
-                    b is not None, mod.padding_mode, device=w.device, dtype=w.dtype)
-    out.weight.copy_(w)
-    if b is not None:
-        out.bias.copy_(b)
-    out.train(mod.training)
-    return out
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm) or \
+            isinstance(mod, nn.modules.instancenorm._InstanceNorm):
+        mod.num_features = n
+    elif isinstance(mod, nn.GroupNorm):
+        mod.num_groups = mod.num_channels = n
+    elif isinstance(mod, nn.modules.conv._ConvNd) and mem.kind == "depthwise":
+        mod.in_channels = mod.out_channels = mod.groups = n
+    return None
 
 
 def save_slim(model: nn.Module, path: str) -> None:
@@ -299,12 +358,13 @@ def save_slim(model: nn.Module, path: str) -> None:
                                      "masks": sorted(masks)})
 
 
-def load_slim(path: str, model: nn.Module) -> nn.Module:
+def load_slim(path: str, model: nn.Module, example_inputs=None) -> nn.Module:
     """Rebuild a slim model saved by :func:`save_slim`.
 
     Args:
         path: the file.
         model: a dense model of the same architecture (e.g. freshly constructed); untouched.
+        example_inputs: as for :func:`slim`.
 
     Returns:
         The slim model with the saved weights.
@@ -324,6 +384,6 @@ def load_slim(path: str, model: nn.Module) -> nn.Module:
                          f"model given is a {type(model).__name__}")
     masks = {k[5:]: v.bool() for k, v in tensors.items() if k.startswith("mask.")}
     state = {k[6:]: v for k, v in tensors.items() if k.startswith("state.")}
-    out = slim(model, masks)
+    out = slim(model, masks, example_inputs=example_inputs)
     out.load_state_dict(state)
     return out

@@ -48,6 +48,28 @@ class ReflectNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class GroupNet(nn.Module):
+    """A grouped convolution (4 groups), a depthwise convolution with channel multiplier 2 and
+    a residual sum: units are whole groups, coupled through all three."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn0 = nn.BatchNorm2d(8)
+        self.grouped = nn.Conv2d(8, 12, 3, padding=1, groups=4, bias=False)
+        self.bn1 = nn.BatchNorm2d(12)
+        self.dwm = nn.Conv2d(12, 24, 3, padding=1, groups=12)
+        self.bn2 = nn.BatchNorm2d(24)
+        self.pw = nn.Conv2d(24, 8, 1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn0(self.stem(x)))
+        y = torch.relu(self.bn1(self.grouped(x)))
+        y = torch.relu(self.bn2(self.dwm(y)))
+        return self.fc((self.pw(y) + x).mean((2, 3)))
+
+
 def mobilenet():
     m = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.5)
     m.classifier[0].p = 0.0  # dropout draws depend on the tensor size: not comparable
@@ -70,6 +92,7 @@ ARCHS = {
     "smallconv": (lambda: get_model("smallconv", in_channels=1, image_size=8), (1, 8, 8)),
     "catnet": (CatNet, (3, 8, 8)),
     "reflectnet": (ReflectNet, (3, 6, 6)),
+    "groupnet": (GroupNet, (3, 6, 6)),
 }
 
 
@@ -91,11 +114,12 @@ def build(name, seed=0):
     return model, x
 
 
-def random_masks(model, keep=0.5, shared=True, seed=0):
-    """Random channel masks: one per producer (``shared``: the same for coupled producers)."""
+def random_masks(model, keep=0.5, shared=True, seed=0, x=None):
+    """Random channel masks: one per producer (``shared``: the same for coupled producers);
+    ``x`` is the example input the graph is captured on."""
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for grp in analyse(model).prunable_groups():
+    for grp in analyse(model, x).prunable_groups():
         base = torch.rand(grp.size, generator=g) < keep
         base[torch.randint(grp.size, (1,), generator=g)] = True
         for p in grp.producers:
@@ -104,5 +128,5 @@ def random_masks(model, keep=0.5, shared=True, seed=0):
             else:
                 m = torch.rand(grp.size, generator=g) < keep
                 m[torch.randint(grp.size, (1,), generator=g)] = True
-            out[p] = m
+            out[p] = m.repeat_interleave(grp.rows(p))
     return out

@@ -62,7 +62,7 @@ def test_snip_channel_scores_equal_gate_gradients():
     model = Chain()
     x = torch.randn(4, 2, 8, 8)
     data = _data(x)
-    graph = analyse(model)
+    graph = analyse(model, x)
     from sparsepai.structured.channels import group_scores
 
     got = group_scores(model, graph, "snip", data, nn.functional.cross_entropy, {})
@@ -79,7 +79,7 @@ def test_prospr_channel_meta_gradient_against_unrolled_oracle():
     model = Chain()
     x = torch.randn(4, 2, 8, 8)
     data = _data(x, 3)
-    graph = analyse(model)
+    graph = analyse(model, x)
     from sparsepai.structured.channels import group_scores
 
     lr, steps = 0.1, 2
@@ -118,7 +118,8 @@ def test_prospr_zero_steps_equals_3sp():
 def test_magnitude_channels_are_global_l1_ranking():
     torch.manual_seed(0)
     model = Chain()
-    masks = sp.prune(model, "magnitude", 0.5, structured=True, unit="channels")
+    masks = sp.prune(model, "magnitude", 0.5, structured=True, unit="channels",
+                     example_inputs=torch.randn(2, 2, 8, 8))
     norms = torch.cat([model.c1.weight.abs().sum((1, 2, 3)), model.c2.weight.abs().sum((1, 2, 3))])
     keep = 11 - round(0.5 * 11)
     # every layer keeps its best channel, then the global ranking fills the rest
@@ -134,11 +135,11 @@ def test_magnitude_channels_are_global_l1_ranking():
 @pytest.mark.parametrize("sparsity", [0.5, 0.9])
 def test_weight_sparsity_is_the_closest_channel_count(arch, sparsity):
     model, x = build(arch)
-    masks = sp.prune(model, "random", sparsity, structured=True, seed=3)
+    masks = sp.prune(model, "random", sparsity, structured=True, seed=3, example_inputs=x)
     n = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     target = n - round(sparsity * n)
     kept = _kept_from_masks(model, masks)
-    graph = analyse(model)
+    graph = analyse(model, x)
     counts = {g.id: int(masks[g.producers[0]].sum()) for g in graph.prunable_groups()}
     assert kept_weights(model, graph, counts) == kept
     # one channel more or less (in score order) would be further from the target
@@ -168,8 +169,9 @@ def _channel_weight_sizes(model, graph):
 
 def test_channel_unit_is_exact():
     model, x = build("resnet20")
-    masks = sp.prune(model, "magnitude", 0.6, structured=True, unit="channels")
-    graph = analyse(model)
+    masks = sp.prune(model, "magnitude", 0.6, structured=True, unit="channels",
+                     example_inputs=x)
+    graph = analyse(model, x)
     total = sum(g.size for g in graph.prunable_groups())
     kept = sum(int(masks[g.producers[0]].sum()) for g in graph.prunable_groups())
     assert kept == total - round(0.6 * total)
@@ -191,7 +193,7 @@ def test_scoring_leaves_model_untouched_and_is_deterministic():
 
 def test_apply_channel_masks_zeroes_channels():
     model, x = build("resnet20")
-    masks = sp.prune(model, "magnitude", 0.7, structured=True)
+    masks = sp.prune(model, "magnitude", 0.7, structured=True, example_inputs=x)
     sp.apply_masks(model, masks)
     dropped = ~masks["layers.0.conv1"]
     assert bool((model.layers[0].conv1.weight[dropped] == 0).all())
@@ -208,7 +210,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="unit"):
         sp.prune(model, "magnitude", 0.5, structured=True, unit="flops")
     with pytest.raises(ValueError, match="cannot reach sparsity"):
-        sp.prune(model, "magnitude", 0.9999, structured=True)
+        sp.prune(model, "magnitude", 0.9999, structured=True, example_inputs=x)
+    with pytest.raises(ValueError, match="example_inputs"):
+        sp.prune(model, "magnitude", 0.5, structured=True)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         sp.prune(model, "magnitude", 1.0, structured=True)
 
@@ -218,7 +222,7 @@ def test_cost_weighting_prefers_cheap_channels():
     (large feature maps) rank below those of the cheap one."""
     model, x = build("resnet20")
     data = _data(x, 1)
-    graph = analyse(model)
+    graph = analyse(model, x)
     from sparsepai.structured.channels import channel_costs, group_scores
 
     plain = group_scores(model, graph, "snip", data, nn.functional.cross_entropy, {})

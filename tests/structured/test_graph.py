@@ -12,7 +12,7 @@ def _group_of(graph, name):
 
 
 def test_resnet_residual_streams_are_coupled():
-    g = analyse(get_model("resnet18"))
+    g = analyse(get_model("resnet18"), torch.randn(2, 3, 32, 32))
     stem = _group_of(g, "conv1")
     assert set(stem.producers) == {"conv1", "layer1.0.conv2", "layer1.1.conv2"}
     assert {m.module for m in stem.members} == {"bn1", "layer1.0.bn2", "layer1.1.bn2"}
@@ -28,7 +28,7 @@ def test_resnet_residual_streams_are_coupled():
 
 
 def test_flatten_factor_into_linear():
-    g = analyse(get_model("lenet5", in_channels=1, image_size=28))
+    g = analyse(get_model("lenet5", in_channels=1, image_size=28), torch.randn(2, 1, 28, 28))
     (r,) = [r for r in g.reads if r.module == "fc1"]
     assert (r.length, r.factor) == (16, 25)  # 16 channels of 5x5 maps
 
@@ -47,11 +47,18 @@ class Gated(nn.Module):
 
 
 def test_unsafe_operations_make_channels_unprunable():
-    g = analyse(Gated())
+    g = analyse(Gated(), torch.randn(2, 3, 12, 12))
     assert not _group_of(g, "a").prunable  # sigmoid
-    assert not _group_of(g, "b").prunable  # read by a grouped convolution
-    assert "g" not in g.producer_group  # a grouped convolution never gets a mask
     assert not _group_of(g, "c").prunable  # the model's output
+
+
+def test_grouped_convolution_prunes_whole_groups():
+    g = analyse(Gated(), torch.randn(2, 3, 12, 12))
+    grp = _group_of(g, "g")  # 2 groups of 2 input and 2 output channels
+    assert set(grp.producers) == {"b", "g"} and grp.prunable and grp.size == 2
+    assert grp.rows("b") == 2 and grp.rows("g") == 2
+    (r,) = [r for r in g.reads if r.module == "c"]
+    assert (r.group, r.length, r.factor) == (grp.id, 2, 2)
 
 
 def test_depthwise_follows_its_input():
@@ -66,7 +73,7 @@ def test_depthwise_follows_its_input():
         def forward(self, x):
             return self.b(torch.relu(self.bn(self.dw(self.a(x)))))
 
-    g = analyse(DW())
+    g = analyse(DW(), torch.randn(2, 3, 8, 8))
     grp = _group_of(g, "a")
     assert grp.prunable
     assert {(m.module, m.kind, m.origin) for m in grp.members} == {

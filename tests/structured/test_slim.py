@@ -35,7 +35,7 @@ def test_slim_equals_masked_dense(arch, shared):
     model, x = build(arch)
     model, x = model.double(), x.double()
     before = copy.deepcopy(model.state_dict())
-    masks = random_masks(model, 0.5, shared)
+    masks = random_masks(model, 0.5, shared, x=x)
     slim = sp.slim(model, masks)
     for k, v in model.state_dict().items():  # the user's model is untouched
         assert torch.equal(v, before[k]), k
@@ -71,7 +71,7 @@ def test_slim_trains_like_masked_dense(arch, shared):
     model = model.double()
     x = torch.randn(32, *x.shape[1:], generator=g, dtype=torch.float64)
     y = torch.randint(0, 5, (x.shape[0],), generator=g)
-    masks = random_masks(model, 0.6, shared, seed=1)
+    masks = random_masks(model, 0.6, shared, seed=1, x=x)
     slim = sp.slim(model, masks).train()
     dense = sp.apply_masks(copy.deepcopy(model), masks).train()
     opt_s = torch.optim.SGD(slim.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
@@ -99,9 +99,9 @@ def test_slim_trains_like_masked_dense(arch, shared):
 
 def test_slim_uses_channel_sparse_conv_only_for_partial_producers():
     model, x = build("resnet20")
-    shared = sp.slim(model, random_masks(model, 0.5, True))
+    shared = sp.slim(model, random_masks(model, 0.5, True, x=x))
     assert not any(isinstance(m, ChannelSparseConv2d) for m in shared.modules())
-    per_layer = sp.slim(model, random_masks(model, 0.5, False))
+    per_layer = sp.slim(model, random_masks(model, 0.5, False, x=x))
     assert any(isinstance(m, ChannelSparseConv2d) for m in per_layer.modules())
 
 
@@ -120,7 +120,7 @@ def test_generic_scatter_for_layers_the_op_does_not_cover():
 
 def test_round_to_multiple_of_8():
     model, x = build("resnet18")
-    masks = random_masks(model, 0.3, True, seed=2)
+    masks = random_masks(model, 0.3, True, seed=2, x=x)
     slim = sp.slim(model, masks, round_to=8)
     for m in slim.modules():
         if isinstance(m, torch.nn.Conv2d) and m.in_channels > 3:
@@ -135,7 +135,7 @@ def test_round_to_multiple_of_8():
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-layer"])
 def test_save_load_round_trip(tmp_path, shared):
     model, x = build("resnet20")
-    slim = sp.slim(model, random_masks(model, 0.5, shared)).eval()
+    slim = sp.slim(model, random_masks(model, 0.5, shared, x=x)).eval()
     with torch.no_grad():  # distinguish the saved weights from the dense model's
         for p in slim.parameters():
             p.add_(0.01)
@@ -156,15 +156,15 @@ def test_save_load_round_trip(tmp_path, shared):
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-layer"])
 def test_export_round_trip(shared):
     model, x = build("resnet20")
-    slim = sp.slim(model, random_masks(model, 0.5, shared)).eval()
+    slim = sp.slim(model, random_masks(model, 0.5, shared, x=x)).eval()
     ep = torch.export.export(slim, (x,))
     torch.testing.assert_close(ep.module()(x), slim(x), **TOL)
 
 
 def test_bad_masks_leave_the_model_untouched():
-    model, _ = build("resnet20")
+    model, x = build("resnet20")
     before = copy.deepcopy(model.state_dict())
-    good = random_masks(model)
+    good = random_masks(model, x=x)
     with pytest.raises(ValueError, match="no convolution or linear layer named"):
         sp.slim(model, {**good, "nope": torch.ones(3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="output channels"):
@@ -194,4 +194,6 @@ def test_untraceable_model_names_the_module():
             return self.gate(self.conv(x))
 
     with pytest.raises(sp.structured.TraceError, match="'gate'"):
-        sp.slim(Net(), {})
+        sp.slim(Net(), {})  # the torch.fx fallback
+    with pytest.raises(sp.structured.TraceError, match="'gate'.*example input"):
+        sp.slim(Net(), {}, example_inputs=torch.randn(2, 3, 8, 8))  # torch.export

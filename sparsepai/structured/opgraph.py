@@ -1,0 +1,423 @@
+"""The default channel graph builder: a walk over the ATen operations of a ``torch.export``
+capture (see :mod:`~sparsepai.structured.graph` for the model it fills).
+
+Every value of the graph is described as one of: an :class:`_Info` (a tensor whose dimension
+``dim`` holds the channels of some segments, each channel occupying ``factor`` consecutive
+positions, e.g. after a flatten), a :class:`_Param` (a parameter or buffer, possibly viewed), a
+tuple of these (an op with several outputs), or None (anything else: the model's inputs,
+embeddings, tensors the walk does not follow). An :class:`_Info` is *dirty* when a pruned
+channel may hold a non-zero value there (after ``sigmoid``, ``+ 3``, a softmax over space):
+only a product with a clean tensor of the same channels (a gate) makes it clean again; a dirty
+tensor reaching anything else kills its channels. The rules per op are in :data:`RULES`; an op
+without a rule kills every channel it touches, so the model is never silently wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+from torch import nn
+
+from sparsepai.structured.capture import PREFIX, capture
+from sparsepai.structured.graph import Builder, ChannelGraph, Seg
+
+# f(0) == 0: a pruned (zero) channel stays zero
+_PASS = {"relu", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "hardswish", "mish",
+         "tanh", "softsign", "sin", "erf", "abs", "neg", "sign", "sqrt", "square", "dropout",
+         "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout",
+         "clone", "contiguous", "alias", "detach", "lift_fresh_copy", "_to_copy", "to",
+         "type_as", "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
+         "upsample_bilinear2d", "upsample_bicubic2d", "upsample_linear1d",
+         "upsample_trilinear3d", "_upsample_nearest_exact2d", "max_pool1d", "max_pool2d",
+         "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+         "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
+         "adaptive_max_pool2d", "adaptive_max_pool3d", "max_pool2d_with_indices",
+         "max_pool3d_with_indices"}
+_SPATIAL = {n for n in _PASS if "pool" in n or "upsample" in n}  # channels must be dim 1
+# f(0) != 0 but channelwise: the result is dirty
+_DIRTY = {"sigmoid", "hardsigmoid", "exp", "cos", "softplus", "erfc"}
+_REDUCE = {"mean", "sum", "amax", "amin", "max", "min", "var", "std", "norm",
+           "linalg_vector_norm", "nansum"}
+_VIEW = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze"}
+_SHAPE_ONLY = {"sym_size", "sym_numel", "sym_stride", "sym_storage_offset", "size", "dim",
+               "_assert_tensor_metadata", "_assert_scalar", "_assert_async", "empty_like",
+               "zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_empty",
+               "new_full", "_local_scalar_dense", "item"}
+
+
+class _Info:
+    """Channels along ``dim``; after an attention head split (``(B, T, H*D) -> (B, H, T, D)``)
+    ``dim`` holds the heads and ``hd`` the features of a head. ``rep``: each head repeated
+    that many times along ``dim`` (grouped-query attention's ``repeat_kv``); ``pend``: a dim
+    that an expand made to repeat the heads, not yet merged into ``dim``."""
+
+    __slots__ = ("segs", "dim", "factor", "dirty", "hd", "rep", "pend")
+
+    def __init__(self, segs, dim, factor=1, dirty=False, hd=None, rep=1, pend=None):
+        self.segs, self.dim, self.factor, self.dirty = tuple(segs), dim, factor, dirty
+        self.hd, self.rep, self.pend = hd, rep, pend
+
+    @property
+    def length(self):
+        return sum(s.length for s in self.segs)
+
+    @property
+    def layout(self):
+        return (self.dim, self.factor, self.hd, self.rep, self.pend)
+
+    def but(self, **kw):
+        d = {k: getattr(self, k) for k in self.__slots__}
+        d.update(kw)
+        return _Info(**d)
+
+
+class _Param:
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+
+def _shape(a):
+    v = a.meta.get("val") if isinstance(a, torch.fx.Node) else None
+    return tuple(int(s) for s in v.shape) if isinstance(v, torch.Tensor) else None
+
+
+def _bind(node) -> dict:
+    """The op's arguments by schema name, defaults filled in."""
+    out = {}
+    for i, a in enumerate(node.target._schema.arguments):
+        if i < len(node.args):
+            out[a.name] = node.args[i]
+        elif a.name in node.kwargs:
+            out[a.name] = node.kwargs[a.name]
+        else:
+            out[a.name] = a.default_value if a.has_default_value() else None
+    return out
+
+
+def _flat(args):
+    for a in args:
+        if isinstance(a, (tuple, list)):
+            yield from _flat(a)
+        elif isinstance(a, dict):
+            yield from _flat(tuple(a.values()))
+        else:
+            yield a
+
+
+def _norm_dim(d, rank):
+    return d + rank if d < 0 else d
+
+
+def analyse_export(model: nn.Module, example_inputs) -> ChannelGraph:
+    """Capture ``model`` on ``example_inputs`` with ``torch.export`` and find its channel groups.
+
+    Raises:
+        TraceError: naming the module export could not capture.
+    """
+    ep = capture(model, example_inputs)
+    return _Walker(model, ep).run()
+
+
+class _Walker:
+    def __init__(self, model, ep):
+        from sparsepai.pruning.base import PRUNABLE_TYPES
+
+        self.b = Builder()
+        self.ep = ep
+        self.mods = dict(model.named_modules())
+        self.tensors = dict(model.state_dict(keep_vars=True))
+        self.tensors.update(dict(model.named_parameters()))
+        self.prunable = PRUNABLE_TYPES
+        sig = ep.graph_signature
+        self.names = {k: v[len(PREFIX):] for k, v in {**sig.inputs_to_parameters,
+                                                      **sig.inputs_to_buffers}.items()}
+        self.env: dict = {}
+
+    # -- helpers -----------------------------------------------------------------------------
+    def get(self, a):
+        return self.env.get(a) if isinstance(a, torch.fx.Node) else None
+
+    def kill(self, v):
+        if isinstance(v, _Info):
+            self.b.kill_segs(v.segs)
+        elif isinstance(v, tuple):
+            for x in v:
+                self.kill(x)
+
+    def kill_args(self, node):
+        for a in _flat(tuple(node.args) + tuple(node.kwargs.values())):
+            self.kill(self.get(a))
+
+    def owner(self, pname):
+        return pname.rsplit(".", 1)[0] if "." in pname else ""
+
+    def param(self, a):
+        v = self.get(a)
+        return v.name if isinstance(v, _Param) else None
+
+    # -- the walk ----------------------------------------------------------------------------
+    def run(self) -> ChannelGraph:
+        for node in self.ep.graph.nodes:
+            if node.op == "placeholder":
+                name = self.names.get(node.name)
+                out = _Param(name) if name is not None else None
+            elif node.op == "output":
+                self.kill_args(node)
+                out = None
+            elif node.op == "call_function" and node.target is operator.getitem:
+                v = self.get(node.args[0])
+                out = v[node.args[1]] if isinstance(v, tuple) else None
+            elif node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+                name = node.target.overloadpacket.__name__
+                inplace = name.endswith("_") and not name.startswith("_")
+                base = name[:-1] if inplace else name
+                out = self.op(node, base)
+                if inplace and node.args and isinstance(node.args[0], torch.fx.Node):
+                    self.env[node.args[0]] = out
+            else:
+                self.kill_args(node)
+                out = None
+            self.env[node] = out
+        return self.b.finish("export")
+
+    def op(self, node, name):
+        rule = RULES.get(name)
+        if rule is not None:
+            return rule(self, node, name)
+        if name in _SHAPE_ONLY:
+            return None
+        x = self.get(node.args[0]) if node.args else None
+        if name in _PASS or name in _DIRTY:
+            rest = [self.get(a) for a in _flat(node.args[1:])]
+            if not isinstance(x, _Info) or any(isinstance(r, _Info) for r in rest):
+                self.kill_args(node)
+                return _Param(x.name) if isinstance(x, _Param) and name in _PASS else None
+            if name in _SPATIAL and (x.dim != 1 or x.factor != 1 or x.hd is not None):
+                self.kill_args(node)
+                return None
+            out = x.but(dirty=x.dirty or name in _DIRTY)
+            val = node.meta.get("val")
+            return (out,) + (None,) * (len(val) - 1) if isinstance(val, (tuple, list)) else out
+        if name in _VIEW:
+            return opshape.view(self, node)
+        self.kill_args(node)
+        return None
+
+    # -- rules -------------------------------------------------------------------------------
+    def linear(self, node, name):
+        a = _bind(node)
+        x, w = self.get(a["input"]), self.param(a["weight"])
+        shape = _shape(node)
+        if w is None or not self._is_layer(w):
+            self.kill_args(node)
+            return None
+        n_out, n_in = self.tensors[w].shape[:2]
+        if isinstance(x, _Info):
+            if x.dim == len(_shape(a["input"])) - 1 and not x.dirty and x.hd is None and \
+                    x.length * x.factor == n_in:
+                self.b.reads.append((self.owner(w), x.segs, n_in))
+            else:
+                self.kill(x)
+        mod = self.owner(w)
+        return _Info([Seg(self.b.producer(mod, n_out), n_out, mod)], len(shape) - 1)
+
+    def conv(self, node, name):
+        a = _bind(node)
+        x, w = self.get(a["input"]), self.param(a["weight"])
+        if w is None or not self._is_layer(w) or a.get("transposed"):
+            self.kill_args(node)
+            return None
+        groups = a.get("groups") or 1
+        weight = self.tensors[w]
+        n_out, n_in = weight.shape[0], weight.shape[1] * groups
+        ok = isinstance(x, _Info) and x.dim == 1 and x.factor == 1 and not x.dirty and \
+            x.hd is None and x.length == n_in
+        mod = self.owner(w)
+        if groups == 1:
+            if ok:
+                self.b.reads.append((mod, x.segs, n_in))
+            else:
+                self.kill(x)
+            return _Info([Seg(self.b.producer(mod, n_out), n_out, mod)], 1)
+        if ok and groups == n_in == n_out:  # depthwise: each channel keeps its own filter
+            tensors = [(w, 0)] + ([(self.param(a["bias"]), 0)] if self.param(a["bias"]) else [])
+            self.b.members.append((mod, "depthwise", x.segs, tensors, n_out))
+            return x
+        if ok and len(x.segs) == 1:
+            # grouped: the units are the groups, each a block of input and of output channels
+            unit = self.b.new_space(groups)
+            self.b.link(x.segs[0].space, unit, n_in // groups)
+            out = self.b.producer(mod, n_out)
+            self.b.link(out, unit, n_out // groups)
+            return _Info([Seg(out, n_out, mod)], 1)
+        self.kill(x)
+        return None
+
+    def norm(self, node, name):
+        a = _bind(node)
+        x = self.get(a["input"])
+        w, b = self.param(a.get("weight")), self.param(a.get("bias"))
+        stats = [self.param(a.get(k)) for k in ("running_mean", "running_var")]
+        if name == "group_norm" and a.get("num_groups") != (x.length if isinstance(x, _Info)
+                                                           else None):
+            w = None  # groups of several channels mix them
+            stats = [True]
+        ok = isinstance(x, _Info) and x.dim == 1 and x.factor == 1 and not x.dirty and \
+            x.hd is None
+        if not ok or (w is None and any(stats)):
+            # without affine parameters a zero channel normalised with running statistics
+            # is not zero
+            self.kill_args(node)
+            return None
+        if w is not None:
+            tensors = [(t, 0) for t in (w, b, *stats) if t]
+            self.b.members.append((self.owner(w), "norm", x.segs, tensors, x.length))
+        val = node.meta.get("val")
+        return (x,) + (None,) * (len(val) - 1) if isinstance(val, (tuple, list)) else x
+
+    def binary(self, node, name):
+        ops = [a for a in node.args[:2]]
+        infos = [self.get(a) for a in ops]
+        out_shape = _shape(node)
+        if out_shape is None:
+            self.kill_args(node)
+            return None
+        R = len(out_shape)
+        live = [(i, v) for i, v in enumerate(infos) if isinstance(v, _Info)]
+        if not live:
+            return None
+        dims = {v.dim + R - len(_shape(ops[i])) for i, v in live}
+        facs = {v.factor for _, v in live}
+        heads = {(None if v.hd is None else v.hd + R - len(_shape(ops[i])), v.rep, v.pend)
+                 for i, v in live}
+        if len(dims) != 1 or len(facs) != 1 or len(heads) != 1 or \
+                any(v.pend is not None or (v.hd is not None and R != len(_shape(ops[i])))
+                    for i, v in live):
+            self.kill_args(node)
+            return None
+        od, (fac,) = dims.pop(), facs
+        first = live[0][1]
+        dirty = [v.dirty for _, v in live]
+        scales = []
+        other_zero = []  # for each non-Info operand: is it 0 where a pruned channel is?
+        for i, a in enumerate(ops):
+            if isinstance(infos[i], _Info):
+                continue
+            shp = _shape(a) if isinstance(a, torch.fx.Node) else ()
+            shp = (1,) * (R - len(shp)) + tuple(shp)
+            if shp[od] == 1:
+                other_zero.append(not isinstance(a, torch.fx.Node) and a == 0)
+            elif isinstance(infos[i], _Param) and fac == 1 and first.hd is None and \
+                    math.prod(shp) == shp[od] == first.length:
+                t = self.tensors[infos[i].name]
+                scales.append((infos[i].name, max(range(t.dim()), key=lambda k: t.shape[k])))
+                other_zero.append(True)  # masked with its channels
+            else:
+                self.kill_args(node)
+                return None
+        segs = first.segs
+        if len(live) > 1:
+            if not self.b.couple_segs([v.segs for _, v in live]):
+                self.kill_args(node)
+                return None
+            segs = [Seg(s.space, s.length, None) for s in segs]
+        if name == "mul":
+            clean = not all(dirty) or bool(scales)
+        elif name == "div":
+            num, den = infos[0], infos[1]
+            if scales or (isinstance(den, _Info) and (not den.dirty or not isinstance(num, _Info)
+                                                      or num.dirty)):
+                self.kill_args(node)  # a pruned channel would divide by zero
+                return None
+            clean = not num.dirty
+        else:  # add, sub, rsub, maximum, minimum
+            clean = not any(dirty) and all(other_zero)
+        for t in scales:
+            self.b.members.append((self.owner(t[0]), "scale", segs, [t], first.length))
+        return first.but(segs=segs, dim=od, dirty=not clean)
+
+    def clamp(self, node, name):
+        a = _bind(node)
+        x = self.get(node.args[0])
+        lo = a.get("min", a.get("min_val"))
+        hi = a.get("max", a.get("max_val"))
+        if not isinstance(x, _Info) or isinstance(lo, torch.fx.Node) or \
+                isinstance(hi, torch.fx.Node):
+            self.kill_args(node)
+            return None
+        keeps = (lo is None or lo <= 0) and (hi is None or hi >= 0)
+        return x.but(dirty=x.dirty or not keeps)
+
+    def pow(self, node, name):
+        x, e = self.get(node.args[0]), node.args[1] if len(node.args) > 1 else None
+        if isinstance(x, _Info) and isinstance(e, (int, float)) and e > 0:
+            return x
+        self.kill_args(node)
+        return None
+
+    def softmax(self, node, name):
+        x = self.get(node.args[0])
+        if not isinstance(x, _Info) or _norm_dim(node.args[1], len(_shape(node))) == x.dim:
+            self.kill_args(node)
+            return None
+        return x.but(dirty=True)
+
+    def reduce(self, node, name):
+        a = _bind(node)
+        x = self.get(node.args[0])
+        dims = a.get("dim")
+        if not isinstance(x, _Info) or dims is None or x.hd is not None:
+            self.kill_args(node)
+            return None
+        R = len(_shape(node.args[0]))
+        dims = [_norm_dim(d, R) for d in ([dims] if isinstance(dims, int) else dims)]
+        if not dims or x.dim in dims:
+            self.kill_args(node)
+            return None
+        out = x if a.get("keepdim") else x.but(dim=x.dim - sum(d < x.dim for d in dims))
+        return (out, None) if isinstance(node.meta.get("val"), (tuple, list)) else out
+
+    def embedding(self, node, name):
+        return None  # the residual stream an embedding writes is never pruned: unknown
+
+    def _is_layer(self, pname):
+        return pname.endswith(".weight") and isinstance(self.mods.get(self.owner(pname)),
+                                                        self.prunable)
+
+
+
+from sparsepai.structured import opshape  # noqa: E402  (its rules use the types above)
+
+RULES = {
+    "linear": _Walker.linear,
+    **{k: _Walker.conv for k in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution")},
+    **{k: _Walker.norm for k in ("batch_norm", "native_batch_norm", "_native_batch_norm_legit",
+                                 "_native_batch_norm_legit_no_training", "instance_norm",
+                                 "group_norm")},
+    **{k: _Walker.binary for k in ("add", "sub", "rsub", "mul", "div", "maximum", "minimum")},
+    **{k: _Walker.clamp for k in ("clamp", "clamp_min", "clamp_max", "hardtanh")},
+    "pow": _Walker.pow,
+    **{k: _Walker.softmax for k in ("softmax", "_softmax", "log_softmax", "_log_softmax")},
+    **{k: _Walker.reduce for k in _REDUCE},
+    **{k: opshape.permute for k in ("permute", "transpose", "t")},
+    **{k: opshape.expand for k in ("expand", "expand_as")},
+    **{k: opshape.index_like for k in ("select", "slice", "narrow")},
+    **{k: opshape.pad for k in ("constant_pad_nd", "pad")},
+    **{k: opshape.cat for k in ("cat", "stack")},
+    **{k: opshape.split for k in ("split", "split_with_sizes", "chunk", "unbind",
+                                  "tensor_split")},
+    "embedding": _Walker.embedding,
+}
+
+
+def _attention(walker, node, name):
+    from sparsepai.structured.heads import attention
+
+    return attention(walker, node)
+
+
+RULES["scaled_dot_product_attention"] = _attention

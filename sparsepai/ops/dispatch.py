@@ -47,6 +47,7 @@ run the reference under ``auto`` and raise under a forced backend: see :func:`un
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import os
@@ -85,6 +86,7 @@ _DEVICE_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "refere
 _TABLE: dict = {}  # (op, device type) -> backend name, or the exception a call raises
 _CPP: dict = {}  # (op, "cpu"/"cuda") -> the C++ kernel is compiled (looked up once)
 _IMPLS: dict = {}  # "module:function" -> the function
+_FILLED: dict = {}  # (use_backend name, TRITON_INTERPRET) -> the table's rows
 _override: list = []  # use_backend() stack
 
 
@@ -99,6 +101,7 @@ def _cpp(op: str, device_type: str) -> bool:
     return _CPP[key]
 
 
+@functools.lru_cache(maxsize=None)
 def _triton_installed() -> bool:
     # find_spec does not import Triton (~1 s): it is imported when a Triton kernel first runs
     return importlib.util.find_spec("triton") is not None
@@ -174,10 +177,14 @@ def _resolve(op: str, device_type: str):
 
 
 def _fill():
+    # one table per forcing (cheap to switch: benchmarks switch around every timed step)
+    key = (_override[-1] if _override else None, os.environ.get("TRITON_INTERPRET", "0"))
+    rows = _FILLED.get(key)
+    if rows is None:
+        rows = _FILLED[key] = {(op, dev): _resolve(op, dev) for op in OPS
+                               for dev in ("cpu", "cuda")}
     _TABLE.clear()
-    for op in OPS:
-        for dev in ("cpu", "cuda"):
-            _TABLE[(op, dev)] = _resolve(op, dev)
+    _TABLE.update(rows)
 
 
 def backend(op: str, device_type: str) -> str:

@@ -19,8 +19,6 @@ TORCH_LIBRARY(sparsepai, m) {
   m.def(
       "threshold_masks(Tensor[] scores, int threshold_key, int budget, bool largest, int nan) -> "
       "Tensor[]");
-  // int64 tensor [count(key > threshold_key), count(key == threshold_key)].
-  m.def("count_around(Tensor[] scores, int threshold_key, bool largest, int nan) -> Tensor");
   // int64 0-d tensor: index of the first tensor holding a NaN, or -1.
   m.def("first_nan(Tensor[] scores) -> Tensor");
 

@@ -77,11 +77,12 @@ def test_slim_files(tmp_path, umask022):
     from tests.tiny_nets import convnet
 
     model = convnet().eval()
-    small = sp.slim(model, sp.prune(model, "magnitude", 0.5, structured=True)).eval()
+    x = torch.randn(2, 1, 8, 8)
+    small = sp.slim(model, sp.prune(model, "magnitude", 0.5, structured=True,
+                                    example_inputs=x)).eval()
     path = tmp_path / "slim.safetensors"
     save_slim(small, str(path))
     assert os.stat(path).st_mode & 0o777 == 0o644
-    x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(load_slim(str(path), convnet()).eval()(x), small(x), atol=0,
                                rtol=0)
     path.write_bytes(path.read_bytes()[:-7])

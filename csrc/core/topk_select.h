@@ -550,35 +550,6 @@ void write_masks(const std::vector<TensorView>& ts, const std::vector<Chunk>& ch
   });
 }
 
-// Number of keys strictly above T and equal to T (used by the distributed driver to split the
-// tie budget between ranks).
-template <class Fmt, class Par>
-void count_around(const std::vector<TensorView>& ts, const std::vector<Chunk>& chunks,
-                  typename Fmt::Bits T, int nan_mode, bool largest, const Par& par,
-                  int64_t* gt_out, int64_t* eq_out) {
-  using B = typename Fmt::Bits;
-  std::vector<int64_t> gt(chunks.size(), 0), eq(chunks.size(), 0);
-  par.for_range(int64_t(chunks.size()), [&](int64_t cb, int64_t ce) {
-    for (int64_t c = cb; c < ce; ++c) {
-      const Chunk& ch = chunks[c];
-      int64_t g = 0, e = 0;
-      for_each_key<Fmt>(ts[ch.tensor], ch.begin, ch.end, nan_mode, largest, [&](int64_t, B key) {
-        g += key > T;
-        e += key == T;
-      });
-      gt[c] = g;
-      eq[c] = e;
-    }
-  });
-  int64_t g = 0, e = 0;
-  for (size_t c = 0; c < chunks.size(); ++c) {
-    g += gt[c];
-    e += eq[c];
-  }
-  *gt_out = g;
-  *eq_out = e;
-}
-
 // Key format dispatch: calls f(Fmt{}) for the common key format of a call.
 template <class F>
 inline void dispatch_key_format(Dtype common, F&& f) {

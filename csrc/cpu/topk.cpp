@@ -122,22 +122,6 @@ std::vector<at::Tensor> threshold_masks_cpu(at::TensorList scores, int64_t thres
   return masks;
 }
 
-at::Tensor count_around_cpu(at::TensorList scores, int64_t threshold_key, bool largest,
-                            int64_t nan) {
-  check_nan_mode(nan, "count_around");
-  ScoreTable tab = make_table(scores, "count_around");
-  const auto chunks = core::make_chunks(tab.views);
-  at::Tensor out = at::empty({2}, at::kLong);
-  core::dispatch_key_format(tab.common, [&](auto fmt) {
-    using Fmt = decltype(fmt);
-    using B = typename Fmt::Bits;
-    int64_t* o = out.data_ptr<int64_t>();
-    core::count_around<Fmt>(tab.views, chunks, B(uint64_t(threshold_key)), int(nan), largest,
-                            AtenPar{}, &o[0], &o[1]);
-  });
-  return out;
-}
-
 at::Tensor first_nan_cpu(at::TensorList scores) {
   ScoreTable tab = make_table(scores, "first_nan");
   const auto chunks = core::make_chunks(tab.views);
@@ -151,7 +135,6 @@ TORCH_LIBRARY_IMPL(sparsepai, CPU, m) {
   m.impl("kth_largest", &kth_largest_cpu);
   m.impl("key_histogram", &key_histogram_cpu);
   m.impl("threshold_masks", &threshold_masks_cpu);
-  m.impl("count_around", &count_around_cpu);
   m.impl("first_nan", &first_nan_cpu);
 }
 

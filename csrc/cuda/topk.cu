@@ -124,29 +124,6 @@ __global__ void tie_fill_kernel(const TensorView* __restrict__ views,
     }
 }
 
-template <class Fmt>
-__global__ void count_kernel(const TensorView* __restrict__ views, const Chunk* __restrict__ chunks,
-                             typename Fmt::Bits T, int nan_mode, bool largest,
-                             unsigned long long* __restrict__ out) {
-  using BlockReduce = cub::BlockReduce<long long, kThreads>;
-  __shared__ typename BlockReduce::TempStorage tmp;
-  const Chunk ch = chunks[blockIdx.x];
-  const TensorView& v = views[ch.tensor];
-  long long gt = 0, eq = 0;
-  for (int64_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
-    const auto key = key_at<Fmt>(v, i, nan_mode, largest);
-    gt += key > T;
-    eq += key == T;
-  }
-  const long long g = BlockReduce(tmp).Sum(gt);
-  __syncthreads();
-  const long long q = BlockReduce(tmp).Sum(eq);
-  if (threadIdx.x == 0) {
-    atomicAdd(&out[0], (unsigned long long)g);
-    atomicAdd(&out[1], (unsigned long long)q);
-  }
-}
-
 __global__ void nan_kernel(const TensorView* __restrict__ views, const Chunk* __restrict__ chunks,
                            int* __restrict__ has) {
   const Chunk ch = chunks[blockIdx.x];
@@ -358,25 +335,6 @@ std::vector<at::Tensor> threshold_masks_cuda(at::TensorList scores, int64_t thre
   return masks;
 }
 
-at::Tensor count_around_cuda(at::TensorList scores, int64_t threshold_key, bool largest,
-                             int64_t nan) {
-  check_nan_mode(nan, "count_around");
-  const at::Device dev = scores[0].device();
-  c10::cuda::CUDAGuard guard(dev);
-  DeviceTables d = make_device_tables(scores, "count_around");
-  at::Tensor out = at::zeros({2}, at::TensorOptions().dtype(at::kLong).device(dev));
-  if (d.nchunks() == 0) return out;
-  core::dispatch_key_format(d.tab.common, [&](auto fmt) {
-    using Fmt = decltype(fmt);
-    using B = typename Fmt::Bits;
-    count_kernel<Fmt><<<unsigned(d.nchunks()), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        d.views(), d.chunk_ptr(), B(uint64_t(threshold_key)), int(nan), largest,
-        reinterpret_cast<unsigned long long*>(out.data_ptr<int64_t>()));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return out;
-}
-
 at::Tensor first_nan_cuda(at::TensorList scores) {
   const at::Device dev = scores[0].device();
   c10::cuda::CUDAGuard guard(dev);
@@ -391,7 +349,6 @@ TORCH_LIBRARY_IMPL(sparsepai, CUDA, m) {
   m.impl("kth_largest", &kth_largest_cuda);
   m.impl("key_histogram", &key_histogram_cuda);
   m.impl("threshold_masks", &threshold_masks_cuda);
-  m.impl("count_around", &count_around_cuda);
   m.impl("first_nan", &first_nan_cuda);
 }
 

@@ -22,6 +22,12 @@ class RadixSelection(NamedTuple):
     nan_count: int  # NaN keys over all data (valid whenever the first digit is 16 bits wide)
 
 
+def signed64(u: int) -> int:
+    """An unsigned 64-bit key as the int64 with its bits (how keys pass through ``int`` op
+    arguments)."""
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
 def nan_key(nan: int, largest: bool, bits: int) -> int:
     full = (1 << bits) - 1
     k = full if nan == 2 else 0

@@ -5,15 +5,16 @@ forward and backward, as one op: a slimmed branch of a residual network reads th
 keeps and writes the channels it computes into a wider stream. The op is
 ``sparsepai::channel_sparse_conv2d`` (schema in csrc/ops.cpp); CPU kernel csrc/cpu/
 channel_sparse.cpp (gather, native convolution, scatter); CUDA: the implicit-GEMM Triton kernels
-of sparsepai/triton/channel_sparse.py registered here; the oracle is
-:func:`channel_sparse_conv2d_ref`.
+of sparsepai/triton/channel_sparse.py registered here as the op's CUDA kernel; the oracle is
+:func:`channel_sparse_conv2d_ref`. The dispatch table (sparsepai/ops/dispatch.py) chooses.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sparsepai._ext import has_extension, has_op
+from sparsepai._ext import has_extension
+from sparsepai.ops import dispatch
 
 _OP = "sparsepai::channel_sparse_conv2d"
 
@@ -65,16 +66,13 @@ def channel_sparse_conv2d(x: torch.Tensor, weight: torch.Tensor, bias, in_idx: t
         ``weight`` and ``bias``.
     """
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    if x.device.type in _DEVICES:
+    # the C++ and Triton kernels are both reached through the op (autograd is registered on it)
+    if dispatch.backend("channel_sparse_conv2d", x.device.type) != "reference":
         return torch.ops.sparsepai.channel_sparse_conv2d.default(
             x, weight, bias, in_idx, out_idx, int(out_channels), list(stride), list(padding),
             list(dilation))
     return channel_sparse_conv2d_ref(x, weight, bias, in_idx, out_idx, out_channels, stride,
                                      padding, dilation)
-
-
-# devices with a kernel (C++ or Triton); decided once, outside any torch.compile trace
-_DEVICES: set = set()
 
 
 def _setup_context(ctx, inputs, output):
@@ -121,9 +119,8 @@ def _register():
 
     torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
 
-    from sparsepai.triton import has_triton
-
-    if has_triton() and not has_op("channel_sparse_conv2d", "cuda"):
+    op = "channel_sparse_conv2d"
+    if not dispatch.available("cuda", op, "cuda") and dispatch.available("triton", op, "cuda"):
         from sparsepai.triton import channel_sparse as tk
 
         @torch.library.register_kernel(_OP, "cuda")
@@ -135,9 +132,6 @@ def _register():
         def _(grad, x, weight, in_idx, out_idx, stride, padding, dilation, mask):
             return tk.conv_backward(grad, x, weight, in_idx, out_idx, stride, padding, dilation,
                                     mask)
-
-        _DEVICES.add("cuda")
-    _DEVICES.update(d for d in ("cpu", "cuda") if has_op("channel_sparse_conv2d", d))
     return True
 
 

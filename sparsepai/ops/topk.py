@@ -1,8 +1,9 @@
 """Global top-k over many tensors at once: ``topk_mask`` and ``kth_largest``.
 
-The Python face of the ``sparsepai::topk_mask`` family of ops (schemas in csrc/ops.cpp, CPU
-kernels in csrc/cpu/topk.cpp, CUDA kernels in csrc/cuda/topk.cu, the Triton histogram in
-sparsepai/triton/topk.py, oracles in sparsepai/ops/topk_ref.py).
+The Python face of the ``sparsepai::topk_mask`` family of ops: argument checks, fake
+implementations, and the call through the dispatch table (sparsepai/ops/dispatch.py), which
+chooses the C++ CPU/CUDA kernels, the Triton kernels (sparsepai/triton/topk.py) or the
+references (sparsepai/ops/topk_ref.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from sparsepai._ext import has_extension, has_op
-from sparsepai.ops import topk_ref
+from sparsepai._ext import has_extension
+from sparsepai.ops import dispatch
+from sparsepai.ops.topk_dist import topk_distributed
 from sparsepai.ops.topk_ref import NAN_MODES, common_dtype
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -88,15 +90,6 @@ def _check_k(k, n, op):
         raise ValueError(f"sparsepai.{op}: k must be in [0, {n}] (the number of scores), got {k}")
 
 
-_OPS = ("topk_mask", "kth_largest", "key_histogram", "threshold_masks", "count_around", "first_nan")
-# Looked up once at import: torch.compile traces plain dict reads, not dispatcher queries.
-_KERNELS = {(name, dev): has_op(name, dev) for name in _OPS for dev in ("cpu", "cuda")}
-
-
-def _use_kernel(scores, name):
-    return bool(scores) and _KERNELS.get((name, scores[0].device.type), False)
-
-
 def topk_mask(
     scores: Sequence[torch.Tensor],
     k: int,
@@ -129,18 +122,14 @@ def topk_mask(
     scores, k = _check_args(scores, k, nan, "topk_mask")
     _check_largest(largest, "topk_mask")
     if group is not None:
-        from sparsepai.ops.topk_dist import topk_distributed
-
         thr, masks = topk_distributed(scores, k, largest, NAN_MODES[nan], group, True)
         return TopkResult(thr, masks, k)
     n = sum(s.numel() for s in scores)
     _check_k(k, n, "topk_mask")
     if not scores:
         return TopkResult(torch.tensor(float("inf") if largest else float("-inf")), [], 0)
-    if _use_kernel(scores, "topk_mask"):
-        thr, masks = torch.ops.sparsepai.topk_mask.default(scores, k, largest, NAN_MODES[nan])
-    else:
-        thr, masks = topk_ref.topk_mask_ref(scores, k, largest, nan)
+    thr, masks = dispatch.call("topk_mask", scores[0].device.type, scores, k, largest,
+                               NAN_MODES[nan])
     return TopkResult(thr, list(masks), k)
 
 
@@ -159,16 +148,13 @@ def kth_largest(
     scores, k = _check_args(scores, k, nan, "kth_largest")
     _check_largest(largest, "kth_largest")
     if group is not None:
-        from sparsepai.ops.topk_dist import topk_distributed
-
         return topk_distributed(scores, k, largest, NAN_MODES[nan], group, False)[0]
     n = sum(s.numel() for s in scores)
     _check_k(k, n, "kth_largest")
     if not scores:
         return torch.tensor(float("inf") if largest else float("-inf"))
-    if _use_kernel(scores, "kth_largest"):
-        return torch.ops.sparsepai.kth_largest.default(scores, k, largest, NAN_MODES[nan])
-    return topk_ref.kth_largest_ref(scores, k, largest, nan)
+    return dispatch.call("kth_largest", scores[0].device.type, scores, k, largest,
+                         NAN_MODES[nan])
 
 
 def _register_fakes():
@@ -200,10 +186,6 @@ def _register_fakes():
     @torch.library.register_fake(lib + "threshold_masks")
     def _(scores, threshold_key, budget, largest, nan):
         return _masks(scores)
-
-    @torch.library.register_fake(lib + "count_around")
-    def _(scores, threshold_key, largest, nan):
-        return torch.empty(2, dtype=torch.int64, device=scores[0].device)
 
     @torch.library.register_fake(lib + "first_nan")
     def _(scores):

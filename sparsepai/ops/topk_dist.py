@@ -10,23 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from sparsepai.ops import topk_ref
-from sparsepai.ops._radix import key_to_value, radix_select
-from sparsepai.ops.topk import _use_kernel
+from sparsepai.ops import dispatch
+from sparsepai.ops._radix import key_to_value, radix_select, signed64
 from sparsepai.ops.topk_ref import common_dtype, key_bits
 
 _DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
 _CODE_DTYPES = {v: k for k, v in _DTYPE_CODES.items()}
-
-
-def _signed64(u: int) -> int:
-    return u - (1 << 64) if u >= 1 << 63 else u
-
-
-def _local_op(scores, name, ref, *args):
-    if _use_kernel(scores, name):
-        return getattr(torch.ops.sparsepai, name).default(scores, *args)
-    return ref(scores, *args)
 
 
 def topk_distributed(scores, k, largest, nan, group, want_masks):
@@ -49,9 +38,8 @@ def topk_distributed(scores, k, largest, nan, group, want_masks):
     dmask = 0
     for s in scores:
         dmask |= 1 << _DTYPE_CODES[s.dtype]
-    first_nan = int(_local_op(scores, "first_nan", topk_ref.first_nan_ref)) if (
-        nan == 0 and scores
-    ) else -1
+    dev = scores[0].device.type if scores else "cpu"
+    first_nan = int(dispatch.call("first_nan", dev, scores)) if nan == 0 and scores else -1
     info = gather([sum(s.numel() for s in scores), dmask, first_nan, k, int(largest), nan])
     for r, row in enumerate(info):  # a rank with other arguments would silently select wrongly
         if row[3:] != info[0][3:]:
@@ -84,8 +72,8 @@ def topk_distributed(scores, k, largest, nan, group, want_masks):
 
     def hist_fn(shift, bits, prefix):
         if scores:
-            local = _local_op(scores, "key_histogram", topk_ref.key_histogram_ref,
-                              shift, bits, _signed64(prefix), largest, nan)
+            local = dispatch.call("key_histogram", dev, scores, shift, bits, signed64(prefix),
+                                  largest, nan)
         else:
             local = torch.zeros(1 << bits, dtype=torch.int64)
         glob = local.to(comm_dev, copy=True)
@@ -101,6 +89,6 @@ def topk_distributed(scores, k, largest, nan, group, want_masks):
     budget = min(budget, sel.local_eq)
     if not scores:
         return thr, []
-    masks = _local_op(scores, "threshold_masks", topk_ref.threshold_masks_ref,
-                      _signed64(sel.key), budget, largest, nan)
+    masks = dispatch.call("threshold_masks", dev, scores, signed64(sel.key), budget, largest,
+                          nan)
     return thr, list(masks)

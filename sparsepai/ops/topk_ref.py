@@ -21,6 +21,11 @@ _FORMATS = {
 }
 
 
+def nan_code(nan) -> int:
+    """The op argument for a ``nan`` policy: its name (``NAN_MODES``) or the code itself."""
+    return NAN_MODES[nan] if isinstance(nan, str) else int(nan)
+
+
 def common_dtype(dtypes) -> torch.dtype:
     """The dtype all scores of a call are compared in (the kernels' key format)."""
     dtypes = list(dtypes)
@@ -98,15 +103,6 @@ def _keys_cat(scores, nan, largest):
     return keys, dtype, kb
 
 
-def count_around_ref(scores, threshold_key: int, largest: bool, nan: int) -> torch.Tensor:
-    keys, _, kb = _keys_cat(scores, nan, largest)
-    t = _to_signed(threshold_key & ((1 << 64) - 1), 64) if kb == 64 else threshold_key
-    t = t ^ torch.iinfo(torch.int64).min if kb == 64 else t
-    gt = sum(int((k > t).sum()) for k in keys)
-    eq = sum(int((k == t).sum()) for k in keys)
-    return torch.tensor([gt, eq], dtype=torch.int64)
-
-
 def threshold_masks_ref(scores, threshold_key: int, budget: int, largest: bool, nan: int):
     keys, _, kb = _keys_cat(scores, nan, largest)
     t = _to_signed(threshold_key & ((1 << 64) - 1), 64) if kb == 64 else threshold_key
@@ -130,32 +126,35 @@ def first_nan_ref(scores) -> torch.Tensor:
     return torch.tensor(-1, dtype=torch.int64)
 
 
-def topk_mask_ref(scores, k: int, largest: bool = True, nan: str = "error"):
+def topk_mask_ref(scores, k: int, largest: bool = True, nan="error"):
     """(threshold, masks) by concatenation and a stable sort: the oracle.
+
+    ``nan`` is a policy name or its code (the op's argument).
 
     Sort order: NaN handling per ``nan``, -0.0 == +0.0, ties by position (list order, then
     row-major flat index), which a stable sort of the concatenation gives directly.
     """
-    nan_code = NAN_MODES[nan]
+    code = nan_code(nan)
     dtype = common_dtype(s.dtype for s in scores)
     device = scores[0].device if len(scores) else torch.device("cpu")
     n = sum(s.numel() for s in scores)
     if not 0 <= k <= n:
         raise ValueError(f"topk_mask_ref: k must be in [0, {n}], got {k}")
     inf = float("inf") if largest else float("-inf")
-    if nan_code == 0:
-        for i, s in enumerate(scores):
-            if bool(torch.isnan(s).any()):
-                raise ValueError(f"topk_mask_ref: scores[{i}] contains NaN")
+    if code == 0:
+        i = int(first_nan_ref(scores))
+        if i >= 0:
+            raise ValueError(f"sparsepai: scores[{i}] contains NaN; pass nan='low' or "
+                             "nan='high' to rank NaN scores")
     flat = [s.reshape(-1).to(torch.float64).cpu() for s in scores]
     cat = torch.cat(flat) if flat else torch.zeros(0, dtype=torch.float64)
     isnan = torch.isnan(cat)
     vals = torch.where(isnan, torch.zeros_like(cat), cat) + 0.0  # -0.0 + 0.0 == +0.0
     # rank class: NaN placed below or above every number
     cls = torch.zeros_like(cat, dtype=torch.int64)
-    if nan_code == 2:
+    if code == 2:
         cls[isnan] = 1
-    elif nan_code == 1:
+    elif code == 1:
         cls[isnan] = -1
     # lexicographic (cls, value) by two stable sorts; descending for largest
     order = torch.sort(vals, descending=largest, stable=True).indices
@@ -171,11 +170,11 @@ def topk_mask_ref(scores, k: int, largest: bool = True, nan: str = "error"):
     else:
         j = order[k - 1]
         if isnan[j]:
-            thr = float("inf") if nan_code == 2 else float("-inf")
+            thr = float("inf") if code == 2 else float("-inf")
         else:
             thr = float(vals[j])
     return torch.tensor(thr, dtype=dtype, device=device), masks
 
 
-def kth_largest_ref(scores, k: int, largest: bool = True, nan: str = "error"):
+def kth_largest_ref(scores, k: int, largest: bool = True, nan="error"):
     return topk_mask_ref(scores, k, largest, nan)[0]

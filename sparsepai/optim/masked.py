@@ -14,10 +14,9 @@ from typing import Mapping
 
 import torch
 
-from sparsepai._ext import has_op
-from sparsepai.ops import masked_optim_ref as ref
 from sparsepai.masks.apply import MASK_ATTR as _MASK_ATTR
 from sparsepai.masks.bits import pack_mask, unpack_mask
+from sparsepai.ops import masked_optim
 
 
 def _local(t):
@@ -71,12 +70,15 @@ class _Masked:
     def _is_compact(self, p) -> bool:
         """Whether ``p``'s state is stored compactly (its kept entries only, in index order).
 
-        Only on the CPU, and only for masks keeping at most ``compact_density`` of the entries:
-        there the step reads and writes the state once per kept weight instead of once per
-        weight, which is what makes very sparse models step faster than dense ones.
+        Only on the CPU, only where the chosen kernel reads compact state (the C++ CPU kernels
+        and the references), and only for masks keeping at most ``compact_density`` of the
+        entries: there the step reads and writes the state once per kept weight instead of once
+        per weight, which is what makes very sparse models step faster than dense ones.
         """
         words = self._words.get(p)
         if words is None or p.device.type != "cpu" or p.numel() == 0 or hasattr(p, "to_local"):
+            return False
+        if not masked_optim.takes_compact_state(p):
             return False
         # a fully kept tensor gains nothing (and keeps torch's shapes)
         kept = self._kept_count(p)
@@ -310,14 +312,6 @@ class _Masked:
         return out
 
 
-_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # float64: the reference
-
-
-def _use_kernel(op, ps):
-    return (has_op(op, ps[0].device.type) and ps[0].dtype in _KERNEL_DTYPES
-            and all(p.is_contiguous() for p in ps))
-
-
 def _buckets(items, key):
     d = defaultdict(list)
     for it in items:
@@ -388,7 +382,8 @@ class MaskedSGD(_Masked, torch.optim.SGD):
             ps = [it[0] for it in bucket]
             ws = [it[1] if it[1] is not None else _empty_words(it[0]) for it in bucket]
             bufs = [self.state[p]["momentum_buffer"] for p in ps] if mom != 0 else []
-            plan.append((ps, ws, bufs, bucket[0][2], _use_kernel("masked_sgd_", ps)))
+            plan.append((ps, ws, bufs, bucket[0][2],
+                         masked_optim.step_function("masked_sgd_", ps)))
         return plan, cacheable
 
     @torch.no_grad()
@@ -396,14 +391,10 @@ class MaskedSGD(_Masked, torch.optim.SGD):
         loss, groups = self._groups(closure)
         for gi, group in enumerate(groups):
             plan = self._plan(gi, group, lambda items: self._build_sgd(group, items))
-            for ps, ws, bufs, first, kernel in plan:
+            for ps, ws, bufs, first, step_fn in plan:
                 ps, gs, bufs = _locals(ps), _locals(self._grads(ps, group)), _locals(bufs)
-                args = (group["lr"], group["momentum"], group["dampening"],
+                step_fn(ps, gs, bufs, ws, group["lr"], group["momentum"], group["dampening"],
                         group["weight_decay"], group["nesterov"], group["maximize"], first)
-                if kernel:
-                    torch.ops.sparsepai.masked_sgd_(ps, gs, bufs, ws, *args)
-                else:
-                    ref.masked_sgd_ref(ps, gs, bufs, ws, *args)
         return loss
 
 
@@ -444,7 +435,7 @@ class MaskedAdamW(_Masked, torch.optim.AdamW):
             ws = [it[1] if it[1] is not None else _empty_words(it[0]) for it in bucket]
             plan.append((ps, ws, [s["exp_avg"] for s in st], [s["exp_avg_sq"] for s in st],
                          [s["max_exp_avg_sq"] for s in st] if amsgrad else [],
-                         [s["step"] for s in st], _use_kernel("masked_adamw_", ps)))
+                         [s["step"] for s in st], masked_optim.step_function("masked_adamw_", ps)))
         return plan, True
 
     @torch.no_grad()
@@ -453,14 +444,11 @@ class MaskedAdamW(_Masked, torch.optim.AdamW):
         for gi, group in enumerate(groups):
             plan = self._plan(gi, group, lambda items: self._build_adamw(group, items))
             beta1, beta2 = group["betas"]
-            for ps, ws, m, v, vmax, steps_t, kernel in plan:
+            for ps, ws, m, v, vmax, steps_t, step_fn in plan:
                 ps, gs = _locals(ps), _locals(self._grads(ps, group))
                 m, v, vmax = _locals(m), _locals(v), _locals(vmax)
                 torch._foreach_add_(steps_t, 1.0)
-                args = (torch.stack(steps_t).tolist(), group["lr"], beta1, beta2,
-                        group["weight_decay"], group["eps"], group["amsgrad"], group["maximize"])
-                if kernel:
-                    torch.ops.sparsepai.masked_adamw_(ps, gs, m, v, vmax, ws, *args)
-                else:
-                    ref.masked_adamw_ref(ps, gs, m, v, vmax, ws, *args)
+                step_fn(ps, gs, m, v, vmax, ws, torch.stack(steps_t).tolist(), group["lr"], beta1,
+                        beta2, group["weight_decay"], group["eps"], group["amsgrad"],
+                        group["maximize"])
         return loss

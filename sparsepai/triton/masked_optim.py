@@ -1,14 +1,16 @@
 """The masked SGD / AdamW updates as Triton kernels (same arguments and results as the
-``sparsepai::masked_sgd_`` / ``masked_adamw_`` ops and their references). On a GPU they are an
-alternative to the CUDA kernels; on the CPU they run under ``TRITON_INTERPRET=1`` (how the tests
-check them). Kept elements get torch's update in float32; pruned ones are not touched (the
-optimizer zeroes them when it takes the masks)."""
+``sparsepai::masked_sgd_`` / ``masked_adamw_`` ops and their references): the CUDA backend of a
+build without the C++ CUDA kernels (sparsepai/ops/dispatch.py). On the CPU they run under
+``TRITON_INTERPRET=1`` (how the tests check them through ``sp.optim``). Kept elements get torch's
+update in float32; pruned ones are not touched, like the C++ kernels (the optimizer zeroes them
+when it takes the masks). Parameters must be contiguous and state in their shape (no compact
+state)."""
 
 from __future__ import annotations
 
 import math
 
-from sparsepai.triton import has_triton
+from sparsepai.triton import has_triton, require_triton
 
 BLOCK = 1024
 
@@ -70,14 +72,9 @@ if has_triton():
         tl.store(p_ptr + offs, p.to(p_ptr.dtype.element_ty), mask=keep)
 
 
-def _need_triton():
-    if not has_triton():
-        raise RuntimeError("sparsepai: Triton is not installed; use the C++ ops instead")
-
-
 def masked_sgd_triton(params, grads, momentum_buffers, masks, lr, momentum, dampening,
                       weight_decay, nesterov, maximize, is_first_step):
-    _need_triton()
+    require_triton()
     for i, p in enumerate(params):
         n = p.numel()
         if n == 0:
@@ -94,7 +91,7 @@ def masked_sgd_triton(params, grads, momentum_buffers, masks, lr, momentum, damp
 
 def masked_adamw_triton(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masks, steps, lr,
                         beta1, beta2, weight_decay, eps, amsgrad, maximize):
-    _need_triton()
+    require_triton()
     for i, p in enumerate(params):
         n = p.numel()
         if n == 0:

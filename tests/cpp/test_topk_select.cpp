@@ -150,8 +150,13 @@ static void check_case(const Case& c, int64_t k, int nan_mode, bool largest, int
   }
   CHECK(same);
   CHECK(kept == k);
+  // the selection's count of keys above the threshold, and enough ties to fill k
   int64_t gt = 0, eq = 0;
-  count_around<Fmt>(c.views, chunks, sel.key, nan_mode, largest, par, &gt, &eq);
+  for (const auto& v : c.views)
+    for_each_key<Fmt>(v, 0, v.numel, nan_mode, largest, [&](int64_t, typename Fmt::Bits key) {
+      gt += key > sel.key;
+      eq += key == sel.key;
+    });
   CHECK(gt == sel.count_gt);
   CHECK(eq >= k - sel.count_gt && eq >= 1);
   if (!same) std::fprintf(stderr, "  case: n=%lld k=%lld nan=%d largest=%d threads=%d sample=%lld\n",

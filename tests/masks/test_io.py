@@ -30,7 +30,8 @@ def test_round_trip_with_metadata(tmp_path):
 
 def test_channel_masks_round_trip(tmp_path):
     model = convnet()
-    masks = sp.prune(model, "magnitude", 0.5, structured=True)
+    masks = sp.prune(model, "magnitude", 0.5, structured=True,
+                     example_inputs=torch.randn(2, 1, 8, 8))
     path = str(tmp_path / "c.safetensors")
     sp.save_masks(path, masks, model)
     got, meta = read_masks(path, model)

@@ -111,7 +111,10 @@ def test_triton_kernels_match_reference(case):
         pytest.skip("triton not installed")
     from sparsepai.triton import channel_sparse as tk
 
-    x, w, b, ii, oi, oc, s, p, d = make(case, "cpu")
+    # on a GPU the kernels need CUDA tensors; without one they run under TRITON_INTERPRET=1
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    x, w, b, ii, oi, oc, s, p, d = make(case, dev)
+    ii, oi = _idx_on(dev, ii, oi)
     geo = ((s, s), (p, p), (d, d))
     y = tk.conv_forward(x, w, b, ii, oi, oc, *geo)
     xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)

@@ -8,7 +8,6 @@ import torch
 import sparsepai as sp
 from sparsepai._ext import has_extension
 from sparsepai.ops.topk_ref import (
-    count_around_ref,
     first_nan_ref,
     key_histogram_ref,
     order_keys_ref,
@@ -249,8 +248,6 @@ def test_building_block_ops_match_refs(dtype, largest):
             h2 = ops.key_histogram(scores, bits - 27, 11, top, largest, nan)
             assert torch.equal(h2, key_histogram_ref(scores, bits - 27, 11, top, largest, nan))
         key = int(order_keys_ref(scores[1][3, 3], nan, largest, dtype)[0])
-        assert torch.equal(ops.count_around(scores, key, largest, nan),
-                           count_around_ref(scores, key, largest, nan))
         for budget in (0, 1, 5, 10**6):
             got = ops.threshold_masks(scores, key, budget, largest, nan)
             want = threshold_masks_ref(scores, key, budget, largest, nan)
@@ -268,7 +265,6 @@ def test_opcheck_every_op():
         (ops.kth_largest.default, (scores, 20, False, 0)),
         (ops.key_histogram.default, (scores, 16, 16, 0, True, 0)),
         (ops.threshold_masks.default, (scores, 2**31, 3, True, 1)),
-        (ops.count_around.default, (scores, 2**31, True, 1)),
         (ops.first_nan.default, (scores,)),
     ]
     for op, args in cases:

@@ -1,6 +1,8 @@
 """sp.topk_mask(group=...) with 2 processes on the gloo backend against the single-process oracle
 over the concatenated shards (rank order)."""
 
+import os
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -55,3 +57,28 @@ def _worker(rank):
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_two_gloo_ranks_match_single_process_oracle():
     assert run_ranks(_worker, WORLD) == {0: "ok", 1: "ok"}
+
+
+def _triton_worker(rank):
+    # the driver's building blocks (key_histogram, threshold_masks, first_nan) through the
+    # Triton backend (under TRITON_INTERPRET=1 on CPU tensors without a GPU)
+    from sparsepai.ops import dispatch
+
+    shards = _shards(torch.float32)
+    mine, everything = shards[rank], shards[0] + shards[1]
+    with dispatch.use_backend("triton"):
+        for k in (1, 999, 3500):
+            res = sp.topk_mask(mine, k, nan="high", group=dist.group.WORLD)
+            thr, want = topk_mask_ref(everything, k, True, "high")
+            assert torch.equal(res.threshold, thr)
+            assert all(torch.equal(a, b) for a, b in
+                       zip(res.masks, want[:2] if rank == 0 else want[2:]))
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_two_gloo_ranks_through_the_triton_backend():
+    from sparsepai.triton import has_triton
+
+    if not has_triton() or os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("gloo shards are CPU tensors: Triton runs them under TRITON_INTERPRET=1 only")
+    assert run_ranks(_triton_worker, WORLD) == {0: "ok", 1: "ok"}

@@ -17,7 +17,7 @@ from sparsepai.triton import has_triton
 pytestmark = pytest.mark.skipif(not has_triton(), reason="triton not installed")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMES = ["conv_fwd", "conv_grad_input", "conv_grad_weight", "masked_sgd", "masked_adamw",
-         "key_hist"]
+         "key_hist", "key_hist_f64", "tie_count", "mask_budget"]
 
 
 def _compile(fn, types, constexprs, arch):
@@ -42,6 +42,7 @@ def _kernels():
     conv = dict(KH=3, KW=3, BM=32, BN=16, BK=16)
     idx = {"in_idx": "*i64", "out_idx": "*i64"}
     f32 = "*fp32"
+    f64 = dict(KEY_BITS=64, ABS_INF=0x7FF0000000000000, BLOCK=1024)
     sgd_f = {a: "fp32" for a in ("lr", "sign", "wd", "buf_keep", "grad_gain", "nest_b")}
     adam_f = {a: "fp32" for a in ("sign", "decay", "step_size", "bc2_sqrt_inv", "beta1", "beta2",
                                   "eps")}
@@ -63,6 +64,18 @@ def _kernels():
                           hmask="i64"),
                      dict(KEY_BITS=32, ABS_INF=0x7F800000, BITS=11, HAS_PREFIX=True,
                           NAN_HIGH=False, LARGEST=True, BLOCK=1024)),
+        "key_hist_f64": (tk._key_hist_kernel,
+                         dict(x_ptr="*i64", n="i64", hist_ptr="*i64", shift="i32", prefix="i64",
+                              hmask="i64"),
+                         dict(f64, BITS=16, HAS_PREFIX=True, NAN_HIGH=True, LARGEST=False)),
+        "tie_count": (tk._tie_count_kernel,
+                      dict(x_ptr="*i16", n="i64", t="i64", counts_ptr="*i64"),
+                      dict(KEY_BITS=16, ABS_INF=0x7C00, NAN_HIGH=False, LARGEST=True,
+                           BLOCK=1024)),
+        "mask_budget": (tk._mask_kernel,
+                        dict(x_ptr="*i64", n="i64", t="i64", out_ptr="*u8", before_ptr="*i64",
+                             budget="i64"),
+                        dict(f64, NAN_HIGH=False, LARGEST=True, TIES=2)),
     }
 
 

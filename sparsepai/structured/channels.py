@@ -297,9 +297,16 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     """
     options = dict(options)
     unit = options.pop("unit", "weights")
+    scope = options.pop("scope", "global")
     options.pop("prunable", None)
     if unit not in ("weights", "channels"):
         raise ValueError(f"unit must be 'weights' or 'channels', got {unit!r}")
+    if scope not in ("global", "layer"):
+        raise ValueError(f"sp.prune(structured=True): scope must be 'global' or 'layer', got "
+                         f"{scope!r}")
+    if scope == "layer" and unit != "channels":
+        raise ValueError("sp.prune(structured=True): scope='layer' prunes the same fraction of "
+                         "every layer's channels; pass unit='channels' with it")
     check_method(method)  # before asking for an example input
     from sparsepai.structured.capture import example_from
 
@@ -309,10 +316,10 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
                          "convolution/linear output reaches the model's output or an operation "
                          "whose channels cannot be traced)")
     scores = group_scores(model, graph, method, data, loss_fn, options)
-    return threshold_channels(model, graph, scores, sparsity, unit)
+    return threshold_channels(model, graph, scores, sparsity, unit, scope)
 
 
-def threshold_channels(model, graph, scores, sparsity, unit="weights") -> dict:
+def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="global") -> dict:
     """Channel masks keeping the best channels of ``scores`` (global ranking, ``sp.topk_mask``).
 
     Every group keeps at least its best channel (a layer is never removed whole). With
@@ -320,7 +327,9 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights") -> dict:
     (counting the input columns that die with a pruned channel) are closest to
     ``N - round(sparsity * N)`` (found by bisection over the score order); with
     ``unit="channels"`` exactly ``C - round(sparsity * C)`` channels of the C prunable ones are
-    kept (at least one per group).
+    kept (at least one per group). ``scope="layer"`` (with ``unit="channels"``) ranks inside
+    each group instead: every group of ``n`` channels keeps ``max(1, n - round(sparsity * n))``,
+    the uniform per-layer ratio other structured pruners (e.g. Torch-Pruning) default to.
 
     Args:
         model: the model ``graph`` describes.
@@ -328,6 +337,7 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights") -> dict:
         scores: ``{group id: (size,) scores}`` for every prunable group.
         sparsity: in [0, 1).
         unit: ``"weights"`` or ``"channels"``.
+        scope: ``"global"`` (one ranking over all groups) or ``"layer"``.
 
     Returns:
         ``{producer module name: bool (out_channels,)}``; coupled producers share one mask.
@@ -346,6 +356,11 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights") -> dict:
         res = topk_mask(boosted, t, nan="low")
         return res.masks, {g.id: int(m.sum()) for g, m in zip(groups, res.masks)}
 
+    if scope == "layer":
+        masks = [topk_mask([b], max(1, g.size - round(sparsity * g.size)), nan="low").masks[0]
+                 for g, b in zip(groups, boosted)]
+        return {p: m.repeat_interleave(g.rows(p)) for g, m in zip(groups, masks)
+                for p in g.producers}
     if unit == "channels":
         t = max(len(groups), channels - round(sparsity * channels))
     else:

@@ -236,3 +236,30 @@ def test_cost_weighting_prefers_cheap_channels():
     first = graph.producer_group["layers.0.conv1"]
     last = graph.producer_group["layers.8.conv1"]
     assert float(cost[first][0]) > float(cost[last][0])
+
+
+def test_layer_scope_keeps_the_same_fraction_of_every_layer():
+    """scope='layer': each layer keeps its own best max(1, n - round(s n)) channels (filter L1
+    norms computed here by hand), whatever the other layers' scores."""
+    from tests.tiny_nets import convnet
+
+    model = convnet()
+    with torch.no_grad():
+        model[3].weight.mul_(100)  # a global ranking would keep only the second layer's channels
+    x = torch.randn(2, 1, 8, 8)
+    masks = sp.prune(model, "magnitude", 0.5, structured=True, unit="channels", scope="layer",
+                     example_inputs=x)
+    assert set(masks) == {"0", "3"}
+    for name in masks:
+        w = dict(model.named_modules())[name].weight.detach()
+        l1 = w.abs().flatten(1).sum(1)
+        n = l1.numel()
+        want = torch.zeros(n, dtype=torch.bool)
+        want[torch.topk(l1, max(1, n - round(0.5 * n))).indices] = True
+        assert torch.equal(masks[name], want), name
+    glob = sp.prune(model, "magnitude", 0.5, structured=True, unit="channels", example_inputs=x)
+    assert int(glob["0"].sum()) == 1  # the global ranking differs, so the test can tell them apart
+    with pytest.raises(ValueError, match="scope='layer' .* unit='channels'"):
+        sp.prune(model, "magnitude", 0.5, structured=True, scope="layer", example_inputs=x)
+    with pytest.raises(ValueError, match="scope must be 'global' or 'layer'"):
+        sp.prune(model, "magnitude", 0.5, structured=True, scope="net", example_inputs=x)

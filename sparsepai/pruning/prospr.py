@@ -13,7 +13,8 @@ mode (batch statistics). The full meta-gradient runs the inner steps functionall
 (``torch.func.functional_call``) on copies of the parameters and buffers; the first-order
 version needs no graph through the steps and steps the private copy of the model in place
 (``torch.optim.SGD``; its running statistics change, which batch-statistics forwards do not
-read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|.
+read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. ``same_batch=True`` uses D_0 for
+every step and the meta-loss, as the official code does by default.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ from sparsepai.pruning.base import check_finite, register, take_batches
 @dataclasses.dataclass(frozen=True)
 class ProsprConfig:
     """Args: meta_steps: M, the inner SGD steps; inner_lr, inner_momentum: the inner SGD;
-    first_order: the first-order approximation instead of the full meta-gradient."""
+    first_order: the first-order approximation instead of the full meta-gradient;
+    same_batch: the official code's protocol (mil-ad/prospr without --new-data-in-inner): the
+    first batch D_0 serves every inner step and the meta-loss, instead of M + 1 distinct batches."""
 
     meta_steps: int = 3
     inner_lr: float = 0.1
     inner_momentum: float = 0.0
     first_order: bool = False
+    same_batch: bool = False
 
 
 def _first_order(model, names, batches, loss_fn, cfg: ProsprConfig):
@@ -74,7 +78,9 @@ def meta_gradient(model, names, data, loss_fn, cfg: ProsprConfig) -> dict:
     """
     if cfg.meta_steps < 0:
         raise ValueError(f"prospr: meta_steps must be >= 0, got {cfg.meta_steps}")
-    batches = take_batches(data, cfg.meta_steps + 1, "prospr")
+    batches = take_batches(data, 1 if cfg.same_batch else cfg.meta_steps + 1, "prospr")
+    if cfg.same_batch:  # D_0 = D_1 = ... = D_M
+        batches = batches * (cfg.meta_steps + 1)
     model.train()
     if cfg.first_order:
         return _first_order(model, names, batches, loss_fn, cfg)

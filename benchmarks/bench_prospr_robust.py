@@ -49,6 +49,8 @@ VARIANTS = {
     "prospr_same": ("prospr", {"same_batch": True}),
     "prospr_lr1": ("prospr", {"inner_lr": 1.0}),
     "prospr_lr1_same": ("prospr", {"inner_lr": 1.0, "same_batch": True}),
+    "prospr_b4": ("prospr", {"batches": 4}),
+    "snip_b4": ("snip", {"batches": 4}),
 }
 # run first what the targets need most: the ProsPr variants and SNIP, sparsity by sparsity
 BASELINES = ("random", "magnitude")

@@ -33,13 +33,28 @@ class ProsprConfig:
     """Args: meta_steps: M, the inner SGD steps; inner_lr, inner_momentum: the inner SGD;
     first_order: the first-order approximation instead of the full meta-gradient;
     same_batch: the official code's protocol (mil-ad/prospr without --new-data-in-inner): the
-    first batch D_0 serves every inner step and the meta-loss, instead of M + 1 distinct batches."""
+    first batch D_0 serves every inner step and the meta-loss, instead of M + 1 distinct batches;
+    batches: how many batches of ``data`` make each D_m (concatenated into one larger batch)."""
 
     meta_steps: int = 3
     inner_lr: float = 0.1
     inner_momentum: float = 0.0
     first_order: bool = False
     same_batch: bool = False
+    batches: int = 1
+
+
+def concat_batches(batches: list):
+    """One ``(inputs, targets)`` batch from several, concatenated along dim 0 (inputs a tensor, a
+    tuple/list of tensors or a dict of tensors; targets a tensor)."""
+    xs, ys = zip(*batches)
+    if isinstance(xs[0], dict):
+        x = {k: torch.cat([b[k] for b in xs]) for k in xs[0]}
+    elif isinstance(xs[0], (tuple, list)):
+        x = tuple(torch.cat(parts) for parts in zip(*xs))
+    else:
+        x = torch.cat(xs)
+    return x, torch.cat(ys)
 
 
 def _first_order(model, names, batches, loss_fn, cfg: ProsprConfig):
@@ -78,7 +93,12 @@ def meta_gradient(model, names, data, loss_fn, cfg: ProsprConfig) -> dict:
     """
     if cfg.meta_steps < 0:
         raise ValueError(f"prospr: meta_steps must be >= 0, got {cfg.meta_steps}")
-    batches = take_batches(data, 1 if cfg.same_batch else cfg.meta_steps + 1, "prospr")
+    if cfg.batches < 1:
+        raise ValueError(f"prospr: batches must be >= 1, got {cfg.batches}")
+    n, k = (1 if cfg.same_batch else cfg.meta_steps + 1), cfg.batches
+    batches = take_batches(data, n * k, "prospr")
+    if k > 1:  # D_m: the m-th run of k consecutive batches, as one larger batch
+        batches = [concat_batches(batches[i * k:(i + 1) * k]) for i in range(n)]
     if cfg.same_batch:  # D_0 = D_1 = ... = D_M
         batches = batches * (cfg.meta_steps + 1)
     model.train()

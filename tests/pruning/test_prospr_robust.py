@@ -1,6 +1,7 @@
 """ProsPr's ``same_batch`` option (the official code's batch protocol) against independent
 computations: the official protocol written out by hand, finite differences of the meta-loss,
-the first-order formula, SNIP at M = 0, and the batches it reads."""
+the first-order formula, SNIP at M = 0, and the batches it reads; ``batches`` (each D_m made of
+several consecutive batches) against the same scores on batches concatenated by hand."""
 
 import copy
 import math
@@ -108,3 +109,37 @@ def test_same_batch_zero_meta_steps_is_snip():
     s = sp.score(model, "snip", data)
     for n in s:
         torch.testing.assert_close(p[n], s[n], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("same_batch", [False, True])
+def test_batches_concatenates_consecutive_batches(same_batch):
+    model = mlp()
+    M, k = 2, 3
+    data = batches((1 if same_batch else M + 1) * k, seed=3)
+    joined = [(torch.cat([x for x, _ in data[i:i + k]]), torch.cat([y for _, y in data[i:i + k]]))
+              for i in range(0, len(data), k)]
+    got = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, batches=k,
+                   same_batch=same_batch)
+    want = (official_protocol(model, joined[0], M, 0.5) if same_batch else
+            sp.score(model, "prospr", joined, meta_steps=M, inner_lr=0.5))
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12)
+
+
+def test_concat_batches_of_tuples_and_dicts():
+    from sparsepai.pruning.prospr import concat_batches
+
+    a, b = torch.arange(6.).reshape(2, 3), torch.arange(6., 12.).reshape(2, 3)
+    y1, y2 = torch.tensor([0, 1]), torch.tensor([2, 0])
+    x, y = concat_batches([((a, -a), y1), ((b, -b), y2)])
+    assert torch.equal(x[0], torch.cat([a, b])) and torch.equal(x[1], torch.cat([-a, -b]))
+    assert torch.equal(y, torch.tensor([0, 1, 2, 0]))
+    x, _ = concat_batches([({"ids": a}, y1), ({"ids": b}, y2)])
+    assert torch.equal(x["ids"], torch.cat([a, b]))
+
+
+def test_bad_batches():
+    with pytest.raises(ValueError, match="prospr: batches must be >= 1"):
+        sp.score(mlp(), "prospr", batches(4), batches=0)
+    with pytest.raises(ValueError, match="needs 8 batches"):
+        sp.score(mlp(), "prospr", batches(4), meta_steps=3, batches=2)

@@ -51,6 +51,7 @@ VARIANTS = {
     "prospr_lr1_same": ("prospr", {"inner_lr": 1.0, "same_batch": True}),
     "prospr_b4": ("prospr", {"batches": 4}),
     "snip_b4": ("snip", {"batches": 4}),
+    "prospr_lr1_b4": ("prospr", {"inner_lr": 1.0, "batches": 4}),
 }
 # run first what the targets need most: the ProsPr variants and SNIP, sparsity by sparsity
 BASELINES = ("random", "magnitude")
@@ -135,9 +136,9 @@ def table(rows, variants, sparsities) -> str:
             cells.append(f"{100 * c['mean']:6.1f} +-{100 * c['std']:5.1f} [{100 * c['min']:5.1f}]"
                          f" ({c['collapsed']}/{c['n']})" if c else f"{'-':>28}")
         lines.append(f"{v:<{w}}" + "".join(f"{c:>28}" for c in cells))
-    lines.append("kept weights on no input-output path (mean %): " + "; ".join(
-        f"{v} " + "/".join(f"{100 * s[(v, x)]['disconnected']:.1f}" for x in sparsities
-                           if (v, x) in s) for v in variants))
+    lines.append("kept weights on no input-output path (mean %, per sparsity): " + "; ".join(
+        f"{v} " + "/".join(f"{100 * s[(v, x)]['disconnected']:.1f}" if (v, x) in s else "-"
+                           for x in sparsities) for v in variants))
     return "\n".join(lines)
 
 

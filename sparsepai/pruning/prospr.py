@@ -14,7 +14,8 @@ mode (batch statistics). The full meta-gradient runs the inner steps functionall
 version needs no graph through the steps and steps the private copy of the model in place
 (``torch.optim.SGD``; its running statistics change, which batch-statistics forwards do not
 read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. ``same_batch=True`` uses D_0 for
-every step and the meta-loss, as the official code does by default.
+every step and the meta-loss, as the official code does by default; ``batches=k`` makes each D_m
+k consecutive batches of ``data`` (one larger batch: less sampling noise in the scores).
 """
 
 from __future__ import annotations

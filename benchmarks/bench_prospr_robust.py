@@ -52,6 +52,7 @@ VARIANTS = {
     "prospr_b4": ("prospr", {"batches": 4}),
     "snip_b4": ("snip", {"batches": 4}),
     "prospr_lr1_b4": ("prospr", {"inner_lr": 1.0, "batches": 4}),
+    "prospr_same_b4": ("prospr", {"same_batch": True, "batches": 4}),
 }
 # run first what the targets need most: the ProsPr variants and SNIP, sparsity by sparsity
 BASELINES = ("random", "magnitude")

@@ -87,12 +87,14 @@ def disconnected(model: torch.nn.Module, masks: dict, input_shape) -> int:
     return sum(int(m.sum()) for m in masks.values()) - on_path
 
 
-def run_one(label, sparsity, seed, data, tcfg: TrainConfig, prune_batch: int) -> dict:
+def run_one(label, sparsity, seed, data, tcfg: TrainConfig, prune_batch: int,
+            init: str = "default") -> dict:
     train_set, test_set, info = data
     method, options = VARIANTS[label]
     torch.manual_seed(seed)
-    model = default_init(get_model("lenet5", info.num_classes, info.in_channels,
-                                   info.image_size))
+    model = get_model("lenet5", info.num_classes, info.in_channels, info.image_size)
+    if init == "default":  # else the He-normal init of sparsepai.models
+        default_init(model)
     batches = loader(train_set, prune_batch, shuffle=True, seed=seed)
     t0 = time.perf_counter()
     masks = sp.prune(model, method, sparsity, batches, **options)
@@ -143,7 +145,7 @@ def table(rows, variants, sparsities) -> str:
     return "\n".join(lines)
 
 
-def plot(rows, variants, sparsities, path):
+def plot(rows, variants, sparsities, path, init_name):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,7 +166,7 @@ def plot(rows, variants, sparsities, path):
     ax.set_xticks(range(len(sparsities)))
     ax.set_xticklabels([f"{100 * x:g}%" for x in sparsities])
     ax.set(xlabel="sparsity", ylabel="test accuracy (%)",
-           title="LeNet-5, PyTorch default init, MNIST split: ProsPr variants (dots: seeds)")
+           title=f"LeNet-5 ({init_name} init), MNIST split: ProsPr variants (dots: seeds)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -184,17 +186,20 @@ def write(rows, settings, variants, sparsities, prefix, command):
         wr = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         wr.writeheader()
         wr.writerows(rows)
-    plot(rows, variants, sparsities, prefix + ".png")
+    plot(rows, variants, sparsities, prefix + ".png", settings["init"])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-root", default=os.path.join(HERE, "..", "..", "shared", "data", "mnist"))
+    ap.add_argument("--data-root",
+                    default=os.path.join(HERE, "..", "..", "shared", "data", "mnist"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--sparsities", nargs="+", type=float, default=[0.95, 0.98, 0.99])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--init", choices=["default", "he"], default="default",
+                    help="PyTorch's default layer init, or sparsepai.models' He-normal init")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "prospr_robust"),
                     help="prefix of the outputs (.json, .csv, .png, _runs.jsonl)")
     ap.add_argument("--summarize", action="store_true", help="run nothing; rewrite the outputs")
@@ -202,7 +207,8 @@ def main():
     torch.set_num_threads(1)  # a shared CPU; LeNet-5 gains little from more
     tcfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=args.lr)
     prune_batch = 128
-    settings = {"model": "lenet5", "init": "pytorch-default", "dataset": "mnist-split",
+    init_name = {"default": "pytorch-default", "he": "he-normal"}[args.init]
+    settings = {"model": "lenet5", "init": init_name, "dataset": "mnist-split",
                 "prune_batch": prune_batch, "train": dataclasses.asdict(tcfg)}
     log = args.out + "_runs.jsonl"
     rows = load_rows(log)
@@ -221,7 +227,7 @@ def main():
         plan = [(v, x, s) for x in args.sparsities for s in args.seeds for v in first]
         plan += [(v, x, s) for x in reversed(args.sparsities) for s in args.seeds for v in last]
         for i, key in enumerate(p for p in plan if p not in done):
-            row = dict(run_one(*key, data, tcfg, prune_batch), settings=settings)
+            row = dict(run_one(*key, data, tcfg, prune_batch, args.init), settings=settings)
             rows.append(row)
             with open(log, "a") as f:
                 f.write(json.dumps(row) + "\n")

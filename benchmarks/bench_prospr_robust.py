@@ -45,13 +45,13 @@ VARIANTS = {
     "random": ("random", {}),
     "magnitude": ("magnitude", {}),
     "snip": ("snip", {}),
-    "prospr": ("prospr", {}),
-    "prospr_same": ("prospr", {"same_batch": True}),
-    "prospr_lr1": ("prospr", {"inner_lr": 1.0}),
+    "prospr": ("prospr", {"same_batch": False}),  # the default before this sweep
+    "prospr_same": ("prospr", {"same_batch": True}),  # the default since
+    "prospr_lr1": ("prospr", {"inner_lr": 1.0, "same_batch": False}),
     "prospr_lr1_same": ("prospr", {"inner_lr": 1.0, "same_batch": True}),
-    "prospr_b4": ("prospr", {"batches": 4}),
+    "prospr_b4": ("prospr", {"batches": 4, "same_batch": False}),
     "snip_b4": ("snip", {"batches": 4}),
-    "prospr_lr1_b4": ("prospr", {"inner_lr": 1.0, "batches": 4}),
+    "prospr_lr1_b4": ("prospr", {"inner_lr": 1.0, "batches": 4, "same_batch": False}),
     "prospr_same_b4": ("prospr", {"same_batch": True, "batches": 4}),
 }
 # run first what the targets need most: the ProsPr variants and SNIP, sparsity by sparsity

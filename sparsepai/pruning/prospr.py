@@ -13,9 +13,9 @@ mode (batch statistics). The full meta-gradient runs the inner steps functionall
 (``torch.func.functional_call``) on copies of the parameters and buffers; the first-order
 version needs no graph through the steps and steps the private copy of the model in place
 (``torch.optim.SGD``; its running statistics change, which batch-statistics forwards do not
-read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. ``same_batch=True`` uses D_0 for
-every step and the meta-loss, as the official code does by default; ``batches=k`` makes each D_m
-k consecutive batches of ``data`` (one larger batch: less sampling noise in the scores).
+read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. By default (``same_batch=True``,
+as the official code) D_0 serves every step and the meta-loss; ``same_batch=False`` reads
+D_0..D_M. ``batches=k`` makes each D_m k consecutive batches of ``data`` (one larger batch).
 """
 
 from __future__ import annotations
@@ -34,14 +34,15 @@ class ProsprConfig:
     """Args: meta_steps: M, the inner SGD steps; inner_lr, inner_momentum: the inner SGD;
     first_order: the first-order approximation instead of the full meta-gradient;
     same_batch: the official code's protocol (mil-ad/prospr without --new-data-in-inner): the
-    first batch D_0 serves every inner step and the meta-loss, instead of M + 1 distinct batches;
+    first batch D_0 serves every inner step and the meta-loss (the default: see
+    benchmarks/results/prospr_robust.md); False: M + 1 distinct batches D_0..D_M;
     batches: how many batches of ``data`` make each D_m (concatenated into one larger batch)."""
 
     meta_steps: int = 3
     inner_lr: float = 0.1
     inner_momentum: float = 0.0
     first_order: bool = False
-    same_batch: bool = False
+    same_batch: bool = True
     batches: int = 1
 
 

@@ -43,9 +43,12 @@ def test_same_batch_is_the_official_protocol(M):
     want = official_protocol(model, data[0], M, 0.5)
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12)
-    # and it is not the default protocol, which reads D_1..D_M
+    # it is the default, and not the protocol that reads D_1..D_M
     default = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5)
-    assert not torch.allclose(default["0.weight"], got["0.weight"])
+    distinct = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, same_batch=False)
+    for n in want:
+        assert torch.equal(default[n], got[n])
+    assert not torch.allclose(distinct["0.weight"], got["0.weight"])
 
 
 def test_same_batch_needs_and_reads_only_the_first_batch():
@@ -56,7 +59,7 @@ def test_same_batch_needs_and_reads_only_the_first_batch():
     for n in one:
         assert torch.equal(one[n], many[n])
     with pytest.raises(ValueError, match="needs 4 batches"):
-        sp.score(model, "prospr", data[:1], meta_steps=3)
+        sp.score(model, "prospr", data[:1], meta_steps=3, same_batch=False)
 
 
 def test_same_batch_by_finite_differences():
@@ -121,7 +124,7 @@ def test_batches_concatenates_consecutive_batches(same_batch):
     got = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, batches=k,
                    same_batch=same_batch)
     want = (official_protocol(model, joined[0], M, 0.5) if same_batch else
-            sp.score(model, "prospr", joined, meta_steps=M, inner_lr=0.5))
+            sp.score(model, "prospr", joined, meta_steps=M, inner_lr=0.5, same_batch=False))
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12)
 
@@ -142,4 +145,6 @@ def test_bad_batches():
     with pytest.raises(ValueError, match=r"prospr.*batches"):  # names the method and option
         sp.score(mlp(), "prospr", batches(4), batches=0)
     with pytest.raises(ValueError, match="needs 8 batches"):
-        sp.score(mlp(), "prospr", batches(4), meta_steps=3, batches=2)
+        sp.score(mlp(), "prospr", batches(4), meta_steps=3, batches=2, same_batch=False)
+    with pytest.raises(ValueError, match="needs 2 batches"):
+        sp.score(mlp(), "prospr", batches(1), meta_steps=3, batches=2)

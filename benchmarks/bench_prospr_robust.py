@@ -152,14 +152,17 @@ def plot(rows, variants, sparsities, path, init_name):
     import matplotlib.pyplot as plt
 
     s = summarize(rows, variants, sparsities)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.get_cmap("tab20").colors
+    names = {"prospr": "prospr, M+1 batches (old default)", "prospr_same": "prospr_same (default)"}
     for i, v in enumerate(variants):
-        xs = [j + (i - len(variants) / 2) * 0.06 for j in range(len(sparsities))]
+        xs = [j + (i - len(variants) / 2) * 0.035 for j in range(len(sparsities))]
         pts = [(x, sp_) for x, sp_ in zip(xs, sparsities) if (v, sp_) in s]
         if not pts:
             continue
         line, = ax.plot([p[0] for p in pts], [100 * s[(v, p[1])]["mean"] for p in pts],
-                        marker="o", label=v, lw=2 if v.startswith("prospr") else 1)
+                        marker="o", label=names.get(v, v), color=colors[2 * i % 20 + i // 10],
+                        lw=2.5 if v in names else 1)
         for x, sp_ in pts:  # every seed, so a collapse is visible beside the mean
             accs = [100 * r["test_acc"] for r in rows if r["variant"] == v and r["sparsity"] == sp_]
             ax.scatter([x] * len(accs), accs, s=9, color=line.get_color(), alpha=0.5)

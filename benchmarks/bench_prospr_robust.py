@@ -22,6 +22,7 @@ import argparse
 import copy
 import csv
 import dataclasses
+import itertools
 import json
 import os
 import statistics
@@ -106,6 +107,56 @@ def run_one(label, sparsity, seed, data, tcfg: TrainConfig, prune_batch: int,
             "collapsed": res["test_acc"] < COLLAPSE, "curve": res["test_acc_curve"],
             "kept": sum(int(m.sum()) for m in masks.values()), "disconnected": lost,
             "prune_seconds": prune_s, "train_loss": res["train_loss"][-1]}
+
+
+def diagnose(data, seeds, prune_batch: int, path: str):
+    """The measurements behind the cause (no training): for each init and seed, the loss and the
+    relative weight change over ProsPr's 3 inner SGD steps at lr 0.1 (M+1 distinct batches), and
+    at 95% the overlap (kept in both / kept) of masks: SNIP on D_0 against SNIP on D_1..D_3
+    (sampling noise), the old ProsPr default against SNIP on D_3 and on D_0, and
+    ``same_batch=True`` against SNIP on D_0."""
+    train_set, _, info = data
+
+    def overlap(a, b):
+        fa = torch.cat([m.flatten() for m in a.values()])
+        fb = torch.cat([m.flatten() for m in b.values()])
+        return round(float((fa & fb).sum() / fa.sum()), 3)
+
+    out = []
+    for init in ("default", "he"):
+        for seed in seeds:
+            torch.manual_seed(seed)
+            model = get_model("lenet5", info.num_classes, info.in_channels, info.image_size)
+            if init == "default":
+                default_init(model)
+            b = list(itertools.islice(loader(train_set, prune_batch, shuffle=True, seed=seed), 4))
+            work = copy.deepcopy(model)
+            opt = torch.optim.SGD(work.parameters(), lr=0.1)
+            w0 = {n: p.detach().clone() for n, p in work.named_parameters() if n.endswith("weight")}
+            losses = []
+            for x, y in b[:3]:
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(work(x), y)
+                loss.backward()
+                opt.step()
+                losses.append(round(loss.item(), 3))
+            with torch.no_grad():  # the meta-loss, on D_3
+                meta = torch.nn.functional.cross_entropy(work(b[3][0]), b[3][1])
+            losses.append(round(meta.item(), 3))
+            rel = {n: round(float((p.detach() - w0[n]).norm() / w0[n].norm()), 4)
+                   for n, p in work.named_parameters() if n in w0}
+            snip = [sp.prune(model, "snip", 0.95, [bi]) for bi in b]
+            old = sp.prune(model, "prospr", 0.95, b, same_batch=False)
+            same = sp.prune(model, "prospr", 0.95, b, same_batch=True)
+            row = {"init": init, "seed": seed, "inner_losses": losses, "weight_change": rel,
+                   "snip_D0_vs_D1_D2_D3": [overlap(snip[0], s) for s in snip[1:]],
+                   "old_prospr_vs_snip_D3": overlap(old, snip[3]),
+                   "old_prospr_vs_snip_D0": overlap(old, snip[0]),
+                   "same_batch_vs_snip_D0": overlap(same, snip[0])}
+            out.append(row)
+            print(json.dumps(row), flush=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
 
 
 def summarize(rows, variants, sparsities):
@@ -206,6 +257,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results", "prospr_robust"),
                     help="prefix of the outputs (.json, .csv, .png, _runs.jsonl)")
     ap.add_argument("--summarize", action="store_true", help="run nothing; rewrite the outputs")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="no training: inner-step losses, weight changes and mask overlaps, both "
+                    "inits (-> <out>_diagnose.json)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # a shared CPU; LeNet-5 gains little from more
     tcfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=args.lr)
@@ -220,6 +274,9 @@ def main():
         raise SystemExit(f"{log} holds {len(other)} runs made with other settings; use another "
                          "--out")
     command = " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    if args.diagnose:
+        data = load_dataset("mnist", os.path.abspath(args.data_root))
+        return diagnose(data, args.seeds, prune_batch, args.out + "_diagnose.json")
     if not args.summarize:
         if not os.path.isdir(args.data_root):
             raise SystemExit(f"MNIST IDX files not found in {args.data_root}")

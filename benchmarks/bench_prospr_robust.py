@@ -109,12 +109,44 @@ def run_one(label, sparsity, seed, data, tcfg: TrainConfig, prune_batch: int,
             "prune_seconds": prune_s, "train_loss": res["train_loss"][-1]}
 
 
+def _inner_steps(model, b, lr: float) -> dict:
+    """Losses of 3 plain SGD steps on b[0..2] and the meta-loss on b[3], and each weight's
+    relative change."""
+    work = copy.deepcopy(model)
+    opt = torch.optim.SGD(work.parameters(), lr=lr)
+    w0 = {n: p.detach().clone() for n, p in work.named_parameters() if n.endswith("weight")}
+    losses = []
+    for x, y in b[:3]:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(work(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(round(loss.item(), 3))
+    with torch.no_grad():  # the meta-loss, on D_3
+        losses.append(round(torch.nn.functional.cross_entropy(work(b[3][0]), b[3][1]).item(), 3))
+    rel = {n: round(float((p.detach() - w0[n]).norm() / w0[n].norm()), 4)
+           for n, p in work.named_parameters() if n in w0}
+    return {"inner_losses": losses, "weight_change": rel}
+
+
+@torch.no_grad()
+def _signal(model, masks, x) -> float:
+    """How much the masked model's logits depend on the input: their std over the batch,
+    averaged over classes."""
+    net = copy.deepcopy(model)
+    params = dict(net.named_parameters())
+    for n, m in masks.items():
+        params[n].mul_(m)
+    return round(float(net(x).std(0).mean()), 5)
+
+
 def diagnose(data, seeds, prune_batch: int, path: str):
     """The measurements behind the cause (no training): for each init and seed, the loss and the
-    relative weight change over ProsPr's 3 inner SGD steps at lr 0.1 (M+1 distinct batches), and
-    at 95% the overlap (kept in both / kept) of masks: SNIP on D_0 against SNIP on D_1..D_3
-    (sampling noise), the old ProsPr default against SNIP on D_3 and on D_0, and
-    ``same_batch=True`` against SNIP on D_0."""
+    relative weight change over ProsPr's 3 inner SGD steps at lr 0.1 and 1.0 (M+1 distinct
+    batches); at 95% the overlap (kept in both / kept) of masks: SNIP on D_0 against SNIP on
+    D_1..D_3 (sampling noise), the old ProsPr default against SNIP on D_3 and on D_0,
+    ``same_batch=True`` against SNIP on D_0, and the masked logits' input dependence; at 99% the
+    weights each layer keeps."""
     train_set, _, info = data
 
     def overlap(a, b):
@@ -130,25 +162,20 @@ def diagnose(data, seeds, prune_batch: int, path: str):
             if init == "default":
                 default_init(model)
             b = list(itertools.islice(loader(train_set, prune_batch, shuffle=True, seed=seed), 4))
-            work = copy.deepcopy(model)
-            opt = torch.optim.SGD(work.parameters(), lr=0.1)
-            w0 = {n: p.detach().clone() for n, p in work.named_parameters() if n.endswith("weight")}
-            losses = []
-            for x, y in b[:3]:
-                opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(work(x), y)
-                loss.backward()
-                opt.step()
-                losses.append(round(loss.item(), 3))
-            with torch.no_grad():  # the meta-loss, on D_3
-                meta = torch.nn.functional.cross_entropy(work(b[3][0]), b[3][1])
-            losses.append(round(meta.item(), 3))
-            rel = {n: round(float((p.detach() - w0[n]).norm() / w0[n].norm()), 4)
-                   for n, p in work.named_parameters() if n in w0}
+            steps = {lr: _inner_steps(model, b, lr) for lr in (0.1, 1.0)}
             snip = [sp.prune(model, "snip", 0.95, [bi]) for bi in b]
             old = sp.prune(model, "prospr", 0.95, b, same_batch=False)
             same = sp.prune(model, "prospr", 0.95, b, same_batch=True)
-            row = {"init": init, "seed": seed, "inner_losses": losses, "weight_change": rel,
+            x = b[0][0]
+            layers99 = {lab: [int(m.sum()) for m in sp.prune(model, meth, 0.99, b, **o).values()]
+                        for lab, meth, o in [("snip", "snip", {}), ("prospr_same", "prospr", {}),
+                                             ("magnitude", "magnitude", {})]}
+            row = {"init": init, "seed": seed,
+                   **{f"lr{lr}_{k}": v for lr, kv in steps.items() for k, v in kv.items()},
+                   "logit_signal_95": {lab: _signal(model, m, x)
+                                       for lab, m in [("snip", snip[0]), ("old", old),
+                                                      ("same", same)]},
+                   "kept_per_layer_99": layers99,
                    "snip_D0_vs_D1_D2_D3": [overlap(snip[0], s) for s in snip[1:]],
                    "old_prospr_vs_snip_D3": overlap(old, snip[3]),
                    "old_prospr_vs_snip_D0": overlap(old, snip[0]),

@@ -13,7 +13,9 @@ mode (batch statistics). The full meta-gradient runs the inner steps functionall
 (``torch.func.functional_call``) on copies of the parameters and buffers; the first-order
 version needs no graph through the steps and steps the private copy of the model in place
 (``torch.optim.SGD``; its running statistics change, which batch-statistics forwards do not
-read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|.
+read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. By default (``same_batch=True``,
+as the official code) D_0 serves every step and the meta-loss; ``same_batch=False`` reads
+D_0..D_M. ``batches=k`` makes each D_m k consecutive batches of ``data`` (one larger batch).
 """
 
 from __future__ import annotations
@@ -30,12 +32,32 @@ from sparsepai.pruning.options import option
 @dataclasses.dataclass(frozen=True)
 class ProsprConfig:
     """Args: meta_steps: M, the inner SGD steps; inner_lr, inner_momentum: the inner SGD;
-    first_order: the first-order approximation instead of the full meta-gradient."""
+    first_order: the first-order approximation instead of the full meta-gradient;
+    same_batch: the official code's protocol (mil-ad/prospr without --new-data-in-inner): the
+    first batch D_0 serves every inner step and the meta-loss (more robust at PyTorch's default
+    initialization: benchmarks/results/prospr_robust.md); False (the default, the protocol the
+    public API defines): M + 1 distinct batches D_0..D_M;
+    batches: how many batches of ``data`` make each D_m (concatenated into one larger batch)."""
 
     meta_steps: int = option(3, at_least=0)
     inner_lr: float = option(0.1, above=0)
     inner_momentum: float = option(0.0, at_least=0, below=1)
     first_order: bool = False
+    same_batch: bool = False
+    batches: int = option(1, at_least=1)
+
+
+def concat_batches(batches: list):
+    """One ``(inputs, targets)`` batch from several, concatenated along dim 0 (inputs a tensor, a
+    tuple/list of tensors or a dict of tensors; targets a tensor)."""
+    xs, ys = zip(*batches)
+    if isinstance(xs[0], dict):
+        x = {k: torch.cat([b[k] for b in xs]) for k in xs[0]}
+    elif isinstance(xs[0], (tuple, list)):
+        x = tuple(torch.cat(parts) for parts in zip(*xs))
+    else:
+        x = torch.cat(xs)
+    return x, torch.cat(ys)
 
 
 def _first_order(model, names, batches, loss_fn, cfg: ProsprConfig):
@@ -64,7 +86,12 @@ def meta_gradient(model, names, data, loss_fn, cfg: ProsprConfig) -> dict:
     Channel scores (structured ProsPr) sum it over each output channel: with one mask entry
     per channel broadcast over the channel's weights, dL/dc_channel is that sum.
     """
-    batches = take_batches(data, cfg.meta_steps + 1, "prospr")
+    n, k = (1 if cfg.same_batch else cfg.meta_steps + 1), cfg.batches
+    batches = take_batches(data, n * k, "prospr")
+    if k > 1:  # D_m: the m-th run of k consecutive batches, as one larger batch
+        batches = [concat_batches(batches[i * k:(i + 1) * k]) for i in range(n)]
+    if cfg.same_batch:  # D_0 = D_1 = ... = D_M
+        batches = batches * (cfg.meta_steps + 1)
     model.train()
     if cfg.first_order:
         return _first_order(model, names, batches, loss_fn, cfg)

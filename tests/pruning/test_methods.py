@@ -39,21 +39,23 @@ def unrolled_prospr(model, data, M, lr, momentum):
 def test_prospr_full_meta_gradient_matches_unrolled(M, momentum):
     model = mlp()
     data = batches(M + 1)
-    got = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, inner_momentum=momentum)
+    got = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, inner_momentum=momentum,
+                   same_batch=False)
     want = unrolled_prospr(model, data, M, 0.5, momentum)
     assert list(got) == ["0.weight", "2.weight"]
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12)
     # and the meta-gradient is not just the first-order one
     fo = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, inner_momentum=momentum,
-                  first_order=True)
+                  first_order=True, same_batch=False)
     assert not torch.allclose(fo["0.weight"], got["0.weight"])
 
 
 def test_prospr_meta_gradient_by_finite_differences():
     model = mlp()
     data = batches(3)
-    got = sp.score(model, "prospr", data, meta_steps=2, inner_lr=0.3)["2.weight"]
+    got = sp.score(model, "prospr", data, meta_steps=2, inner_lr=0.3,
+                   same_batch=False)["2.weight"]
 
     def meta_loss(scale_entry, h):
         m = copy.deepcopy(model)
@@ -87,7 +89,7 @@ def test_prospr_first_order_formula(momentum):
     model = mlp()
     data = batches(3)
     got = sp.score(model, "prospr", data, meta_steps=2, inner_lr=0.2, inner_momentum=momentum,
-                   first_order=True)
+                   first_order=True, same_batch=False)
     # written out: w <- w - lr * v, v <- momentum * v + g (v = g on the first step)
     w = [p.detach().clone().requires_grad_() for p in model.parameters()]
     init = [t.detach().clone() for t in w]
@@ -204,7 +206,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="no prunable weights"):
         sp.score(torch.nn.Sequential(torch.nn.ReLU()), "magnitude")
     with pytest.raises(ValueError, match="needs 4 batches of data, got 2"):
-        sp.score(model, "prospr", data)
+        sp.score(model, "prospr", data, same_batch=False)
     with pytest.raises(TypeError, match="has no options"):
         sp.score(model, "snip", data, meta_steps=3)
     bad = [(torch.full((8, 1, 8, 8), float("inf")), torch.zeros(8, dtype=torch.long))] * 4
@@ -223,9 +225,9 @@ def test_nan_loss_during_the_inner_steps_names_the_step(first_order):
                         for j, (x, y) in enumerate(data)]
     for i in (1, 2):
         with pytest.raises(FloatingPointError, match=f"prospr inner step {i}: the loss is nan"):
-            sp.score(model, "prospr", nan_at(i), first_order=first_order)
+            sp.score(model, "prospr", nan_at(i), first_order=first_order, same_batch=False)
     with pytest.raises(FloatingPointError, match="prospr meta-loss: the loss is nan"):
-        sp.score(model, "prospr", nan_at(3), first_order=first_order)
+        sp.score(model, "prospr", nan_at(3), first_order=first_order, same_batch=False)
     # a learning rate that blows the weights up inside the steps: also caught, by step
     with pytest.raises(FloatingPointError, match=r"prospr (inner step [12]|meta-loss)"):
         sp.score(model, "prospr", data, inner_lr=1e30, first_order=first_order)

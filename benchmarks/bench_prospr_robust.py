@@ -36,9 +36,9 @@ import torch  # noqa: E402
 
 import sparsepai as sp  # noqa: E402
 from sparsepai.data import load_dataset, loader  # noqa: E402
-from sparsepai.experiment import load_rows  # noqa: E402
+from sparsepai.recipes.sweep import load_rows  # noqa: E402
 from sparsepai.models import get_model  # noqa: E402
-from sparsepai.train import TrainConfig, train  # noqa: E402
+from sparsepai.recipes.train import TrainConfig, train  # noqa: E402
 
 COLLAPSE = 0.2
 # label: (method, options); the order is the table's and the plot's
@@ -46,8 +46,8 @@ VARIANTS = {
     "random": ("random", {}),
     "magnitude": ("magnitude", {}),
     "snip": ("snip", {}),
-    "prospr": ("prospr", {"same_batch": False}),  # the default before this sweep
-    "prospr_same": ("prospr", {"same_batch": True}),  # the default since
+    "prospr": ("prospr", {"same_batch": False}),  # the default (API.md)
+    "prospr_same": ("prospr", {"same_batch": True}),  # the official code's protocol
     "prospr_lr1": ("prospr", {"inner_lr": 1.0, "same_batch": False}),
     "prospr_lr1_same": ("prospr", {"inner_lr": 1.0, "same_batch": True}),
     "prospr_b4": ("prospr", {"batches": 4, "same_batch": False}),

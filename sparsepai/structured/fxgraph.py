@@ -31,7 +31,7 @@ import operator
 import torch
 from torch import nn
 
-from sparsepai.structured.graph import Builder, ChannelGraph, Seg, TraceError
+from sparsepai.structured.graph import Builder, ChannelGraph, Seg, TraceError, flat_args as _flat
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # f(0) == 0 for all of these: a pruned (all-zero) channel stays zero through them
@@ -205,16 +205,6 @@ def _tensors(name, mod):
     """The per-channel tensors of a norm or depthwise layer, as (full name, axis) pairs."""
     return tuple((f"{name}.{t}", 0) for t in ("weight", "bias", "running_mean", "running_var")
                  if getattr(mod, t, None) is not None)
-
-
-def _flat(args):
-    for a in args:
-        if isinstance(a, (tuple, list)):
-            yield from _flat(a)
-        elif isinstance(a, dict):
-            yield from _flat(tuple(a.values()))
-        else:
-            yield a
 
 
 def _arg(node, i, key, default=None):

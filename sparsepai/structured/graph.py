@@ -286,3 +286,14 @@ def analyse(model: nn.Module, example_inputs=None) -> ChannelGraph:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = graph
     return graph
+
+
+def flat_args(args):
+    """The leaves of nested tuples, lists and dicts (the arguments of a graph node), in order."""
+    for a in args:
+        if isinstance(a, (tuple, list)):
+            yield from flat_args(a)
+        elif isinstance(a, dict):
+            yield from flat_args(tuple(a.values()))
+        else:
+            yield a

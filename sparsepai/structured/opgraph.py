@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from sparsepai.structured.capture import PREFIX, capture
-from sparsepai.structured.graph import Builder, ChannelGraph, Seg
+from sparsepai.structured.graph import Builder, ChannelGraph, Seg, flat_args as _flat
 
 # f(0) == 0: a pruned (zero) channel stays zero
 _PASS = {"relu", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "hardswish", "mish",
@@ -96,16 +96,6 @@ def _bind(node) -> dict:
         else:
             out[a.name] = a.default_value if a.has_default_value() else None
     return out
-
-
-def _flat(args):
-    for a in args:
-        if isinstance(a, (tuple, list)):
-            yield from _flat(a)
-        elif isinstance(a, dict):
-            yield from _flat(tuple(a.values()))
-        else:
-            yield a
 
 
 def _norm_dim(d, rank):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sparsepai.cli import sweep
 
 HELP = "compare every method on the embedded digits dataset"
-DESCRIPTION = ("The main job: every pruning method at 90/95/98/99%% sparsity, a few seeds, "
+DESCRIPTION = ("The main job: every pruning method at 90/95/98/99% sparsity, a few seeds, "
                "smallconv on scikit-learn's digits; prints a table, writes CSV/JSON and a plot. "
                "Resumes if interrupted (same settings only).")
 

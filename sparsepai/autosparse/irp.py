@@ -25,7 +25,6 @@ from sparsepai import _io
 from sparsepai.autosparse.dataset import FORMAT, VERSION, IRPDataset, round_path
 from sparsepai.masks.threshold import threshold
 from sparsepai.pruning.base import (
-    check_finite,
     default_loss,
     get_method,
     loss_grads,
@@ -210,27 +209,16 @@ def _diff(a, b, prefix="") -> list[str]:
 
 def _train_round(work, init, mask, data, loss_fn, cfg: IRPConfig, r: int, progress: bool) -> list:
     from sparsepai.optim import MaskedSGD
+    from sparsepai.recipes.train import train_pass
 
     work.load_state_dict(init)  # rewind: weights and buffers to iteration 0
     opt = MaskedSGD(work.named_parameters(), mask, lr=cfg.lr, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)
     work.train()
-    losses = []
-    for e in tqdm(range(cfg.epochs_per_round), desc=f"round {r} epochs", leave=False,
-                  disable=not progress):
-        total, count = 0.0, 0
-        for x, y in _batches(data, cfg, _seed(cfg.seed, r, e)):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(work(x), y)
-            check_finite(loss, f"irp round {r} epoch {e}")
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y)
-            count += len(y)
-        if count == 0:
-            raise ValueError("irp: data yielded no batches")
-        losses.append(total / count)
-    return losses
+    return [train_pass(work, opt, _batches(data, cfg, _seed(cfg.seed, r, e)), loss_fn,
+                       f"irp round {r} epoch {e}").mean_loss
+            for e in tqdm(range(cfg.epochs_per_round), desc=f"round {r} epochs", leave=False,
+                          disable=not progress)]
 
 
 def _criterion(work, names, mask, data, loss_fn, cfg: IRPConfig, r: int) -> dict:
@@ -280,7 +268,8 @@ def irp(model: torch.nn.Module, data, *, rounds: int, epochs_per_round: int,
             run's checkpoint. A folder with another run's files is an error, never overwritten.
         resume: continue the run found in ``checkpoint_dir`` (False: refuse to touch a folder
             that already holds it).
-        loss_fn: ``loss_fn(outputs, targets)``, mean reduction; default cross-entropy.
+        loss_fn: ``loss_fn(logits, targets)``, mean reduction; default cross-entropy (the
+            logits as for ``sp.score``: the output, its ``logits`` or its first element).
         prunable: which weights (as for ``sp.score``); default every Conv/Linear weight.
         progress: tqdm bars over rounds and epochs.
 

@@ -8,6 +8,9 @@ Crash safety: the masks after every round go to their own file, written atomical
 derived from ``(seed, round, epoch)``. A run killed at any moment and started again with the same
 arguments skips the finished rounds, redoes the interrupted one from its start and writes the
 same bytes as an uninterrupted run (same machine, same thread count: float summation order).
+The rounds run on the one iterative pruning engine (``sparsepai.pruning.iterative.prune_rounds``,
+which lottery tickets use too) with a checkpointing observer; every epoch trains through the one
+training loop (``sparsepai.recipes.train.train_pass``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sparsepai.pruning.base import (
     private_copy,
     prunable_names,
 )
+from sparsepai.pruning.iterative import prune_rounds
 
 CRITERIA = ("magnitude", "snip")
 
@@ -314,17 +318,25 @@ def _run(model, names, data, loss_fn, cfg, directory, fp, progress) -> IRPDatase
         mask = load_file(round_path(directory, done + 1))
         done += 1
     bar = tqdm(total=cfg.rounds, initial=done, desc="IRP rounds", disable=not progress)
-    losses = {}
-    for r in range(done + 1, cfg.rounds + 1):
+    losses, previous = {}, [mask]
+
+    def train_and_score(r, mask):  # rewind to iteration 0, train, score the trained weights
         losses[r] = _train_round(work, init, mask, data, loss_fn, cfg, r, progress)
-        scores = _criterion(work, names, mask, data, loss_fn, cfg, r)
-        new = threshold({n: scores[n] for n in names}, schedule[r - 1])
-        assert all(not bool((new[n] & ~mask[n]).any()) for n in names)  # never revives
-        mask = new
+        return _criterion(work, names, mask, data, loss_fn, cfg, r)
+
+    def checkpoint(r, mask):  # the observer that makes IRP crash-safe: one file per round
+        assert all(not bool((mask[n] & ~previous[0][n]).any()) for n in names)  # never revives
+        previous[0] = mask
         _io.save_tensors(round_path(directory, r), mask,
-                                {"round": r, "kept": schedule[r - 1], "train_loss": losses[r]})
+                         {"round": r, "kept": schedule[r - 1], "train_loss": losses[r]})
         bar.update()
         bar.set_postfix(kept=schedule[r - 1])
+
+    def keep_best(scores, keep):  # one global ranking in the order of names
+        return threshold({n: scores[n] for n in names}, keep)
+
+    prune_rounds(schedule, train_and_score, keep_best, masks=mask, first=done + 1,
+                 on_round=checkpoint)
     bar.close()
     _finish(directory, names, cfg, fp, schedule, grad_samples)
     return IRPDataset.load(directory)

@@ -36,6 +36,7 @@ from sparsepai.pruning.base import (
     prunable_names,
     register,
 )
+from sparsepai.pruning.iterative import prune_rounds
 from sparsepai.pruning.options import make_config, option
 
 METHODS = ("lottery", "magnitude_after_training")
@@ -179,11 +180,16 @@ def _imp(model, names, data, loss_fn, cfg: AfterTrainingConfig, keeps, iterative
                    for keep in keeps}
         return {keep: out.get(keep, ones) for keep in keeps}, state, int(bool(out))
     rounds = LotteryRounds(model, names, data, loss_fn, cfg)
-    out, masks = {}, None
-    for target in tqdm(lottery_counts(total, keeps, cfg.rate), desc="train-prune-rewind rounds",
-                       leave=False):
-        masks = threshold({n: s.abs() for n, s in rounds.saliency(masks).items()}, target)
-        out[target] = masks
+    counts, out = lottery_counts(total, keeps, cfg.rate), {}
+    bar = tqdm(total=len(counts), desc="train-prune-rewind rounds", leave=False)
+
+    def record(r, masks):  # every count the rounds pass through, for every requested sparsity
+        out[counts[r - 1]] = masks
+        bar.update()
+
+    prune_rounds(counts, lambda r, masks: {n: s.abs() for n, s in rounds.saliency(masks).items()},
+                 threshold, on_round=record)
+    bar.close()
     return {keep: out.get(keep, ones) for keep in keeps}, rounds.state, rounds.rounds
 
 

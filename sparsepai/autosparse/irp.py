@@ -8,6 +8,9 @@ Crash safety: the masks after every round go to their own file, written atomical
 derived from ``(seed, round, epoch)``. A run killed at any moment and started again with the same
 arguments skips the finished rounds, redoes the interrupted one from its start and writes the
 same bytes as an uninterrupted run (same machine, same thread count: float summation order).
+The rounds run on the one iterative pruning engine (``sparsepai.pruning.iterative.prune_rounds``,
+which lottery tickets use too) with a checkpointing observer; every epoch trains through the one
+training loop (``sparsepai.recipes.train.train_pass``).
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ from sparsepai import _io
 from sparsepai.autosparse.dataset import FORMAT, VERSION, IRPDataset, round_path
 from sparsepai.masks.threshold import threshold
 from sparsepai.pruning.base import (
-    check_finite,
     default_loss,
     get_method,
     loss_grads,
     private_copy,
     prunable_names,
 )
+from sparsepai.pruning.iterative import prune_rounds
 
 CRITERIA = ("magnitude", "snip")
 
@@ -210,27 +213,16 @@ def _diff(a, b, prefix="") -> list[str]:
 
 def _train_round(work, init, mask, data, loss_fn, cfg: IRPConfig, r: int, progress: bool) -> list:
     from sparsepai.optim import MaskedSGD
+    from sparsepai.recipes.train import train_pass
 
     work.load_state_dict(init)  # rewind: weights and buffers to iteration 0
     opt = MaskedSGD(work.named_parameters(), mask, lr=cfg.lr, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)
     work.train()
-    losses = []
-    for e in tqdm(range(cfg.epochs_per_round), desc=f"round {r} epochs", leave=False,
-                  disable=not progress):
-        total, count = 0.0, 0
-        for x, y in _batches(data, cfg, _seed(cfg.seed, r, e)):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(work(x), y)
-            check_finite(loss, f"irp round {r} epoch {e}")
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y)
-            count += len(y)
-        if count == 0:
-            raise ValueError("irp: data yielded no batches")
-        losses.append(total / count)
-    return losses
+    return [train_pass(work, opt, _batches(data, cfg, _seed(cfg.seed, r, e)), loss_fn,
+                       f"irp round {r} epoch {e}").mean_loss
+            for e in tqdm(range(cfg.epochs_per_round), desc=f"round {r} epochs", leave=False,
+                          disable=not progress)]
 
 
 def _criterion(work, names, mask, data, loss_fn, cfg: IRPConfig, r: int) -> dict:
@@ -280,7 +272,8 @@ def irp(model: torch.nn.Module, data, *, rounds: int, epochs_per_round: int,
             run's checkpoint. A folder with another run's files is an error, never overwritten.
         resume: continue the run found in ``checkpoint_dir`` (False: refuse to touch a folder
             that already holds it).
-        loss_fn: ``loss_fn(outputs, targets)``, mean reduction; default cross-entropy.
+        loss_fn: ``loss_fn(logits, targets)``, mean reduction; default cross-entropy (the
+            logits as for ``sp.score``: the output, its ``logits`` or its first element).
         prunable: which weights (as for ``sp.score``); default every Conv/Linear weight.
         progress: tqdm bars over rounds and epochs.
 
@@ -325,17 +318,25 @@ def _run(model, names, data, loss_fn, cfg, directory, fp, progress) -> IRPDatase
         mask = load_file(round_path(directory, done + 1))
         done += 1
     bar = tqdm(total=cfg.rounds, initial=done, desc="IRP rounds", disable=not progress)
-    losses = {}
-    for r in range(done + 1, cfg.rounds + 1):
+    losses, previous = {}, [mask]
+
+    def train_and_score(r, mask):  # rewind to iteration 0, train, score the trained weights
         losses[r] = _train_round(work, init, mask, data, loss_fn, cfg, r, progress)
-        scores = _criterion(work, names, mask, data, loss_fn, cfg, r)
-        new = threshold({n: scores[n] for n in names}, schedule[r - 1])
-        assert all(not bool((new[n] & ~mask[n]).any()) for n in names)  # never revives
-        mask = new
+        return _criterion(work, names, mask, data, loss_fn, cfg, r)
+
+    def checkpoint(r, mask):  # the observer that makes IRP crash-safe: one file per round
+        assert all(not bool((mask[n] & ~previous[0][n]).any()) for n in names)  # never revives
+        previous[0] = mask
         _io.save_tensors(round_path(directory, r), mask,
-                                {"round": r, "kept": schedule[r - 1], "train_loss": losses[r]})
+                         {"round": r, "kept": schedule[r - 1], "train_loss": losses[r]})
         bar.update()
         bar.set_postfix(kept=schedule[r - 1])
+
+    def keep_best(scores, keep):  # one global ranking in the order of names
+        return threshold({n: scores[n] for n in names}, keep)
+
+    prune_rounds(schedule, train_and_score, keep_best, masks=mask, first=done + 1,
+                 on_round=checkpoint)
     bar.close()
     _finish(directory, names, cfg, fp, schedule, grad_samples)
     return IRPDataset.load(directory)

@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 from sparsepai.masks.threshold import threshold
 from sparsepai.pruning.api import check_sparsity
 from sparsepai.pruning.base import (
-    batch_loss,
     default_loss,
     get_method,
     keep_count,
@@ -37,6 +36,7 @@ from sparsepai.pruning.base import (
     prunable_names,
     register,
 )
+from sparsepai.pruning.iterative import prune_rounds
 from sparsepai.pruning.options import make_config, option
 
 METHODS = ("lottery", "magnitude_after_training")
@@ -91,26 +91,22 @@ def _train(model, masks, data, loss_fn, cfg, what, start=0, record_at=None):
         ``record_at`` optimizer steps (None when ``record_at`` is None).
     """
     from sparsepai.optim import MaskedSGD
+    from sparsepai.recipes.train import train_pass
 
     params = dict(model.named_parameters())
     opt = MaskedSGD(model.named_parameters(), masks or {}, lr=cfg.lr, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)
     model.train()
-    step, state = 0, None
+    step, recorded = 0, []
+
+    def record(i, base):  # the state after record_at optimizer steps, skipped ones counted
+        if base + i == record_at:
+            recorded.append(_snapshot(model))
+
     for _ in range(cfg.epochs):
-        empty = True
-        for x, y in data:
-            empty = False
-            if step == record_at:
-                state = _snapshot(model)
-            step += 1
-            if step <= start:
-                continue
-            opt.zero_grad(set_to_none=True)
-            batch_loss(model, (x, y), loss_fn, what).backward()
-            opt.step()
-        if empty:
-            raise ValueError(f"{what}: data yielded no batches")
+        step += train_pass(model, opt, data, loss_fn, what, skip=max(0, start - step),
+                           before_batch=lambda i, base=step: record(i, base)).batches
+    state = recorded[0] if recorded else None
     if record_at is not None and state is None:
         # rewinding to the end of training would leave nothing to train
         raise ValueError(f"rewind_iteration={record_at} is not before the end of the first "
@@ -184,11 +180,16 @@ def _imp(model, names, data, loss_fn, cfg: AfterTrainingConfig, keeps, iterative
                    for keep in keeps}
         return {keep: out.get(keep, ones) for keep in keeps}, state, int(bool(out))
     rounds = LotteryRounds(model, names, data, loss_fn, cfg)
-    out, masks = {}, None
-    for target in tqdm(lottery_counts(total, keeps, cfg.rate), desc="train-prune-rewind rounds",
-                       leave=False):
-        masks = threshold({n: s.abs() for n, s in rounds.saliency(masks).items()}, target)
-        out[target] = masks
+    counts, out = lottery_counts(total, keeps, cfg.rate), {}
+    bar = tqdm(total=len(counts), desc="train-prune-rewind rounds", leave=False)
+
+    def record(r, masks):  # every count the rounds pass through, for every requested sparsity
+        out[counts[r - 1]] = masks
+        bar.update()
+
+    prune_rounds(counts, lambda r, masks: {n: s.abs() for n, s in rounds.saliency(masks).items()},
+                 threshold, on_round=record)
+    bar.close()
     return {keep: out.get(keep, ones) for keep in keeps}, rounds.state, rounds.rounds
 
 

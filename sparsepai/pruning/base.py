@@ -237,13 +237,14 @@ class Method:
         one per round of the schedule (every round thresholded the same way)."""
         if self.schedule is None:
             return threshold(self.scores(self.saliency(model, names, data, loss_fn, config)), keep)
+        from sparsepai.pruning.iterative import prune_rounds
+
         rounds = self.schedule(model, names, data, loss_fn, config)
         params = dict(model.named_parameters())
-        masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
-        current = None
-        for k in rounds.counts(sum(params[n].numel() for n in names), keep):
-            masks = threshold(self.scores(rounds.saliency(current)), k)
-            current = masks
+        masks = prune_rounds(rounds.counts(sum(params[n].numel() for n in names), keep),
+                             lambda r, current: self.scores(rounds.saliency(current)), threshold)
+        if masks is None:  # no round ran
+            masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
         return masks
 
 

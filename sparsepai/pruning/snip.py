@@ -8,9 +8,6 @@ import dataclasses
 from sparsepai.pruning.base import register, summed_grads, take_batches
 from sparsepai.pruning.options import option
 
-# structured/channels.py (3SP) reads the summed gradient under this name
-grads_at = summed_grads
-
 
 @dataclasses.dataclass(frozen=True)
 class SnipConfig:

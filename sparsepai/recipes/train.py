@@ -1,5 +1,7 @@
-"""Training and evaluation of a (masked) network: the loop the recipes and the command line
-share."""
+"""Training and evaluation of a (masked) network: the one training loop. :func:`train_pass` is
+one pass over batches with a given optimizer; :func:`train` (the recipes and the command line),
+the after-training baselines (``sparsepai/pruning/after_training.py``) and IRP
+(``sparsepai/autosparse/irp.py``) all step through it."""
 
 from __future__ import annotations
 
@@ -35,6 +37,66 @@ class TrainConfig:
                              f"{self.optimizer!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig: lr must be > 0, got {self.lr!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PassStats:
+    """What one :func:`train_pass` saw.
+
+    Args:
+        loss_sum: sum over the trained batches of the mean batch loss times the batch size.
+        samples: samples trained on (skipped batches not counted).
+        batches: batches drawn from the iterable, skipped ones included.
+    """
+
+    loss_sum: float
+    samples: int
+    batches: int
+
+    @property
+    def mean_loss(self) -> float:
+        """The mean loss per trained sample (0 when nothing was trained)."""
+        return self.loss_sum / max(1, self.samples)
+
+
+def train_pass(model: torch.nn.Module, opt: torch.optim.Optimizer, batches, loss_fn, what: str,
+               *, skip: int = 0, before_batch=None) -> PassStats:
+    """One pass of ``opt`` steps over ``batches``, the model as it is (the caller sets train
+    mode).
+
+    Args:
+        model: the network, stepped in place.
+        opt: its optimizer (a masked one keeps pruned weights at zero).
+        batches: an iterable of ``(inputs, targets)``; inputs as for ``sp.score`` (tensor, tuple
+            or dict), targets a tensor whose first dimension is the batch size.
+        loss_fn: ``loss_fn(logits, targets)`` -> scalar tensor, mean over the batch.
+        what: names the caller in errors (a non-finite loss raises ``FloatingPointError``, an
+            empty ``batches`` ``ValueError``).
+        skip: draw but do not train the first ``skip`` batches (a run resumed at an iteration).
+        before_batch: ``before_batch(i)`` is called before the i-th batch drawn (0-based,
+            skipped ones included), e.g. to record the model at an iteration.
+
+    Returns:
+        :class:`PassStats`.
+    """
+    from sparsepai.pruning.base import batch_loss
+
+    total, samples, seen = 0.0, 0, 0
+    for x, y in batches:
+        if before_batch is not None:
+            before_batch(seen)
+        seen += 1
+        if seen <= skip:
+            continue
+        opt.zero_grad(set_to_none=True)
+        loss = batch_loss(model, (x, y), loss_fn, what)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(y)
+        samples += len(y)
+    if seen == 0:
+        raise ValueError(f"{what}: data yielded no batches")
+    return PassStats(total, samples, seen)
 
 
 @torch.no_grad()
@@ -85,19 +147,12 @@ def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
     bar = tqdm(range(cfg.epochs), desc="train", leave=False, disable=not progress)
     model.train()
     for epoch in bar:
-        total, n = 0.0, 0
-        for x, y in loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch):
-            opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train: loss is {loss.item()} at epoch {epoch}")
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y)
-            n += len(y)
+        stats = train_pass(model, opt,
+                           loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch),
+                           torch.nn.functional.cross_entropy, f"train epoch {epoch}")
         if sched:
             sched.step()
-        losses.append(total / max(1, n))
+        losses.append(stats.mean_loss)
         curve.append(evaluate(model, test_set))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{curve[-1]:.3f}")
     return {"test_acc": curve[-1], "train_loss": losses, "test_acc_curve": curve}

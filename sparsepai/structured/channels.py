@@ -218,38 +218,20 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     check_method(method)
     m = get_method(method)
     cfg = make_config(m, options)
-    producers = [p for g in groups for p in g.producers]
-    names = [f"{p}.weight" for p in producers]
-    if method == "random":
+    if method == "random":  # one draw per channel, not a sum of per-weight draws
         gen = torch.Generator().manual_seed(cfg.seed)
         return {g.id: torch.rand(g.size, generator=gen) for g in groups}
-    work = private_copy(model)
-    if method == "magnitude":
-        params = dict(work.named_parameters())
-        per = {n: _row_sum(params[n].detach().abs()) for n in names}
-        signed = False
-    elif method == "snip":
-        from sparsepai.pruning.base import take_batches
-        from sparsepai.pruning.snip import grads_at
-
-        batches = take_batches(data, cfg.batches, "snip")
-        with torch.enable_grad():
-            g = grads_at(work, names, batches, loss_fn, "snip (3SP)")
-        params = dict(work.named_parameters())
-        per = {n: _row_sum(g[n] * params[n].detach()) for n in names}
-        signed = True
-    else:
-        from sparsepai.pruning.prospr import meta_gradient
-
-        with torch.enable_grad():
-            mg = meta_gradient(work, names, data, loss_fn, cfg)
-        per = {n: _row_sum(mg[n]) for n in names}
-        signed = True
+    names = [f"{p}.weight" for g in groups for p in g.producers]
+    work = private_copy(model, names)
+    with torch.enable_grad():
+        sal = m.saliency(work, names, data, loss_fn, cfg)
+    per = {n: _row_sum(sal[n].detach()) for n in names}
     out = {}
     for g in groups:
-        s = sum(per[f"{p}.weight"].detach().float().cpu().view(g.size, -1).sum(1)
-                for p in g.producers)
-        out[g.id] = s.abs() if signed else s
+        # dL/dc for one mask entry per channel shared by every producer of the group is the sum
+        # of the signed saliencies over the channel's weights; the magnitude is taken after it
+        s = sum(per[f"{p}.weight"].float().cpu().view(g.size, -1).sum(1) for p in g.producers)
+        out[g.id] = s.abs() if m.absolute else s
     if cost_weighting:
         cost = channel_costs(model, graph, data)
         mean = torch.cat([cost[g.id] for g in groups]).mean()

@@ -14,7 +14,8 @@ from sparsepai.autosparse import IRPDataset, irp, remaining_schedule
 from tests.autosparse.helpers import folder_bytes, tiny_conv, tiny_data, tiny_model
 
 IRP = dict(rounds=3, epochs_per_round=1, prune_fraction=0.4, batch_size=16, progress=False)
-irp_module = importlib.import_module("sparsepai.autosparse.irp")  # the name irp is the function
+# every training step's loss is checked by base.batch_loss (the one loop, recipes.train_pass)
+base_module = importlib.import_module("sparsepai.pruning.base")
 
 
 def test_schedule_prunes_a_fraction_of_the_remaining():
@@ -143,7 +144,7 @@ def test_resume_after_a_crash_at_every_write(tmp_path, monkeypatch, where):
 def test_resume_after_a_crash_inside_training(tmp_path, monkeypatch):
     data = tiny_data(conv=True)
     expected = _reference(tmp_path, tiny_conv, data)
-    real = irp_module.check_finite
+    real = base_module.check_finite
     for k in (0, 2, 3, 7):  # inside round 1, 2, 2, 3 (3 batches per epoch)
         calls = {"n": 0}
 
@@ -155,10 +156,10 @@ def test_resume_after_a_crash_inside_training(tmp_path, monkeypatch):
             return real(loss, what)
 
         d = str(tmp_path / f"t{k}")
-        monkeypatch.setattr(irp_module, "check_finite", failing)
+        monkeypatch.setattr(base_module, "check_finite", failing)
         with pytest.raises(Boom):
             irp(tiny_conv(), data, checkpoint_dir=d, **IRP)
-        monkeypatch.setattr(irp_module, "check_finite", real)
+        monkeypatch.setattr(base_module, "check_finite", real)
         irp(tiny_conv(), data, checkpoint_dir=d, **IRP)
         assert folder_bytes(d) == expected, k
 

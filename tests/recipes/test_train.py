@@ -30,3 +30,65 @@ def test_train_one_epoch_masked():
                 progress=False)
     assert len(res["train_loss"]) == 2 and 0 <= res["test_acc"] <= 1
     assert bool((model[0].weight[~keep] == 0).all())
+
+
+def _net():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(),
+                               torch.nn.Linear(6, 3)).double()
+
+
+def test_train_pass_skips_and_reports_against_a_plain_sgd_loop():
+    import copy
+
+    import torch
+
+    from sparsepai.recipes.train import train_pass
+
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(5, 4, generator=g, dtype=torch.float64),
+             torch.randint(0, 3, (5,), generator=g)) for _ in range(4)]
+    model = _net()
+    ref = copy.deepcopy(model)
+    f = torch.nn.functional.cross_entropy
+    seen, states = [], []
+
+    def before(i):
+        seen.append(i)
+        states.append(copy.deepcopy(model[0].weight.detach()))
+
+    stats = train_pass(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), data,
+                       f, "test", skip=1, before_batch=before)
+    # oracle: torch.optim.SGD by hand over the batches after the skipped one
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for x, y in data[1:]:
+        opt.zero_grad()
+        loss = f(ref(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert seen == [0, 1, 2, 3] and stats.batches == 4 and stats.samples == 15
+    assert abs(stats.mean_loss - sum(losses) / 3) < 1e-12
+    assert torch.equal(states[0], states[1])  # the skipped batch did not step
+    assert not torch.equal(states[1], states[2])
+
+
+def test_train_pass_errors_name_the_caller():
+    import pytest
+    import torch
+
+    from sparsepai.recipes.train import train_pass
+
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    f = torch.nn.functional.cross_entropy
+    with pytest.raises(ValueError, match="my loop: data yielded no batches"):
+        train_pass(model, opt, [], f, "my loop")
+    bad = [(torch.full((2, 4), float("nan"), dtype=torch.float64), torch.tensor([0, 1]))]
+    with pytest.raises(FloatingPointError, match="my loop: the loss is nan"):
+        train_pass(model, opt, bad, f, "my loop")

@@ -209,20 +209,15 @@ def run_one(key, parts):
     spec = catalogue((family,))[key]
     model, x, y, loss_fn = spec.build()
     rec = {"key": key, "family": family, "name": name, "params_m": round(_nparams(model) / 1e6, 2)}
-    if "structured" in parts:
-        try:
-            rec.update(structured(model, x))
-            rec["structured"] = "ok"
-        except Exception as exc:
-            rec["structured"] = _err(exc)
+    for part, fn in (("structured", structured), ("tp", torch_pruning)):
+        if part in parts:
+            try:  # a benchmark records every failure, it does not stop on one
+                rec.update(fn(model, x))
+                rec[part] = "ok"
+            except Exception as exc:
+                rec[part] = _err(exc)
     if "unstructured" in parts:
         rec["unstructured"] = unstructured(model, x, y, loss_fn)
-    if "tp" in parts:
-        try:
-            rec.update(torch_pruning(model, x))
-            rec["tp"] = "ok"
-        except Exception as exc:
-            rec["tp"] = _err(exc)
     return rec
 
 

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from sparsepai.structured.graph import ChannelGraph, analyse
+from sparsepai.structured.graph import ChannelGraph, analyse, spread
 
 STRUCTURED_METHODS = ("magnitude", "prospr", "random", "snip")
 
@@ -32,7 +32,7 @@ class Plan:
     def rows(self, producer: str) -> torch.Tensor:
         """The producer's kept output rows (its units expanded to their rows)."""
         g = self.graph.groups[self.graph.producer_group[producer]]
-        return self.own[producer].repeat_interleave(g.rows(producer))
+        return g.spread(producer, self.own[producer])
 
     def member_mask(self, member) -> torch.Tensor:
         if member.origin is not None and member.origin in self.own:
@@ -51,8 +51,8 @@ def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Pl
                          "model (keys are module names, as in model.named_modules())")
     own = {}
     for name, gid in graph.producer_group.items():
-        size, e = graph.groups[gid].size, graph.groups[gid].rows(name)
-        n = size * e
+        grp = graph.groups[gid]
+        size, e, n = grp.size, grp.rows(name), grp.width(name)
         m = masks.get(name)
         if m is None:
             own[name] = torch.ones(size, dtype=torch.bool)
@@ -70,12 +70,14 @@ def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Pl
             raise ValueError(f"{what}: the output channels of {name!r} cannot be pruned (they "
                              "reach the model's output or an operation whose channels cannot be "
                              "traced); its mask must keep every channel")
-        blocks = m.view(size, e)
-        if not bool((blocks == blocks[:, :1]).all()):
+        blocks = m.view(n // (size * e), size, e)
+        if not bool((blocks == blocks[:1, :, :1]).all()):
             raise ValueError(f"{what}: the mask of {name!r} splits an attention head (or a "
                              f"convolution group): its {n} outputs are kept or pruned in "
-                             f"whole blocks of {e}")
-        own[name] = blocks[:, 0].clone()
+                             f"whole blocks of {e}" + (", the same in each of its "
+                                                      f"{n // (size * e)} groups"
+                                                      if n > size * e else ""))
+        own[name] = blocks[0, :, 0].clone()
     live = {}
     for gid, g in graph.groups.items():
         u = torch.zeros(g.size, dtype=torch.bool)
@@ -120,8 +122,8 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
             continue
         for mem in g.members:
             keep = torch.ones(mem.width, dtype=torch.bool)
-            keep[mem.offset:mem.offset + mem.length * mem.expand] = \
-                plan.member_mask(mem).repeat_interleave(mem.expand)
+            keep[mem.offset:mem.offset + mem.span] = \
+                spread(plan.member_mask(mem), mem.expand, mem.tiles)
             for tname, axis in mem.tensors:
                 p = params.get(tname)
                 if p is not None:
@@ -134,8 +136,7 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
         if w is None:
             continue
         cols = torch.ones(w.shape[1], dtype=torch.bool)
-        cols[r.col_offset:r.col_offset + r.length * r.factor] = \
-            plan.live[r.group].repeat_interleave(r.factor)
+        cols[r.col_offset:r.col_offset + r.span] = spread(plan.live[r.group], r.factor, r.tiles)
         restrict(pname, cols.view(1, -1, *([1] * (w.dim() - 2))).expand(w.shape))
     return out
 
@@ -164,7 +165,8 @@ def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
     for g in graph.groups.values():
         for mem in g.members:
             if mem.kind == "depthwise":
-                depthwise.setdefault(mem.module, []).append((g.id, mem.length, mem.expand))
+                depthwise.setdefault(mem.module, []).append(
+                    (g.id, mem.length, mem.expand * mem.tiles))
     total = 0
     for name, mod in prunable_modules(model):
         w = mod.weight
@@ -173,11 +175,12 @@ def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
             total += per * sum(counts.get(gid, size) * e for gid, size, e in depthwise[name])
             continue
         gid = graph.producer_group.get(name)
-        rows = counts.get(gid, graph.groups[gid].size) * graph.groups[gid].rows(name) \
+        grp = graph.groups.get(gid)
+        rows = counts.get(gid, grp.size) * grp.width(name) // grp.size \
             if gid is not None else w.shape[0]
         cols = w.shape[1]
         for r in reads.get(name, ()):
-            cols -= (r.length - counts.get(r.group, r.length)) * r.factor
+            cols -= (r.length - counts.get(r.group, r.length)) * r.factor * r.tiles
         total += rows * cols * per
     return total
 
@@ -230,7 +233,7 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     for g in groups:
         # dL/dc for one mask entry per channel shared by every producer of the group is the sum
         # of the signed saliencies over the channel's weights; the magnitude is taken after it
-        s = sum(per[f"{p}.weight"].float().cpu().view(g.size, -1).sum(1) for p in g.producers)
+        s = sum(g.fold(p, per[f"{p}.weight"].float().cpu()) for p in g.producers)
         out[g.id] = s.abs() if m.absolute else s
     if cost_weighting:
         cost = channel_costs(model, graph, data)
@@ -261,7 +264,7 @@ def channel_costs(model, graph, data) -> dict:
         c = 0.0
         for p in g.producers:
             w = mods[p].weight
-            c += w[0].numel() * spatial.get(p, 1) * g.rows(p)
+            c += w[0].numel() * spatial.get(p, 1) * g.width(p) // g.size
         for mem in g.members:
             if mem.kind == "depthwise":
                 c += mods[mem.module].weight[0].numel() * spatial.get(mem.module, 1)
@@ -270,7 +273,7 @@ def channel_costs(model, graph, data) -> dict:
         if r.group in cost:
             w = mods[r.module].weight
             per_col = (w[0, 0].numel() if w.dim() > 2 else 1) * w.shape[0]
-            cost[r.group] += per_col * r.factor * spatial.get(r.module, 1)
+            cost[r.group] += per_col * r.factor * r.tiles * spatial.get(r.module, 1)
     return {gid: torch.full((graph.groups[gid].size,), c) for gid, c in cost.items()}
 
 
@@ -341,7 +344,7 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="gl
     if scope == "layer":
         masks = [topk_mask([b], max(1, g.size - round(sparsity * g.size)), nan="low").masks[0]
                  for g, b in zip(groups, boosted)]
-        return {p: m.repeat_interleave(g.rows(p)) for g, m in zip(groups, masks)
+        return {p: g.spread(p, m) for g, m in zip(groups, masks)
                 for p in g.producers}
     if unit == "channels":
         t = max(len(groups), channels - round(sparsity * channels))
@@ -371,5 +374,5 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="gl
     out = {}
     for g, m in zip(groups, masks):
         for p in g.producers:
-            out[p] = m.repeat_interleave(g.rows(p))
+            out[p] = g.spread(p, m)
     return out

@@ -238,14 +238,29 @@ class _Walker:
             self.b.members.append((mod, "depthwise", x.segs, tensors, n_out))
             return x
         if ok and len(x.segs) == 1:
-            # grouped: the units are the groups, each a block of input and of output channels
-            unit = self.b.new_space(groups)
-            self.b.link(x.segs[0].space, unit, n_in // groups)
-            out = self.b.producer(mod, n_out)
-            self.b.link(out, unit, n_out // groups)
-            return _Info([Seg(out, n_out, mod)], 1)
+            return self._grouped(mod, x.segs[0].space, n_in, n_out, groups)
         self.kill(x)
         return None
+
+    def _grouped(self, mod, space, n_in, n_out, groups):
+        """A grouped convolution's units. With at least two input and two output channels per
+        group, consistently within its groups: unit ``i`` of the input side is input channel
+        ``i`` of every group (tied to the producer of the input), unit ``j`` of the output side
+        output channel ``j`` of every group; the sides are independent, every group keeps the
+        same channels and slim keeps ``groups``. Otherwise (one channel per group on a side)
+        whole groups, each a block of input and of output channels."""
+        per_in, per_out = n_in // groups, n_out // groups
+        out = self.b.producer(mod, n_out)
+        if per_in > 1 and per_out > 1:
+            cols = self.b.new_space(per_in)  # the weight's input columns
+            self.b.link(space, cols)
+            self.b.reads.append((mod, [Seg(cols, per_in, None)], per_in))
+            self.b.link(out, self.b.new_space(per_out))
+        else:
+            unit = self.b.new_space(groups)
+            self.b.link(space, unit, per_in)
+            self.b.link(out, unit, per_out)
+        return _Info([Seg(out, n_out, mod)], 1)
 
     def norm(self, node, name):
         a = _bind(node)

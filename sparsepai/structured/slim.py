@@ -3,7 +3,7 @@
 Every convolution, linear, norm and depthwise layer (and per-channel parameter) that a channel
 mask touches is narrowed in place on a deep copy, keeping its class (so subclasses such as
 same-padding convolutions or norm-activation layers keep their forward): grouped convolutions
-lose whole groups, attention projections whole heads (and the attention module's head counts
+lose the same channels in every group (or whole groups), attention projections whole heads (and the attention module's head counts
 are updated). A coupled residual stream keeps the channels
 any of its producers keeps; a producer that keeps fewer writes into the stream through a
 channel-sparse convolution (``sparsepai.ops.channel_sparse_conv2d``), and the norm after it
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from sparsepai.structured.channels import resolve
-from sparsepai.structured.graph import analyse
+from sparsepai.structured.graph import analyse, spread
 
 SLIM_ATTR = "sparsepai_channel_masks"
 FORMAT = "sparsepai.slim/1"
@@ -132,8 +132,7 @@ def round_masks(graph, plan, multiple: int) -> dict:
         for p in g.producers:
             if torch.equal(plan.own[p], live):
                 masks[p][extra] = True
-    return {n: m.repeat_interleave(graph.groups[graph.producer_group[n]].rows(n))
-            for n, m in masks.items()}
+    return {n: graph.groups[graph.producer_group[n]].spread(n, m) for n, m in masks.items()}
 
 
 @torch.no_grad()
@@ -176,22 +175,20 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
     for r in graph.reads:
         w = mods[r.module].weight
         keep = cols.setdefault(r.module, torch.ones(w.shape[1], dtype=torch.bool))
-        per = plan.live[r.group].repeat_interleave(r.factor)
-        keep[r.col_offset:r.col_offset + r.length * r.factor] = per
+        keep[r.col_offset:r.col_offset + r.span] = spread(plan.live[r.group], r.factor, r.tiles)
     # channels of members (norms, depthwise layers, per-channel scales), with the ones whose
     # parameters are zeroed
     member_ch: dict = {}
     for g in graph.groups.values():
         for mem in g.members:
             ch, zero, _ = member_ch.setdefault((mem.module, mem.tensors), ([], [], mem))
-            keep = plan.live[g.id].repeat_interleave(mem.expand)
-            ch.append(torch.arange(mem.offset, mem.offset + mem.length * mem.expand)[keep])
-            zero.append(~plan.member_mask(mem).repeat_interleave(mem.expand)[keep])
+            keep = spread(plan.live[g.id], mem.expand, mem.tiles)
+            ch.append(torch.arange(mem.offset, mem.offset + mem.span)[keep])
+            zero.append(~spread(plan.member_mask(mem), mem.expand, mem.tiles)[keep])
 
     for name, gid in graph.producer_group.items():
         mod = mods[name]
-        e = graph.groups[gid].rows(name)
-        live = plan.live[gid].repeat_interleave(e)
+        live = graph.groups[gid].spread(name, plan.live[gid])
         own = plan.rows(name)
         in_cols = _idx(cols[name]) if name in cols else None
         if torch.equal(own, live):
@@ -264,9 +261,8 @@ def _narrow(mod, rows, cols):
     """Narrow a convolution or linear layer in place to output channels ``rows`` and input
     channels ``cols`` (the module keeps its class, so subclasses such as same-padding
     convolutions keep their forward). Returns ``mod``."""
-    groups = getattr(mod, "groups", 1)
-    if groups > 1:  # a grouped convolution loses whole groups (rows per group stay)
-        mod.groups = groups * rows.numel() // mod.weight.shape[0]
+    if getattr(mod, "groups", 1) > 1:
+        mod.groups = _groups_kept(mod, rows)
     with torch.no_grad():
         _set(mod, "weight", _take(mod.weight.detach(), rows, cols))
         if mod.bias is not None:
@@ -277,6 +273,20 @@ def _narrow(mod, rows, cols):
     else:
         mod.out_channels, mod.in_channels = n_out, n_in * mod.groups
     return mod
+
+
+def _groups_kept(mod, rows):
+    """The ``groups`` of a grouped convolution narrowed to output channels ``rows``: whole
+    groups pruned (each kept group keeps every row) leave fewer groups; the same rows pruned
+    in every group (pruning within groups) leave all of them."""
+    per = mod.weight.shape[0] // mod.groups
+    counts = torch.bincount(rows // per, minlength=mod.groups)
+    if bool(((counts == 0) | (counts == per)).all()):
+        return int((counts > 0).sum())
+    if bool((counts == counts[0]).all()):
+        return mod.groups
+    raise ValueError(f"slim: the kept output channels of a grouped convolution ({mod.groups} "
+                     "groups) are neither whole groups nor the same number in every group")
 
 
 def _sparse(mod, own, live, cols):

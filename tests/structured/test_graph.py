@@ -52,13 +52,35 @@ def test_unsafe_operations_make_channels_unprunable():
     assert not _group_of(g, "c").prunable  # the model's output
 
 
-def test_grouped_convolution_prunes_whole_groups():
+def test_grouped_convolution_prunes_within_groups():
     g = analyse(Gated(), torch.randn(2, 3, 12, 12))
-    grp = _group_of(g, "g")  # 2 groups of 2 input and 2 output channels
-    assert set(grp.producers) == {"b", "g"} and grp.prunable and grp.size == 2
-    assert grp.rows("b") == 2 and grp.rows("g") == 2
-    (r,) = [r for r in g.reads if r.module == "c"]
-    assert (r.group, r.length, r.factor) == (grp.id, 2, 2)
+    # 2 groups of 2 input and 2 output channels: unit i is channel i of both groups, on the
+    # input side tied to the producer b, on the output side g's own
+    inp, out = _group_of(g, "b"), _group_of(g, "g")
+    assert inp.producers == ["b"] and out.producers == ["g"]
+    assert inp.prunable and out.prunable and inp.size == out.size == 2
+    assert inp.tiles == {"b": 2} and out.tiles == {"g": 2} and not inp.expand
+    (r,) = [r for r in g.reads if r.module == "g"]  # g's 2 weight columns are the units
+    assert (r.group, r.length, r.factor, r.tiles) == (inp.id, 2, 1, 1)
+    (r,) = [r for r in g.reads if r.module == "c"]  # c's columns 0..3 are units 0, 1, 0, 1
+    assert (r.group, r.length, r.factor, r.tiles) == (out.id, 2, 1, 2)
+
+
+def test_grouped_convolution_with_one_input_per_group_prunes_whole_groups():
+    class Mult(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = nn.Conv2d(3, 4, 3)
+            self.g = nn.Conv2d(4, 8, 3, groups=4)  # one input, two outputs per group
+            self.c = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.c(self.g(self.b(x))).mean((2, 3))
+
+    g = analyse(Mult(), torch.randn(2, 3, 12, 12))
+    grp = _group_of(g, "g")
+    assert set(grp.producers) == {"b", "g"} and grp.prunable and grp.size == 4
+    assert grp.rows("b") == 1 and grp.rows("g") == 2 and not grp.tiles
 
 
 def test_depthwise_follows_its_input():

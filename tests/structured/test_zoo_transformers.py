@@ -115,7 +115,7 @@ def _unit_masks(graph, drop=0):
         keep = torch.ones(g.size, dtype=torch.bool)
         keep[drop] = False
         for p in g.producers:
-            out[p] = keep.repeat_interleave(g.rows(p))
+            out[p] = g.spread(p, keep)
     return out
 
 

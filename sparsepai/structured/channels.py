@@ -93,12 +93,21 @@ def _rows(mask, shape):
     return mask.view(-1, *([1] * (len(shape) - 1))).expand(shape)
 
 
+def rows_first(mod, t):
+    """``t`` (a layer's weight, or a tensor shaped like it) viewed with the output channels
+    first and the inputs second: ``transformers``' ``Conv1D`` stores its weight as (in, out)."""
+    from sparsepai.pruning.base import is_linear_alias
+
+    return t.t() if is_linear_alias(mod) else t
+
+
 def weight_masks(model: nn.Module, plan: Plan) -> dict:
     """Element masks ``{parameter name: bool tensor}`` equivalent to the channel masks: pruned
     rows of producers (weight and bias), per-channel parameters of their norms and depthwise
     convolutions, and the input columns of dead channels in the layers that read them."""
     graph = plan.graph
     params = dict(model.named_parameters())
+    mods = dict(model.named_modules())
     out: dict = {}
 
     def restrict(pname, mask):
@@ -115,7 +124,8 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
         own = plan.rows(name)
         w = params.get(f"{name}.weight")
         if w is not None:
-            restrict(f"{name}.weight", _rows(own, w.shape))
+            shape = rows_first(mods[name], w).shape
+            restrict(f"{name}.weight", rows_first(mods[name], _rows(own, shape)))
         restrict(f"{name}.bias", own)
     for g in graph.groups.values():
         if not g.prunable:
@@ -135,9 +145,11 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
         w = params.get(pname)
         if w is None:
             continue
-        cols = torch.ones(w.shape[1], dtype=torch.bool)
+        mod = mods[r.module]
+        shape = rows_first(mod, w).shape
+        cols = torch.ones(shape[1], dtype=torch.bool)
         cols[r.col_offset:r.col_offset + r.span] = spread(plan.live[r.group], r.factor, r.tiles)
-        restrict(pname, cols.view(1, -1, *([1] * (w.dim() - 2))).expand(w.shape))
+        restrict(pname, rows_first(mod, cols.view(1, -1, *([1] * (w.dim() - 2))).expand(shape)))
     return out
 
 
@@ -149,10 +161,9 @@ def _along(mask, shape, axis):
 
 
 def prunable_modules(model: nn.Module) -> list:
-    from sparsepai.pruning.base import PRUNABLE_TYPES
+    from sparsepai.pruning.base import is_prunable_module
 
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, PRUNABLE_TYPES) and getattr(m, "weight", None) is not None]
+    return [(n, m) for n, m in model.named_modules() if is_prunable_module(m)]
 
 
 def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
@@ -169,7 +180,7 @@ def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
                     (g.id, mem.length, mem.expand * mem.tiles))
     total = 0
     for name, mod in prunable_modules(model):
-        w = mod.weight
+        w = rows_first(mod, mod.weight)
         per = w[0, 0].numel() if w.dim() > 2 else 1
         if name in depthwise:
             total += per * sum(counts.get(gid, size) * e for gid, size, e in depthwise[name])
@@ -228,7 +239,8 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     work = private_copy(model, names)
     with torch.enable_grad():
         sal = m.saliency(work, names, data, loss_fn, cfg)
-    per = {n: _row_sum(sal[n].detach()) for n in names}
+    mods = dict(model.named_modules())
+    per = {n: _row_sum(rows_first(mods[n[:-7]], sal[n].detach())) for n in names}
     out = {}
     for g in groups:
         # dL/dc for one mask entry per channel shared by every producer of the group is the sum
@@ -263,7 +275,7 @@ def channel_costs(model, graph, data) -> dict:
     for g in graph.prunable_groups():
         c = 0.0
         for p in g.producers:
-            w = mods[p].weight
+            w = rows_first(mods[p], mods[p].weight)
             c += w[0].numel() * spatial.get(p, 1) * g.width(p) // g.size
         for mem in g.members:
             if mem.kind == "depthwise":
@@ -271,7 +283,7 @@ def channel_costs(model, graph, data) -> dict:
         cost[g.id] = c
     for r in graph.reads:
         if r.group in cost:
-            w = mods[r.module].weight
+            w = rows_first(mods[r.module], mods[r.module].weight)
             per_col = (w[0, 0].numel() if w.dim() > 2 else 1) * w.shape[0]
             cost[r.group] += per_col * r.factor * r.tiles * spatial.get(r.module, 1)
     return {gid: torch.full((graph.groups[gid].size,), c) for gid, c in cost.items()}

@@ -134,12 +134,16 @@ def spread(units, expand: int = 1, tiles: int = 1):
 class ChannelGraph:
     """The analysis of one model: groups (by id), reads of each consumer, producer table.
 
-    ``method`` says which builder made it (``"export"`` or ``"fx"``)."""
+    ``method`` says which builder made it (``"export"`` or ``"fx"``). ``sizes``: ``(module,
+    attribute, group id)`` for integer attributes that the forward reads as a number of the
+    group's channels (e.g. GPT-2's ``split_size``, the width of each of the query, key and
+    value parts of its fused projection): slim scales them with the kept units."""
 
     groups: dict
     reads: list
     producer_group: dict  # producer module name -> group id
     method: str = "export"
+    sizes: list = dataclasses.field(default_factory=list)
 
     def prunable_groups(self) -> list:
         return [g for g in self.groups.values() if g.prunable and g.producers]
@@ -156,6 +160,7 @@ class Builder:
         self.producer_space: dict[str, int] = {}
         self.members: list = []  # (module, kind, segs, tensors, width)
         self.reads: list = []  # (module, segs, n_in)
+        self.sizes: list = []  # (module, attribute, space)
 
     def new_space(self, n: int) -> int:
         self.parent.append(len(self.parent))
@@ -288,7 +293,8 @@ class Builder:
                 off += s.length
         for g in groups.values():  # a group read or normed but never written is not ours
             g.prunable = g.prunable and bool(g.producers)
-        return ChannelGraph(groups, reads, producer_group, method)
+        sizes = sorted({(m, a, self.find(sp)) for m, a, sp in self.sizes})
+        return ChannelGraph(groups, reads, producer_group, method, sizes)
 
 
 def _key(rec):

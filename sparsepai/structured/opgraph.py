@@ -215,6 +215,26 @@ class _Walker:
         mod = self.owner(w)
         return _Info([Seg(self.b.producer(mod, n_out), n_out, mod)], len(shape) - 1)
 
+    def addmm(self, node, name):
+        """``addmm(bias, x, weight)`` of a linear layer that stores its weight as (in, out)
+        (``transformers``' ``Conv1D``): a producer of ``out`` features reading ``x``'s."""
+        from sparsepai.pruning.base import is_linear_alias
+
+        a = _bind(node)
+        x, w, b = self.get(a["mat1"]), self.param(a["mat2"]), self.get(a["self"])
+        mod = self.owner(w) if w else None
+        if w is None or not w.endswith(".weight") or not is_linear_alias(self.mods.get(mod)) \
+                or not (isinstance(b, _Param) and b.name == f"{mod}.bias"):
+            self.kill_args(node)
+            return None
+        n_in, n_out = self.tensors[w].shape
+        if isinstance(x, _Info):
+            if x.dim == 1 and not x.dirty and x.hd is None and x.length * x.factor == n_in:
+                self.b.reads.append((mod, x.segs, n_in))
+            else:
+                self.kill(x)
+        return _Info([Seg(self.b.producer(mod, n_out), n_out, mod)], 1)
+
     def conv(self, node, name):
         a = _bind(node)
         x, w = self.get(a["input"]), self.param(a["weight"])
@@ -399,6 +419,7 @@ from sparsepai.structured import opshape  # noqa: E402  (its rules use the types
 
 RULES = {
     "linear": _Walker.linear,
+    "addmm": _Walker.addmm,
     **{k: _Walker.conv for k in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution")},
     **{k: _Walker.norm for k in ("batch_norm", "native_batch_norm", "_native_batch_norm_legit",
                                  "_native_batch_norm_legit_no_training", "instance_norm",

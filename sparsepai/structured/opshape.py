@@ -139,13 +139,49 @@ def split(w, node, name):
         return (None,) * n
     a = _bind(node)
     d = _norm_dim(a.get("dim") or 0, len(_shape(node.args[0])))
+    if d == x.dim and name != "unbind":
+        parts = _channel_split(w, x, [int(v.shape[d]) for v in val])
+        if parts is None:
+            w.kill(x)
+            return (None,) * n
+        return (parts,) * n
     if d == x.dim or x.pend is not None or (name == "unbind" and d == x.hd):
-        # the split sizes are Python numbers in the forward: they cannot shrink
         w.kill(x)
         return (None,) * n
     if name == "unbind":
         x = x.but(dim=x.dim - (d < x.dim), hd=None if x.hd is None else x.hd - (d < x.hd))
     return (x,) * n
+
+
+# attributes that hold the width of each part of a fused projection split in the forward
+SPLIT_ATTRS = ("split_size",)
+
+
+def _channel_split(w, x, sizes):
+    """A split of one producer's channels into equal parts (GPT-2's fused query/key/value
+    projection): channel ``c`` of every part shares its fate (one new space, which the
+    producer's channels tile). The part size is a Python number in the forward: only a split
+    whose size an attribute of :data:`SPLIT_ATTRS` on an ancestor of the producer holds is
+    followed, and that attribute is recorded for slim to narrow. None otherwise."""
+    if len(x.segs) != 1 or x.factor != 1 or x.hd is not None or x.pend is not None or \
+            len(set(sizes)) != 1 or sum(sizes) != x.length or len(sizes) < 2:
+        return None
+    seg, size = x.segs[0], sizes[0]
+    found = None
+    parts = (seg.origin or "").split(".") if seg.origin else []
+    for i in range(len(parts) - 1, -1, -1):
+        owner = ".".join(parts[:i])
+        attr = next((a for a in SPLIT_ATTRS if getattr(w.mods.get(owner), a, None) == size),
+                    None)
+        if attr is not None:
+            found = (owner, attr)
+            break
+    if found is None:
+        return None
+    part = w.b.new_space(size)
+    w.b.link(seg.space, part)
+    w.b.sizes.append((*found, part))
+    return x.but(segs=[Seg(part, size, seg.origin)])
 
 
 def _reshape(ins, x, outs):

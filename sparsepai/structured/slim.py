@@ -20,7 +20,8 @@ import copy
 import torch
 from torch import nn
 
-from sparsepai.structured.channels import resolve
+from sparsepai.pruning.base import is_linear_alias
+from sparsepai.structured.channels import resolve, rows_first
 from sparsepai.structured.graph import analyse, spread
 
 SLIM_ATTR = "sparsepai_channel_masks"
@@ -64,21 +65,21 @@ def _widen(y, dim, idx, width):
 
 class ChannelScatter(nn.Module):
     """Runs a narrow ``module`` and writes its output channels into channels ``idx`` of a
-    ``width``-channel output (zeros elsewhere): the generic form of a producer that computes only
+    ``width``-channel output (zeros elsewhere; channels along ``dim``): the generic form of a producer that computes only
     part of a wider residual stream, for the layers ``ChannelSparseConv2d`` does not cover
     (Conv1d/Conv3d, non-zero padding modes).
 
     Shapes: output ``(N, width, ...)``.
     """
 
-    def __init__(self, module, idx, width):
+    def __init__(self, module, idx, width, dim=1):
         super().__init__()
         self.module = module
         self.register_buffer("idx", idx.clone())
-        self.width = int(width)
+        self.width, self.dim = int(width), int(dim)
 
     def forward(self, x):
-        return _widen(self.module(x), 1, self.idx, self.width)
+        return _widen(self.module(x), self.dim, self.idx, self.width)
 
 
 class ChannelSparseLinear(nn.Module):
@@ -173,7 +174,7 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
     # input columns of every layer that reads a group
     cols: dict = {}
     for r in graph.reads:
-        w = mods[r.module].weight
+        w = rows_first(mods[r.module], mods[r.module].weight)
         keep = cols.setdefault(r.module, torch.ones(w.shape[1], dtype=torch.bool))
         keep[r.col_offset:r.col_offset + r.span] = spread(plan.live[r.group], r.factor, r.tiles)
     # channels of members (norms, depthwise layers, per-channel scales), with the ones whose
@@ -200,6 +201,10 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
         order = torch.argsort(ch)  # members spanning several groups list them by offset
         _replace(new, name, _narrow_member(mods[name], mem, ch[order], zero[order]))
     _fewer_heads(new, graph, plan, mods)
+    for name, attr, gid in graph.sizes:  # channel counts the forward reads (split sizes)
+        g = graph.groups[gid]
+        mod = new.get_submodule(name)
+        setattr(mod, attr, getattr(mod, attr) * int(plan.live[gid].sum()) // g.size)
     setattr(new, SLIM_ATTR, {n: plan.rows(n) for n, m in plan.own.items()
                              if not bool(m.all()) or n in channel_masks})
     return new
@@ -263,12 +268,16 @@ def _narrow(mod, rows, cols):
     convolutions keep their forward). Returns ``mod``."""
     if getattr(mod, "groups", 1) > 1:
         mod.groups = _groups_kept(mod, rows)
+    alias = is_linear_alias(mod)  # before its weight changes shape
     with torch.no_grad():
-        _set(mod, "weight", _take(mod.weight.detach(), rows, cols))
+        w = _take(rows_first(mod, mod.weight.detach()), rows, cols)
+        _set(mod, "weight", (w.t() if alias else w).contiguous())
         if mod.bias is not None:
             _set(mod, "bias", mod.bias.detach().index_select(0, rows).clone())
-    n_out, n_in = mod.weight.shape[:2]
-    if isinstance(mod, nn.Linear):
+    n_out, n_in = w.shape[:2]
+    if alias:
+        mod.nf = n_out
+    elif isinstance(mod, nn.Linear):
         mod.out_features, mod.in_features = n_out, n_in
     else:
         mod.out_channels, mod.in_channels = n_out, n_in * mod.groups
@@ -308,6 +317,8 @@ def _sparse(mod, own, live, cols):
         w = _take(mod.weight.detach(), rows, cols)
         b = mod.bias.detach().index_select(0, rows).clone() if mod.bias is not None else None
         return ChannelSparseLinear(w, b, pos, width)
+    if is_linear_alias(mod):  # features last, as a linear layer's
+        return ChannelScatter(_narrow(mod, rows, cols), pos, width, dim=-1)
     if type(mod) is not nn.Conv2d or mod.padding_mode != "zeros" or isinstance(mod.padding, str):
         return ChannelScatter(_narrow(mod, rows, cols), pos, width)
     w = _take(mod.weight.detach(), rows, cols)

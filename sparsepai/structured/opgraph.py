@@ -8,8 +8,10 @@ tuple of these (an op with several outputs), or None (anything else: the model's
 embeddings, tensors the walk does not follow). An :class:`_Info` is *dirty* when a pruned
 channel may hold a non-zero value there (after ``sigmoid``, ``+ 3``, a softmax over space):
 only a product with a clean tensor of the same channels (a gate) makes it clean again; a dirty
-tensor reaching anything else kills its channels. The rules per op are in :data:`RULES`; an op
-without a rule kills every channel it touches, so the model is never silently wrong.
+tensor reaching anything else kills its channels. The rules per op are in :data:`RULES` (layers
+in :mod:`~sparsepai.structured.oplayers`, shapes in :mod:`~sparsepai.structured.opshape`,
+attention in :mod:`~sparsepai.structured.heads`, elementwise ops here); an op without a rule
+kills every channel it touches, so the model is never silently wrong.
 """
 
 from __future__ import annotations
@@ -114,14 +116,11 @@ def analyse_export(model: nn.Module, example_inputs) -> ChannelGraph:
 
 class _Walker:
     def __init__(self, model, ep):
-        from sparsepai.pruning.base import PRUNABLE_TYPES
-
         self.b = Builder()
         self.ep = ep
         self.mods = dict(model.named_modules())
         self.tensors = dict(model.state_dict(keep_vars=True))
         self.tensors.update(dict(model.named_parameters()))
-        self.prunable = PRUNABLE_TYPES
         sig = ep.graph_signature
         self.names = {k: v[len(PREFIX):] for k, v in {**sig.inputs_to_parameters,
                                                       **sig.inputs_to_buffers}.items()}
@@ -198,112 +197,6 @@ class _Walker:
         return None
 
     # -- rules -------------------------------------------------------------------------------
-    def linear(self, node, name):
-        a = _bind(node)
-        x, w = self.get(a["input"]), self.param(a["weight"])
-        shape = _shape(node)
-        if w is None or not self._is_layer(w):
-            self.kill_args(node)
-            return None
-        n_out, n_in = self.tensors[w].shape[:2]
-        if isinstance(x, _Info):
-            if x.dim == len(_shape(a["input"])) - 1 and not x.dirty and x.hd is None and \
-                    x.length * x.factor == n_in:
-                self.b.reads.append((self.owner(w), x.segs, n_in))
-            else:
-                self.kill(x)
-        mod = self.owner(w)
-        return _Info([Seg(self.b.producer(mod, n_out), n_out, mod)], len(shape) - 1)
-
-    def addmm(self, node, name):
-        """``addmm(bias, x, weight)`` of a linear layer that stores its weight as (in, out)
-        (``transformers``' ``Conv1D``): a producer of ``out`` features reading ``x``'s."""
-        from sparsepai.pruning.base import is_linear_alias
-
-        a = _bind(node)
-        x, w, b = self.get(a["mat1"]), self.param(a["mat2"]), self.get(a["self"])
-        mod = self.owner(w) if w else None
-        if w is None or not w.endswith(".weight") or not is_linear_alias(self.mods.get(mod)) \
-                or not (isinstance(b, _Param) and b.name == f"{mod}.bias"):
-            self.kill_args(node)
-            return None
-        n_in, n_out = self.tensors[w].shape
-        if isinstance(x, _Info):
-            if x.dim == 1 and not x.dirty and x.hd is None and x.length * x.factor == n_in:
-                self.b.reads.append((mod, x.segs, n_in))
-            else:
-                self.kill(x)
-        return _Info([Seg(self.b.producer(mod, n_out), n_out, mod)], 1)
-
-    def conv(self, node, name):
-        a = _bind(node)
-        x, w = self.get(a["input"]), self.param(a["weight"])
-        if w is None or not self._is_layer(w) or a.get("transposed"):
-            self.kill_args(node)
-            return None
-        groups = a.get("groups") or 1
-        weight = self.tensors[w]
-        n_out, n_in = weight.shape[0], weight.shape[1] * groups
-        ok = isinstance(x, _Info) and x.dim == 1 and x.factor == 1 and not x.dirty and \
-            x.hd is None and x.length == n_in
-        mod = self.owner(w)
-        if groups == 1:
-            if ok:
-                self.b.reads.append((mod, x.segs, n_in))
-            else:
-                self.kill(x)
-            return _Info([Seg(self.b.producer(mod, n_out), n_out, mod)], 1)
-        if ok and groups == n_in == n_out:  # depthwise: each channel keeps its own filter
-            tensors = [(w, 0)] + ([(self.param(a["bias"]), 0)] if self.param(a["bias"]) else [])
-            self.b.members.append((mod, "depthwise", x.segs, tensors, n_out))
-            return x
-        if ok and len(x.segs) == 1:
-            return self._grouped(mod, x.segs[0].space, n_in, n_out, groups)
-        self.kill(x)
-        return None
-
-    def _grouped(self, mod, space, n_in, n_out, groups):
-        """A grouped convolution's units. With at least two input and two output channels per
-        group, consistently within its groups: unit ``i`` of the input side is input channel
-        ``i`` of every group (tied to the producer of the input), unit ``j`` of the output side
-        output channel ``j`` of every group; the sides are independent, every group keeps the
-        same channels and slim keeps ``groups``. Otherwise (one channel per group on a side)
-        whole groups, each a block of input and of output channels."""
-        per_in, per_out = n_in // groups, n_out // groups
-        out = self.b.producer(mod, n_out)
-        if per_in > 1 and per_out > 1:
-            cols = self.b.new_space(per_in)  # the weight's input columns
-            self.b.link(space, cols)
-            self.b.reads.append((mod, [Seg(cols, per_in, None)], per_in))
-            self.b.link(out, self.b.new_space(per_out))
-        else:
-            unit = self.b.new_space(groups)
-            self.b.link(space, unit, per_in)
-            self.b.link(out, unit, per_out)
-        return _Info([Seg(out, n_out, mod)], 1)
-
-    def norm(self, node, name):
-        a = _bind(node)
-        x = self.get(a["input"])
-        w, b = self.param(a.get("weight")), self.param(a.get("bias"))
-        stats = [self.param(a.get(k)) for k in ("running_mean", "running_var")]
-        if name == "group_norm" and a.get("num_groups") != (x.length if isinstance(x, _Info)
-                                                           else None):
-            w = None  # groups of several channels mix them
-            stats = [True]
-        ok = isinstance(x, _Info) and x.dim == 1 and x.factor == 1 and not x.dirty and \
-            x.hd is None
-        if not ok or (w is None and any(stats)):
-            # without affine parameters a zero channel normalised with running statistics
-            # is not zero
-            self.kill_args(node)
-            return None
-        if w is not None:
-            tensors = [(t, 0) for t in (w, b, *stats) if t]
-            self.b.members.append((self.owner(w), "norm", x.segs, tensors, x.length))
-        val = node.meta.get("val")
-        return (x,) + (None,) * (len(val) - 1) if isinstance(val, (tuple, list)) else x
-
     def binary(self, node, name):
         ops = [a for a in node.args[:2]]
         infos = [self.get(a) for a in ops]
@@ -406,22 +299,15 @@ class _Walker:
         out = x if a.get("keepdim") else x.but(dim=x.dim - sum(d < x.dim for d in dims))
         return (out, None) if isinstance(node.meta.get("val"), (tuple, list)) else out
 
-    def embedding(self, node, name):
-        return None  # the residual stream an embedding writes is never pruned: unknown
-
-    def _is_layer(self, pname):
-        return pname.endswith(".weight") and isinstance(self.mods.get(self.owner(pname)),
-                                                        self.prunable)
 
 
-
-from sparsepai.structured import opshape  # noqa: E402  (its rules use the types above)
+from sparsepai.structured import oplayers, opshape  # noqa: E402  (rules use the types above)
 
 RULES = {
-    "linear": _Walker.linear,
-    "addmm": _Walker.addmm,
-    **{k: _Walker.conv for k in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution")},
-    **{k: _Walker.norm for k in ("batch_norm", "native_batch_norm", "_native_batch_norm_legit",
+    "linear": oplayers.linear,
+    "addmm": oplayers.addmm,
+    **{k: oplayers.conv for k in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution")},
+    **{k: oplayers.norm for k in ("batch_norm", "native_batch_norm", "_native_batch_norm_legit",
                                  "_native_batch_norm_legit_no_training", "instance_norm",
                                  "group_norm")},
     **{k: _Walker.binary for k in ("add", "sub", "rsub", "mul", "div", "maximum", "minimum")},
@@ -436,7 +322,7 @@ RULES = {
     **{k: opshape.cat for k in ("cat", "stack")},
     **{k: opshape.split for k in ("split", "split_with_sizes", "chunk", "unbind",
                                   "tensor_split")},
-    "embedding": _Walker.embedding,
+    "embedding": oplayers.embedding,
 }
 
 

@@ -93,12 +93,18 @@ def _rows(mask, shape):
     return mask.view(-1, *([1] * (len(shape) - 1))).expand(shape)
 
 
-def rows_first(mod, t):
-    """``t`` (a layer's weight, or a tensor shaped like it) viewed with the output channels
-    first and the inputs second: ``transformers``' ``Conv1D`` stores its weight as (in, out)."""
+def transposed(mod) -> bool:
+    """Whether ``mod`` stores its weight with the output channels second: ``transformers``'
+    ``Conv1D`` (in, out) and an embedding (entries, features)."""
     from sparsepai.pruning.base import is_linear_alias
 
-    return t.t() if is_linear_alias(mod) else t
+    return is_linear_alias(mod) or isinstance(mod, nn.Embedding)
+
+
+def rows_first(mod, t):
+    """``t`` (a layer's weight, or a tensor shaped like it) viewed with the output channels
+    first and the inputs (an embedding's entries) second."""
+    return t.t() if transposed(mod) else t
 
 
 def weight_masks(model: nn.Module, plan: Plan) -> dict:
@@ -275,6 +281,8 @@ def channel_costs(model, graph, data) -> dict:
     for g in graph.prunable_groups():
         c = 0.0
         for p in g.producers:
+            if p not in mods:
+                continue  # an embedding (norm_streams): no multiply-adds
             w = rows_first(mods[p], mods[p].weight)
             c += w[0].numel() * spatial.get(p, 1) * g.width(p) // g.size
         for mem in g.members:
@@ -295,6 +303,10 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     options = dict(options)
     unit = options.pop("unit", "weights")
     scope = options.pop("scope", "global")
+    norm_streams = options.pop("norm_streams", False)
+    if not isinstance(norm_streams, bool):
+        raise TypeError(f"sp.prune(structured=True): norm_streams must be a bool, got "
+                        f"{type(norm_streams).__name__}")
     options.pop("prunable", None)
     if unit not in ("weights", "channels"):
         raise ValueError(f"unit must be 'weights' or 'channels', got {unit!r}")
@@ -307,7 +319,8 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     check_method(method)  # before asking for an example input
     from sparsepai.structured.capture import example_from
 
-    graph = analyse(model, example_from(options, data, "sp.prune(structured=True)"))
+    graph = analyse(model, example_from(options, data, "sp.prune(structured=True)"),
+                    norm_streams)
     if not graph.prunable_groups():
         raise ValueError("structured pruning: the model has no prunable channels (every "
                          "convolution/linear output reaches the model's output or an operation "

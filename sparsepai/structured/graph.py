@@ -144,6 +144,7 @@ class ChannelGraph:
     producer_group: dict  # producer module name -> group id
     method: str = "export"
     sizes: list = dataclasses.field(default_factory=list)
+    norm_streams: bool = False  # built with the norm_streams approximation (see analyse)
 
     def prunable_groups(self) -> list:
         return [g for g in self.groups.values() if g.prunable and g.producers]
@@ -317,7 +318,8 @@ def fingerprint(model: nn.Module) -> tuple:
     return (type(model).__qualname__, mods, tensors)
 
 
-def analyse(model: nn.Module, example_inputs=None) -> ChannelGraph:
+def analyse(model: nn.Module, example_inputs=None, norm_streams: bool | None = None
+            ) -> ChannelGraph:
     """The channel groups of ``model``.
 
     Args:
@@ -326,23 +328,38 @@ def analyse(model: nn.Module, example_inputs=None) -> ChannelGraph:
             arguments or a dict of keyword arguments. Without one, the graph last built for this
             architecture is reused, or else a ``torch.fx`` trace over known module types is
             tried.
+        norm_streams: also prune the channels whose only obstacle is a layer norm over them
+            (a transformer's or ConvNeXt's hidden size) or a group norm (the same channels of
+            every group), and the embeddings that write them. The norm's statistics then run
+            over the kept channels only, so the slim model is *not* the masked dense model:
+            an approximation, opt-in. None (default): False when building, and whichever the
+            reused graph was built with.
 
     Returns:
         A :class:`ChannelGraph`.
 
     Raises:
         TraceError: naming the module that could not be captured, and what to pass.
+        ValueError: ``norm_streams`` differs from the reused graph's and no input is given.
     """
     key = fingerprint(model)
     if example_inputs is None:
         if key in _CACHE:
-            return _CACHE[key]
+            graph = _CACHE[key]
+            if norm_streams is not None and graph.norm_streams != bool(norm_streams):
+                raise ValueError(f"the channel graph kept for this model was built with "
+                                 f"norm_streams={graph.norm_streams}; pass example_inputs= to "
+                                 f"build one with norm_streams={bool(norm_streams)}")
+            return graph
+        if norm_streams:
+            raise ValueError("norm_streams=True needs the operator-level graph: pass "
+                             "example_inputs=")
         from sparsepai.structured.fxgraph import analyse_fx
 
         return analyse_fx(model)
     from sparsepai.structured.opgraph import analyse_export
 
-    graph = analyse_export(model, example_inputs)
+    graph = analyse_export(model, example_inputs, bool(norm_streams))
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = graph

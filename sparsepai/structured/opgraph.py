@@ -104,19 +104,25 @@ def _norm_dim(d, rank):
     return d + rank if d < 0 else d
 
 
-def analyse_export(model: nn.Module, example_inputs) -> ChannelGraph:
+def analyse_export(model: nn.Module, example_inputs, norm_streams: bool = False) -> ChannelGraph:
     """Capture ``model`` on ``example_inputs`` with ``torch.export`` and find its channel groups.
+
+    ``norm_streams``: also prune channels whose only obstacle is a layer or group norm over
+    them (see :func:`~sparsepai.structured.graph.analyse`).
 
     Raises:
         TraceError: naming the module export could not capture.
     """
     ep = capture(model, example_inputs)
-    return _Walker(model, ep).run()
+    graph = _Walker(model, ep, norm_streams).run()
+    graph.norm_streams = bool(norm_streams)  # the builder does not know the option
+    return graph
 
 
 class _Walker:
-    def __init__(self, model, ep):
+    def __init__(self, model, ep, norm_streams=False):
         self.b = Builder()
+        self.norm_streams = bool(norm_streams)
         self.ep = ep
         self.mods = dict(model.named_modules())
         self.tensors = dict(model.state_dict(keep_vars=True))
@@ -143,6 +149,22 @@ class _Walker:
 
     def owner(self, pname):
         return pname.rsplit(".", 1)[0] if "." in pname else ""
+
+    def param_axis(self, a, dim, rank, length):
+        """``(name, axis)`` when node ``a`` is a parameter, or an expand of one, whose axis
+        ``axis`` lies along dimension ``dim`` (of ``length`` channels) of a rank-``rank``
+        result (a position embedding added, a class token concatenated); else None."""
+        while isinstance(a, torch.fx.Node) and a.op == "call_function" and \
+                getattr(a.target, "__name__", "").startswith("expand"):
+            a = a.args[0]
+        if not (isinstance(a, torch.fx.Node) and a.op == "placeholder"):
+            return None
+        v = self.get(a)
+        if not isinstance(v, _Param):
+            return None
+        t = self.tensors[v.name]
+        axis = dim - (rank - t.dim())
+        return (v.name, axis) if 0 <= axis < t.dim() and t.shape[axis] == length else None
 
     def param(self, a):
         v = self.get(a)
@@ -234,6 +256,9 @@ class _Walker:
                 t = self.tensors[infos[i].name]
                 scales.append((infos[i].name, max(range(t.dim()), key=lambda k: t.shape[k])))
                 other_zero.append(True)  # masked with its channels
+            elif fac == 1 and first.hd is None and self.param_axis(a, od, R, first.length):
+                scales.append(self.param_axis(a, od, R, first.length))  # e.g. positions
+                other_zero.append(True)
             else:
                 self.kill_args(node)
                 return None
@@ -323,6 +348,7 @@ RULES = {
     **{k: opshape.split for k in ("split", "split_with_sizes", "chunk", "unbind",
                                   "tensor_split")},
     "embedding": oplayers.embedding,
+    **{k: oplayers.layer_norm for k in ("layer_norm", "native_layer_norm")},
 }
 
 

@@ -5,6 +5,8 @@ rule takes the walker, the node and the op's name, and returns the node's value.
 
 from __future__ import annotations
 
+from torch import nn
+
 from sparsepai.pruning.base import PRUNABLE_TYPES, is_linear_alias
 from sparsepai.structured.graph import Seg
 from sparsepai.structured.opgraph import _bind, _Info, _Param, _shape
@@ -101,12 +103,17 @@ def norm(wk, node, name):
     x = wk.get(a["input"])
     w, b = wk.param(a.get("weight")), wk.param(a.get("bias"))
     stats = [wk.param(a.get(k)) for k in ("running_mean", "running_var")]
-    if name == "group_norm" and a.get("num_groups") != (x.length if isinstance(x, _Info)
-                                                       else None):
-        w = None  # groups of several channels mix them
-        stats = [True]
     ok = isinstance(x, _Info) and x.dim == 1 and x.factor == 1 and not x.dirty and \
         x.hd is None
+    if ok and name == "group_norm" and a.get("num_groups") != x.length:
+        # groups of several channels mix them; with norm_streams (an approximation) the
+        # same channels of every group go (unit i: channel i of every group), so that slim
+        # keeps num_groups
+        if wk.norm_streams and w is not None and len(x.segs) == 1:
+            per = x.length // a["num_groups"]
+            wk.b.link(x.segs[0].space, wk.b.new_space(per))
+        else:
+            w, stats = None, [True]
     if not ok or (w is None and any(stats)):
         # without affine parameters a zero channel normalised with running statistics
         # is not zero
@@ -120,8 +127,40 @@ def norm(wk, node, name):
 
 
 
+def layer_norm(wk, node, name):
+    """A layer norm over the channel dimension (normalized_shape ``(C,)``). Its statistics
+    mix the channels: removing one changes every other's output, so the channels are kept,
+    unless the graph is built with ``norm_streams`` (an opt-in approximation: the norm is a
+    member, its weight and bias narrowed with the channels)."""
+    a = _bind(node)
+    x = wk.get(a["input"])
+    w, b = wk.param(a.get("weight")), wk.param(a.get("bias"))
+    shape = a.get("normalized_shape")
+    ok = wk.norm_streams and isinstance(x, _Info) and w is not None and \
+        x.dim == len(_shape(a["input"])) - 1 and x.factor == 1 and not x.dirty and \
+        x.hd is None and list(shape) == [x.length]
+    if not ok:  # without a weight a zero channel normalised is not zero
+        wk.kill_args(node)
+        return None
+    wk.b.members.append((wk.owner(w), "norm", x.segs, [(t, 0) for t in (w, b) if t],
+                         x.length))
+    val = node.meta.get("val")
+    return (x,) + (None,) * (len(val) - 1) if isinstance(val, (tuple, list)) else x
+
+
 def embedding(wk, node, name):
-    return None  # the residual stream an embedding writes is never pruned: unknown
+    """An embedding's outputs: with ``norm_streams`` a producer whose channels are the columns
+    of its table (the residual stream a transformer's embeddings write); otherwise unknown
+    (that stream meets a layer norm, which keeps it whole)."""
+    a = _bind(node)
+    w = wk.param(a["weight"])
+    mod = wk.owner(w) if w else None
+    if not wk.norm_streams or w is None or not isinstance(wk.mods.get(mod), nn.Embedding) or \
+            not w.endswith(".weight") or wk.mods[mod].max_norm is not None:
+        wk.kill_args(node)
+        return None
+    n_out = wk.tensors[w].shape[1]
+    return _Info([Seg(wk.b.producer(mod, n_out), n_out, mod)], len(_shape(node)) - 1)
 
 
 def _is_layer(wk, pname):

@@ -108,9 +108,22 @@ def pad(w, node, name):
 
 def cat(w, node, name):
     # legacy empty 1-d parts (e.g. an empty key/value cache) are skipped by cat
-    parts = [w.get(t) for t in node.args[0] if _shape(t) != (0,)]
+    nodes = [t for t in node.args[0] if _shape(t) != (0,)]
+    parts = [w.get(t) for t in nodes]
     R = len(_shape(node))
     dim = _norm_dim(node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0), R)
+    infos = [p for p in parts if isinstance(p, _Info)]
+    if name == "cat" and infos and len(infos) < len(parts) and infos[0].dim != dim and \
+            infos[0].factor == 1 and infos[0].hd is None:
+        # parameters joined along another dimension (a class token before the patches):
+        # narrowed with the channels, as per-channel parameters are
+        axes = [w.param_axis(t, infos[0].dim, R, infos[0].length)
+                for t, p in zip(nodes, parts) if not isinstance(p, _Info)]
+        if all(axes):
+            for pname, axis in axes:
+                w.b.members.append((w.owner(pname), "scale", infos[0].segs, [(pname, axis)],
+                                    infos[0].length))
+            parts = infos
     if len(parts) == 1 and name == "cat":
         return parts[0]
     if name == "cat" and all(isinstance(p, _Info) and p.hd is None for p in parts) and \

@@ -20,8 +20,7 @@ import copy
 import torch
 from torch import nn
 
-from sparsepai.pruning.base import is_linear_alias
-from sparsepai.structured.channels import resolve, rows_first
+from sparsepai.structured.channels import resolve, rows_first, transposed
 from sparsepai.structured.graph import analyse, spread
 
 SLIM_ATTR = "sparsepai_channel_masks"
@@ -138,7 +137,7 @@ def round_masks(graph, plan, multiple: int) -> dict:
 
 @torch.no_grad()
 def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
-         example_inputs=None) -> nn.Module:
+         example_inputs=None, norm_streams: bool | None = None) -> nn.Module:
     """A physically smaller copy of ``model`` with the pruned channels removed.
 
     Args:
@@ -152,17 +151,21 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
         example_inputs: an input to capture the model on (a tensor, a tuple of positional
             arguments or a dict of keyword arguments); by default the graph ``sp.prune`` built
             for this architecture is reused (see :func:`~sparsepai.structured.graph.analyse`).
+        norm_streams: as ``sp.prune``'s option (None: as the reused graph was built). With
+            it, channels under a layer or group norm are removed and the norm normalises the
+            kept channels only: the slim model then approximates the masked dense model
+            instead of equalling it.
 
     Returns:
         A deep copy of ``model`` with smaller layers; ``result.sparsepai_channel_masks`` holds
         the masks it implements. In train and eval mode it computes what the masked dense model
-        computes (to float32 rounding).
+        computes (to float32 rounding), unless built with ``norm_streams``.
 
     Raises:
         ValueError/TypeError: masks that do not match the model, or that remove every channel of
             a layer; ``TraceError`` when the model cannot be captured.
     """
-    graph = analyse(model, example_inputs)
+    graph = analyse(model, example_inputs, norm_streams)
     plan = resolve(graph, dict(channel_masks), "slim")
     if round_to < 1:
         raise ValueError(f"slim: round_to must be >= 1, got {round_to}")
@@ -268,14 +271,16 @@ def _narrow(mod, rows, cols):
     convolutions keep their forward). Returns ``mod``."""
     if getattr(mod, "groups", 1) > 1:
         mod.groups = _groups_kept(mod, rows)
-    alias = is_linear_alias(mod)  # before its weight changes shape
+    alias = transposed(mod)  # before its weight changes shape
     with torch.no_grad():
         w = _take(rows_first(mod, mod.weight.detach()), rows, cols)
         _set(mod, "weight", (w.t() if alias else w).contiguous())
-        if mod.bias is not None:
+        if getattr(mod, "bias", None) is not None:
             _set(mod, "bias", mod.bias.detach().index_select(0, rows).clone())
     n_out, n_in = w.shape[:2]
-    if alias:
+    if isinstance(mod, nn.Embedding):
+        mod.embedding_dim = n_out
+    elif alias:
         mod.nf = n_out
     elif isinstance(mod, nn.Linear):
         mod.out_features, mod.in_features = n_out, n_in
@@ -317,7 +322,7 @@ def _sparse(mod, own, live, cols):
         w = _take(mod.weight.detach(), rows, cols)
         b = mod.bias.detach().index_select(0, rows).clone() if mod.bias is not None else None
         return ChannelSparseLinear(w, b, pos, width)
-    if is_linear_alias(mod):  # features last, as a linear layer's
+    if transposed(mod):  # features last, as a linear layer's
         return ChannelScatter(_narrow(mod, rows, cols), pos, width, dim=-1)
     if type(mod) is not nn.Conv2d or mod.padding_mode != "zeros" or isinstance(mod.padding, str):
         return ChannelScatter(_narrow(mod, rows, cols), pos, width)
@@ -335,7 +340,8 @@ def _narrow_member(mod, mem, ch, zero):
     """Narrow a member layer in place to its channels ``ch``; those flagged in ``zero`` are not
     computed by their producer: a channelwise module then runs on the others only (wrapped in
     a :class:`ChannelSubset`); other members keep them with zero parameters."""
-    if bool(zero.any()) and isinstance(mod, _CHANNELWISE):
+    if bool(zero.any()) and isinstance(mod, _CHANNELWISE) and \
+            getattr(mod, "num_groups", 0) == getattr(mod, "num_channels", 0):
         inner = _narrow_member(mod, mem, ch[~zero], torch.zeros(int((~zero).sum()),
                                                                  dtype=torch.bool))
         return ChannelSubset(mod if inner is None else inner, _idx(~zero), ch.numel())
@@ -353,8 +359,11 @@ def _narrow_member(mod, mem, ch, zero):
     if isinstance(mod, nn.modules.batchnorm._BatchNorm) or \
             isinstance(mod, nn.modules.instancenorm._InstanceNorm):
         mod.num_features = n
-    elif isinstance(mod, nn.GroupNorm):
-        mod.num_groups = mod.num_channels = n
+    elif isinstance(mod, nn.GroupNorm):  # one channel per group, or the same in every group
+        mod.num_groups, mod.num_channels = (n if mod.num_groups == mod.num_channels
+                                            else mod.num_groups), n
+    elif isinstance(mod, nn.LayerNorm):  # only with norm_streams (an approximation)
+        mod.normalized_shape = (n,)
     elif isinstance(mod, nn.modules.conv._ConvNd) and mem.kind == "depthwise":
         mod.in_channels = mod.out_channels = mod.groups = n
     return None

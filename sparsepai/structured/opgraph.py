@@ -127,6 +127,10 @@ class _Walker:
         self.mods = dict(model.named_modules())
         self.tensors = dict(model.state_dict(keep_vars=True))
         self.tensors.update(dict(model.named_parameters()))
+        shared: dict = {}  # a tied parameter has one name per module that holds it
+        for n, p in model.named_parameters(remove_duplicate=False):
+            shared.setdefault(id(p), []).append(n)
+        self.aliases = {n: names for names in shared.values() for n in names}
         sig = ep.graph_signature
         self.names = {k: v[len(PREFIX):] for k, v in {**sig.inputs_to_parameters,
                                                       **sig.inputs_to_buffers}.items()}
@@ -165,6 +169,16 @@ class _Walker:
         t = self.tensors[v.name]
         axis = dim - (rank - t.dim())
         return (v.name, axis) if 0 <= axis < t.dim() and t.shape[axis] == length else None
+
+    def layer_weight(self, a, accept):
+        """The name of node ``a``'s parameter as the ``weight`` of a module ``accept`` takes
+        (a tied parameter, e.g. a language model head's and its embedding's, has several);
+        None if it is none."""
+        v = self.get(a)
+        if not isinstance(v, _Param):
+            return None
+        return next((n for n in self.aliases.get(v.name, [v.name])
+                     if n.endswith(".weight") and accept(self.mods.get(self.owner(n)))), None)
 
     def param(self, a):
         v = self.get(a)

@@ -14,9 +14,9 @@ from sparsepai.structured.opgraph import _bind, _Info, _Param, _shape
 
 def linear(wk, node, name):
     a = _bind(node)
-    x, w = wk.get(a["input"]), wk.param(a["weight"])
+    x, w = wk.get(a["input"]), wk.layer_weight(a["weight"], _is_layer)
     shape = _shape(node)
-    if w is None or not _is_layer(wk, w):
+    if w is None:
         wk.kill_args(node)
         return None
     n_out, n_in = wk.tensors[w].shape[:2]
@@ -34,10 +34,9 @@ def addmm(wk, node, name):
     """``addmm(bias, x, weight)`` of a linear layer that stores its weight as (in, out)
     (``transformers``' ``Conv1D``): a producer of ``out`` features reading ``x``'s."""
     a = _bind(node)
-    x, w, b = wk.get(a["mat1"]), wk.param(a["mat2"]), wk.get(a["self"])
+    x, w, b = wk.get(a["mat1"]), wk.layer_weight(a["mat2"], is_linear_alias), wk.get(a["self"])
     mod = wk.owner(w) if w else None
-    if w is None or not w.endswith(".weight") or not is_linear_alias(wk.mods.get(mod)) \
-            or not (isinstance(b, _Param) and b.name == f"{mod}.bias"):
+    if w is None or not (isinstance(b, _Param) and b.name == f"{mod}.bias"):
         wk.kill_args(node)
         return None
     n_in, n_out = wk.tensors[w].shape
@@ -51,8 +50,8 @@ def addmm(wk, node, name):
 
 def conv(wk, node, name):
     a = _bind(node)
-    x, w = wk.get(a["input"]), wk.param(a["weight"])
-    if w is None or not _is_layer(wk, w) or a.get("transposed"):
+    x, w = wk.get(a["input"]), wk.layer_weight(a["weight"], _is_layer)
+    if w is None or a.get("transposed"):
         wk.kill_args(node)
         return None
     groups = a.get("groups") or 1
@@ -153,16 +152,15 @@ def embedding(wk, node, name):
     of its table (the residual stream a transformer's embeddings write); otherwise unknown
     (that stream meets a layer norm, which keeps it whole)."""
     a = _bind(node)
-    w = wk.param(a["weight"])
+    w = wk.layer_weight(a["weight"], lambda m: isinstance(m, nn.Embedding) and
+                        m.max_norm is None)
     mod = wk.owner(w) if w else None
-    if not wk.norm_streams or w is None or not isinstance(wk.mods.get(mod), nn.Embedding) or \
-            not w.endswith(".weight") or wk.mods[mod].max_norm is not None:
+    if not wk.norm_streams or w is None:
         wk.kill_args(node)
         return None
     n_out = wk.tensors[w].shape[1]
     return _Info([Seg(wk.b.producer(mod, n_out), n_out, mod)], len(_shape(node)) - 1)
 
 
-def _is_layer(wk, pname):
-    return pname.endswith(".weight") and isinstance(wk.mods.get(wk.owner(pname)),
-                                                    PRUNABLE_TYPES)
+def _is_layer(mod):
+    return isinstance(mod, PRUNABLE_TYPES)

@@ -90,6 +90,7 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
         plan = resolve(graph, round_masks(graph, plan, round_to), "slim")
     new = copy.deepcopy(model)
     mods = dict(new.named_modules())
+    tied = _tied(new)
 
     # input columns of every layer that reads a group
     cols: dict = {}
@@ -125,6 +126,7 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
         g = graph.groups[gid]
         mod = new.get_submodule(name)
         setattr(mod, attr, getattr(mod, attr) * int(plan.live[gid].sum()) // g.size)
+    _retie(new, tied)
     setattr(new, SLIM_ATTR, {n: plan.rows(n) for n, m in plan.own.items()
                              if not bool(m.all()) or n in channel_masks})
     return new
@@ -158,6 +160,28 @@ def _fewer_heads(root, graph, plan, mods):
                         for a in attrs:
                             setattr(mod, a, getattr(mod, a) * kept // g.size)
                     break
+
+
+def _tied(root) -> list:
+    """``[(module name, attribute), ...]`` for every parameter that several modules share
+    (a language model head tied to its embedding)."""
+    where: dict = {}
+    for name, mod in root.named_modules(remove_duplicate=False):
+        for attr, p in mod._parameters.items():
+            if p is not None:
+                where.setdefault(id(p), set()).add((name, attr))
+    return [sorted(v) for v in where.values() if len(v) > 1]
+
+
+def _retie(root, tied) -> None:
+    """Share again the parameters that :func:`_tied` found shared, where narrowing gave each
+    user its own copy (the same rows and columns: the same values); a copy that differs stays
+    separate."""
+    for users in tied:
+        ps = [getattr(root.get_submodule(n), a) for n, a in users]
+        if all(p.shape == ps[0].shape and torch.equal(p, ps[0]) for p in ps[1:]):
+            for n, a in users[1:]:
+                setattr(root.get_submodule(n), a, ps[0])
 
 
 def _replace(root, name, module):

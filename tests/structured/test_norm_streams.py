@@ -156,3 +156,23 @@ def test_bad_option():
         sp.slim(model, masks, norm_streams=False)
     with pytest.raises(ValueError, match="cannot be pruned"):  # the exact graph refuses them
         sp.slim(model, masks, example_inputs=x)
+
+
+def test_gpt2_hidden_size_pruned_and_head_stays_tied():
+    tf = pytest.importorskip("transformers")
+    c = tf.GPT2Config(vocab_size=50, n_embd=32, n_inner=48, n_layer=2, n_head=4, n_positions=32,
+                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False)
+    torch.manual_seed(0)
+    model = tf.GPT2LMHeadModel(c).eval()
+    inputs = {"input_ids": torch.randint(0, 50, (2, 7))}
+    masks = sp.prune(model, "magnitude", 0.5, structured=True, unit="channels", scope="layer",
+                     example_inputs=inputs, norm_streams=True)
+    kept = int(masks["transformer.wte"].sum())
+    assert kept == 16
+    slim = sp.slim(model, masks)
+    assert slim.lm_head.weight is slim.transformer.wte.weight  # still one tensor
+    assert tuple(slim.lm_head.weight.shape) == (50, kept)
+    assert slim.transformer.ln_f.normalized_shape == (kept,)
+    assert tuple(slim.transformer.h[0].attn.c_attn.weight.shape) == (kept, 48)
+    out = slim(**inputs).logits
+    assert out.shape == (2, 7, 50) and bool(out.isfinite().all())

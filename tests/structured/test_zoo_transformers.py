@@ -186,6 +186,7 @@ def test_gpt2_fused_qkv_heads_pruned_whole():
     dense = sp.apply_masks(copy.deepcopy(model), masks)
     mod = slim.get_submodule(attn)
     assert (mod.num_heads, mod.split_size) == (3, 24)
+    assert slim.lm_head.weight is slim.transformer.wte.weight  # narrowing keeps the tie
     assert tuple(mod.c_attn.weight.shape) == (32, 72) and mod.c_attn.nf == 72
     assert tuple(mod.c_proj.weight.shape) == (24, 32)
     mlp = slim.get_submodule("transformer.h.0.mlp")

@@ -133,8 +133,8 @@ def unstructured(model, x, y, loss_fn):
 
 
 def _output_layers(model, x):
-    """Modules whose output shape is the logits' (the classifier): Torch-Pruning must not prune
-    them, as sparsepai never prunes the model's outputs."""
+    """Modules whose outputs are the logits' classes (the classifier): Torch-Pruning must not
+    prune them, as sparsepai never prunes the model's outputs."""
     import torch
 
     shapes, hooks = {}, []
@@ -147,7 +147,11 @@ def _output_layers(model, x):
     for h in hooks:
         h.remove()
     mods = dict(model.named_modules())
-    return [mods[n] for n, s in shapes.items() if s[-1] == out.shape[-1]]
+    # a linear classifier ends in the classes; a convolution classifier (DLA, SqueezeNet) has
+    # them as its channels, pooled or flattened afterwards
+    return [mods[n] for n, s in shapes.items()
+            if s[-1] == out.shape[-1] or (len(s) > 2 and isinstance(mods[n], torch.nn.Conv2d)
+                                          and s[1] == out.shape[-1])]
 
 
 def _tp_options(model, x):

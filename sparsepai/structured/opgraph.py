@@ -43,6 +43,9 @@ _DIRTY = {"sigmoid", "hardsigmoid", "exp", "cos", "softplus", "erfc"}
 _REDUCE = {"mean", "sum", "amax", "amin", "max", "min", "var", "std", "norm",
            "linalg_vector_norm", "nansum"}
 _VIEW = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze"}
+# the ops a tensor with a tiling dimension (_Info.tdim) may meet
+_TILE_OK = {"permute", "transpose", "unbind", "select", "clone", "contiguous", "alias",
+            "detach"}
 _SHAPE_ONLY = {"sym_size", "sym_numel", "sym_stride", "sym_storage_offset", "size", "dim",
                "_assert_tensor_metadata", "_assert_scalar", "_assert_async", "empty_like",
                "zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_empty",
@@ -53,13 +56,15 @@ class _Info:
     """Channels along ``dim``; after an attention head split (``(B, T, H*D) -> (B, H, T, D)``)
     ``dim`` holds the heads and ``hd`` the features of a head. ``rep``: each head repeated
     that many times along ``dim`` (grouped-query attention's ``repeat_kv``); ``pend``: a dim
-    that an expand made to repeat the heads, not yet merged into ``dim``."""
+    that an expand made to repeat the heads, not yet merged into ``dim``; ``tdim``: a dim
+    that tiles the channels (the query/key/value of a fused projection, ``(B, T, 3, H, D)``),
+    which only a permute, an unbind or a select may meet."""
 
-    __slots__ = ("segs", "dim", "factor", "dirty", "hd", "rep", "pend")
+    __slots__ = ("segs", "dim", "factor", "dirty", "hd", "rep", "pend", "tdim")
 
-    def __init__(self, segs, dim, factor=1, dirty=False, hd=None, rep=1, pend=None):
+    def __init__(self, segs, dim, factor=1, dirty=False, hd=None, rep=1, pend=None, tdim=None):
         self.segs, self.dim, self.factor, self.dirty = tuple(segs), dim, factor, dirty
-        self.hd, self.rep, self.pend = hd, rep, pend
+        self.hd, self.rep, self.pend, self.tdim = hd, rep, pend, tdim
 
     @property
     def length(self):
@@ -210,6 +215,10 @@ class _Walker:
         return self.b.finish("export")
 
     def op(self, node, name):
+        if name not in _TILE_OK and any(isinstance(self.get(a), _Info) and
+                                        self.get(a).tdim is not None for a in _flat(node.args)):
+            self.kill_args(node)
+            return None
         rule = RULES.get(name)
         if rule is not None:
             return rule(self, node, name)

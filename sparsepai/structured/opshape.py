@@ -20,9 +20,9 @@ def view(w, node, name=None):
     ins, outs = _shape(node.args[0]), _shape(node)
     out = _reshape(ins, x, outs) if x.hd is None and x.pend is None else None
     if out is None:
-        from sparsepai.structured.heads import reshape_heads
+        from sparsepai.structured.heads import fused_split, reshape_heads
 
-        out = reshape_heads(ins, x, outs)
+        out = reshape_heads(ins, x, outs) or fused_split(w, ins, x, outs)
     if out is None:
         w.kill(x)
     return out
@@ -44,7 +44,7 @@ def permute(w, node, name):
         order = list(range(R))
         order[d0], order[d1] = order[d1], order[d0]
     where = (lambda d: None if d is None else order.index(d))
-    return x.but(dim=order.index(x.dim), hd=where(x.hd), pend=where(x.pend))
+    return x.but(dim=order.index(x.dim), hd=where(x.hd), pend=where(x.pend), tdim=where(x.tdim))
 
 
 def expand(w, node, name):
@@ -81,11 +81,12 @@ def index_like(w, node, name):
             w.kill(x)
             return None
         return x
-    if x.pend is not None or (name == "select" and d == x.hd):
+    if x.pend is not None or (name == "select" and d == x.hd) or \
+            (x.tdim is not None and (name != "select" or d != x.tdim)):
         w.kill(x)
         return None
     if name == "select":
-        return x.but(dim=x.dim - (d < x.dim), hd=None if x.hd is None else x.hd - (d < x.hd))
+        return _drop_dim(x, d)
     return x
 
 
@@ -158,12 +159,20 @@ def split(w, node, name):
             w.kill(x)
             return (None,) * n
         return (parts,) * n
-    if d == x.dim or x.pend is not None or (name == "unbind" and d == x.hd):
+    if d == x.dim or x.pend is not None or (name == "unbind" and d == x.hd) or \
+            (x.tdim is not None and (name != "unbind" or d != x.tdim)):
         w.kill(x)
         return (None,) * n
     if name == "unbind":
-        x = x.but(dim=x.dim - (d < x.dim), hd=None if x.hd is None else x.hd - (d < x.hd))
+        x = _drop_dim(x, d)
     return (x,) * n
+
+
+def _drop_dim(x, d):
+    """``x`` after dimension ``d`` (not its channels' or heads' dim) is indexed away; a
+    tiling dimension goes with it (each part holds every channel once)."""
+    less = (lambda k: None if k is None or k == d else k - (d < k))
+    return x.but(dim=less(x.dim), hd=less(x.hd), tdim=less(x.tdim))
 
 
 # attributes that hold the width of each part of a fused projection split in the forward

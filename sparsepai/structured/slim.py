@@ -134,7 +134,7 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
 
 # attributes attention modules keep of their head counts (and of heads * head size)
 HEAD_ATTRS = ("num_heads", "num_attention_heads", "num_key_value_heads", "num_kv_heads",
-              "n_heads", "n_kv_heads", "all_head_size")
+              "n_heads", "n_kv_heads", "all_head_size", "attn_dim")
 
 
 def _fewer_heads(root, graph, plan, mods):

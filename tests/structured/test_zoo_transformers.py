@@ -196,3 +196,30 @@ def test_gpt2_fused_qkv_heads_pruned_whole():
         getattr(dense, mode)()
         with torch.no_grad():
             close(_run(slim, inputs), _run(dense, inputs))
+
+
+def test_timm_fused_qkv_heads_pruned_whole():
+    """timm's Attention: one qkv Linear reshaped to (B, N, 3, H, D) and unbound: head ``h`` is
+    rows ``h*D..`` of each third; slim narrows qkv, proj's inputs, ``num_heads`` and
+    ``attn_dim``, and equals the masked dense model."""
+    torch.manual_seed(0)
+    model, x = _timm_vit()
+    model, x = model.double().eval(), x.double()
+    graph = analyse(model, x)
+    qkv = "blocks.0.attn.qkv"
+    g = graph.groups[graph.producer_group[qkv]]
+    heads, hd = model.blocks[0].attn.num_heads, model.blocks[0].attn.head_dim
+    assert g.prunable and g.producers == [qkv] and g.size == heads
+    assert g.rows(qkv) == hd and g.tiles == {qkv: 3}
+    masks = _unit_masks(graph)
+    slim = sp.slim(model, masks)
+    dense = sp.apply_masks(copy.deepcopy(model), masks)
+    attn = slim.blocks[0].attn
+    assert (attn.num_heads, attn.attn_dim) == (heads - 1, (heads - 1) * hd)
+    assert attn.qkv.out_features == 3 * (heads - 1) * hd
+    assert attn.proj.in_features == (heads - 1) * hd
+    for mode in ("eval", "train"):
+        getattr(slim, mode)()
+        getattr(dense, mode)()
+        with torch.no_grad():
+            close(_run(slim, x), _run(dense, x))

@@ -85,8 +85,11 @@ def attention(walker, node):
     mask = walker.get(a.get("attn_mask"))
     shapes = [_shape(a[n]) for n in ("query", "key", "value")]
     infos = (q, k, v)
+    mshape = _shape(a.get("attn_mask")) or ()
+    # a mask or bias per head (Swin's relative positions) would need narrowing with the heads
     ok = all(isinstance(t, _Info) and t.hd is not None and t.pend is None and len(t.segs) == 1
-             and t.factor == 1 for t in infos) and not isinstance(mask, _Info) and not v.dirty
+             and t.factor == 1 for t in infos) and not isinstance(mask, _Info) and \
+        not v.dirty and (len(mshape) < 3 or mshape[-3] == 1)
     if ok:
         R = len(shapes[0])
         ok = all(t.dim == R - 3 and t.hd == R - 1 for t in infos) and q.rep == 1 and \

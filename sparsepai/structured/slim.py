@@ -178,7 +178,9 @@ def _retie(root, tied) -> None:
     user its own copy (the same rows and columns: the same values); a copy that differs stays
     separate."""
     for users in tied:
-        ps = [getattr(root.get_submodule(n), a) for n, a in users]
+        ps = [getattr(root.get_submodule(n), a, None) for n, a in users]
+        if any(p is None for p in ps):
+            continue  # a user was replaced (a partial-stream wrapper): left as narrowed
         if all(p.shape == ps[0].shape and torch.equal(p, ps[0]) for p in ps[1:]):
             for n, a in users[1:]:
                 setattr(root.get_submodule(n), a, ps[0])

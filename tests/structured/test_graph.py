@@ -101,3 +101,24 @@ def test_depthwise_follows_its_input():
     assert {(m.module, m.kind, m.origin) for m in grp.members} == {
         ("dw", "depthwise", "a"), ("bn", "norm", "a")}
     assert "dw" not in g.producer_group
+
+
+def test_attention_with_a_bias_per_head_keeps_its_heads():
+    class Biased(nn.Module):
+        def __init__(self, per_head):
+            super().__init__()
+            self.qkv = nn.ModuleList(nn.Linear(8, 8) for _ in range(3))
+            self.bias = nn.Parameter(torch.randn(2 if per_head else 1, 5, 5))
+            self.proj = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            q, k, v = (f(x).view(2, 5, 2, 4).transpose(1, 2) for f in self.qkv)
+            o = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
+            return self.head(self.proj(o.transpose(1, 2).reshape(2, 5, 8)).mean(1))
+
+    x = torch.randn(2, 5, 8)
+    g = analyse(Biased(False), x)  # one bias for every head: heads are units
+    assert _group_of(g, "qkv.0").prunable and _group_of(g, "qkv.0").size == 2
+    g = analyse(Biased(True), x)  # a bias per head would need narrowing with them
+    assert not _group_of(g, "qkv.0").prunable

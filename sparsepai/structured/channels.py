@@ -324,7 +324,9 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     if not graph.prunable_groups():
         raise ValueError("structured pruning: the model has no prunable channels (every "
                          "convolution/linear output reaches the model's output or an operation "
-                         "whose channels cannot be traced)")
+                         "whose channels cannot be traced)" + (
+                             "" if norm_streams else "; norm_streams=True also prunes channels "
+                             "under layer/group norms (slim then approximates the masked model)"))
     scores = group_scores(model, graph, method, data, loss_fn, options)
     return threshold_channels(model, graph, scores, sparsity, unit, scope)
 

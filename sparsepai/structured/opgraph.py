@@ -105,6 +105,20 @@ def _bind(node) -> dict:
     return out
 
 
+def _divisor_only(node) -> bool:
+    """Whether ``node`` (plus constants added to it) is only ever a divisor."""
+    for u in node.users:
+        name = getattr(u.target, "__name__", "")
+        if name.startswith("add") and len(u.args) == 2 and u.args[0] is node and \
+                not isinstance(u.args[1], torch.fx.Node):
+            if not _divisor_only(u):
+                return False
+        elif not (name.startswith("div") and len(u.args) == 2 and u.args[1] is node
+                  and u.args[0] is not node):
+            return False
+    return True
+
+
 def _norm_dim(d, rank):
     return d + rank if d < 0 else d
 
@@ -242,9 +256,11 @@ class _Walker:
         return None
 
     # -- rules -------------------------------------------------------------------------------
-    def binary(self, node, name):
-        ops = [a for a in node.args[:2]]
-        infos = [self.get(a) for a in ops]
+    def binary(self, node, name, ops=None, infos=None):
+        """``ops``/``infos``: the operands and their values when not the node's first two
+        arguments (an operand may be ``node`` itself, standing for a part already computed)."""
+        ops = list(node.args[:2]) if ops is None else ops
+        infos = [self.get(a) for a in ops] if infos is None else infos
         out_shape = _shape(node)
         if out_shape is None:
             self.kill_args(node)
@@ -306,6 +322,12 @@ class _Walker:
             self.b.members.append((self.owner(t[0]), "scale", segs, [t], first.length))
         return first.but(segs=segs, dim=od, dirty=not clean)
 
+    def addcmul(self, node, name):
+        """``self + value * tensor1 * tensor2`` (GRN's ``bias + weight * (x * nx)``)."""
+        a = _bind(node)
+        prod = self.binary(node, "mul", [a["tensor1"], a["tensor2"]])
+        return self.binary(node, "add", [a["self"], node], [self.get(a["self"]), prod])
+
     def clamp(self, node, name):
         a = _bind(node)
         x = self.get(node.args[0])
@@ -341,6 +363,9 @@ class _Walker:
             return None
         R = len(_shape(node.args[0]))
         dims = [_norm_dim(d, R) for d in ([dims] if isinstance(dims, int) else dims)]
+        if dims and x.dim in dims and self.norm_streams and name == "mean" and \
+                a.get("keepdim") and not x.dirty and _divisor_only(node):
+            return None  # a normalising statistic (GRN's mean response): norm_streams
         if not dims or x.dim in dims:
             self.kill_args(node)
             return None
@@ -359,6 +384,7 @@ RULES = {
                                  "_native_batch_norm_legit_no_training", "instance_norm",
                                  "group_norm")},
     **{k: _Walker.binary for k in ("add", "sub", "rsub", "mul", "div", "maximum", "minimum")},
+    "addcmul": _Walker.addcmul,
     **{k: _Walker.clamp for k in ("clamp", "clamp_min", "clamp_max", "hardtanh")},
     "pow": _Walker.pow,
     **{k: _Walker.softmax for k in ("softmax", "_softmax", "log_softmax", "_log_softmax")},

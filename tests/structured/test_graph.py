@@ -122,3 +122,32 @@ def test_attention_with_a_bias_per_head_keeps_its_heads():
     assert _group_of(g, "qkv.0").prunable and _group_of(g, "qkv.0").size == 2
     g = analyse(Biased(True), x)  # a bias per head would need narrowing with them
     assert not _group_of(g, "qkv.0").prunable
+
+
+def test_addcmul_with_per_channel_parameters_slims_exactly():
+    class Addcmul(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 6, 3)
+            self.w = nn.Parameter(torch.randn(1, 6, 1, 1, dtype=torch.float64))
+            self.b = nn.Parameter(torch.randn(1, 6, 1, 1, dtype=torch.float64))
+            self.c = nn.Conv2d(6, 2, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.c(y + torch.addcmul(self.b, self.w, y)).mean((2, 3))
+
+    import copy
+
+    import sparsepai as sp
+    from tests.structured.test_slim import close
+
+    torch.manual_seed(0)
+    model, x = Addcmul().double(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    g = analyse(model, x)
+    grp = _group_of(g, "a")
+    assert grp.prunable and {m.module for m in grp.members} == {""}  # w and b follow
+    masks = {"a": torch.tensor([1, 0, 1, 1, 0, 1], dtype=torch.bool)}
+    slim = sp.slim(model, masks)
+    assert tuple(slim.w.shape) == (1, 4, 1, 1) and tuple(slim.b.shape) == (1, 4, 1, 1)
+    close(slim(x), sp.apply_masks(copy.deepcopy(model), masks)(x))

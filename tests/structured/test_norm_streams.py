@@ -176,3 +176,25 @@ def test_gpt2_hidden_size_pruned_and_head_stays_tied():
     assert tuple(slim.transformer.h[0].attn.c_attn.weight.shape) == (kept, 48)
     out = slim(**inputs).logits
     assert out.shape == (2, 7, 50) and bool(out.isfinite().all())
+
+
+def test_convnextv2_grn_hidden_features_pruned():
+    """GRN divides each channel's response by their mean over channels: a normalisation, so
+    its MLP features are pruned only with norm_streams (its weight and bias narrowed)."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("convnextv2_atto", pretrained=False, num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    fc1 = "stages.0.blocks.0.mlp.fc1"
+    assert not analyse(model, x).prunable_groups()  # exact: LayerNorm streams and GRN
+    graph = analyse(model, x, norm_streams=True)
+    assert graph.groups[graph.producer_group[fc1]].prunable
+    masks = sp.prune(model, "magnitude", 0.5, structured=True, unit="channels", scope="layer",
+                     example_inputs=x, norm_streams=True)
+    slim = sp.slim(model, masks)
+    kept = int(masks[fc1].sum())
+    assert kept < masks[fc1].numel()
+    assert slim.stages[0].blocks[0].mlp.grn.weight.numel() == kept
+    for mode in ("eval", "train"):
+        out = getattr(slim, mode)()(x)
+        assert out.shape == (2, 5) and bool(out.isfinite().all())

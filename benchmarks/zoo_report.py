@@ -20,7 +20,8 @@ def _tp_ok(rec):
 def write_report(results: dict, out: str, machine: str) -> None:
     rows = list(results.values())
     cols = ["key", "family", "name", "params_m", "structured", "graph_s", "slim_rel_err",
-            "slim_ok", "removed", "pruned_layers", "tp", "tp_runs", "tp_removed", "wall_s"]
+            "slim_ok", "removed", "pruned_layers", "norm_streams", "removed_norm",
+            "norm_rel_err", "tp", "tp_runs", "tp_removed", "wall_s"]
     with open(os.path.join(out, "zoo.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols + [f"u_{m}" for m in METHODS])
@@ -30,8 +31,9 @@ def write_report(results: dict, out: str, machine: str) -> None:
     lines = [f"# Model zoo coverage (machine: {machine})", "",
              "| family | models | sparsepai structured ok (slim == masked) | Torch-Pruning ok "
              "(pruned model runs) | both ok | removed, sparsepai (mean over both-ok) | removed, "
-             "Torch-Pruning (same models) | sparsepai >= TP | graph build, median s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Torch-Pruning (same models) | sparsepai >= TP | removed, norm_streams (same "
+             "models) | norm_streams >= TP | graph build, median s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for fam in ("tv", "timm", "hf"):
         fr = [r for r in rows if r.get("family", r["key"].split(":")[0]) == fam]
         if not fr:
@@ -40,9 +42,13 @@ def write_report(results: dict, out: str, machine: str) -> None:
         ge = sum(1 for r in both if r["removed"] >= r["tp_removed"] - 1e-4)
         gs = sorted(r["graph_s"] for r in fr if "graph_s" in r)
         mean = (lambda k: sum(r[k] for r in both) / len(both)) if both else (lambda k: float("nan"))
+        # models run before the norm_streams column existed count their exact figure
+        norm = [r.get("removed_norm", r["removed"]) for r in both]
+        ge_n = sum(1 for r, n in zip(both, norm) if n >= r["tp_removed"] - 1e-4)
         lines.append(f"| {fam} | {len(fr)} | {sum(map(_ok, fr))} | {sum(map(_tp_ok, fr))} | "
                      f"{len(both)} | {mean('removed'):.3f} | {mean('tp_removed'):.3f} | "
-                     f"{ge}/{len(both)} | {gs[len(gs) // 2] if gs else float('nan'):.2f} |")
+                     f"{ge}/{len(both)} | {sum(norm) / max(len(norm), 1):.3f} | "
+                     f"{ge_n}/{len(both)} | {gs[len(gs) // 2] if gs else float('nan'):.2f} |")
     lines += ["", "## Unstructured methods (ok = exact kept count)", "",
               "| model | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for r in rows:
@@ -51,8 +57,8 @@ def write_report(results: dict, out: str, machine: str) -> None:
             lines.append(f"| {r['key']} | " + " | ".join(
                 "ok" if u.get(m) == "ok" else "FAIL" for m in METHODS) + " |")
     lines += ["", "## Every model", "",
-              "| model | params (M) | structured | graph s | slim rel err | removed | TP | "
-              "TP removed |", "|---|---|---|---|---|---|---|---|"]
+              "| model | params (M) | structured | graph s | slim rel err | removed | removed, "
+              "norm_streams | TP | TP removed |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r.get("structured", "")
         tp = r.get("tp", "")
@@ -60,10 +66,19 @@ def write_report(results: dict, out: str, machine: str) -> None:
             tp = "pruned model fails: " + r.get("tp_run_error", "")
         lines.append(f"| {r['key']} | {r.get('params_m', '')} | {s[:120]} | "
                      f"{r.get('graph_s', '')} | {_fmt(r.get('slim_rel_err'))} | "
-                     f"{r.get('removed', '')} | {tp[:120]} | {r.get('tp_removed', '')} |")
+                     f"{r.get('removed', '')} | {_norm(r)} | {tp[:120]} | "
+                     f"{r.get('tp_removed', '')} |")
     with open(os.path.join(out, "zoo.md"), "w") as f:
         f.write("\n".join(lines).replace("\n\n\n", "\n\n") + "\n")
     print("\n".join(lines[:10]))
+
+
+def _norm(r):
+    """The norm_streams figure, its error if it failed, or blank (not run)."""
+    s = r.get("norm_streams")
+    if s is None:
+        return ""
+    return str(r.get("removed_norm", "")) if s == "ok" else s[:80]
 
 
 def _fmt(v):

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from sparsepai.structured.graph import ChannelGraph, analyse
+from sparsepai.structured.graph import ChannelGraph, analyse, spread
 
 STRUCTURED_METHODS = ("magnitude", "prospr", "random", "snip")
 
@@ -32,7 +32,7 @@ class Plan:
     def rows(self, producer: str) -> torch.Tensor:
         """The producer's kept output rows (its units expanded to their rows)."""
         g = self.graph.groups[self.graph.producer_group[producer]]
-        return self.own[producer].repeat_interleave(g.rows(producer))
+        return g.spread(producer, self.own[producer])
 
     def member_mask(self, member) -> torch.Tensor:
         if member.origin is not None and member.origin in self.own:
@@ -51,8 +51,8 @@ def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Pl
                          "model (keys are module names, as in model.named_modules())")
     own = {}
     for name, gid in graph.producer_group.items():
-        size, e = graph.groups[gid].size, graph.groups[gid].rows(name)
-        n = size * e
+        grp = graph.groups[gid]
+        size, e, n = grp.size, grp.rows(name), grp.width(name)
         m = masks.get(name)
         if m is None:
             own[name] = torch.ones(size, dtype=torch.bool)
@@ -70,12 +70,14 @@ def resolve(graph: ChannelGraph, masks: dict, what: str = "channel masks") -> Pl
             raise ValueError(f"{what}: the output channels of {name!r} cannot be pruned (they "
                              "reach the model's output or an operation whose channels cannot be "
                              "traced); its mask must keep every channel")
-        blocks = m.view(size, e)
-        if not bool((blocks == blocks[:, :1]).all()):
+        blocks = m.view(n // (size * e), size, e)
+        if not bool((blocks == blocks[:1, :, :1]).all()):
             raise ValueError(f"{what}: the mask of {name!r} splits an attention head (or a "
                              f"convolution group): its {n} outputs are kept or pruned in "
-                             f"whole blocks of {e}")
-        own[name] = blocks[:, 0].clone()
+                             f"whole blocks of {e}" + (", the same in each of its "
+                                                      f"{n // (size * e)} groups"
+                                                      if n > size * e else ""))
+        own[name] = blocks[0, :, 0].clone()
     live = {}
     for gid, g in graph.groups.items():
         u = torch.zeros(g.size, dtype=torch.bool)
@@ -91,12 +93,27 @@ def _rows(mask, shape):
     return mask.view(-1, *([1] * (len(shape) - 1))).expand(shape)
 
 
+def transposed(mod) -> bool:
+    """Whether ``mod`` stores its weight with the output channels second: ``transformers``'
+    ``Conv1D`` (in, out) and an embedding (entries, features)."""
+    from sparsepai.pruning.base import is_linear_alias
+
+    return is_linear_alias(mod) or isinstance(mod, nn.Embedding)
+
+
+def rows_first(mod, t):
+    """``t`` (a layer's weight, or a tensor shaped like it) viewed with the output channels
+    first and the inputs (an embedding's entries) second."""
+    return t.t() if transposed(mod) else t
+
+
 def weight_masks(model: nn.Module, plan: Plan) -> dict:
     """Element masks ``{parameter name: bool tensor}`` equivalent to the channel masks: pruned
     rows of producers (weight and bias), per-channel parameters of their norms and depthwise
     convolutions, and the input columns of dead channels in the layers that read them."""
     graph = plan.graph
     params = dict(model.named_parameters())
+    mods = dict(model.named_modules())
     out: dict = {}
 
     def restrict(pname, mask):
@@ -113,15 +130,16 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
         own = plan.rows(name)
         w = params.get(f"{name}.weight")
         if w is not None:
-            restrict(f"{name}.weight", _rows(own, w.shape))
+            shape = rows_first(mods[name], w).shape
+            restrict(f"{name}.weight", rows_first(mods[name], _rows(own, shape)))
         restrict(f"{name}.bias", own)
     for g in graph.groups.values():
         if not g.prunable:
             continue
         for mem in g.members:
             keep = torch.ones(mem.width, dtype=torch.bool)
-            keep[mem.offset:mem.offset + mem.length * mem.expand] = \
-                plan.member_mask(mem).repeat_interleave(mem.expand)
+            keep[mem.offset:mem.offset + mem.span] = \
+                spread(plan.member_mask(mem), mem.expand, mem.tiles)
             for tname, axis in mem.tensors:
                 p = params.get(tname)
                 if p is not None:
@@ -133,10 +151,11 @@ def weight_masks(model: nn.Module, plan: Plan) -> dict:
         w = params.get(pname)
         if w is None:
             continue
-        cols = torch.ones(w.shape[1], dtype=torch.bool)
-        cols[r.col_offset:r.col_offset + r.length * r.factor] = \
-            plan.live[r.group].repeat_interleave(r.factor)
-        restrict(pname, cols.view(1, -1, *([1] * (w.dim() - 2))).expand(w.shape))
+        mod = mods[r.module]
+        shape = rows_first(mod, w).shape
+        cols = torch.ones(shape[1], dtype=torch.bool)
+        cols[r.col_offset:r.col_offset + r.span] = spread(plan.live[r.group], r.factor, r.tiles)
+        restrict(pname, rows_first(mod, cols.view(1, -1, *([1] * (w.dim() - 2))).expand(shape)))
     return out
 
 
@@ -148,10 +167,9 @@ def _along(mask, shape, axis):
 
 
 def prunable_modules(model: nn.Module) -> list:
-    from sparsepai.pruning.base import PRUNABLE_TYPES
+    from sparsepai.pruning.base import is_prunable_module
 
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, PRUNABLE_TYPES) and getattr(m, "weight", None) is not None]
+    return [(n, m) for n, m in model.named_modules() if is_prunable_module(m)]
 
 
 def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
@@ -164,20 +182,22 @@ def kept_weights(model: nn.Module, graph: ChannelGraph, counts: dict) -> int:
     for g in graph.groups.values():
         for mem in g.members:
             if mem.kind == "depthwise":
-                depthwise.setdefault(mem.module, []).append((g.id, mem.length, mem.expand))
+                depthwise.setdefault(mem.module, []).append(
+                    (g.id, mem.length, mem.expand * mem.tiles))
     total = 0
     for name, mod in prunable_modules(model):
-        w = mod.weight
+        w = rows_first(mod, mod.weight)
         per = w[0, 0].numel() if w.dim() > 2 else 1
         if name in depthwise:
             total += per * sum(counts.get(gid, size) * e for gid, size, e in depthwise[name])
             continue
         gid = graph.producer_group.get(name)
-        rows = counts.get(gid, graph.groups[gid].size) * graph.groups[gid].rows(name) \
+        grp = graph.groups.get(gid)
+        rows = counts.get(gid, grp.size) * grp.width(name) // grp.size \
             if gid is not None else w.shape[0]
         cols = w.shape[1]
         for r in reads.get(name, ()):
-            cols -= (r.length - counts.get(r.group, r.length)) * r.factor
+            cols -= (r.length - counts.get(r.group, r.length)) * r.factor * r.tiles
         total += rows * cols * per
     return total
 
@@ -225,12 +245,13 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     work = private_copy(model, names)
     with torch.enable_grad():
         sal = m.saliency(work, names, data, loss_fn, cfg)
-    per = {n: _row_sum(sal[n].detach()) for n in names}
+    mods = dict(model.named_modules())
+    per = {n: _row_sum(rows_first(mods[n[:-7]], sal[n].detach())) for n in names}
     out = {}
     for g in groups:
         # dL/dc for one mask entry per channel shared by every producer of the group is the sum
         # of the signed saliencies over the channel's weights; the magnitude is taken after it
-        s = sum(per[f"{p}.weight"].float().cpu().view(g.size, -1).sum(1) for p in g.producers)
+        s = sum(g.fold(p, per[f"{p}.weight"].float().cpu()) for p in g.producers)
         out[g.id] = s.abs() if m.absolute else s
     if cost_weighting:
         cost = channel_costs(model, graph, data)
@@ -260,17 +281,19 @@ def channel_costs(model, graph, data) -> dict:
     for g in graph.prunable_groups():
         c = 0.0
         for p in g.producers:
-            w = mods[p].weight
-            c += w[0].numel() * spatial.get(p, 1) * g.rows(p)
+            if p not in mods:
+                continue  # an embedding (norm_streams): no multiply-adds
+            w = rows_first(mods[p], mods[p].weight)
+            c += w[0].numel() * spatial.get(p, 1) * g.width(p) // g.size
         for mem in g.members:
             if mem.kind == "depthwise":
                 c += mods[mem.module].weight[0].numel() * spatial.get(mem.module, 1)
         cost[g.id] = c
     for r in graph.reads:
         if r.group in cost:
-            w = mods[r.module].weight
+            w = rows_first(mods[r.module], mods[r.module].weight)
             per_col = (w[0, 0].numel() if w.dim() > 2 else 1) * w.shape[0]
-            cost[r.group] += per_col * r.factor * spatial.get(r.module, 1)
+            cost[r.group] += per_col * r.factor * r.tiles * spatial.get(r.module, 1)
     return {gid: torch.full((graph.groups[gid].size,), c) for gid, c in cost.items()}
 
 
@@ -280,6 +303,10 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     options = dict(options)
     unit = options.pop("unit", "weights")
     scope = options.pop("scope", "global")
+    norm_streams = options.pop("norm_streams", False)
+    if not isinstance(norm_streams, bool):
+        raise TypeError(f"sp.prune(structured=True): norm_streams must be a bool, got "
+                        f"{type(norm_streams).__name__}")
     options.pop("prunable", None)
     if unit not in ("weights", "channels"):
         raise ValueError(f"unit must be 'weights' or 'channels', got {unit!r}")
@@ -292,11 +319,14 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     check_method(method)  # before asking for an example input
     from sparsepai.structured.capture import example_from
 
-    graph = analyse(model, example_from(options, data, "sp.prune(structured=True)"))
+    graph = analyse(model, example_from(options, data, "sp.prune(structured=True)"),
+                    norm_streams)
     if not graph.prunable_groups():
         raise ValueError("structured pruning: the model has no prunable channels (every "
                          "convolution/linear output reaches the model's output or an operation "
-                         "whose channels cannot be traced)")
+                         "whose channels cannot be traced)" + (
+                             "" if norm_streams else "; norm_streams=True also prunes channels "
+                             "under layer/group norms (slim then approximates the masked model)"))
     scores = group_scores(model, graph, method, data, loss_fn, options)
     return threshold_channels(model, graph, scores, sparsity, unit, scope)
 
@@ -341,7 +371,7 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="gl
     if scope == "layer":
         masks = [topk_mask([b], max(1, g.size - round(sparsity * g.size)), nan="low").masks[0]
                  for g, b in zip(groups, boosted)]
-        return {p: m.repeat_interleave(g.rows(p)) for g, m in zip(groups, masks)
+        return {p: g.spread(p, m) for g, m in zip(groups, masks)
                 for p in g.producers}
     if unit == "channels":
         t = max(len(groups), channels - round(sparsity * channels))
@@ -371,5 +401,5 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="gl
     out = {}
     for g, m in zip(groups, masks):
         for p in g.producers:
-            out[p] = m.repeat_interleave(g.rows(p))
+            out[p] = g.spread(p, m)
     return out

@@ -46,7 +46,9 @@ class Member:
     ``(full parameter or buffer name, axis)`` pairs to narrow, ``width`` the layer's channels.
     ``offset`` counts the layer's channels, ``length`` units of the group, each ``expand``
     consecutive channels of the layer (e.g. a norm after a grouped convolution whose groups are
-    the units).
+    the units), the whole repeated ``tiles`` times (a norm after a grouped convolution pruned
+    consistently within its groups: unit ``u`` is channel ``u`` of every group); see
+    :func:`spread`.
     """
 
     module: str
@@ -58,18 +60,31 @@ class Member:
     tensors: tuple = ()
     width: int = 0
     expand: int = 1
+    tiles: int = 1
+
+    @property
+    def span(self) -> int:
+        """The layer's channels this record covers."""
+        return self.length * self.expand * self.tiles
 
 
 @dataclasses.dataclass
 class Read:
     """Input channels ``[0, length)`` of ``group`` are read by ``module`` at input positions
-    ``col_offset + c * factor .. + factor`` (``factor`` > 1 after a flatten)."""
+    ``col_offset + c * factor .. + factor`` (``factor`` > 1 after a flatten), that block
+    repeated ``tiles`` times (see :func:`spread`)."""
 
     module: str
     group: int
     col_offset: int
     length: int
     factor: int
+    tiles: int = 1
+
+    @property
+    def span(self) -> int:
+        """The input columns this record covers."""
+        return self.length * self.factor * self.tiles
 
 
 @dataclasses.dataclass
@@ -77,7 +92,9 @@ class Group:
     """Coupled channels: one stream of ``size`` channels (units) written by every producer in
     ``producers`` (each writes all ``size`` of them). A producer in ``expand`` writes
     ``expand[p]`` consecutive output rows per unit (an attention unit: a key/value head with its
-    query heads, whose rows are kept or pruned together); the others one row per unit."""
+    query heads, whose rows are kept or pruned together); the others one row per unit. A
+    producer in ``tiles`` writes that block ``tiles[p]`` times over (a grouped convolution
+    pruned consistently within its groups: unit ``u`` is row ``u`` of every group)."""
 
     id: int
     size: int
@@ -85,22 +102,49 @@ class Group:
     members: list
     prunable: bool
     expand: dict = dataclasses.field(default_factory=dict)
+    tiles: dict = dataclasses.field(default_factory=dict)
 
     def rows(self, producer: str) -> int:
-        """Output rows of ``producer`` per unit of the group."""
+        """Output rows of ``producer`` per unit of the group (in each tile)."""
         return self.expand.get(producer, 1)
+
+    def width(self, producer: str) -> int:
+        """Output rows of ``producer``."""
+        return self.size * self.rows(producer) * self.tiles.get(producer, 1)
+
+    def spread(self, producer: str, units):
+        """A per-unit vector of the group as one entry per output row of ``producer``."""
+        return spread(units, self.rows(producer), self.tiles.get(producer, 1))
+
+    def fold(self, producer: str, rows):
+        """Per-row values of ``producer`` summed into one per unit (the inverse of
+        :meth:`spread` for sums)."""
+        return rows.reshape(self.tiles.get(producer, 1), self.size, -1).sum((0, 2))
+
+
+def spread(units, expand: int = 1, tiles: int = 1):
+    """Unit ``u`` of a vector over a group's units as entries ``u * expand .. + expand`` of a
+    block, the block repeated ``tiles`` times: entry ``i`` belongs to unit
+    ``(i // expand) % len(units)``."""
+    out = units.repeat_interleave(expand) if expand != 1 else units
+    return out.repeat(tiles) if tiles != 1 else out
 
 
 @dataclasses.dataclass
 class ChannelGraph:
     """The analysis of one model: groups (by id), reads of each consumer, producer table.
 
-    ``method`` says which builder made it (``"export"`` or ``"fx"``)."""
+    ``method`` says which builder made it (``"export"`` or ``"fx"``). ``sizes``: ``(module,
+    attribute, group id)`` for integer attributes that the forward reads as a number of the
+    group's channels (e.g. GPT-2's ``split_size``, the width of each of the query, key and
+    value parts of its fused projection): slim scales them with the kept units."""
 
     groups: dict
     reads: list
     producer_group: dict  # producer module name -> group id
     method: str = "export"
+    sizes: list = dataclasses.field(default_factory=list)
+    norm_streams: bool = False  # built with the norm_streams approximation (see analyse)
 
     def prunable_groups(self) -> list:
         return [g for g in self.groups.values() if g.prunable and g.producers]
@@ -117,6 +161,7 @@ class Builder:
         self.producer_space: dict[str, int] = {}
         self.members: list = []  # (module, kind, segs, tensors, width)
         self.reads: list = []  # (module, segs, n_in)
+        self.sizes: list = []  # (module, attribute, space)
 
     def new_space(self, n: int) -> int:
         self.parent.append(len(self.parent))
@@ -147,23 +192,37 @@ class Builder:
         return self.scale[s] if self.find(s) != s else 1
 
     def link(self, a: int, b: int, e: int = 1) -> None:
-        """Channel ``c`` of space ``a`` shares its fate with channel ``c // e`` of ``b``
-        (``e == 1``: an elementwise coupling)."""
+        """Channel ``c`` of space ``a`` shares its fate with channel ``(c // e) % len(b)`` of
+        ``b`` (``e == 1`` and equal lengths: an elementwise coupling; ``len(a) == e * len(b)``:
+        ``e`` consecutive channels of ``a`` per channel of ``b``; ``len(a) > e * len(b)``: that
+        pattern repeated, as channel ``c`` of every group of a grouped convolution).
+
+        Every space maps to its root as ``(c // ratio) % len(root)``; two such maps compose
+        into one of the same form, so a link joins the coarser root under the finer one with
+        the ratio between them, or, where no such ratio exists, makes both dead."""
         ra, rb = self.find(a), self.find(b)
-        ka, kb = self.ratio(a), self.ratio(b)
-        if e == 1 and kb % ka and ka % kb == 0:  # b's root is the finer: link it into a's
-            ra, rb, ka, kb = rb, ra, kb, ka
+        ka, kb = self.ratio(a), e * self.ratio(b)  # channel c of a -> c // k % len(root)
         if ra == rb:
-            if ka != e * kb:
+            if ka != kb:
                 self.dead.update((ra, rb))
             return
-        if (e * kb) % ka:
+        la, lb = self.length[ra], self.length[rb]
+        if kb % ka == 0 and la % (kb // ka * lb) == 0:
+            self.parent[ra], self.scale[ra] = rb, kb // ka
+        elif ka % kb == 0 and lb % (ka // kb * la) == 0:
+            self.parent[rb], self.scale[rb] = ra, ka // kb
+            ra, rb = rb, ra
+        else:
             self.dead.update((ra, rb))  # not a whole number of channels per unit
             return
-        self.parent[ra] = rb
-        self.scale[ra] = e * kb // ka
         if ra in self.dead:
             self.dead.add(rb)
+
+    def place(self, s: int) -> tuple:
+        """``(root, ratio, tiles)`` of space ``s``: channel ``c`` is unit
+        ``(c // ratio) % len(root)``, the pattern repeated ``tiles`` times."""
+        r, k = self.find(s), self.ratio(s)
+        return r, k, self.length[s] // (k * self.length[r])
 
     def union(self, a: int, b: int) -> None:
         self.link(a, b, 1)
@@ -201,10 +260,12 @@ class Builder:
             return groups.setdefault(r, Group(r, self.length[r], [], [], r not in self.dead))
 
         for name, sp in self.producer_space.items():
-            r = self.find(sp)
+            r, k, t = self.place(sp)
             group(r).producers.append(name)
-            if self.ratio(sp) != 1:
-                group(r).expand[name] = self.ratio(sp)
+            if k != 1:
+                group(r).expand[name] = k
+            if t != 1:
+                group(r).tiles[name] = t
             producer_group[name] = r
         done = set()
         for rec in self.members:
@@ -214,9 +275,9 @@ class Builder:
             done.add(_key(rec))
             off = 0
             for s in segs:
-                r, k = self.find(s.space), self.ratio(s.space)
-                group(r).members.append(Member(name, kind, r, off, s.length // k, s.origin,
-                                               tuple(tensors), width, k))
+                r, k, t = self.place(s.space)
+                group(r).members.append(Member(name, kind, r, off, self.length[r], s.origin,
+                                               tuple(tensors), width, k, t))
                 off += s.length
         reads = []
         done = set()
@@ -227,13 +288,14 @@ class Builder:
             factor = n_in // sum(s.length for s in segs)
             off = 0
             for s in segs:
-                r, k = self.find(s.space), self.ratio(s.space)
+                r, k, t = self.place(s.space)
                 group(r)
-                reads.append(Read(name, r, off * factor, s.length // k, factor * k))
+                reads.append(Read(name, r, off * factor, self.length[r], factor * k, t))
                 off += s.length
         for g in groups.values():  # a group read or normed but never written is not ours
             g.prunable = g.prunable and bool(g.producers)
-        return ChannelGraph(groups, reads, producer_group, method)
+        sizes = sorted({(m, a, self.find(sp)) for m, a, sp in self.sizes})
+        return ChannelGraph(groups, reads, producer_group, method, sizes)
 
 
 def _key(rec):
@@ -256,7 +318,8 @@ def fingerprint(model: nn.Module) -> tuple:
     return (type(model).__qualname__, mods, tensors)
 
 
-def analyse(model: nn.Module, example_inputs=None) -> ChannelGraph:
+def analyse(model: nn.Module, example_inputs=None, norm_streams: bool | None = None
+            ) -> ChannelGraph:
     """The channel groups of ``model``.
 
     Args:
@@ -265,23 +328,38 @@ def analyse(model: nn.Module, example_inputs=None) -> ChannelGraph:
             arguments or a dict of keyword arguments. Without one, the graph last built for this
             architecture is reused, or else a ``torch.fx`` trace over known module types is
             tried.
+        norm_streams: also prune the channels whose only obstacle is a layer norm over them
+            (a transformer's or ConvNeXt's hidden size) or a group norm (the same channels of
+            every group), and the embeddings that write them. The norm's statistics then run
+            over the kept channels only, so the slim model is *not* the masked dense model:
+            an approximation, opt-in. None (default): False when building, and whichever the
+            reused graph was built with.
 
     Returns:
         A :class:`ChannelGraph`.
 
     Raises:
         TraceError: naming the module that could not be captured, and what to pass.
+        ValueError: ``norm_streams`` differs from the reused graph's and no input is given.
     """
     key = fingerprint(model)
     if example_inputs is None:
         if key in _CACHE:
-            return _CACHE[key]
+            graph = _CACHE[key]
+            if norm_streams is not None and graph.norm_streams != bool(norm_streams):
+                raise ValueError(f"the channel graph kept for this model was built with "
+                                 f"norm_streams={graph.norm_streams}; pass example_inputs= to "
+                                 f"build one with norm_streams={bool(norm_streams)}")
+            return graph
+        if norm_streams:
+            raise ValueError("norm_streams=True needs the operator-level graph: pass "
+                             "example_inputs=")
         from sparsepai.structured.fxgraph import analyse_fx
 
         return analyse_fx(model)
     from sparsepai.structured.opgraph import analyse_export
 
-    graph = analyse_export(model, example_inputs)
+    graph = analyse_export(model, example_inputs, bool(norm_streams))
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = graph

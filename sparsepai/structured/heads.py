@@ -47,6 +47,32 @@ def reshape_heads(ins, x, outs):
     return None
 
 
+def fused_split(walker, ins, x, outs):
+    """A fused projection's reshape ``(..., 3*H*D) -> (..., 3, H, D)`` (timm's ``qkv``): the
+    leading dim tiles the channels (query, key, value), each part ``H`` heads of ``D``. Only
+    when an ancestor of the producer holds ``H`` in a head-count attribute (which slim
+    updates); None otherwise."""
+    from sparsepai.structured.slim import HEAD_ATTRS
+
+    if ins is None or outs is None or x.hd is not None or x.pend is not None or \
+            x.tdim is not None or x.factor != 1 or len(x.segs) != 1 or not x.segs[0].origin:
+        return None
+    d = x.dim
+    pre = math.prod(ins[:d])
+    e = next((i for i in range(len(outs)) if math.prod(outs[:i]) == pre and outs[i] != 1), None)
+    if e is None or e + 2 >= len(outs) or math.prod(outs[e:e + 3]) != ins[d] or \
+            tuple(outs[e + 3:]) != tuple(ins[d + 1:]) or min(outs[e:e + 3]) < 2:
+        return None
+    t, h, hd = outs[e:e + 3]
+    parts = x.segs[0].origin.split(".")
+    owners = (walker.mods.get(".".join(parts[:i])) for i in range(len(parts) - 1, -1, -1))
+    if not any(getattr(m, a, None) == h for m in owners for a in HEAD_ATTRS):
+        return None
+    part = walker.b.new_space(h * hd)
+    walker.b.link(x.segs[0].space, part)
+    return x.but(segs=[Seg(part, h * hd, x.segs[0].origin)], dim=e + 1, hd=e + 2, tdim=e)
+
+
 def attention(walker, node):
     """``scaled_dot_product_attention(q, k, v, ...)`` on split heads: one unit per key/value
     head, linking the query, key and value spaces to it (a query space writes ``r * D`` rows
@@ -59,8 +85,11 @@ def attention(walker, node):
     mask = walker.get(a.get("attn_mask"))
     shapes = [_shape(a[n]) for n in ("query", "key", "value")]
     infos = (q, k, v)
+    mshape = _shape(a.get("attn_mask")) or ()
+    # a mask or bias per head (Swin's relative positions) would need narrowing with the heads
     ok = all(isinstance(t, _Info) and t.hd is not None and t.pend is None and len(t.segs) == 1
-             and t.factor == 1 for t in infos) and not isinstance(mask, _Info) and not v.dirty
+             and t.factor == 1 for t in infos) and not isinstance(mask, _Info) and \
+        not v.dirty and (len(mshape) < 3 or mshape[-3] == 1)
     if ok:
         R = len(shapes[0])
         ok = all(t.dim == R - 3 and t.hd == R - 1 for t in infos) and q.rep == 1 and \

@@ -8,8 +8,10 @@ tuple of these (an op with several outputs), or None (anything else: the model's
 embeddings, tensors the walk does not follow). An :class:`_Info` is *dirty* when a pruned
 channel may hold a non-zero value there (after ``sigmoid``, ``+ 3``, a softmax over space):
 only a product with a clean tensor of the same channels (a gate) makes it clean again; a dirty
-tensor reaching anything else kills its channels. The rules per op are in :data:`RULES`; an op
-without a rule kills every channel it touches, so the model is never silently wrong.
+tensor reaching anything else kills its channels. The rules per op are in :data:`RULES` (layers
+in :mod:`~sparsepai.structured.oplayers`, shapes in :mod:`~sparsepai.structured.opshape`,
+attention in :mod:`~sparsepai.structured.heads`, elementwise ops here); an op without a rule
+kills every channel it touches, so the model is never silently wrong.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ _DIRTY = {"sigmoid", "hardsigmoid", "exp", "cos", "softplus", "erfc"}
 _REDUCE = {"mean", "sum", "amax", "amin", "max", "min", "var", "std", "norm",
            "linalg_vector_norm", "nansum"}
 _VIEW = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze"}
+# the ops a tensor with a tiling dimension (_Info.tdim) may meet
+_TILE_OK = {"permute", "transpose", "unbind", "select", "clone", "contiguous", "alias",
+            "detach"}
 _SHAPE_ONLY = {"sym_size", "sym_numel", "sym_stride", "sym_storage_offset", "size", "dim",
                "_assert_tensor_metadata", "_assert_scalar", "_assert_async", "empty_like",
                "zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_empty",
@@ -51,13 +56,15 @@ class _Info:
     """Channels along ``dim``; after an attention head split (``(B, T, H*D) -> (B, H, T, D)``)
     ``dim`` holds the heads and ``hd`` the features of a head. ``rep``: each head repeated
     that many times along ``dim`` (grouped-query attention's ``repeat_kv``); ``pend``: a dim
-    that an expand made to repeat the heads, not yet merged into ``dim``."""
+    that an expand made to repeat the heads, not yet merged into ``dim``; ``tdim``: a dim
+    that tiles the channels (the query/key/value of a fused projection, ``(B, T, 3, H, D)``),
+    which only a permute, an unbind or a select may meet."""
 
-    __slots__ = ("segs", "dim", "factor", "dirty", "hd", "rep", "pend")
+    __slots__ = ("segs", "dim", "factor", "dirty", "hd", "rep", "pend", "tdim")
 
-    def __init__(self, segs, dim, factor=1, dirty=False, hd=None, rep=1, pend=None):
+    def __init__(self, segs, dim, factor=1, dirty=False, hd=None, rep=1, pend=None, tdim=None):
         self.segs, self.dim, self.factor, self.dirty = tuple(segs), dim, factor, dirty
-        self.hd, self.rep, self.pend = hd, rep, pend
+        self.hd, self.rep, self.pend, self.tdim = hd, rep, pend, tdim
 
     @property
     def length(self):
@@ -98,30 +105,51 @@ def _bind(node) -> dict:
     return out
 
 
+def _divisor_only(node) -> bool:
+    """Whether ``node`` (plus constants added to it) is only ever a divisor."""
+    for u in node.users:
+        name = getattr(u.target, "__name__", "")
+        if name.startswith("add") and len(u.args) == 2 and u.args[0] is node and \
+                not isinstance(u.args[1], torch.fx.Node):
+            if not _divisor_only(u):
+                return False
+        elif not (name.startswith("div") and len(u.args) == 2 and u.args[1] is node
+                  and u.args[0] is not node):
+            return False
+    return True
+
+
 def _norm_dim(d, rank):
     return d + rank if d < 0 else d
 
 
-def analyse_export(model: nn.Module, example_inputs) -> ChannelGraph:
+def analyse_export(model: nn.Module, example_inputs, norm_streams: bool = False) -> ChannelGraph:
     """Capture ``model`` on ``example_inputs`` with ``torch.export`` and find its channel groups.
+
+    ``norm_streams``: also prune channels whose only obstacle is a layer or group norm over
+    them (see :func:`~sparsepai.structured.graph.analyse`).
 
     Raises:
         TraceError: naming the module export could not capture.
     """
     ep = capture(model, example_inputs)
-    return _Walker(model, ep).run()
+    graph = _Walker(model, ep, norm_streams).run()
+    graph.norm_streams = bool(norm_streams)  # the builder does not know the option
+    return graph
 
 
 class _Walker:
-    def __init__(self, model, ep):
-        from sparsepai.pruning.base import PRUNABLE_TYPES
-
+    def __init__(self, model, ep, norm_streams=False):
         self.b = Builder()
+        self.norm_streams = bool(norm_streams)
         self.ep = ep
         self.mods = dict(model.named_modules())
         self.tensors = dict(model.state_dict(keep_vars=True))
         self.tensors.update(dict(model.named_parameters()))
-        self.prunable = PRUNABLE_TYPES
+        shared: dict = {}  # a tied parameter has one name per module that holds it
+        for n, p in model.named_parameters(remove_duplicate=False):
+            shared.setdefault(id(p), []).append(n)
+        self.aliases = {n: names for names in shared.values() for n in names}
         sig = ep.graph_signature
         self.names = {k: v[len(PREFIX):] for k, v in {**sig.inputs_to_parameters,
                                                       **sig.inputs_to_buffers}.items()}
@@ -144,6 +172,32 @@ class _Walker:
 
     def owner(self, pname):
         return pname.rsplit(".", 1)[0] if "." in pname else ""
+
+    def param_axis(self, a, dim, rank, length):
+        """``(name, axis)`` when node ``a`` is a parameter, or an expand of one, whose axis
+        ``axis`` lies along dimension ``dim`` (of ``length`` channels) of a rank-``rank``
+        result (a position embedding added, a class token concatenated); else None."""
+        while isinstance(a, torch.fx.Node) and a.op == "call_function" and \
+                getattr(a.target, "__name__", "").startswith("expand"):
+            a = a.args[0]
+        if not (isinstance(a, torch.fx.Node) and a.op == "placeholder"):
+            return None
+        v = self.get(a)
+        if not isinstance(v, _Param):
+            return None
+        t = self.tensors[v.name]
+        axis = dim - (rank - t.dim())
+        return (v.name, axis) if 0 <= axis < t.dim() and t.shape[axis] == length else None
+
+    def layer_weight(self, a, accept):
+        """The name of node ``a``'s parameter as the ``weight`` of a module ``accept`` takes
+        (a tied parameter, e.g. a language model head's and its embedding's, has several);
+        None if it is none."""
+        v = self.get(a)
+        if not isinstance(v, _Param):
+            return None
+        return next((n for n in self.aliases.get(v.name, [v.name])
+                     if n.endswith(".weight") and accept(self.mods.get(self.owner(n)))), None)
 
     def param(self, a):
         v = self.get(a)
@@ -175,6 +229,10 @@ class _Walker:
         return self.b.finish("export")
 
     def op(self, node, name):
+        if name not in _TILE_OK and any(isinstance(self.get(a), _Info) and
+                                        self.get(a).tdim is not None for a in _flat(node.args)):
+            self.kill_args(node)
+            return None
         rule = RULES.get(name)
         if rule is not None:
             return rule(self, node, name)
@@ -198,80 +256,11 @@ class _Walker:
         return None
 
     # -- rules -------------------------------------------------------------------------------
-    def linear(self, node, name):
-        a = _bind(node)
-        x, w = self.get(a["input"]), self.param(a["weight"])
-        shape = _shape(node)
-        if w is None or not self._is_layer(w):
-            self.kill_args(node)
-            return None
-        n_out, n_in = self.tensors[w].shape[:2]
-        if isinstance(x, _Info):
-            if x.dim == len(_shape(a["input"])) - 1 and not x.dirty and x.hd is None and \
-                    x.length * x.factor == n_in:
-                self.b.reads.append((self.owner(w), x.segs, n_in))
-            else:
-                self.kill(x)
-        mod = self.owner(w)
-        return _Info([Seg(self.b.producer(mod, n_out), n_out, mod)], len(shape) - 1)
-
-    def conv(self, node, name):
-        a = _bind(node)
-        x, w = self.get(a["input"]), self.param(a["weight"])
-        if w is None or not self._is_layer(w) or a.get("transposed"):
-            self.kill_args(node)
-            return None
-        groups = a.get("groups") or 1
-        weight = self.tensors[w]
-        n_out, n_in = weight.shape[0], weight.shape[1] * groups
-        ok = isinstance(x, _Info) and x.dim == 1 and x.factor == 1 and not x.dirty and \
-            x.hd is None and x.length == n_in
-        mod = self.owner(w)
-        if groups == 1:
-            if ok:
-                self.b.reads.append((mod, x.segs, n_in))
-            else:
-                self.kill(x)
-            return _Info([Seg(self.b.producer(mod, n_out), n_out, mod)], 1)
-        if ok and groups == n_in == n_out:  # depthwise: each channel keeps its own filter
-            tensors = [(w, 0)] + ([(self.param(a["bias"]), 0)] if self.param(a["bias"]) else [])
-            self.b.members.append((mod, "depthwise", x.segs, tensors, n_out))
-            return x
-        if ok and len(x.segs) == 1:
-            # grouped: the units are the groups, each a block of input and of output channels
-            unit = self.b.new_space(groups)
-            self.b.link(x.segs[0].space, unit, n_in // groups)
-            out = self.b.producer(mod, n_out)
-            self.b.link(out, unit, n_out // groups)
-            return _Info([Seg(out, n_out, mod)], 1)
-        self.kill(x)
-        return None
-
-    def norm(self, node, name):
-        a = _bind(node)
-        x = self.get(a["input"])
-        w, b = self.param(a.get("weight")), self.param(a.get("bias"))
-        stats = [self.param(a.get(k)) for k in ("running_mean", "running_var")]
-        if name == "group_norm" and a.get("num_groups") != (x.length if isinstance(x, _Info)
-                                                           else None):
-            w = None  # groups of several channels mix them
-            stats = [True]
-        ok = isinstance(x, _Info) and x.dim == 1 and x.factor == 1 and not x.dirty and \
-            x.hd is None
-        if not ok or (w is None and any(stats)):
-            # without affine parameters a zero channel normalised with running statistics
-            # is not zero
-            self.kill_args(node)
-            return None
-        if w is not None:
-            tensors = [(t, 0) for t in (w, b, *stats) if t]
-            self.b.members.append((self.owner(w), "norm", x.segs, tensors, x.length))
-        val = node.meta.get("val")
-        return (x,) + (None,) * (len(val) - 1) if isinstance(val, (tuple, list)) else x
-
-    def binary(self, node, name):
-        ops = [a for a in node.args[:2]]
-        infos = [self.get(a) for a in ops]
+    def binary(self, node, name, ops=None, infos=None):
+        """``ops``/``infos``: the operands and their values when not the node's first two
+        arguments (an operand may be ``node`` itself, standing for a part already computed)."""
+        ops = list(node.args[:2]) if ops is None else ops
+        infos = [self.get(a) for a in ops] if infos is None else infos
         out_shape = _shape(node)
         if out_shape is None:
             self.kill_args(node)
@@ -306,6 +295,9 @@ class _Walker:
                 t = self.tensors[infos[i].name]
                 scales.append((infos[i].name, max(range(t.dim()), key=lambda k: t.shape[k])))
                 other_zero.append(True)  # masked with its channels
+            elif fac == 1 and first.hd is None and self.param_axis(a, od, R, first.length):
+                scales.append(self.param_axis(a, od, R, first.length))  # e.g. positions
+                other_zero.append(True)
             else:
                 self.kill_args(node)
                 return None
@@ -329,6 +321,12 @@ class _Walker:
         for t in scales:
             self.b.members.append((self.owner(t[0]), "scale", segs, [t], first.length))
         return first.but(segs=segs, dim=od, dirty=not clean)
+
+    def addcmul(self, node, name):
+        """``self + value * tensor1 * tensor2`` (GRN's ``bias + weight * (x * nx)``)."""
+        a = _bind(node)
+        prod = self.binary(node, "mul", [a["tensor1"], a["tensor2"]])
+        return self.binary(node, "add", [a["self"], node], [self.get(a["self"]), prod])
 
     def clamp(self, node, name):
         a = _bind(node)
@@ -365,30 +363,28 @@ class _Walker:
             return None
         R = len(_shape(node.args[0]))
         dims = [_norm_dim(d, R) for d in ([dims] if isinstance(dims, int) else dims)]
+        if dims and x.dim in dims and self.norm_streams and name == "mean" and \
+                a.get("keepdim") and not x.dirty and _divisor_only(node):
+            return None  # a normalising statistic (GRN's mean response): norm_streams
         if not dims or x.dim in dims:
             self.kill_args(node)
             return None
         out = x if a.get("keepdim") else x.but(dim=x.dim - sum(d < x.dim for d in dims))
         return (out, None) if isinstance(node.meta.get("val"), (tuple, list)) else out
 
-    def embedding(self, node, name):
-        return None  # the residual stream an embedding writes is never pruned: unknown
-
-    def _is_layer(self, pname):
-        return pname.endswith(".weight") and isinstance(self.mods.get(self.owner(pname)),
-                                                        self.prunable)
 
 
-
-from sparsepai.structured import opshape  # noqa: E402  (its rules use the types above)
+from sparsepai.structured import oplayers, opshape  # noqa: E402  (rules use the types above)
 
 RULES = {
-    "linear": _Walker.linear,
-    **{k: _Walker.conv for k in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution")},
-    **{k: _Walker.norm for k in ("batch_norm", "native_batch_norm", "_native_batch_norm_legit",
+    "linear": oplayers.linear,
+    "addmm": oplayers.addmm,
+    **{k: oplayers.conv for k in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution")},
+    **{k: oplayers.norm for k in ("batch_norm", "native_batch_norm", "_native_batch_norm_legit",
                                  "_native_batch_norm_legit_no_training", "instance_norm",
                                  "group_norm")},
     **{k: _Walker.binary for k in ("add", "sub", "rsub", "mul", "div", "maximum", "minimum")},
+    "addcmul": _Walker.addcmul,
     **{k: _Walker.clamp for k in ("clamp", "clamp_min", "clamp_max", "hardtanh")},
     "pow": _Walker.pow,
     **{k: _Walker.softmax for k in ("softmax", "_softmax", "log_softmax", "_log_softmax")},
@@ -400,7 +396,8 @@ RULES = {
     **{k: opshape.cat for k in ("cat", "stack")},
     **{k: opshape.split for k in ("split", "split_with_sizes", "chunk", "unbind",
                                   "tensor_split")},
-    "embedding": _Walker.embedding,
+    "embedding": oplayers.embedding,
+    **{k: oplayers.layer_norm for k in ("layer_norm", "native_layer_norm")},
 }
 
 

@@ -20,9 +20,9 @@ def view(w, node, name=None):
     ins, outs = _shape(node.args[0]), _shape(node)
     out = _reshape(ins, x, outs) if x.hd is None and x.pend is None else None
     if out is None:
-        from sparsepai.structured.heads import reshape_heads
+        from sparsepai.structured.heads import fused_split, reshape_heads
 
-        out = reshape_heads(ins, x, outs)
+        out = reshape_heads(ins, x, outs) or fused_split(w, ins, x, outs)
     if out is None:
         w.kill(x)
     return out
@@ -44,7 +44,7 @@ def permute(w, node, name):
         order = list(range(R))
         order[d0], order[d1] = order[d1], order[d0]
     where = (lambda d: None if d is None else order.index(d))
-    return x.but(dim=order.index(x.dim), hd=where(x.hd), pend=where(x.pend))
+    return x.but(dim=order.index(x.dim), hd=where(x.hd), pend=where(x.pend), tdim=where(x.tdim))
 
 
 def expand(w, node, name):
@@ -81,11 +81,12 @@ def index_like(w, node, name):
             w.kill(x)
             return None
         return x
-    if x.pend is not None or (name == "select" and d == x.hd):
+    if x.pend is not None or (name == "select" and d == x.hd) or \
+            (x.tdim is not None and (name != "select" or d != x.tdim)):
         w.kill(x)
         return None
     if name == "select":
-        return x.but(dim=x.dim - (d < x.dim), hd=None if x.hd is None else x.hd - (d < x.hd))
+        return _drop_dim(x, d)
     return x
 
 
@@ -108,9 +109,22 @@ def pad(w, node, name):
 
 def cat(w, node, name):
     # legacy empty 1-d parts (e.g. an empty key/value cache) are skipped by cat
-    parts = [w.get(t) for t in node.args[0] if _shape(t) != (0,)]
+    nodes = [t for t in node.args[0] if _shape(t) != (0,)]
+    parts = [w.get(t) for t in nodes]
     R = len(_shape(node))
     dim = _norm_dim(node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0), R)
+    infos = [p for p in parts if isinstance(p, _Info)]
+    if name == "cat" and infos and len(infos) < len(parts) and infos[0].dim != dim and \
+            infos[0].factor == 1 and infos[0].hd is None:
+        # parameters joined along another dimension (a class token before the patches):
+        # narrowed with the channels, as per-channel parameters are
+        axes = [w.param_axis(t, infos[0].dim, R, infos[0].length)
+                for t, p in zip(nodes, parts) if not isinstance(p, _Info)]
+        if all(axes):
+            for pname, axis in axes:
+                w.b.members.append((w.owner(pname), "scale", infos[0].segs, [(pname, axis)],
+                                    infos[0].length))
+            parts = infos
     if len(parts) == 1 and name == "cat":
         return parts[0]
     if name == "cat" and all(isinstance(p, _Info) and p.hd is None for p in parts) and \
@@ -139,13 +153,57 @@ def split(w, node, name):
         return (None,) * n
     a = _bind(node)
     d = _norm_dim(a.get("dim") or 0, len(_shape(node.args[0])))
-    if d == x.dim or x.pend is not None or (name == "unbind" and d == x.hd):
-        # the split sizes are Python numbers in the forward: they cannot shrink
+    if d == x.dim and name != "unbind":
+        parts = _channel_split(w, x, [int(v.shape[d]) for v in val])
+        if parts is None:
+            w.kill(x)
+            return (None,) * n
+        return (parts,) * n
+    if d == x.dim or x.pend is not None or (name == "unbind" and d == x.hd) or \
+            (x.tdim is not None and (name != "unbind" or d != x.tdim)):
         w.kill(x)
         return (None,) * n
     if name == "unbind":
-        x = x.but(dim=x.dim - (d < x.dim), hd=None if x.hd is None else x.hd - (d < x.hd))
+        x = _drop_dim(x, d)
     return (x,) * n
+
+
+def _drop_dim(x, d):
+    """``x`` after dimension ``d`` (not its channels' or heads' dim) is indexed away; a
+    tiling dimension goes with it (each part holds every channel once)."""
+    less = (lambda k: None if k is None or k == d else k - (d < k))
+    return x.but(dim=less(x.dim), hd=less(x.hd), tdim=less(x.tdim))
+
+
+# attributes that hold the width of each part of a fused projection split in the forward
+SPLIT_ATTRS = ("split_size",)
+
+
+def _channel_split(w, x, sizes):
+    """A split of one producer's channels into equal parts (GPT-2's fused query/key/value
+    projection): channel ``c`` of every part shares its fate (one new space, which the
+    producer's channels tile). The part size is a Python number in the forward: only a split
+    whose size an attribute of :data:`SPLIT_ATTRS` on an ancestor of the producer holds is
+    followed, and that attribute is recorded for slim to narrow. None otherwise."""
+    if len(x.segs) != 1 or x.factor != 1 or x.hd is not None or x.pend is not None or \
+            len(set(sizes)) != 1 or sum(sizes) != x.length or len(sizes) < 2:
+        return None
+    seg, size = x.segs[0], sizes[0]
+    found = None
+    parts = (seg.origin or "").split(".") if seg.origin else []
+    for i in range(len(parts) - 1, -1, -1):
+        owner = ".".join(parts[:i])
+        attr = next((a for a in SPLIT_ATTRS if getattr(w.mods.get(owner), a, None) == size),
+                    None)
+        if attr is not None:
+            found = (owner, attr)
+            break
+    if found is None:
+        return None
+    part = w.b.new_space(size)
+    w.b.link(seg.space, part)
+    w.b.sizes.append((*found, part))
+    return x.but(segs=[Seg(part, size, seg.origin)])
 
 
 def _reshape(ins, x, outs):

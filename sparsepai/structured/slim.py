@@ -3,7 +3,7 @@
 Every convolution, linear, norm and depthwise layer (and per-channel parameter) that a channel
 mask touches is narrowed in place on a deep copy, keeping its class (so subclasses such as
 same-padding convolutions or norm-activation layers keep their forward): grouped convolutions
-lose whole groups, attention projections whole heads (and the attention module's head counts
+lose the same channels in every group (or whole groups), attention projections whole heads (and the attention module's head counts
 are updated). A coupled residual stream keeps the channels
 any of its producers keeps; a producer that keeps fewer writes into the stream through a
 channel-sparse convolution (``sparsepai.ops.channel_sparse_conv2d``), and the norm after it
@@ -20,100 +20,17 @@ import copy
 import torch
 from torch import nn
 
-from sparsepai.structured.channels import resolve
-from sparsepai.structured.graph import analyse
+from sparsepai.structured.channels import resolve, rows_first, transposed
+from sparsepai.structured.graph import analyse, spread
+from sparsepai.structured.slim_layers import (
+    ChannelScatter,
+    ChannelSparseConv2d,
+    ChannelSparseLinear,
+    ChannelSubset,
+)
 
 SLIM_ATTR = "sparsepai_channel_masks"
 FORMAT = "sparsepai.slim/1"
-
-
-class ChannelSparseConv2d(nn.Module):
-    """A convolution that computes ``len(out_idx)`` output channels and writes them into
-    channels ``out_idx`` of an ``out_channels``-wide output (zeros elsewhere), reading input
-    channels ``in_idx``.
-
-    Shapes: input ``(N, C, H, W)``, output ``(N, out_channels, Ho, Wo)``.
-    """
-
-    def __init__(self, weight, bias, in_idx, out_idx, out_channels, stride, padding, dilation):
-        super().__init__()
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias) if bias is not None else None
-        self.register_buffer("in_idx", in_idx.clone())
-        self.register_buffer("out_idx", out_idx.clone())
-        self.out_channels = int(out_channels)
-        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
-
-    def forward(self, x):
-        from sparsepai.ops.channel_sparse import channel_sparse_conv2d
-
-        return channel_sparse_conv2d(x, self.weight, self.bias, self.in_idx, self.out_idx,
-                                     self.out_channels, self.stride, self.padding, self.dilation)
-
-    def extra_repr(self):
-        return (f"{self.weight.shape[1]} -> {self.weight.shape[0]} of {self.out_channels}, "
-                f"kernel={tuple(self.weight.shape[2:])}, stride={self.stride}")
-
-
-def _widen(y, dim, idx, width):
-    """``y`` placed at positions ``idx`` of dimension ``dim`` of a zero tensor ``width`` wide."""
-    shape = list(y.shape)
-    shape[dim] = width
-    return y.new_zeros(shape).index_copy(dim, idx, y)
-
-
-class ChannelScatter(nn.Module):
-    """Runs a narrow ``module`` and writes its output channels into channels ``idx`` of a
-    ``width``-channel output (zeros elsewhere): the generic form of a producer that computes only
-    part of a wider residual stream, for the layers ``ChannelSparseConv2d`` does not cover
-    (Conv1d/Conv3d, non-zero padding modes).
-
-    Shapes: output ``(N, width, ...)``.
-    """
-
-    def __init__(self, module, idx, width):
-        super().__init__()
-        self.module = module
-        self.register_buffer("idx", idx.clone())
-        self.width = int(width)
-
-    def forward(self, x):
-        return _widen(self.module(x), 1, self.idx, self.width)
-
-
-class ChannelSparseLinear(nn.Module):
-    """A linear layer computing ``len(out_idx)`` of ``out_features`` outputs (zeros elsewhere)."""
-
-    def __init__(self, weight, bias, out_idx, out_features):
-        super().__init__()
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias) if bias is not None else None
-        self.register_buffer("out_idx", out_idx.clone())
-        self.out_features = int(out_features)
-
-    def forward(self, x):
-        return _widen(nn.functional.linear(x, self.weight, self.bias), -1, self.out_idx,
-                      self.out_features)
-
-
-class ChannelSubset(nn.Module):
-    """Applies a channel-wise ``module`` (a batch norm or depthwise convolution over
-    ``len(idx)`` channels) to channels ``idx`` of a ``width``-channel input; the other channels
-    are zero. Used after a producer that writes only part of a wider residual stream, so that
-    the slim model has no parameters for the channels that producer does not compute (and trains
-    like the masked dense model, where those parameters stay zero).
-
-    Shapes: input ``(N, width, ...)``, output the same.
-    """
-
-    def __init__(self, module, idx, width):
-        super().__init__()
-        self.module = module
-        self.register_buffer("idx", idx.clone())
-        self.width = int(width)
-
-    def forward(self, x):
-        return _widen(self.module(x.index_select(1, self.idx)), 1, self.idx, self.width)
 
 
 def _idx(mask):
@@ -132,13 +49,12 @@ def round_masks(graph, plan, multiple: int) -> dict:
         for p in g.producers:
             if torch.equal(plan.own[p], live):
                 masks[p][extra] = True
-    return {n: m.repeat_interleave(graph.groups[graph.producer_group[n]].rows(n))
-            for n, m in masks.items()}
+    return {n: graph.groups[graph.producer_group[n]].spread(n, m) for n, m in masks.items()}
 
 
 @torch.no_grad()
 def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
-         example_inputs=None) -> nn.Module:
+         example_inputs=None, norm_streams: bool | None = None) -> nn.Module:
     """A physically smaller copy of ``model`` with the pruned channels removed.
 
     Args:
@@ -152,17 +68,21 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
         example_inputs: an input to capture the model on (a tensor, a tuple of positional
             arguments or a dict of keyword arguments); by default the graph ``sp.prune`` built
             for this architecture is reused (see :func:`~sparsepai.structured.graph.analyse`).
+        norm_streams: as ``sp.prune``'s option (None: as the reused graph was built). With
+            it, channels under a layer or group norm are removed and the norm normalises the
+            kept channels only: the slim model then approximates the masked dense model
+            instead of equalling it.
 
     Returns:
         A deep copy of ``model`` with smaller layers; ``result.sparsepai_channel_masks`` holds
         the masks it implements. In train and eval mode it computes what the masked dense model
-        computes (to float32 rounding).
+        computes (to float32 rounding), unless built with ``norm_streams``.
 
     Raises:
         ValueError/TypeError: masks that do not match the model, or that remove every channel of
             a layer; ``TraceError`` when the model cannot be captured.
     """
-    graph = analyse(model, example_inputs)
+    graph = analyse(model, example_inputs, norm_streams)
     plan = resolve(graph, dict(channel_masks), "slim")
     if round_to < 1:
         raise ValueError(f"slim: round_to must be >= 1, got {round_to}")
@@ -170,28 +90,27 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
         plan = resolve(graph, round_masks(graph, plan, round_to), "slim")
     new = copy.deepcopy(model)
     mods = dict(new.named_modules())
+    tied = _tied(new)
 
     # input columns of every layer that reads a group
     cols: dict = {}
     for r in graph.reads:
-        w = mods[r.module].weight
+        w = rows_first(mods[r.module], mods[r.module].weight)
         keep = cols.setdefault(r.module, torch.ones(w.shape[1], dtype=torch.bool))
-        per = plan.live[r.group].repeat_interleave(r.factor)
-        keep[r.col_offset:r.col_offset + r.length * r.factor] = per
+        keep[r.col_offset:r.col_offset + r.span] = spread(plan.live[r.group], r.factor, r.tiles)
     # channels of members (norms, depthwise layers, per-channel scales), with the ones whose
     # parameters are zeroed
     member_ch: dict = {}
     for g in graph.groups.values():
         for mem in g.members:
             ch, zero, _ = member_ch.setdefault((mem.module, mem.tensors), ([], [], mem))
-            keep = plan.live[g.id].repeat_interleave(mem.expand)
-            ch.append(torch.arange(mem.offset, mem.offset + mem.length * mem.expand)[keep])
-            zero.append(~plan.member_mask(mem).repeat_interleave(mem.expand)[keep])
+            keep = spread(plan.live[g.id], mem.expand, mem.tiles)
+            ch.append(torch.arange(mem.offset, mem.offset + mem.span)[keep])
+            zero.append(~spread(plan.member_mask(mem), mem.expand, mem.tiles)[keep])
 
     for name, gid in graph.producer_group.items():
         mod = mods[name]
-        e = graph.groups[gid].rows(name)
-        live = plan.live[gid].repeat_interleave(e)
+        live = graph.groups[gid].spread(name, plan.live[gid])
         own = plan.rows(name)
         in_cols = _idx(cols[name]) if name in cols else None
         if torch.equal(own, live):
@@ -203,6 +122,11 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
         order = torch.argsort(ch)  # members spanning several groups list them by offset
         _replace(new, name, _narrow_member(mods[name], mem, ch[order], zero[order]))
     _fewer_heads(new, graph, plan, mods)
+    for name, attr, gid in graph.sizes:  # channel counts the forward reads (split sizes)
+        g = graph.groups[gid]
+        mod = new.get_submodule(name)
+        setattr(mod, attr, getattr(mod, attr) * int(plan.live[gid].sum()) // g.size)
+    _retie(new, tied)
     setattr(new, SLIM_ATTR, {n: plan.rows(n) for n, m in plan.own.items()
                              if not bool(m.all()) or n in channel_masks})
     return new
@@ -210,7 +134,7 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
 
 # attributes attention modules keep of their head counts (and of heads * head size)
 HEAD_ATTRS = ("num_heads", "num_attention_heads", "num_key_value_heads", "num_kv_heads",
-              "n_heads", "n_kv_heads", "all_head_size")
+              "n_heads", "n_kv_heads", "all_head_size", "attn_dim")
 
 
 def _fewer_heads(root, graph, plan, mods):
@@ -236,6 +160,30 @@ def _fewer_heads(root, graph, plan, mods):
                         for a in attrs:
                             setattr(mod, a, getattr(mod, a) * kept // g.size)
                     break
+
+
+def _tied(root) -> list:
+    """``[(module name, attribute), ...]`` for every parameter that several modules share
+    (a language model head tied to its embedding)."""
+    where: dict = {}
+    for name, mod in root.named_modules(remove_duplicate=False):
+        for attr, p in mod._parameters.items():
+            if p is not None:
+                where.setdefault(id(p), set()).add((name, attr))
+    return [sorted(v) for v in where.values() if len(v) > 1]
+
+
+def _retie(root, tied) -> None:
+    """Share again the parameters that :func:`_tied` found shared, where narrowing gave each
+    user its own copy (the same rows and columns: the same values); a copy that differs stays
+    separate."""
+    for users in tied:
+        ps = [getattr(root.get_submodule(n), a, None) for n, a in users]
+        if any(p is None for p in ps):
+            continue  # a user was replaced (a partial-stream wrapper): left as narrowed
+        if all(p.shape == ps[0].shape and torch.equal(p, ps[0]) for p in ps[1:]):
+            for n, a in users[1:]:
+                setattr(root.get_submodule(n), a, ps[0])
 
 
 def _replace(root, name, module):
@@ -264,19 +212,38 @@ def _narrow(mod, rows, cols):
     """Narrow a convolution or linear layer in place to output channels ``rows`` and input
     channels ``cols`` (the module keeps its class, so subclasses such as same-padding
     convolutions keep their forward). Returns ``mod``."""
-    groups = getattr(mod, "groups", 1)
-    if groups > 1:  # a grouped convolution loses whole groups (rows per group stay)
-        mod.groups = groups * rows.numel() // mod.weight.shape[0]
+    if getattr(mod, "groups", 1) > 1:
+        mod.groups = _groups_kept(mod, rows)
+    alias = transposed(mod)  # before its weight changes shape
     with torch.no_grad():
-        _set(mod, "weight", _take(mod.weight.detach(), rows, cols))
-        if mod.bias is not None:
+        w = _take(rows_first(mod, mod.weight.detach()), rows, cols)
+        _set(mod, "weight", (w.t() if alias else w).contiguous())
+        if getattr(mod, "bias", None) is not None:
             _set(mod, "bias", mod.bias.detach().index_select(0, rows).clone())
-    n_out, n_in = mod.weight.shape[:2]
-    if isinstance(mod, nn.Linear):
+    n_out, n_in = w.shape[:2]
+    if isinstance(mod, nn.Embedding):
+        mod.embedding_dim = n_out
+    elif alias:
+        mod.nf = n_out
+    elif isinstance(mod, nn.Linear):
         mod.out_features, mod.in_features = n_out, n_in
     else:
         mod.out_channels, mod.in_channels = n_out, n_in * mod.groups
     return mod
+
+
+def _groups_kept(mod, rows):
+    """The ``groups`` of a grouped convolution narrowed to output channels ``rows``: whole
+    groups pruned (each kept group keeps every row) leave fewer groups; the same rows pruned
+    in every group (pruning within groups) leave all of them."""
+    per = mod.weight.shape[0] // mod.groups
+    counts = torch.bincount(rows // per, minlength=mod.groups)
+    if bool(((counts == 0) | (counts == per)).all()):
+        return int((counts > 0).sum())
+    if bool((counts == counts[0]).all()):
+        return mod.groups
+    raise ValueError(f"slim: the kept output channels of a grouped convolution ({mod.groups} "
+                     "groups) are neither whole groups nor the same number in every group")
 
 
 def _sparse(mod, own, live, cols):
@@ -298,6 +265,8 @@ def _sparse(mod, own, live, cols):
         w = _take(mod.weight.detach(), rows, cols)
         b = mod.bias.detach().index_select(0, rows).clone() if mod.bias is not None else None
         return ChannelSparseLinear(w, b, pos, width)
+    if transposed(mod):  # features last, as a linear layer's
+        return ChannelScatter(_narrow(mod, rows, cols), pos, width, dim=-1)
     if type(mod) is not nn.Conv2d or mod.padding_mode != "zeros" or isinstance(mod.padding, str):
         return ChannelScatter(_narrow(mod, rows, cols), pos, width)
     w = _take(mod.weight.detach(), rows, cols)
@@ -314,7 +283,8 @@ def _narrow_member(mod, mem, ch, zero):
     """Narrow a member layer in place to its channels ``ch``; those flagged in ``zero`` are not
     computed by their producer: a channelwise module then runs on the others only (wrapped in
     a :class:`ChannelSubset`); other members keep them with zero parameters."""
-    if bool(zero.any()) and isinstance(mod, _CHANNELWISE):
+    if bool(zero.any()) and isinstance(mod, _CHANNELWISE) and \
+            getattr(mod, "num_groups", 0) == getattr(mod, "num_channels", 0):
         inner = _narrow_member(mod, mem, ch[~zero], torch.zeros(int((~zero).sum()),
                                                                  dtype=torch.bool))
         return ChannelSubset(mod if inner is None else inner, _idx(~zero), ch.numel())
@@ -332,8 +302,11 @@ def _narrow_member(mod, mem, ch, zero):
     if isinstance(mod, nn.modules.batchnorm._BatchNorm) or \
             isinstance(mod, nn.modules.instancenorm._InstanceNorm):
         mod.num_features = n
-    elif isinstance(mod, nn.GroupNorm):
-        mod.num_groups = mod.num_channels = n
+    elif isinstance(mod, nn.GroupNorm):  # one channel per group, or the same in every group
+        mod.num_groups, mod.num_channels = (n if mod.num_groups == mod.num_channels
+                                            else mod.num_groups), n
+    elif isinstance(mod, nn.LayerNorm):  # only with norm_streams (an approximation)
+        mod.normalized_shape = (n,)
     elif isinstance(mod, nn.modules.conv._ConvNd) and mem.kind == "depthwise":
         mod.in_channels = mod.out_channels = mod.groups = n
     return None

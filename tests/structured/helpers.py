@@ -49,14 +49,15 @@ class ReflectNet(nn.Module):
 
 
 class GroupNet(nn.Module):
-    """A grouped convolution (4 groups), a depthwise convolution with channel multiplier 2 and
-    a residual sum: units are whole groups, coupled through all three."""
+    """A grouped convolution (2 groups of 4 input and 6 output channels: pruned within its
+    groups), a depthwise convolution with channel multiplier 2 (one input channel per group:
+    whole groups, tied to the grouped convolution's output units) and a residual sum."""
 
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
         self.bn0 = nn.BatchNorm2d(8)
-        self.grouped = nn.Conv2d(8, 12, 3, padding=1, groups=4, bias=False)
+        self.grouped = nn.Conv2d(8, 12, 3, padding=1, groups=2, bias=False)
         self.bn1 = nn.BatchNorm2d(12)
         self.dwm = nn.Conv2d(12, 24, 3, padding=1, groups=12)
         self.bn2 = nn.BatchNorm2d(24)
@@ -128,5 +129,5 @@ def random_masks(model, keep=0.5, shared=True, seed=0, x=None):
             else:
                 m = torch.rand(grp.size, generator=g) < keep
                 m[torch.randint(grp.size, (1,), generator=g)] = True
-            out[p] = m.repeat_interleave(grp.rows(p))
+            out[p] = grp.spread(p, m)
     return out

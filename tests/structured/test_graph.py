@@ -52,13 +52,35 @@ def test_unsafe_operations_make_channels_unprunable():
     assert not _group_of(g, "c").prunable  # the model's output
 
 
-def test_grouped_convolution_prunes_whole_groups():
+def test_grouped_convolution_prunes_within_groups():
     g = analyse(Gated(), torch.randn(2, 3, 12, 12))
-    grp = _group_of(g, "g")  # 2 groups of 2 input and 2 output channels
-    assert set(grp.producers) == {"b", "g"} and grp.prunable and grp.size == 2
-    assert grp.rows("b") == 2 and grp.rows("g") == 2
-    (r,) = [r for r in g.reads if r.module == "c"]
-    assert (r.group, r.length, r.factor) == (grp.id, 2, 2)
+    # 2 groups of 2 input and 2 output channels: unit i is channel i of both groups, on the
+    # input side tied to the producer b, on the output side g's own
+    inp, out = _group_of(g, "b"), _group_of(g, "g")
+    assert inp.producers == ["b"] and out.producers == ["g"]
+    assert inp.prunable and out.prunable and inp.size == out.size == 2
+    assert inp.tiles == {"b": 2} and out.tiles == {"g": 2} and not inp.expand
+    (r,) = [r for r in g.reads if r.module == "g"]  # g's 2 weight columns are the units
+    assert (r.group, r.length, r.factor, r.tiles) == (inp.id, 2, 1, 1)
+    (r,) = [r for r in g.reads if r.module == "c"]  # c's columns 0..3 are units 0, 1, 0, 1
+    assert (r.group, r.length, r.factor, r.tiles) == (out.id, 2, 1, 2)
+
+
+def test_grouped_convolution_with_one_input_per_group_prunes_whole_groups():
+    class Mult(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = nn.Conv2d(3, 4, 3)
+            self.g = nn.Conv2d(4, 8, 3, groups=4)  # one input, two outputs per group
+            self.c = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.c(self.g(self.b(x))).mean((2, 3))
+
+    g = analyse(Mult(), torch.randn(2, 3, 12, 12))
+    grp = _group_of(g, "g")
+    assert set(grp.producers) == {"b", "g"} and grp.prunable and grp.size == 4
+    assert grp.rows("b") == 1 and grp.rows("g") == 2 and not grp.tiles
 
 
 def test_depthwise_follows_its_input():
@@ -79,3 +101,53 @@ def test_depthwise_follows_its_input():
     assert {(m.module, m.kind, m.origin) for m in grp.members} == {
         ("dw", "depthwise", "a"), ("bn", "norm", "a")}
     assert "dw" not in g.producer_group
+
+
+def test_attention_with_a_bias_per_head_keeps_its_heads():
+    class Biased(nn.Module):
+        def __init__(self, per_head):
+            super().__init__()
+            self.qkv = nn.ModuleList(nn.Linear(8, 8) for _ in range(3))
+            self.bias = nn.Parameter(torch.randn(2 if per_head else 1, 5, 5))
+            self.proj = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            q, k, v = (f(x).view(2, 5, 2, 4).transpose(1, 2) for f in self.qkv)
+            o = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
+            return self.head(self.proj(o.transpose(1, 2).reshape(2, 5, 8)).mean(1))
+
+    x = torch.randn(2, 5, 8)
+    g = analyse(Biased(False), x)  # one bias for every head: heads are units
+    assert _group_of(g, "qkv.0").prunable and _group_of(g, "qkv.0").size == 2
+    g = analyse(Biased(True), x)  # a bias per head would need narrowing with them
+    assert not _group_of(g, "qkv.0").prunable
+
+
+def test_addcmul_with_per_channel_parameters_slims_exactly():
+    class Addcmul(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 6, 3)
+            self.w = nn.Parameter(torch.randn(1, 6, 1, 1, dtype=torch.float64))
+            self.b = nn.Parameter(torch.randn(1, 6, 1, 1, dtype=torch.float64))
+            self.c = nn.Conv2d(6, 2, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.c(y + torch.addcmul(self.b, self.w, y)).mean((2, 3))
+
+    import copy
+
+    import sparsepai as sp
+    from tests.structured.test_slim import close
+
+    torch.manual_seed(0)
+    model, x = Addcmul().double(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    g = analyse(model, x)
+    grp = _group_of(g, "a")
+    assert grp.prunable and {m.module for m in grp.members} == {""}  # w and b follow
+    masks = {"a": torch.tensor([1, 0, 1, 1, 0, 1], dtype=torch.bool)}
+    slim = sp.slim(model, masks)
+    assert tuple(slim.w.shape) == (1, 4, 1, 1) and tuple(slim.b.shape) == (1, 4, 1, 1)
+    close(slim(x), sp.apply_masks(copy.deepcopy(model), masks)(x))

@@ -26,8 +26,9 @@ MODELS = {
     "mobilenetv3_small_050": ({}, [("blocks.0.0.se.conv_expand", "conv_stem")]),
     "rexnet_100": ({}, []),
     "repvgg_a0": ({}, []),
-    # grouped convolutions: whole groups, coupled with the 1x1 convolution that feeds them
-    "regnetx_002": ({}, [("s1.b1.conv2.conv", "s1.b1.conv1.conv")]),
+    # grouped convolutions, pruned within their groups (the same channels of every group)
+    "regnetx_002": ({}, []),
+    "resnext26ts": ({}, []),
     "convnext_atto": ({}, []),
 }
 
@@ -64,6 +65,34 @@ def test_timm_slim_equals_masked_dense(name):
         assert torch.equal(v, before[k]), k
     n_slim = sum(p.numel() for p in slim.parameters())
     assert n_slim < 0.8 * sum(p.numel() for p in model.parameters())
+    for mode in ("eval", "train"):
+        getattr(slim, mode)()
+        getattr(dense, mode)()
+        with torch.no_grad():
+            close(slim(x), dense(x))
+
+
+@pytest.mark.parametrize("name, conv", [("regnetx_002", "s2.b1.conv2.conv"),
+                                        ("resnext26ts", "stages.1.0.conv2_kxk.conv")])
+def test_grouped_convolutions_pruned_within_groups(name, conv):
+    """Input and output channels of a grouped convolution are pruned at the same positions in
+    every group: slim keeps ``groups`` with fewer channels per group, equal to masked dense."""
+    model, x = _build(name, {})
+    graph = analyse(model, x)
+    groups = model.get_submodule(conv).groups
+    out = graph.groups[graph.producer_group[conv]]
+    assert out.prunable and out.tiles == {conv: groups}
+    (read,) = [r for r in graph.reads if r.module == conv]
+    inp = graph.groups[read.group]
+    assert inp.prunable and all(inp.tiles[p] == groups for p in inp.producers)
+    masks = sp.prune(model, "magnitude", 0.5, structured=True, unit="channels", scope="layer",
+                     example_inputs=x)
+    slim = sp.slim(model, masks)
+    dense = sp.apply_masks(copy.deepcopy(model), masks)
+    new = slim.get_submodule(conv)
+    old = model.get_submodule(conv)
+    assert new.groups == groups
+    assert (new.in_channels, new.out_channels) == (old.in_channels // 2, old.out_channels // 2)
     for mode in ("eval", "train"):
         getattr(slim, mode)()
         getattr(dense, mode)()

@@ -39,6 +39,12 @@ def _hf_vit():
     return tf.ViTForImageClassification(c), {"pixel_values": torch.randn(2, 3, 16, 16)}
 
 
+def _gpt2():
+    c = tf.GPT2Config(vocab_size=50, n_embd=32, n_inner=48, n_layer=2, n_head=4, n_positions=32,
+                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False)
+    return tf.GPT2LMHeadModel(c), {"input_ids": torch.randint(0, 50, (2, 7))}
+
+
 def _timm_vit():
     m = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
                           num_classes=3, depth=2)
@@ -50,6 +56,7 @@ MODELS = {
     "llama": (_llama, {"model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"}),
     "bert": (_bert, {"bert.encoder.layer.0.intermediate.dense"}),
     "hf_vit": (_hf_vit, {"vit.layers.0.mlp.fc1"}),
+    "gpt2": (_gpt2, {"transformer.h.0.mlp.c_fc"}),  # Conv1D: weight (in, out), addmm
     "timm_vit": (_timm_vit, {"blocks.0.mlp.fc1"}),
 }
 
@@ -115,7 +122,7 @@ def _unit_masks(graph, drop=0):
         keep = torch.ones(g.size, dtype=torch.bool)
         keep[drop] = False
         for p in g.producers:
-            out[p] = keep.repeat_interleave(g.rows(p))
+            out[p] = g.spread(p, keep)
     return out
 
 
@@ -156,3 +163,63 @@ def test_attention_heads_pruned_whole(name):
         sp.slim(model, bad)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_gpt2_fused_qkv_heads_pruned_whole():
+    """GPT-2's Conv1D c_attn writes query, key and value (split by ``split_size``): head ``h``
+    is rows ``h*D..`` of each third; slim narrows c_attn, c_proj's inputs, ``num_heads`` and
+    ``split_size``, and equals the masked dense model."""
+    torch.manual_seed(0)
+    model, inputs = _gpt2()
+    model = model.double().eval()
+    graph = analyse(model, inputs)
+    attn = "transformer.h.0.attn"
+    g = graph.groups[graph.producer_group[f"{attn}.c_attn"]]
+    assert g.prunable and g.producers == [f"{attn}.c_attn"] and g.size == 4
+    assert g.rows(f"{attn}.c_attn") == 8 and g.tiles == {f"{attn}.c_attn": 3}
+    assert (attn, "split_size", g.id) in graph.sizes
+    (read,) = [r for r in graph.reads if r.module == f"{attn}.c_proj"]
+    assert (read.group, read.factor) == (g.id, 8)
+    masks = _unit_masks(graph)  # every group loses its unit 0: head 0, MLP feature 0
+    assert masks[f"{attn}.c_attn"].view(3, 4, 8)[:, 0].logical_not().all()
+    slim = sp.slim(model, masks)
+    dense = sp.apply_masks(copy.deepcopy(model), masks)
+    mod = slim.get_submodule(attn)
+    assert (mod.num_heads, mod.split_size) == (3, 24)
+    assert slim.lm_head.weight is slim.transformer.wte.weight  # narrowing keeps the tie
+    assert tuple(mod.c_attn.weight.shape) == (32, 72) and mod.c_attn.nf == 72
+    assert tuple(mod.c_proj.weight.shape) == (24, 32)
+    mlp = slim.get_submodule("transformer.h.0.mlp")
+    assert tuple(mlp.c_fc.weight.shape) == (32, 47) and tuple(mlp.c_proj.weight.shape) == (47, 32)
+    for mode in ("eval", "train"):
+        getattr(slim, mode)()
+        getattr(dense, mode)()
+        with torch.no_grad():
+            close(_run(slim, inputs), _run(dense, inputs))
+
+
+def test_timm_fused_qkv_heads_pruned_whole():
+    """timm's Attention: one qkv Linear reshaped to (B, N, 3, H, D) and unbound: head ``h`` is
+    rows ``h*D..`` of each third; slim narrows qkv, proj's inputs, ``num_heads`` and
+    ``attn_dim``, and equals the masked dense model."""
+    torch.manual_seed(0)
+    model, x = _timm_vit()
+    model, x = model.double().eval(), x.double()
+    graph = analyse(model, x)
+    qkv = "blocks.0.attn.qkv"
+    g = graph.groups[graph.producer_group[qkv]]
+    heads, hd = model.blocks[0].attn.num_heads, model.blocks[0].attn.head_dim
+    assert g.prunable and g.producers == [qkv] and g.size == heads
+    assert g.rows(qkv) == hd and g.tiles == {qkv: 3}
+    masks = _unit_masks(graph)
+    slim = sp.slim(model, masks)
+    dense = sp.apply_masks(copy.deepcopy(model), masks)
+    attn = slim.blocks[0].attn
+    assert (attn.num_heads, attn.attn_dim) == (heads - 1, (heads - 1) * hd)
+    assert attn.qkv.out_features == 3 * (heads - 1) * hd
+    assert attn.proj.in_features == (heads - 1) * hd
+    for mode in ("eval", "train"):
+        getattr(slim, mode)()
+        getattr(dense, mode)()
+        with torch.no_grad():
+            close(_run(slim, x), _run(dense, x))

@@ -6,6 +6,7 @@ the after-training baselines (``sparsepai/pruning/after_training.py``) and IRP
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import torch
 from tqdm.auto import tqdm
@@ -126,7 +127,9 @@ def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
         progress: show a progress bar over epochs.
 
     Returns:
-        ``{"test_acc": float, "train_loss": [per epoch], "test_acc_curve": [per epoch]}``.
+        ``{"test_acc": float, "train_loss": [per epoch], "test_acc_curve": [per epoch],
+        "train_seconds": [per epoch]}``: ``train_seconds`` is the wall-clock time spent
+        training (data loading and optimizer steps, not evaluation) up to the end of each epoch.
     """
     from sparsepai.data import loader
     from sparsepai.masks.apply import apply_masks
@@ -143,16 +146,19 @@ def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
         opt = MaskedAdamW(params, wmasks, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
              if cfg.cosine else None)
-    losses, curve = [], []
+    losses, curve, seconds = [], [], []
     bar = tqdm(range(cfg.epochs), desc="train", leave=False, disable=not progress)
-    model.train()
     for epoch in bar:
+        model.train()  # evaluate() restores it too; set here so that nothing is timed twice
+        t0 = time.perf_counter()
         stats = train_pass(model, opt,
                            loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch),
                            torch.nn.functional.cross_entropy, f"train epoch {epoch}")
         if sched:
             sched.step()
+        seconds.append((seconds[-1] if seconds else 0.0) + time.perf_counter() - t0)
         losses.append(stats.mean_loss)
         curve.append(evaluate(model, test_set))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{curve[-1]:.3f}")
-    return {"test_acc": curve[-1], "train_loss": losses, "test_acc_curve": curve}
+    return {"test_acc": curve[-1], "train_loss": losses, "test_acc_curve": curve,
+            "train_seconds": seconds}

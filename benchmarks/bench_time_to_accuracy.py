@@ -11,10 +11,12 @@ zero-padded to 32x32, 1 channel. Models: the CIFAR-style ``resnet20``, ``resnet1
   - ``default@S``: ``sp.prune(model, "prospr", S, data, structured=True)`` with the library's
     defaults, whatever they are when the benchmark runs (the options used are recorded).
 Every contender trains with the one training loop (``sparsepai.recipes.train.train``: SGD with
-momentum 0.9, weight decay 5e-4, cosine decay, batch 128, the same epochs and data order for a
-seed); the test accuracy and the cumulative training seconds (evaluation excluded) are recorded
-after every epoch. Runs are interleaved: seed by seed, every model and contender of a seed before
-the next seed, so machine load drifts hit all contenders alike; speedups are same-seed ratios.
+momentum 0.9, weight decay 5e-4, cosine decay, the same batch size, epochs and data order
+for a seed; pruning scores on 4 batches of 128); the test accuracy and the cumulative training
+seconds (evaluation excluded) are recorded after every epoch. Runs are interleaved: seed by
+seed, and for a model and seed every contender trains in lockstep (epoch e of each, in
+alternating order, before epoch e + 1 of any), so that changes of machine load hit all of them;
+speedups are same-seed ratios.
 
 Outputs in ``--out`` (default benchmarks/results/time_to_accuracy): ``runs.jsonl`` (one line per
 finished run; rerunning the same command resumes, a folder of other settings is refused),
@@ -45,7 +47,7 @@ METHODS = {"prospr": "prospr", "3sp": "snip", "magnitude": "magnitude", "random"
 # every contender a plain run produces, before the sparsity suffix
 ALL_VARIANTS = ("dense", "default") + tuple(f"{m}{w}" for m in METHODS for w in ("", "+cost"))
 SETTINGS = ("epochs", "train_images", "test_images", "batch", "lr", "channels_last",
-            "prune_batches")
+            "prune_batches", "prune_batch")
 
 
 def parse_variant(label: str):
@@ -105,13 +107,13 @@ def flops(model, x) -> int:
     return fc.get_total_flops()
 
 
-def run_one(name, label, seed, train_set, test_set, settings) -> dict:
+def build(name, label, seed, train_set, settings):
+    """The contender's model, ready to train (pruned and slimmed), and its row so far."""
     import torch
 
     import sparsepai as sp
     from sparsepai.data import loader
     from sparsepai.models import get_model
-    from sparsepai.recipes.train import TrainConfig, train
 
     method, options, sparsity = parse_variant(label)
     torch.manual_seed(seed)
@@ -120,25 +122,43 @@ def run_one(name, label, seed, train_set, test_set, settings) -> dict:
     if method is None:
         model = dense
     else:
-        data = list(loader(train_set, settings["batch"], shuffle=True, seed=1000 + seed))
+        data = list(loader(train_set, settings["prune_batch"], shuffle=True, seed=1000 + seed))
         t0 = time.perf_counter()
         masks = sp.prune(dense, method, sparsity, data[:settings["prune_batches"]],
                          structured=True, **options)
         model = sp.slim(dense, masks)
         prune_s = time.perf_counter() - t0
-    x1 = train_set[:1][0]
     row = {"model": name, "variant": label, "seed": seed, "method": method,
-           "options": {k: v for k, v in options.items()}, "sparsity": sparsity,
-           "params": sum(p.numel() for p in model.parameters()), "flops": flops(model, x1),
-           "prune_seconds": prune_s}
+           "options": dict(options), "sparsity": sparsity,
+           "params": sum(p.numel() for p in model.parameters()),
+           "flops": flops(model, train_set[:1][0]), "prune_seconds": prune_s,
+           "test_acc": [], "train_seconds": [], "train_loss": [], "load": []}
     if settings["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
+    return model, row
+
+
+def run_lockstep(name, labels, seed, train_set, test_set, settings, log):
+    """Train every contender of ``labels`` for one model and seed in lockstep: epoch e of each
+    (in alternating order) before epoch e + 1 of any, so that a change of machine load between
+    epochs hits all of them. Returns their rows."""
+    from sparsepai.recipes.train import TrainConfig, train_epochs
+
     cfg = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch"], lr=settings["lr"],
                       momentum=0.9, weight_decay=5e-4, cosine=True, seed=seed)
-    res = train(model, None, train_set, test_set, cfg, progress=True)
-    row.update(test_acc=res["test_acc_curve"], train_seconds=res["train_seconds"],
-               train_loss=res["train_loss"])
-    return row
+    built = [build(name, label, seed, train_set, settings) for label in labels]
+    runs = [(train_epochs(m, None, train_set, test_set, cfg), row) for m, row in built]
+    for epoch in range(cfg.epochs):
+        order = runs if epoch % 2 == 0 else runs[::-1]
+        for gen, row in order:
+            e = next(gen)
+            for k in ("test_acc", "train_seconds", "train_loss"):
+                row[k].append(e[k])
+            row["load"].append(os.getloadavg()[0])
+        log(f"  {name} seed {seed} epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
+            f"{row['variant']} {100 * row['test_acc'][-1]:.1f}% {row['train_seconds'][-1]:.0f}s"
+            for _, row in runs))
+    return [row for _, row in runs]
 
 
 def load_runs(out: str, settings: dict) -> list:
@@ -292,44 +312,50 @@ def main():
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--prune-batches", type=int, default=4,
                     help="batches the pruning scores see (ProsPr: M + 1 = 4)")
+    ap.add_argument("--prune-batch", type=int, default=128, help="their size (128)")
     ap.add_argument("--channels-last", action="store_true",
                     help="train every contender (dense too) in channels-last memory format")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--data-root", default=MNIST, help="the MNIST IDX files (%(default)s)")
     ap.add_argument("--out", default=OUT)
-    ap.add_argument("--summarize", action="store_true", help="only the table and plot")
+    ap.add_argument("--summarize", action="store_true",
+                    help="only the table and plot of --out (with the settings it holds)")
     args = ap.parse_args()
 
     import torch
 
     settings = {"epochs": args.epochs, "train_images": args.train_images,
                 "test_images": args.test_images, "batch": args.batch, "lr": args.lr,
-                "channels_last": args.channels_last, "prune_batches": args.prune_batches}
-    runs = load_runs(args.out, settings)
-    if args.summarize:
-        report(runs, args.out, settings)
+                "channels_last": args.channels_last, "prune_batches": args.prune_batches,
+                "prune_batch": args.prune_batch}
+    if args.summarize:  # the folder's own settings
+        with open(os.path.join(args.out, "config.json")) as f:
+            settings = json.load(f)
+        report(load_runs(args.out, settings), args.out, settings)
         return
+    runs = load_runs(args.out, settings)
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     names = args.models.split(",")
     labels = contenders(args.variants.split(","), [float(s) for s in args.sparsities.split(",")])
     seeds = [int(s) for s in args.seeds.split(",")]
     done = {(r["model"], r["variant"], r["seed"]) for r in runs}
-    todo = [(n, v, s) for s in seeds for n in names for v in labels if (n, v, s) not in done]
-    print(f"{len(todo)} runs to do ({len(done)} done) in {args.out}; {platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
+    groups = [(n, s, [v for v in labels if (n, v, s) not in done]) for s in seeds for n in names]
+    groups = [g for g in groups if g[2]]
+    print(f"{sum(len(g[2]) for g in groups)} runs to do ({len(done)} done) in {args.out}; "
+          f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+          flush=True)
     train_set, test_set = mnist32(args.data_root, args.train_images, args.test_images)
     start = time.perf_counter()
-    for i, (name, label, seed) in enumerate(todo):
-        row = run_one(name, label, seed, train_set, test_set, settings)
-        row["load"] = os.getloadavg()[0]
+    for i, (name, seed, todo) in enumerate(groups):
+        rows = run_lockstep(name, todo, seed, train_set, test_set, settings,
+                            lambda text: print(text, flush=True))
         with open(os.path.join(args.out, "runs.jsonl"), "a") as f:
-            f.write(json.dumps(row) + "\n")
-        runs.append(row)
-        left = (time.perf_counter() - start) / (i + 1) * (len(todo) - i - 1)
-        print(f"[{i + 1}/{len(todo)}] {name} {label} seed {seed}: acc "
-              f"{' '.join(f'{100 * a:.1f}' for a in row['test_acc'])} at "
-              f"{' '.join(f'{t:.0f}' for t in row['train_seconds'])} s (prune "
-              f"{row['prune_seconds']:.1f} s); ~{left / 60:.0f} min left", flush=True)
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        runs += rows
+        left = (time.perf_counter() - start) / (i + 1) * (len(groups) - i - 1)
+        print(f"[{i + 1}/{len(groups)}] {name} seed {seed} done; ~{left / 60:.0f} min left",
+              flush=True)
     report(runs, args.out, settings)
 
 

@@ -115,22 +115,12 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int = 512) -> float:
     return correct / max(1, total)
 
 
-def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
-          progress: bool = True) -> dict:
-    """Train ``model`` in place with its pruned weights held at zero.
-
-    Args:
-        model: the network (masks are applied to it first).
-        masks: ``{param name: bool mask}`` or None (dense).
-        train_set, test_set: datasets of ``(image, label)``.
-        cfg: :class:`TrainConfig`.
-        progress: show a progress bar over epochs.
-
-    Returns:
-        ``{"test_acc": float, "train_loss": [per epoch], "test_acc_curve": [per epoch],
-        "train_seconds": [per epoch]}``: ``train_seconds`` is the wall-clock time spent
-        training (data loading and optimizer steps, not evaluation) up to the end of each epoch.
-    """
+def train_epochs(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig):
+    """:func:`train` one epoch at a time: a generator that trains an epoch, evaluates, and
+    yields ``{"epoch", "train_loss", "test_acc", "train_seconds"}`` (``train_seconds``: the
+    wall-clock time spent training, data loading and optimizer steps but not evaluation, up to
+    the end of this epoch). Several models can so be trained in lockstep, epoch by epoch (the
+    time-to-accuracy benchmark does, so that a change of machine load hits them alike)."""
     from sparsepai.data import loader
     from sparsepai.masks.apply import apply_masks
     from sparsepai.optim.masked import MaskedAdamW, MaskedSGD
@@ -146,9 +136,8 @@ def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
         opt = MaskedAdamW(params, wmasks, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
              if cfg.cosine else None)
-    losses, curve, seconds = [], [], []
-    bar = tqdm(range(cfg.epochs), desc="train", leave=False, disable=not progress)
-    for epoch in bar:
+    seconds = 0.0
+    for epoch in range(cfg.epochs):
         model.train()  # evaluate() restores it too; set here so that nothing is timed twice
         t0 = time.perf_counter()
         stats = train_pass(model, opt,
@@ -156,9 +145,33 @@ def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
                            torch.nn.functional.cross_entropy, f"train epoch {epoch}")
         if sched:
             sched.step()
-        seconds.append((seconds[-1] if seconds else 0.0) + time.perf_counter() - t0)
-        losses.append(stats.mean_loss)
-        curve.append(evaluate(model, test_set))
+        seconds += time.perf_counter() - t0
+        yield {"epoch": epoch, "train_loss": stats.mean_loss,
+               "test_acc": evaluate(model, test_set), "train_seconds": seconds}
+
+
+def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
+          progress: bool = True) -> dict:
+    """Train ``model`` in place with its pruned weights held at zero.
+
+    Args:
+        model: the network (masks are applied to it first).
+        masks: ``{param name: bool mask}`` or None (dense).
+        train_set, test_set: datasets of ``(image, label)``.
+        cfg: :class:`TrainConfig`.
+        progress: show a progress bar over epochs.
+
+    Returns:
+        ``{"test_acc": float, "train_loss": [per epoch], "test_acc_curve": [per epoch],
+        "train_seconds": [per epoch]}`` (see :func:`train_epochs`).
+    """
+    losses, curve, seconds = [], [], []
+    bar = tqdm(train_epochs(model, masks, train_set, test_set, cfg), total=cfg.epochs,
+               desc="train", leave=False, disable=not progress)
+    for e in bar:
+        losses.append(e["train_loss"])
+        curve.append(e["test_acc"])
+        seconds.append(e["train_seconds"])
         bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{curve[-1]:.3f}")
     return {"test_acc": curve[-1], "train_loss": losses, "test_acc_curve": curve,
             "train_seconds": seconds}

@@ -117,9 +117,10 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int = 512) -> float:
 
 def train_epochs(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig):
     """:func:`train` one epoch at a time: a generator that trains an epoch, evaluates, and
-    yields ``{"epoch", "train_loss", "test_acc", "train_seconds"}`` (``train_seconds``: the
-    wall-clock time spent training, data loading and optimizer steps but not evaluation, up to
-    the end of this epoch). Several models can so be trained in lockstep, epoch by epoch (the
+    yields ``{"epoch", "train_loss", "test_acc", "train_seconds", "step_seconds"}``
+    (``train_seconds``: the wall-clock time spent training, data loading and optimizer steps
+    but not evaluation, up to the end of this epoch; ``step_seconds``: this epoch's time per
+    batch, a list). Several models can so be trained in lockstep, epoch by epoch (the
     time-to-accuracy benchmark does, so that a change of machine load hits them alike)."""
     from sparsepai.data import loader
     from sparsepai.masks.apply import apply_masks
@@ -139,15 +140,18 @@ def train_epochs(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainC
     seconds = 0.0
     for epoch in range(cfg.epochs):
         model.train()  # evaluate() restores it too; set here so that nothing is timed twice
-        t0 = time.perf_counter()
+        stamps = [time.perf_counter()]
         stats = train_pass(model, opt,
                            loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch),
-                           torch.nn.functional.cross_entropy, f"train epoch {epoch}")
+                           torch.nn.functional.cross_entropy, f"train epoch {epoch}",
+                           before_batch=lambda i: i and stamps.append(time.perf_counter()))
         if sched:
             sched.step()
-        seconds += time.perf_counter() - t0
+        stamps.append(time.perf_counter())
+        seconds += stamps[-1] - stamps[0]
         yield {"epoch": epoch, "train_loss": stats.mean_loss,
-               "test_acc": evaluate(model, test_set), "train_seconds": seconds}
+               "test_acc": evaluate(model, test_set), "train_seconds": seconds,
+               "step_seconds": [b - a for a, b in zip(stamps, stamps[1:])]}
 
 
 def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,

@@ -52,6 +52,11 @@ def test_train_epochs_in_lockstep_equals_train():
     alone = [copy.deepcopy(n) for n in nets]
     gens = [train_epochs(n, None, ds, ds, cfg) for n in nets]
     steps = [[next(g) for g in gens] for _ in range(cfg.epochs)]
+    for s in steps:  # 32 samples, batches of 8: 4 steps whose times add up to the epoch's
+        for i, e in enumerate(s):
+            assert len(e["step_seconds"]) == 4 and min(e["step_seconds"]) > 0
+        assert sum(s[0]["step_seconds"]) == pytest.approx(s[0]["train_seconds"] - (
+            s[0]["epoch"] and steps[s[0]["epoch"] - 1][0]["train_seconds"]))
     for i, ref in enumerate(alone):
         want = train(ref, None, ds, ds, cfg, progress=False)
         assert [s[i]["train_loss"] for s in steps] == want["train_loss"]

@@ -286,7 +286,8 @@ def plot(summary: dict, path: str, note: str):
             mark = marks.setdefault(sparsity, "osv^D<>p"[len(marks) % 8])
             xs, ys = zip(*r["curve"])
             ax.plot(xs, [100 * y for y in ys], marker=mark, ms=4,
-                    ls=":" if "+cost" in base else "-", color=colors.get(method, "k"),
+                    ls="-" if "+cost" not in base else ":" if base.endswith("+cost") else "--",
+                    color=colors.get(method, "k"),
                     lw=2.5 if method in ("dense", "default") else 1, label=label)
             pts += [(x, y, label) for x, y in r["curve"]]
         front = pareto([(x, y) for x, y, _ in pts])
@@ -296,7 +297,7 @@ def plot(summary: dict, path: str, note: str):
             ax.axhline(100 * summary[name]["target"], color="k", ls="--", lw=0.8,
                        label="dense - 1 point")
         ys = [100 * y for _, y, _ in pts]
-        ax.set_ylim(max(min(ys), max(ys) - 25) - 1, max(ys) + 1)
+        ax.set_ylim(max(min(ys), max(ys) - 40) - 1, max(ys) + 1)
         ax.set(xlabel="training seconds (median step time x steps; evaluation excluded)",
                ylabel="test accuracy (%)", title=f"{name}, MNIST 32x32: {note}")
         ax.grid(True, alpha=0.3)

@@ -25,7 +25,19 @@ def add_arguments(p, *, seeds=(0, 1, 2), out: str = "sparsepai-sweep") -> None:
 
 def run(args) -> int:
     from sparsepai.recipes.report import table
-    from sparsepai.recipes.sweep import SweepConfig, check_config, check_out_dir, run_sweep
+    from sparsepai.recipes.sweep import run_sweep
+
+    cfg = config(args)
+    rows = run_sweep(cfg, args.out)
+    print(table(rows, cfg))
+    print(f"\nresults, config and plot in {args.out}/")
+    return 0
+
+
+def config(args):
+    """The checked :class:`~sparsepai.recipes.sweep.SweepConfig` of the arguments (a bad one,
+    or an ``--out`` folder holding other settings, is a ``UsageError`` before any work)."""
+    from sparsepai.recipes.sweep import SweepConfig, check_config, check_out_dir
 
     common.check_model_data(args)
     cfg = SweepConfig(model=args.model, dataset=args.dataset, data_root=args.data_root,
@@ -36,7 +48,4 @@ def run(args) -> int:
         check_out_dir(cfg, args.out)
     except ValueError as exc:
         raise common.UsageError(str(exc)) from None
-    rows = run_sweep(cfg, args.out)
-    print(table(rows, cfg))
-    print(f"\nresults, config and plot in {args.out}/")
-    return 0
+    return cfg

@@ -86,10 +86,12 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
         structured: channel masks instead: ``{module name: bool (out_channels,)}`` for every
             convolution and linear layer whose outputs can be pruned (not the classifier);
             coupled layers (residual sums) get the same mask. Methods: ``magnitude`` (filter
-            L1 norm), ``random``, ``snip`` (3SP; option ``cost_weighting``), ``prospr`` (the
-            meta-gradient with respect to channel masks). ``sparsity`` counts the weights
-            removed including the input columns that die with a pruned channel (closest from
-            above at channel granularity), or with ``unit="channels"`` the channels. See
+            L1 norm), ``random``, ``snip`` (3SP), ``prospr`` (the meta-gradient with respect
+            to channel masks); option ``cost_weighting`` (``True``, or an exponent ``alpha``:
+            each channel's score divided by its relative multiply-adds ** alpha).
+            ``sparsity`` counts the weights removed including the input columns that die with
+            a pruned channel (closest from above at channel granularity), or with
+            ``unit="channels"`` the channels. See
             :func:`sparsepai.structured.channels.prune_channels`.
         **options: the method's options, plus ``prunable``, ``scope`` (``"global"``, default, or
             ``"layer"``: every layer keeps the same fraction) and ``min_per_layer`` (with global

@@ -51,7 +51,8 @@ def table(rows, cfg: SweepConfig) -> str:
     return "\n".join(lines)
 
 
-def write_summary(rows, cfg: SweepConfig, out_dir: str, command: str | None = None):
+def write_summary(rows, cfg: SweepConfig, out_dir: str, command: str | None = None,
+                  structured: dict | None = None):
     """Write ``results.csv``, ``results.json``, ``table.txt`` and ``accuracy_vs_sparsity.png``
     into ``out_dir`` (each atomically).
 
@@ -60,6 +61,8 @@ def write_summary(rows, cfg: SweepConfig, out_dir: str, command: str | None = No
         cfg: the sweep's config.
         out_dir: an existing folder.
         command: the command line, recorded in results.json.
+        structured: the demo's structured line (``slim_line.summarize_line``): added to
+            results.json, the table and, as a second panel, the plot.
     """
     text = io.StringIO(newline="")
     w = csv.DictWriter(text, fieldnames=list(CSV_FIELDS))
@@ -71,19 +74,29 @@ def write_summary(rows, cfg: SweepConfig, out_dir: str, command: str | None = No
         "command": command, "config": dataclasses.asdict(cfg),
         "summary": [{"method": k[0], "sparsity": k[1], "mean_acc": v[0], "std_acc": v[1],
                      "runs": v[2]} for k, v in sorted(s.items())],
-        "runs": rows}, indent=1).encode())
-    _io.atomic_write_bytes(os.path.join(out_dir, "table.txt"), (table(rows, cfg) + "\n").encode())
-    plot(rows, cfg, os.path.join(out_dir, "accuracy_vs_sparsity.png"))
+        "runs": rows, "structured": structured}, indent=1).encode())
+    text = table(rows, cfg)
+    if structured:
+        from sparsepai.recipes.slim_line import line_text
+
+        text += "\n\n" + line_text(structured)
+    _io.atomic_write_bytes(os.path.join(out_dir, "table.txt"), (text + "\n").encode())
+    plot(rows, cfg, os.path.join(out_dir, "accuracy_vs_sparsity.png"), structured)
 
 
-def plot(rows, cfg: SweepConfig, path: str):
+def plot(rows, cfg: SweepConfig, path: str, structured: dict | None = None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     s = summarize(rows)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if structured:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5),
+                                      gridspec_kw={"width_ratios": [3, 2]})
+        _plot_line(ax2, structured)
+    else:
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
     xs = [100 * (1 - x) for x in cfg.sparsities]  # percent of weights remaining
     for method in cfg.methods:
         pts = [(x, s[(method, sp_)]) for x, sp_ in zip(xs, cfg.sparsities) if (method, sp_) in s]
@@ -103,3 +116,21 @@ def plot(rows, cfg: SweepConfig, path: str):
     fig.tight_layout()
     _io.save_figure(path, fig, dpi=120)
     plt.close(fig)
+
+
+def _plot_line(ax, s: dict):
+    """Dense and slim as bars of training seconds, their accuracy written on them."""
+    kinds = ("dense", "slim")
+    secs = [s[k]["seconds"] for k in kinds]
+    bars = ax.bar([f"dense\n{s['dense']['params']:,} weights",
+                   f"slim, {100 * s['sparsity']:g}% structured\n{s['slim']['params']:,} weights"],
+                  secs, color=["0.55", "C2"])
+    for b, k in zip(bars, kinds):
+        ax.text(b.get_x() + b.get_width() / 2, b.get_height(),
+                f"{100 * s[k]['acc']:.1f} +- {100 * s[k]['acc_std']:.1f}%", ha="center",
+                va="bottom", fontsize=10, fontweight="bold")
+    ax.set_ylim(0, 1.2 * max(secs))
+    ax.set_ylabel("training seconds (mean over seeds)")
+    ax.set_title(f"{s['method']} channels + sp.slim: {s['speedup']:.1f}x faster, "
+                 f"{100 * (s['slim']['acc'] - s['dense']['acc']):+.1f} points", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)

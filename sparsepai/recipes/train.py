@@ -6,6 +6,7 @@ the after-training baselines (``sparsepai/pruning/after_training.py``) and IRP
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import torch
 from tqdm.auto import tqdm
@@ -114,20 +115,13 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int = 512) -> float:
     return correct / max(1, total)
 
 
-def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
-          progress: bool = True) -> dict:
-    """Train ``model`` in place with its pruned weights held at zero.
-
-    Args:
-        model: the network (masks are applied to it first).
-        masks: ``{param name: bool mask}`` or None (dense).
-        train_set, test_set: datasets of ``(image, label)``.
-        cfg: :class:`TrainConfig`.
-        progress: show a progress bar over epochs.
-
-    Returns:
-        ``{"test_acc": float, "train_loss": [per epoch], "test_acc_curve": [per epoch]}``.
-    """
+def train_epochs(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig):
+    """:func:`train` one epoch at a time: a generator that trains an epoch, evaluates, and
+    yields ``{"epoch", "train_loss", "test_acc", "train_seconds", "step_seconds"}``
+    (``train_seconds``: the wall-clock time spent training, data loading and optimizer steps
+    but not evaluation, up to the end of this epoch; ``step_seconds``: this epoch's time per
+    batch, a list). Several models can so be trained in lockstep, epoch by epoch (the
+    time-to-accuracy benchmark does, so that a change of machine load hits them alike)."""
     from sparsepai.data import loader
     from sparsepai.masks.apply import apply_masks
     from sparsepai.optim.masked import MaskedAdamW, MaskedSGD
@@ -143,16 +137,45 @@ def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
         opt = MaskedAdamW(params, wmasks, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
              if cfg.cosine else None)
-    losses, curve = [], []
-    bar = tqdm(range(cfg.epochs), desc="train", leave=False, disable=not progress)
-    model.train()
-    for epoch in bar:
+    seconds = 0.0
+    for epoch in range(cfg.epochs):
+        model.train()  # evaluate() restores it too; set here so that nothing is timed twice
+        stamps = [time.perf_counter()]
         stats = train_pass(model, opt,
                            loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch),
-                           torch.nn.functional.cross_entropy, f"train epoch {epoch}")
+                           torch.nn.functional.cross_entropy, f"train epoch {epoch}",
+                           before_batch=lambda i: i and stamps.append(time.perf_counter()))
         if sched:
             sched.step()
-        losses.append(stats.mean_loss)
-        curve.append(evaluate(model, test_set))
+        stamps.append(time.perf_counter())
+        seconds += stamps[-1] - stamps[0]
+        yield {"epoch": epoch, "train_loss": stats.mean_loss,
+               "test_acc": evaluate(model, test_set), "train_seconds": seconds,
+               "step_seconds": [b - a for a, b in zip(stamps, stamps[1:])]}
+
+
+def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,
+          progress: bool = True) -> dict:
+    """Train ``model`` in place with its pruned weights held at zero.
+
+    Args:
+        model: the network (masks are applied to it first).
+        masks: ``{param name: bool mask}`` or None (dense).
+        train_set, test_set: datasets of ``(image, label)``.
+        cfg: :class:`TrainConfig`.
+        progress: show a progress bar over epochs.
+
+    Returns:
+        ``{"test_acc": float, "train_loss": [per epoch], "test_acc_curve": [per epoch],
+        "train_seconds": [per epoch]}`` (see :func:`train_epochs`).
+    """
+    losses, curve, seconds = [], [], []
+    bar = tqdm(train_epochs(model, masks, train_set, test_set, cfg), total=cfg.epochs,
+               desc="train", leave=False, disable=not progress)
+    for e in bar:
+        losses.append(e["train_loss"])
+        curve.append(e["test_acc"])
+        seconds.append(e["train_seconds"])
         bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{curve[-1]:.3f}")
-    return {"test_acc": curve[-1], "train_loss": losses, "test_acc_curve": curve}
+    return {"test_acc": curve[-1], "train_loss": losses, "test_acc_curve": curve,
+            "train_seconds": seconds}

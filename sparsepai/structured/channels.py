@@ -223,24 +223,24 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     https://arxiv.org/abs/2007.00389) and ``prospr``: |dL/dc| for one mask entry c per channel
     multiplying the channel's weights in every producer of the group, which is the sum of the
     signed per-weight sensitivities over the channel's weights. ``cost_weighting=True`` (3SP's
-    compute-aware variant; also offered for ``prospr``) divides each channel's score by its
-    multiply-adds relative to the mean channel's, so that for equal sensitivity the expensive
-    channels (large feature maps) go first. ``data`` must then have a batch to measure the
-    feature-map sizes.
+    compute-aware variant) divides each channel's score by its multiply-adds relative to the
+    mean channel's, so that for equal sensitivity the expensive channels (large feature maps) go
+    first; a number ``alpha >= 0`` divides by that relative cost to the power ``alpha`` (a
+    tempered weighting: ``True`` is 1, ``False`` 0). Any structured method takes it. ``data``
+    must then have a batch to measure the feature-map sizes.
     """
     from sparsepai.pruning.base import get_method, make_config, private_copy
 
     groups = graph.prunable_groups()
     options = dict(options)
-    cost_weighting = bool(options.pop("cost_weighting", False))
-    if cost_weighting and method not in ("snip", "prospr"):
-        raise ValueError("cost_weighting applies to the methods 'snip' (3SP) and 'prospr'")
+    alpha = cost_exponent(options.pop("cost_weighting", False))
     check_method(method)
     m = get_method(method)
     cfg = make_config(m, options)
     if method == "random":  # one draw per channel, not a sum of per-weight draws
         gen = torch.Generator().manual_seed(cfg.seed)
-        return {g.id: torch.rand(g.size, generator=gen) for g in groups}
+        out = {g.id: torch.rand(g.size, generator=gen) for g in groups}
+        return _cost_weighted(out, model, graph, data, alpha)
     names = [f"{p}.weight" for g in groups for p in g.producers]
     work = private_copy(model, names)
     with torch.enable_grad():
@@ -253,11 +253,27 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
         # of the signed saliencies over the channel's weights; the magnitude is taken after it
         s = sum(g.fold(p, per[f"{p}.weight"].float().cpu()) for p in g.producers)
         out[g.id] = s.abs() if m.absolute else s
-    if cost_weighting:
-        cost = channel_costs(model, graph, data)
-        mean = torch.cat([cost[g.id] for g in groups]).mean()
-        out = {gid: s / (cost[gid] / mean) for gid, s in out.items()}
-    return out
+    return _cost_weighted(out, model, graph, data, alpha)
+
+
+def cost_exponent(value) -> float:
+    """The exponent of option ``cost_weighting``: ``True`` -> 1.0, ``False`` -> 0.0, a number
+    ``>= 0`` as is."""
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"sp.prune(structured=True): cost_weighting must be a bool or a number "
+                         f">= 0, got {value!r}")
+    return float(value)
+
+
+def _cost_weighted(scores, model, graph, data, alpha) -> dict:
+    """Each channel's score divided by (its multiply-adds / the mean channel's) ** alpha."""
+    if alpha == 0:
+        return scores
+    cost = channel_costs(model, graph, data)
+    mean = torch.cat([cost[gid] for gid in scores]).mean()
+    return {gid: s / (cost[gid] / mean) ** alpha for gid, s in scores.items()}
 
 
 def channel_costs(model, graph, data) -> dict:

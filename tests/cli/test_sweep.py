@@ -23,9 +23,20 @@ def test_demo_on_a_tiny_budget_resumes_only_identical_settings(tmp_path):
     for r in runs:
         if r["method"] != "dense":
             assert r["kept"] == r["prunable"] - round(0.9 * r["prunable"])
+    # the structured line: dense against the 90% slim model, printed, logged and in results
+    line = [json.loads(x) for x in (out / "structured.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["seed"], r["sparsity"]) for r in line] == [("dense", 0, 0.9),
+                                                                     ("slim", 0, 0.9)]
+    assert line[1]["params"] < 0.2 * line[0]["params"]
+    summary = json.loads((out / "results.json").read_text())["structured"]
+    assert summary["dense"]["acc"] == line[0]["test_acc"]
+    assert summary["slim"]["seconds"] == line[1]["train_seconds"]
+    assert "structured, 90% of weights removed (prospr channels, sp.slim)" in p.stdout
+    assert "x faster" in p.stdout and "x faster" in (out / "table.txt").read_text()
     # a second run resumes: nothing to redo
     p = cli("demo", *TINY, "--out", str(out))
     assert p.returncode == 0 and len((out / "runs.jsonl").read_text().splitlines()) == 3
+    assert len((out / "structured.jsonl").read_text().splitlines()) == 2
     # other settings into the same folder: one line, exit 2, nothing touched (it used to report
     # the old smallconv/SGD rows as lenet5/AdamW results)
     before = {f: (out / f).read_bytes() for f in os.listdir(out)}

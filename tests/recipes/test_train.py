@@ -30,6 +30,39 @@ def test_train_one_epoch_masked():
                 progress=False)
     assert len(res["train_loss"]) == 2 and 0 <= res["test_acc"] <= 1
     assert bool((model[0].weight[~keep] == 0).all())
+    assert len(res["train_seconds"]) == 2 and 0 < res["train_seconds"][0] < res["train_seconds"][1]
+
+
+def test_train_epochs_in_lockstep_equals_train():
+    """Two models advanced epoch by epoch, alternately, end as each trained alone."""
+    import copy
+
+    import torch
+
+    from sparsepai.recipes.train import train, train_epochs
+    from tests.tiny_nets import batches
+
+    data = [(x.float(), y) for x, y in batches(4)]
+    ds = torch.utils.data.TensorDataset(torch.cat([x for x, _ in data]),
+                                        torch.cat([y for _, y in data]))
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05)
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(4, w), torch.nn.ReLU(), torch.nn.Linear(w, 3))
+            for w in (8, 5)]
+    alone = [copy.deepcopy(n) for n in nets]
+    gens = [train_epochs(n, None, ds, ds, cfg) for n in nets]
+    steps = [[next(g) for g in gens] for _ in range(cfg.epochs)]
+    for s in steps:  # 32 samples, batches of 8: 4 steps whose times add up to the epoch's
+        for i, e in enumerate(s):
+            assert len(e["step_seconds"]) == 4 and min(e["step_seconds"]) > 0
+        assert sum(s[0]["step_seconds"]) == pytest.approx(s[0]["train_seconds"] - (
+            s[0]["epoch"] and steps[s[0]["epoch"] - 1][0]["train_seconds"]))
+    for i, ref in enumerate(alone):
+        want = train(ref, None, ds, ds, cfg, progress=False)
+        assert [s[i]["train_loss"] for s in steps] == want["train_loss"]
+        assert [s[i]["test_acc"] for s in steps] == want["test_acc_curve"]
+        for a, b in zip(nets[i].parameters(), ref.parameters()):
+            assert torch.equal(a, b)
 
 
 def _net():

@@ -238,6 +238,32 @@ def test_cost_weighting_prefers_cheap_channels():
     assert float(cost[first][0]) > float(cost[last][0])
 
 
+@pytest.mark.parametrize("method", ["prospr", "magnitude", "random"])
+def test_tempered_cost_weighting_divides_by_a_power_of_the_cost(method):
+    """cost_weighting=alpha divides by (cost / mean cost) ** alpha for any method: 0.5 is the
+    geometric middle of plain (0) and 3SP's weighting (1)."""
+    from sparsepai.structured.channels import channel_costs, group_scores
+
+    model, x = build("resnet20")
+    data = _data(x, 4)
+    graph = analyse(model, x)
+    loss = nn.functional.cross_entropy
+    opts = {"meta_steps": 1} if method == "prospr" else {}
+    plain = group_scores(model, graph, method, data, loss, opts)
+    cost = channel_costs(model, graph, data)
+    mean = torch.cat([cost[g.id] for g in graph.prunable_groups()]).mean()
+    for alpha in (0.5, 1, True):
+        w = group_scores(model, graph, method, data, loss, {**opts, "cost_weighting": alpha})
+        for g in graph.prunable_groups():
+            torch.testing.assert_close(w[g.id], plain[g.id] / (cost[g.id] / mean) ** float(alpha))
+    w0 = group_scores(model, graph, method, data, loss, {**opts, "cost_weighting": 0})
+    for g in graph.prunable_groups():
+        torch.testing.assert_close(w0[g.id], plain[g.id])
+    for bad in (-0.5, float("nan"), "yes"):
+        with pytest.raises(ValueError, match="cost_weighting must be a bool or a number >= 0"):
+            sp.prune(model, method, 0.5, data, structured=True, cost_weighting=bad)
+
+
 def test_layer_scope_keeps_the_same_fraction_of_every_layer():
     """scope='layer': each layer keeps its own best max(1, n - round(s n)) channels (filter L1
     norms computed here by hand), whatever the other layers' scores."""

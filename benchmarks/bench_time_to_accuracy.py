@@ -1,0 +1,383 @@
+"""Structured pruning at initialization: test accuracy against wall-clock training seconds
+(issue 15, part 1).
+
+Data: the MNIST split (../shared/data/mnist: first 8,000 images train, last 2,000 evaluate),
+zero-padded to 32x32, 1 channel. Models: the CIFAR-style ``resnet20``, ``resnet18`` and
+``vgg19`` of ``sparsepai.models`` (10 classes). Contenders, per model:
+  - ``dense``: the unpruned model;
+  - ``{prospr,3sp,magnitude,random}@S`` and ``...+cost@S``: ``sp.prune(model, method, S, data,
+    structured=True)`` plain and compute-weighted (``cost_weighting=True``; ``+cost0.5`` is
+    ``cost_weighting=0.5``), then ``sp.slim``; 3SP is the method ``snip``;
+  - ``default@S``: ``sp.prune(model, "prospr", S, data, structured=True)`` with the library's
+    defaults, whatever they are when the benchmark runs (the options used are recorded).
+Every contender trains with the one training loop (``sparsepai.recipes.train.train``: SGD with
+momentum 0.9, weight decay 5e-4, cosine decay, the same batch size, epochs and data order
+for a seed; pruning scores on 4 batches of 128); the test accuracy and the cumulative training
+seconds (evaluation excluded) are recorded after every epoch, with every step's time; the
+table and plot count a run's training seconds as its median step time times its steps (robust
+to the bursts of load of a shared machine; the raw wall-clock is in the table too). Runs are
+interleaved: seed by seed, and for a model and seed every contender trains in lockstep (epoch e
+of each, in alternating order, before epoch e + 1 of any), so that changes of machine load hit
+all of them; speedups are same-seed ratios.
+
+Outputs in ``--out`` (default benchmarks/results/time_to_accuracy): ``runs.jsonl`` (one line per
+finished run; rerunning the same command resumes, a folder of other settings is refused),
+``config.json``, ``table.md`` (time to reach the dense accuracy minus 1 point, final accuracy,
+speedup) and ``time_to_accuracy.png`` (one line per contender, the Pareto frontier marked).
+
+    python benchmarks/bench_time_to_accuracy.py                    # everything (many hours)
+    python benchmarks/bench_time_to_accuracy.py --models resnet20 --sparsities 0.9 \\
+        --variants dense,default,prospr,prospr+cost --epochs 3    # a part
+    python benchmarks/bench_time_to_accuracy.py --summarize        # table and plot only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+OUT = os.path.join(HERE, "results", "time_to_accuracy")
+MNIST = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "mnist")
+METHODS = {"prospr": "prospr", "3sp": "snip", "magnitude": "magnitude", "random": "random"}
+# every contender a plain run produces, before the sparsity suffix
+ALL_VARIANTS = ("dense", "default") + tuple(f"{m}{w}" for m in METHODS for w in ("", "+cost"))
+SETTINGS = ("epochs", "train_images", "test_images", "batch", "lr", "channels_last",
+            "prune_batches", "prune_batch")
+
+
+def parse_variant(label: str):
+    """``(method, options, sparsity)`` of a contender label (``dense`` -> ``(None, {}, 0.0)``).
+    """
+    if label == "dense":
+        return None, {}, 0.0
+    name, _, s = label.partition("@")
+    sparsity = float(s)
+    if name == "default":
+        return "prospr", {}, sparsity
+    base, weighted, cost = name.partition("+cost")
+    if base not in METHODS:
+        raise ValueError(f"bench_time_to_accuracy: unknown contender {label!r}")
+    options = {"cost_weighting": float(cost) if cost else True} if weighted else {}
+    return METHODS[base], options, sparsity
+
+
+def contenders(variants, sparsities):
+    out = []
+    for v in variants:
+        if v == "dense":
+            out.append(v)
+        else:
+            out.extend(f"{v}@{s:g}" for s in sparsities)
+    for label in out:
+        parse_variant(label)  # fail before any work
+    return out
+
+
+def mnist32(root: str, train_images: int, test_images: int):
+    import torch
+    import torch.nn.functional as F
+
+    from sparsepai.data import load_dataset
+
+    train, test, _ = load_dataset("mnist", root)
+
+    def convert(ds, n):
+        xs = torch.stack([ds[i][0] for i in range(n)])
+        ys = torch.tensor([int(ds[i][1]) for i in range(n)])
+        return torch.utils.data.TensorDataset(F.pad(xs, (2, 2, 2, 2)), ys)
+
+    return convert(train, min(train_images, len(train))), convert(test, min(test_images,
+                                                                            len(test)))
+
+
+def flops(model, x) -> int:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    model.train(was)
+    return fc.get_total_flops()
+
+
+def build(name, label, seed, train_set, settings):
+    """The contender's model, ready to train (pruned and slimmed), and its row so far."""
+    import torch
+
+    import sparsepai as sp
+    from sparsepai.data import loader
+    from sparsepai.models import get_model
+
+    method, options, sparsity = parse_variant(label)
+    torch.manual_seed(seed)
+    dense = get_model(name, num_classes=10, in_channels=1, image_size=32)
+    prune_s = 0.0
+    if method is None:
+        model = dense
+    else:
+        data = list(loader(train_set, settings["prune_batch"], shuffle=True, seed=1000 + seed))
+        t0 = time.perf_counter()
+        masks = sp.prune(dense, method, sparsity, data[:settings["prune_batches"]],
+                         structured=True, **options)
+        model = sp.slim(dense, masks)
+        prune_s = time.perf_counter() - t0
+    row = {"model": name, "variant": label, "seed": seed, "method": method,
+           "options": dict(options), "sparsity": sparsity,
+           "params": sum(p.numel() for p in model.parameters()),
+           "flops": flops(model, train_set[:1][0]), "prune_seconds": prune_s,
+           "test_acc": [], "train_seconds": [], "train_loss": [], "load": [],
+           "step_seconds": []}
+    if settings["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    return model, row
+
+
+def run_lockstep(name, labels, seed, train_set, test_set, settings, log):
+    """Train every contender of ``labels`` for one model and seed in lockstep: epoch e of each
+    (in alternating order) before epoch e + 1 of any, so that a change of machine load between
+    epochs hits all of them. Returns their rows."""
+    from sparsepai.recipes.train import TrainConfig, train_epochs
+
+    cfg = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch"], lr=settings["lr"],
+                      momentum=0.9, weight_decay=5e-4, cosine=True, seed=seed)
+    built = [build(name, label, seed, train_set, settings) for label in labels]
+    runs = [(train_epochs(m, None, train_set, test_set, cfg), row) for m, row in built]
+    for epoch in range(cfg.epochs):
+        order = runs if epoch % 2 == 0 else runs[::-1]
+        for gen, row in order:
+            e = next(gen)
+            for k in ("test_acc", "train_seconds", "train_loss"):
+                row[k].append(e[k])
+            row["step_seconds"] += e["step_seconds"]
+            row["load"].append(os.getloadavg()[0])
+        log(f"  {name} seed {seed} epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
+            f"{row['variant']} {100 * row['test_acc'][-1]:.1f}% {row['train_seconds'][-1]:.0f}s"
+            for _, row in runs))
+    return [row for _, row in runs]
+
+
+def load_runs(out: str, settings: dict) -> list:
+    """Finished runs of ``out`` (after checking its settings are ``settings``)."""
+    cfg_path = os.path.join(out, "config.json")
+    if os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            old = json.load(f)
+        diff = {k: (old.get(k), settings[k]) for k in SETTINGS if old.get(k) != settings[k]}
+        if diff:
+            raise SystemExit(f"bench_time_to_accuracy: {out} holds runs of other settings "
+                             f"(setting: (there, asked)) {diff}; use another --out")
+    else:
+        os.makedirs(out, exist_ok=True)
+        with open(cfg_path, "w") as f:
+            json.dump(settings, f, indent=1)
+    path = os.path.join(out, "runs.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def robust_seconds(run: dict) -> list:
+    """Training seconds at the end of each epoch, as the run's median time per step times the
+    steps taken: a step's work is the same all run long, so this keeps what the model costs and
+    drops the bursts of load other processes put on a shared machine (``train_seconds`` keeps
+    the raw wall-clock)."""
+    med = statistics.median(run["step_seconds"])
+    steps = len(run["step_seconds"]) // len(run["test_acc"])
+    return [med * steps * (e + 1) for e in range(len(run["test_acc"]))]
+
+
+def summarize(runs: list) -> dict:
+    """Per model, per contender: seeds, final accuracy mean/std, mean training seconds (see
+    :func:`robust_seconds`; ``wall`` the raw ones), the same-seed speedup over dense, and the
+    seconds to reach the dense accuracy minus 1 point."""
+    runs = [dict(r, wall_seconds=r["train_seconds"], train_seconds=robust_seconds(r))
+            for r in runs]
+    out = {}
+    for name in dict.fromkeys(r["model"] for r in runs):
+        mine = [r for r in runs if r["model"] == name]
+        dense = {r["seed"]: r for r in mine if r["variant"] == "dense"}
+        target = (statistics.mean(r["test_acc"][-1] for r in dense.values()) - 0.01
+                  if dense else None)
+        rows = {}
+        for label in dict.fromkeys(r["variant"] for r in mine):
+            rs = [r for r in mine if r["variant"] == label]
+            final = [r["test_acc"][-1] for r in rs]
+            secs = [r["train_seconds"][-1] for r in rs]
+            speed = [dense[r["seed"]]["train_seconds"][-1] / r["train_seconds"][-1]
+                     for r in rs if r["seed"] in dense]
+            reach = []
+            for r in rs:
+                hit = [t for t, a in zip(r["train_seconds"], r["test_acc"])
+                       if target is not None and a >= target]
+                reach.append(hit[0] if hit else None)
+            got = [t for t in reach if t is not None]
+            rows[label] = {
+                "seeds": sorted(r["seed"] for r in rs), "acc": statistics.mean(final),
+                "acc_std": statistics.pstdev(final), "seconds": statistics.mean(secs),
+                "wall": statistics.mean(r["wall_seconds"][-1] for r in rs),
+                "speedup": statistics.mean(speed) if speed else None,
+                "reached": len(got), "to_target": statistics.median(got) if got else None,
+                "params": rs[0]["params"], "flops": rs[0]["flops"],
+                "prune_seconds": statistics.mean(r["prune_seconds"] for r in rs),
+                "curve": [(statistics.mean(r["train_seconds"][e] for r in rs),
+                           statistics.mean(r["test_acc"][e] for r in rs))
+                          for e in range(min(len(r["test_acc"]) for r in rs))]}
+        out[name] = {"target": target, "rows": rows}
+    return out
+
+
+def table(summary: dict) -> str:
+    lines = []
+    for name, s in summary.items():
+        d = s["rows"].get("dense")
+        target = f"{100 * s['target']:.2f}%" if s["target"] is not None else "n/a (no dense run)"
+        lines += [f"\n**{name}**: target = dense accuracy - 1 point = {target}\n",
+                  "| contender | seeds | final acc (%) | train s | speedup vs dense | "
+                  "time to target (s) | wall s | params | FLOPs / dense | prune s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for label, r in s["rows"].items():
+            reach = (f"{r['to_target']:.0f} ({r['reached']}/{len(r['seeds'])})"
+                     if r["reached"] else f"not reached (0/{len(r['seeds'])})")
+            fl = f"{r['flops'] / d['flops']:.3f}" if d else "-"
+            sp_ = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
+            lines.append(f"| {label} | {len(r['seeds'])} | {100 * r['acc']:.2f} +- "
+                         f"{100 * r['acc_std']:.2f} | {r['seconds']:.1f} | {sp_} | {reach} | "
+                         f"{r['wall']:.0f} | {r['params']:,} | {fl} | "
+                         f"{r['prune_seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def pareto(points):
+    """The points no other point beats in both time (lower) and accuracy (higher), by time."""
+    front, best = [], -1.0
+    for t, a in sorted(points, key=lambda p: (p[0], -p[1])):
+        if a > best:
+            front.append((t, a))
+            best = a
+    return front
+
+
+def plot(summary: dict, path: str, note: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    fig, axes = plt.subplots(1, len(names), figsize=(7.5 * len(names), 5.5), squeeze=False)
+    colors = {m: f"C{i}" for i, m in enumerate(("dense", "default") + tuple(METHODS))}
+    marks = {}
+    for ax, name in zip(axes[0], names):
+        pts = []
+        for label, r in summary[name]["rows"].items():
+            base = label.split("@")[0]
+            method = base.split("+")[0]
+            sparsity = label.partition("@")[2]
+            mark = marks.setdefault(sparsity, "osv^D<>p"[len(marks) % 8])
+            xs, ys = zip(*r["curve"])
+            ax.plot(xs, [100 * y for y in ys], marker=mark, ms=4,
+                    ls="-" if "+cost" not in base else ":" if base.endswith("+cost") else "--",
+                    color=colors.get(method, "k"),
+                    lw=2.5 if method in ("dense", "default") else 1, label=label)
+            pts += [(x, y, label) for x, y in r["curve"]]
+        front = pareto([(x, y) for x, y, _ in pts])
+        ax.step([p[0] for p in front], [100 * p[1] for p in front], where="post", color="k",
+                alpha=0.35, lw=6, zorder=0, label="Pareto frontier")
+        if summary[name]["target"] is not None:
+            ax.axhline(100 * summary[name]["target"], color="k", ls="--", lw=0.8,
+                       label="dense - 1 point")
+        ys = [100 * y for _, y, _ in pts]
+        ax.set_ylim(max(min(ys), max(ys) - 40) - 1, max(ys) + 1)
+        ax.set(xlabel="training seconds (median step time x steps; evaluation excluded)",
+               ylabel="test accuracy (%)", title=f"{name}, MNIST 32x32: {note}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(runs, out, settings):
+    summary = summarize(runs)
+    note = f"{settings['epochs']} epochs on {settings['train_images']:,} images, mean of seeds"
+    text = table(summary)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(f"Settings: {json.dumps(settings)}\n{text}\n")
+    plot(summary, os.path.join(out, "time_to_accuracy.png"), note)
+    print(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="resnet20,resnet18,vgg19")
+    ap.add_argument("--variants", default=",".join(ALL_VARIANTS),
+                    help=f"contenders without the sparsity ({','.join(ALL_VARIANTS)}; a method "
+                         "with +costALPHA for cost_weighting=ALPHA)")
+    ap.add_argument("--sparsities", default="0.8,0.9,0.95")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--train-images", type=int, default=8000)
+    ap.add_argument("--test-images", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--prune-batches", type=int, default=4,
+                    help="batches the pruning scores see (ProsPr: M + 1 = 4)")
+    ap.add_argument("--prune-batch", type=int, default=128, help="their size (128)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="train every contender (dense too) in channels-last memory format")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    ap.add_argument("--data-root", default=MNIST, help="the MNIST IDX files (%(default)s)")
+    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--summarize", action="store_true",
+                    help="only the table and plot of --out (with the settings it holds)")
+    args = ap.parse_args()
+
+    import torch
+
+    settings = {"epochs": args.epochs, "train_images": args.train_images,
+                "test_images": args.test_images, "batch": args.batch, "lr": args.lr,
+                "channels_last": args.channels_last, "prune_batches": args.prune_batches,
+                "prune_batch": args.prune_batch}
+    if args.summarize:  # the folder's own settings
+        with open(os.path.join(args.out, "config.json")) as f:
+            settings = json.load(f)
+        report(load_runs(args.out, settings), args.out, settings)
+        return
+    runs = load_runs(args.out, settings)
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    names = args.models.split(",")
+    labels = contenders(args.variants.split(","), [float(s) for s in args.sparsities.split(",")])
+    seeds = [int(s) for s in args.seeds.split(",")]
+    done = {(r["model"], r["variant"], r["seed"]) for r in runs}
+    groups = [(n, s, [v for v in labels if (n, v, s) not in done]) for s in seeds for n in names]
+    groups = [g for g in groups if g[2]]
+    print(f"{sum(len(g[2]) for g in groups)} runs to do ({len(done)} done) in {args.out}; "
+          f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+          flush=True)
+    train_set, test_set = mnist32(args.data_root, args.train_images, args.test_images)
+    start = time.perf_counter()
+    for i, (name, seed, todo) in enumerate(groups):
+        rows = run_lockstep(name, todo, seed, train_set, test_set, settings,
+                            lambda text: print(text, flush=True))
+        with open(os.path.join(args.out, "runs.jsonl"), "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        runs += rows
+        left = (time.perf_counter() - start) / (i + 1) * (len(groups) - i - 1)
+        print(f"[{i + 1}/{len(groups)}] {name} seed {seed} done; ~{left / 60:.0f} min left",
+              flush=True)
+    report(runs, args.out, settings)
+
+
+if __name__ == "__main__":
+    main()

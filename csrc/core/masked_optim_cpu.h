@@ -33,25 +33,6 @@ inline uint64_t word_bits(const uint64_t* words, int64_t w0, int64_t n) {
   return bits;
 }
 
-// Byte lanes of a mask byte: byte j of kByteLanes[b] is 1 when bit j of b is set. A 64-bit mask
-// word becomes 64 keep flags with 8 table reads, which the vectorised loops can then select on.
-struct ByteLanes {
-  uint64_t v[256];
-  constexpr ByteLanes() : v() {
-    for (int b = 0; b < 256; ++b)
-      for (int j = 0; j < 8; ++j)
-        if ((b >> j) & 1) v[b] |= uint64_t(1) << (8 * j);
-  }
-};
-inline constexpr ByteLanes kByteLanes{};
-
-inline void expand_word(uint64_t bits, uint8_t* __restrict flags) {
-  for (int byte = 0; byte < 8; ++byte) {
-    const uint64_t lanes = kByteLanes.v[(bits >> (8 * byte)) & 0xFF];
-    std::memcpy(flags + 8 * byte, &lanes, 8);
-  }
-}
-
 namespace isa_base {
 #include "masked_optim_blocks.inc"
 }  // namespace isa_base

@@ -2,6 +2,7 @@
 // instruction-set level (cpu_isa.h), plus the helpers it uses. Torch-free.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -33,24 +34,17 @@ inline uint64_t word_bits(const uint64_t* words, int64_t w0, int64_t n) {
   return bits;
 }
 
-// Byte lanes of a mask byte: byte j of kByteLanes[b] is 1 when bit j of b is set. A 64-bit mask
-// word becomes 64 keep flags with 8 table reads, which the vectorised loops can then select on.
-struct ByteLanes {
-  uint64_t v[256];
-  constexpr ByteLanes() : v() {
+// 32-bit lanes of a mask byte: lane j of kByteLanes32.v[b] is all ones when bit j of b is set.
+// A 64-bit mask word becomes 64 lanes with 8 table reads, which the vectorised loops AND into
+// their results (masked_optim_blocks.inc).
+struct ByteLanes32 {
+  uint32_t v[256][8];
+  constexpr ByteLanes32() : v() {
     for (int b = 0; b < 256; ++b)
-      for (int j = 0; j < 8; ++j)
-        if ((b >> j) & 1) v[b] |= uint64_t(1) << (8 * j);
+      for (int j = 0; j < 8; ++j) v[b][j] = ((b >> j) & 1) ? ~uint32_t(0) : 0u;
   }
 };
-inline constexpr ByteLanes kByteLanes{};
-
-inline void expand_word(uint64_t bits, uint8_t* __restrict flags) {
-  for (int byte = 0; byte < 8; ++byte) {
-    const uint64_t lanes = kByteLanes.v[(bits >> (8 * byte)) & 0xFF];
-    std::memcpy(flags + 8 * byte, &lanes, 8);
-  }
-}
+inline constexpr ByteLanes32 kByteLanes32{};
 
 namespace isa_base {
 #include "masked_optim_blocks.inc"

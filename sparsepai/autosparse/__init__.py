@@ -16,13 +16,8 @@ from sparsepai.autosparse.ccc import ccc, ccc_report
 from sparsepai.autosparse.dataset import IRPDataset
 from sparsepai.autosparse.irp import IRPConfig, initial_grads, irp, remaining_schedule
 from sparsepai.autosparse.plot import plot_learned_function
-from sparsepai.autosparse.predictor import (
-    Predictor,
-    PredictorConfig,
-    feature_scales,
-    layer_features,
-    model_features,
-)
+from sparsepai.autosparse.features import feature_scales, layer_features, model_features
+from sparsepai.autosparse.predictor import Predictor, PredictorConfig
 from sparsepai.autosparse.training import train_predictor
 
 __all__ = ["IRPConfig", "IRPDataset", "Predictor", "PredictorConfig", "ccc", "ccc_report",

@@ -41,7 +41,7 @@ def plot_learned_function(predictor, path: str, dataset=None, extent: float = 3.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sparsepai.autosparse.predictor import model_features
+    from sparsepai.autosparse.features import model_features
 
     feats = predictor.features
     unit = f"{predictor.config.normalization} RMS"

@@ -1,19 +1,7 @@
 """The AutoSparse predictor (https://arxiv.org/abs/2408.14757, Section 4): a network mapping each
 weight's initial features to its predicted survival score, and its file format.
 
-Features (``features`` selects the columns, in this order): ``"param"``, the initial weight, and
-``"grad"``, the initial gradient, each divided by an RMS (``normalization``):
-
-- ``"model"`` (default): the RMS of that feature over all prunable weights of the model. It
-  removes the model's overall scale (initialisation, loss scale) but keeps the layers' relative
-  scales, which tell the predictor how hard IRP prunes each layer (layers with small fan-in have
-  large initial weights and survive more).
-- ``"layer"``: the RMS over the weight's own layer (per-layer normalisation). Every layer then
-  looks alike to the predictor, so its global threshold keeps about the same fraction of every
-  layer: measured on LeNet-5 it collapses layers at 95% sparsity and above (see
-  benchmarks/results/autosparse/README.md).
-
-Both keep the sign and the zero of each feature; an all-zero scale leaves zeros.
+Features: sparsepai/autosparse/features.py.
 
 Backbones: ``"mlp"`` (``depth`` hidden layers of ``hidden`` units, ReLU), or the paper's
 lift-to-image design ``"resnet18"`` / ``"vgg19"``: an MLP lifts each weight's features to a
@@ -35,13 +23,12 @@ import torch
 from torch import nn
 
 from sparsepai import _io
+from sparsepai.autosparse.features import FEATURES, NORMALIZATIONS, model_features
 
-FEATURES = ("param", "grad")
 BACKBONES = ("mlp", "resnet18", "vgg19")
 KIND = "autosparse-predictor"
 FORMAT_VERSION = 1
 UNSEEN = ("error", "predict")
-NORMALIZATIONS = ("model", "layer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,70 +84,6 @@ class PredictorConfig:
                              f"{self.normalization!r}")
         if self.holdout not in ("layer", "model"):
             raise ValueError(f"holdout must be 'layer' or 'model', got {self.holdout!r}")
-
-
-def _rms(x: torch.Tensor) -> float:
-    return float(x.detach().double().pow(2).mean().sqrt()) if x.numel() else 0.0
-
-
-def feature_scales(params: dict, grads: dict | None, names, features,
-                   normalization: str = "model") -> dict:
-    """The divisor of every feature of every layer: ``{feature: {name: rms}}``.
-
-    ``"model"``: one RMS per feature over all the named weights; ``"layer"``: one per layer."""
-    out = {}
-    for f in features:
-        src = params if f == "param" else grads
-        if src is None:
-            raise ValueError("the predictor uses the 'grad' feature: pass data to compute the "
-                             "initial gradients")
-        if normalization == "layer":
-            out[f] = {n: _rms(src[n]) for n in names}
-        elif normalization == "model":
-            count = sum(src[n].numel() for n in names)
-            total = sum(float(src[n].detach().double().pow(2).sum()) for n in names)
-            rms = (total / count) ** 0.5 if count else 0.0
-            out[f] = {n: rms for n in names}
-        else:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got "
-                             f"{normalization!r}")
-    return out
-
-
-def layer_features(param: torch.Tensor, grad: torch.Tensor | None, features,
-                   scales: dict | None = None) -> torch.Tensor:
-    """Normalised features of one layer's weights (see the module docstring).
-
-    Args:
-        param, grad: the layer's initial weights and gradients (grad may be None without the
-            ``"grad"`` feature).
-        features: the columns. scales: ``{feature: divisor}`` (from :func:`feature_scales`);
-            None divides by the layer's own RMS.
-
-    Shapes:
-        ``param``, ``grad``: any shape (the same); returns ``(param.numel(), len(features))``
-        float32, rows in the weight's flat (row-major) order.
-    """
-    cols = []
-    for f in features:
-        x = param if f == "param" else grad
-        if x is None:
-            raise ValueError("the predictor uses the 'grad' feature: pass data to compute the "
-                             "initial gradients")
-        x = x.detach().reshape(-1).float()
-        rms = _rms(x) if scales is None else scales[f]
-        cols.append(x / rms if rms > 0 else x)
-    return torch.stack(cols, 1)
-
-
-def model_features(params: dict, grads: dict | None, names, features,
-                   normalization: str = "model"):
-    """``(name, features)`` for every named layer, normalised as configured (a generator: one
-    layer's features in memory at a time)."""
-    scales = feature_scales(params, grads, names, features, normalization)
-    for n in names:
-        yield n, layer_features(params[n], None if grads is None else grads.get(n), features,
-                                {f: scales[f][n] for f in features})
 
 
 class MLPNet(nn.Module):

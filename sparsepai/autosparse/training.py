@@ -13,13 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from sparsepai.autosparse.dataset import IRPDataset
-from sparsepai.autosparse.predictor import (
-    Predictor,
-    PredictorConfig,
-    _threads,
-    build_net,
-    model_features,
-)
+from sparsepai.autosparse.features import model_features
+from sparsepai.autosparse.predictor import Predictor, PredictorConfig, _threads, build_net
 
 
 def _as_datasets(datasets) -> list:

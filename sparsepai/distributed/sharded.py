@@ -8,7 +8,10 @@ weights are kept over the whole model; ties at the threshold are kept in rank or
 parameter order, then flat index), which differs from one process's tensor order only for
 exactly equal scores. Scores and masks are ``DTensor``s placed like their parameters.
 
-Methods: ``magnitude``, ``snip``, ``force`` and first-order ``prospr``. The full ProsPr
+Methods: ``magnitude``, ``snip``, ``force`` and first-order ``prospr``, each the registry's own
+saliency (and FORCE's schedule) run on the sharded model: the one place that makes gradients,
+``pruning.base.loss_grads``, takes them by ``backward`` for sharded parameters
+(:func:`backward_grads`), and thresholding is the global one above. The full ProsPr
 meta-gradient would differentiate through FSDP's all-gathers, which FSDP2's sharded parameters
 do not support (they are not in the autograd graph of the forward); it raises a clear error.
 The user's model is used in place (FSDP modules cannot be deep-copied) and restored: weights,
@@ -84,110 +87,83 @@ def _local(t):
     return t.to_local() if hasattr(t, "to_local") else t
 
 
-def _grads(model, params, names, batches, loss_fn, what) -> dict:
-    """Local shards of dL/dw summed over ``batches`` (FSDP averages them over the ranks)."""
-    from sparsepai.pruning.base import check_finite
-
-    for p in params.values():
-        p.grad = None
-    for n in names:  # frozen weights are scored too
-        params[n].requires_grad_(True)
-    for x, y in batches:
-        loss = loss_fn(model(x), y)
-        check_finite(loss, what)
-        loss.backward()
-    return {n: torch.zeros_like(_local(params[n])) if params[n].grad is None
-            else _local(params[n].grad).detach().clone() for n in names}
-
-
-def _first_order_prospr(model, params, names, batches, loss_fn, cfg) -> dict:
-    from sparsepai.pruning.base import check_finite
-
-    init = {n: _local(params[n]).detach().clone() for n in names}
-    model.train()
-    for p in params.values():
-        p.grad = None
-        p.requires_grad_(True)
-    opt = torch.optim.SGD(list(params.values()), lr=cfg.inner_lr, momentum=cfg.inner_momentum)
-    for m in range(cfg.meta_steps):
-        x, y = batches[m]
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        check_finite(loss, f"prospr inner step {m}")
-        loss.backward()
-        opt.step()
-    g = _grads(model, params, names, batches[cfg.meta_steps:], loss_fn, "prospr meta-loss")
-    return {n: (g[n] * init[n]).abs() for n in names}
+def backward_grads(loss: torch.Tensor, wrt) -> list:
+    """dL/dw for sharded parameters ``wrt`` (``DTensor`` gradients placed like them), by
+    ``loss.backward()``: FSDP2's sharded parameters are not in the forward's autograd graph, their
+    gradients arrive through FSDP's reduce-scatter (which averages the ranks' gradients, as for
+    training). ``pruning.base.loss_grads`` calls this for them; other parameters' ``.grad`` may
+    accumulate meanwhile (the callers here restore the model afterwards)."""
+    wrt = list(wrt)
+    for t in wrt:
+        t.grad = None
+    loss.backward()
+    out = [torch.zeros_like(t) if t.grad is None else t.grad.detach() for t in wrt]
+    for t in wrt:
+        t.grad = None
+    return out
 
 
-def local_scores(model, method, names, data, loss_fn, cfg) -> dict:
-    """``{name: local shard of the scores}`` for the sharded methods (model restored after)."""
-    from sparsepai.pruning.base import take_batches
-
-    params = dict(model.named_parameters())
-    if method == "magnitude":
-        return {n: _local(params[n]).detach().abs() for n in names}
-    with _restored(model), torch.enable_grad():
-        if method in ("snip", "force"):
-            batches = take_batches(data, cfg.batches, method)
-            g = _grads(model, params, names, batches, loss_fn, method)
-            return {n: (g[n] * _local(params[n]).detach()).abs() for n in names}
-        if cfg.first_order is not True:
-            raise ValueError("sparsepai.prune: method 'prospr' on an FSDP2-sharded model needs "
-                             "first_order=True (the full meta-gradient would differentiate "
-                             "through FSDP's all-gathers, which sharded parameters do not "
-                             "support)")
-        if cfg.meta_steps < 0:
-            raise ValueError(f"prospr: meta_steps must be >= 0, got {cfg.meta_steps}")
-        batches = take_batches(data, cfg.meta_steps + 1, "prospr")
-        return _first_order_prospr(model, params, names, batches, loss_fn, cfg)
-
-
-def _force_masks(model, names, data, loss_fn, cfg, keep, group) -> list:
-    """FORCE's iterative schedule on the local shards, each round one global threshold."""
+def _threshold(params, group):
+    """``threshold(scores, keep)`` for ``Method.masks``: one global top-k over the local shards of
+    every rank, masks as ``DTensor``s placed like their parameters."""
     from sparsepai.ops.topk import topk_mask
-    from sparsepai.pruning.base import take_batches
-    from sparsepai.pruning.iterative import keep_schedule
 
+    def threshold(scores: dict, keep: int) -> dict:
+        names = list(scores)
+        masks = topk_mask([_local(scores[n]) for n in names], keep, nan="low", group=group).masks
+        return {n: _dtensor_like(m, params[n]) for n, m in zip(names, masks)}
+
+    return threshold
+
+
+@contextlib.contextmanager
+def _scoring(model, names):
+    """The sharded model, scored in place: restored afterwards, the named weights (frozen ones
+    too) requiring gradients meanwhile, as ``pruning.base.private_copy`` makes them."""
     params = dict(model.named_parameters())
-    batches = take_batches(data, cfg.batches, "force")
-    original = [_local(params[n]).detach().clone() for n in names]
-    total = sum(params[n].numel() for n in names)
-    masks = None
     with _restored(model), torch.enable_grad():
-        for k in keep_schedule(total, keep, cfg.iterations):
-            with torch.no_grad():
-                for i, n in enumerate(names):
-                    _local(params[n]).copy_(original[i] if masks is None
-                                            else original[i] * masks[i])
-            g = _grads(model, params, names, batches, loss_fn, "force")
-            sens = [(g[n] * w0).abs() for n, w0 in zip(names, original)]
-            masks = topk_mask(sens, k, nan="low", group=group).masks
-    return masks
+        for p in params.values():
+            p.grad = None
+        for n in names:
+            params[n].requires_grad_(True)
+        yield
 
 
-def _config(method, options):
+def _method(method, options):
+    """The registry's method and its checked config, for the methods sharded models support."""
     from sparsepai.pruning.base import get_method, make_config
 
     if method not in SHARDED_METHODS:
         get_method(method)  # an unknown name gets the registry's message
         raise ValueError(f"sparsepai.prune: method {method!r} is not supported on FSDP2-sharded "
                          f"models; supported: {', '.join(SHARDED_METHODS)}")
-    return make_config(get_method(method), options)
+    m = get_method(method)
+    cfg = make_config(m, options)
+    if method == "prospr" and cfg.first_order is not True:
+        raise ValueError("sparsepai.prune: method 'prospr' on an FSDP2-sharded model needs "
+                         "first_order=True (the full meta-gradient would differentiate "
+                         "through FSDP's all-gathers, which sharded parameters do not "
+                         "support)")
+    return m, cfg
+
+
+def _prepare(model, method, loss_fn, group, options):
+    from sparsepai.pruning.base import default_loss, prunable_names
+
+    options = dict(options)
+    names = prunable_names(model, options.pop("prunable", None))
+    m, cfg = _method(method, options)
+    params = dict(model.named_parameters())
+    _check_placements(params, names, group)
+    return default_loss(loss_fn), names, m, cfg, params
 
 
 def score_sharded(model, method, data, loss_fn, group, options) -> dict:
     """``sp.score(..., group=)`` for a sharded model: ``{name: DTensor scores}``."""
-    from sparsepai.pruning.base import default_loss, prunable_names
-
-    loss_fn = default_loss(loss_fn)
-    options = dict(options)
-    names = prunable_names(model, options.pop("prunable", None))
-    cfg = _config(method, options)
-    params = dict(model.named_parameters())
-    _check_placements(params, names, group)
-    local = local_scores(model, method, names, data, loss_fn, cfg)
-    return {n: _dtensor_like(local[n], params[n]) for n in names}
+    loss_fn, names, m, cfg, params = _prepare(model, method, loss_fn, group, options)
+    with _scoring(model, names):
+        scores = m.scores(m.saliency(model, names, data, loss_fn, cfg))
+    return {n: _dtensor_like(_local(scores[n]).detach(), params[n]) for n in names}
 
 
 def prune_sharded(model, method, sparsity, data, loss_fn, group, options) -> dict:
@@ -195,30 +171,22 @@ def prune_sharded(model, method, sparsity, data, loss_fn, group, options) -> dic
     exactly ``N - round(sparsity * N)`` of the N prunable weights over all ranks."""
     import torch.distributed as dist
 
-    from sparsepai.ops.topk import topk_mask
-    from sparsepai.pruning.base import default_loss, keep_count, prunable_names
+    from sparsepai.pruning.base import keep_count
 
-    loss_fn = default_loss(loss_fn)
-    options = dict(options)
     for opt in ("scope", "min_per_layer"):
         if opt in options:
             raise ValueError(f"sparsepai.prune: option {opt!r} is not supported on FSDP2-sharded "
                              "models (global thresholding only)")
-    names = prunable_names(model, options.pop("prunable", None))
-    cfg = _config(method, options)
-    params = dict(model.named_parameters())
-    _check_placements(params, names, group)
+    loss_fn, names, m, cfg, params = _prepare(model, method, loss_fn, group, options)
     keep = keep_count(params, names, sparsity)
-    if method == "force":
-        masks = _force_masks(model, names, data, loss_fn, cfg, keep, group)
-    else:
-        local = local_scores(model, method, names, data, loss_fn, cfg)
-        masks = topk_mask([local[n] for n in names], keep, nan="low", group=group).masks
-    counts = torch.tensor([int(m.sum()) for m in masks], dtype=torch.int64,
+    with _scoring(model, names):
+        masks = m.masks(model, names, data, loss_fn, cfg, keep, _threshold(params, group))
+    local = [_local(masks[n]) for n in names]
+    counts = torch.tensor([int(x.sum()) for x in local], dtype=torch.int64,
                           device=comm_device(group))
     dist.all_reduce(counts, group=group)
     for n, c in zip(names, counts.tolist()):
         if c == 0:
             warnings.warn(f"prune: layer {n!r} is fully pruned (layer collapse); consider a "
                           "lower sparsity", RuntimeWarning, stacklevel=3)
-    return {n: _dtensor_like(m, params[n]) for n, m in zip(names, masks)}
+    return {n: _dtensor_like(x, params[n]) for n, x in zip(names, local)}

@@ -182,8 +182,16 @@ def loss_grads(model, wrt, batch, loss_fn, what: str, *, state: dict | None = No
                create_graph: bool = False) -> list:
     """The gradients of :func:`batch_loss` with respect to the tensors ``wrt`` (zeros for a
     tensor the loss does not depend on); ``create_graph`` to differentiate them again."""
+    wrt = list(wrt)
     loss = batch_loss(model, batch, loss_fn, what, state)
-    return list(torch.autograd.grad(loss, list(wrt), create_graph=create_graph,
+    if any(hasattr(t, "to_local") for t in wrt):  # FSDP2-sharded parameters (DTensors)
+        from sparsepai.distributed.sharded import backward_grads
+
+        if create_graph or state is not None:
+            raise ValueError(f"{what}: gradients of FSDP2-sharded parameters cannot be "
+                             "differentiated again nor taken under replaced parameters")
+        return backward_grads(loss, wrt)
+    return list(torch.autograd.grad(loss, wrt, create_graph=create_graph,
                                     materialize_grads=True))
 
 

@@ -14,7 +14,8 @@ contraction):
 ``path="auto"`` measures: after the step that creates the state, the next ``2 * SAMPLES`` steps
 run each candidate tensor alone, timed, in one layout or the other (interleaved, so a slow phase
 of a shared machine hits both alike), then every tensor commits to the layout with the lower
-median. Those steps are real steps (both paths give the same update), so measuring costs only the
+fastest sample (the least disturbed one: on a shared machine a stall only ever adds time, and a
+median of three still picks the wrong layout when two samples of one layout hit stalls). Those steps are real steps (both paths give the same update), so measuring costs only the
 layout switches and the per-tensor calls. ``"sparse"`` and ``"dense"`` force a path (tests,
 reproducible timings); the environment variable ``SPARSEPAI_OPTIM_PATH`` sets the default.
 """
@@ -22,7 +23,6 @@ reproducible timings); the environment variable ``SPARSEPAI_OPTIM_PATH`` sets th
 from __future__ import annotations
 
 import os
-import statistics
 import time
 
 PATHS = ("auto", "sparse", "dense")
@@ -93,7 +93,7 @@ class PathChooser:
             return SCHEDULE[self.steps - 1] != was
         if self.steps == len(SCHEDULE) + 1:  # the last measuring step ended: commit
             # sparse only where strictly faster: a sparse step never costs more than a dense one
-            self.decided = {p: bool(s) and bool(d) and statistics.median(s) < statistics.median(d)
+            self.decided = {p: bool(s) and bool(d) and min(s) < min(d)
                             for p, (d, s) in self.times.items()}
             return True
         return False

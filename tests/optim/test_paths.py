@@ -115,3 +115,19 @@ def test_path_is_checked_and_env_sets_the_default(monkeypatch):
         MaskedAdamW(make_params(), make_masks())
     monkeypatch.setenv(ENV, "dense")
     assert MaskedAdamW(make_params(), make_masks(), path="sparse").paths()[0] == "sparse"
+
+
+def test_auto_compares_the_fastest_samples_not_stalled_ones():
+    """Two stalled dense samples must not hand the tensor to a slower sparse path."""
+    from sparsepai.optim.paths import PathChooser
+
+    chooser = PathChooser("auto")
+    p = object()
+    chooser.end_step()  # the step that creates the state
+    dense = iter([1.0, 5.0, 5.0])  # intrinsic 1.0, two samples hit a stall of the machine
+    sparse = iter([2.0, 2.0, 2.0])
+    for compact in SCHEDULE:
+        assert chooser.measuring() and chooser.compact(p) == compact
+        chooser.record(p, next(sparse) if compact else next(dense))
+        chooser.end_step()
+    assert chooser.path_of(p) == "dense"

@@ -86,7 +86,8 @@ def prospr_masks(model, data, sparsities, meta_steps=3):
     in channels instead of weights ("prospr/channels": ``unit="channels"``)."""
     import torch
 
-    from sparsepai.structured.channels import channel_costs, group_scores, threshold_channels
+    from sparsepai.structured.channels import group_scores, threshold_channels
+    from sparsepai.structured.cost import channel_costs
     from sparsepai.structured.graph import analyse
 
     graph = analyse(model)

@@ -230,17 +230,18 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     must then have a batch to measure the feature-map sizes.
     """
     from sparsepai.pruning.base import get_method, make_config, private_copy
+    from sparsepai.structured import cost  # it reads layers through this module's helpers
 
     groups = graph.prunable_groups()
     options = dict(options)
-    alpha = cost_exponent(options.pop("cost_weighting", False))
+    alpha = cost.cost_exponent(options.pop("cost_weighting", False))
     check_method(method)
     m = get_method(method)
     cfg = make_config(m, options)
     if method == "random":  # one draw per channel, not a sum of per-weight draws
         gen = torch.Generator().manual_seed(cfg.seed)
         out = {g.id: torch.rand(g.size, generator=gen) for g in groups}
-        return _cost_weighted(out, model, graph, data, alpha)
+        return cost.cost_weighted(out, model, graph, data, alpha)
     names = [f"{p}.weight" for g in groups for p in g.producers]
     work = private_copy(model, names)
     with torch.enable_grad():
@@ -253,64 +254,7 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
         # of the signed saliencies over the channel's weights; the magnitude is taken after it
         s = sum(g.fold(p, per[f"{p}.weight"].float().cpu()) for p in g.producers)
         out[g.id] = s.abs() if m.absolute else s
-    return _cost_weighted(out, model, graph, data, alpha)
-
-
-def cost_exponent(value) -> float:
-    """The exponent of option ``cost_weighting``: ``True`` -> 1.0, ``False`` -> 0.0, a number
-    ``>= 0`` as is."""
-    if isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"sp.prune(structured=True): cost_weighting must be a bool or a number "
-                         f">= 0, got {value!r}")
-    return float(value)
-
-
-def _cost_weighted(scores, model, graph, data, alpha) -> dict:
-    """Each channel's score divided by (its multiply-adds / the mean channel's) ** alpha."""
-    if alpha == 0:
-        return scores
-    cost = channel_costs(model, graph, data)
-    mean = torch.cat([cost[gid] for gid in scores]).mean()
-    return {gid: s / (cost[gid] / mean) ** alpha for gid, s in scores.items()}
-
-
-def channel_costs(model, graph, data) -> dict:
-    """Multiply-adds per sample that one channel of each group costs: its rows in the producers
-    and depthwise members, and its columns in the layers that read it (spatial sizes from one
-    forward pass on the first batch)."""
-    from sparsepai.pruning.base import private_copy, take_batches
-
-    (x, _), = take_batches(data, 1, "cost_weighting")
-    work = private_copy(model)
-    spatial = {}
-    hooks = [mod.register_forward_hook(
-        lambda mod, inp, out, name=name: spatial.__setitem__(name, out[0, 0].numel()))
-        for name, mod in prunable_modules(work)]
-    with torch.no_grad():
-        work.eval()(x[:1])
-    for h in hooks:
-        h.remove()
-    mods = dict(prunable_modules(work))
-    cost = {}
-    for g in graph.prunable_groups():
-        c = 0.0
-        for p in g.producers:
-            if p not in mods:
-                continue  # an embedding (norm_streams): no multiply-adds
-            w = rows_first(mods[p], mods[p].weight)
-            c += w[0].numel() * spatial.get(p, 1) * g.width(p) // g.size
-        for mem in g.members:
-            if mem.kind == "depthwise":
-                c += mods[mem.module].weight[0].numel() * spatial.get(mem.module, 1)
-        cost[g.id] = c
-    for r in graph.reads:
-        if r.group in cost:
-            w = rows_first(mods[r.module], mods[r.module].weight)
-            per_col = (w[0, 0].numel() if w.dim() > 2 else 1) * w.shape[0]
-            cost[r.group] += per_col * r.factor * r.tiles * spatial.get(r.module, 1)
-    return {gid: torch.full((graph.groups[gid].size,), c) for gid, c in cost.items()}
+    return cost.cost_weighted(out, model, graph, data, alpha)
 
 
 def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:

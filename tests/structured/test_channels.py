@@ -223,7 +223,8 @@ def test_cost_weighting_prefers_cheap_channels():
     model, x = build("resnet20")
     data = _data(x, 1)
     graph = analyse(model, x)
-    from sparsepai.structured.channels import channel_costs, group_scores
+    from sparsepai.structured.channels import group_scores
+    from sparsepai.structured.cost import channel_costs
 
     plain = group_scores(model, graph, "snip", data, nn.functional.cross_entropy, {})
     weighted = group_scores(model, graph, "snip", data, nn.functional.cross_entropy,
@@ -242,7 +243,8 @@ def test_cost_weighting_prefers_cheap_channels():
 def test_tempered_cost_weighting_divides_by_a_power_of_the_cost(method):
     """cost_weighting=alpha divides by (cost / mean cost) ** alpha for any method: 0.5 is the
     geometric middle of plain (0) and 3SP's weighting (1)."""
-    from sparsepai.structured.channels import channel_costs, group_scores
+    from sparsepai.structured.channels import group_scores
+    from sparsepai.structured.cost import channel_costs
 
     model, x = build("resnet20")
     data = _data(x, 4)

@@ -11,6 +11,9 @@ kernel runs (medians): two read passes over the scores (the faster of torch's su
 every tensor) plus one pass that allocates and writes the bool masks (empty + fill_), i.e. what
 "two read passes and writing the masks" costs on this machine. ratio_vs_floor = median / floor.
 
+Run it with the checkout first on the path (PYTHONPATH=. from the repository root), or Python
+imports whichever sparsepai is installed; each row records the path it measured.
+
     python benchmarks/bench_topk.py                      # 1e6 .. 4e8 scores over 60 tensors
     python benchmarks/bench_topk.py --sizes 1e6 1e7      # a quick look
     python benchmarks/bench_topk.py --huge               # + 2.5e9 float16 scores
@@ -188,6 +191,7 @@ def run_worker(args):
         "threads": torch.get_num_threads(), "times_s": times, "median_s": statistics.median(times),
         "threshold": value, "kept": kept, "score_bytes": score_bytes, "extra_peak_bytes": extra,
         "extra_over_scores": extra / score_bytes, **extra_cols,
+        "sparsepai_path": os.path.dirname(sp.__file__),  # which build was measured
     }))
 
 

@@ -16,7 +16,8 @@
 //    scores are read once, plus the sample.
 //
 // Files: topk_views.h (views, chunks, keys), topk_passes.h (NaN scan, histogram, sample),
-// this file (selection), topk_masks.h (mask pass, tie order), topk_fused.h (fused pass).
+// this file (selection), topk_masks.h (mask pass, tie order), topk_fused.h (fused pass), and the
+// hand-vectorised blocks topk_avx2.h / topk_avx512.h.
 #pragma once
 
 #include <algorithm>

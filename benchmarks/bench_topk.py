@@ -2,9 +2,17 @@
 
 Each (size, method) runs in a fresh subprocess so that its peak memory can be read from the
 process's peak RSS: "extra" memory is the peak minus the RSS right after the scores were made,
-minus the output masks (N bytes) for the methods that return masks. Times are medians of
---repeats runs. All methods of one size are measured in the same invocation, on identical
-scores (same seed), so the ratios are same-run ratios.
+minus the output masks (N bytes) for the methods that return masks, read after one untimed
+warm-up run. Times are medians of --repeats runs after it. All methods of one size are measured
+in the same invocation, on identical scores (same seed), so the ratios are same-run ratios.
+
+The topk_mask rows carry a memory floor measured in the same process, interleaved with the
+kernel runs (medians): two read passes over the scores (the faster of torch's sum and amax over
+every tensor) plus one pass that allocates and writes the bool masks (empty + fill_), i.e. what
+"two read passes and writing the masks" costs on this machine. ratio_vs_floor = median / floor.
+
+Run it with the checkout first on the path (PYTHONPATH=. from the repository root), or Python
+imports whichever sparsepai is installed; each row records the path it measured.
 
     python benchmarks/bench_topk.py                      # 1e6 .. 4e8 scores over 60 tensors
     python benchmarks/bench_topk.py --sizes 1e6 1e7      # a quick look
@@ -137,13 +145,42 @@ def run_worker(args):
     else:
         raise SystemExit(f"unknown method {method}")
 
-    times, out = [], None
+    floor = {"sum": [], "amax": [], "write": []} if method == "sparsepai.topk_mask" else None
+
+    def floor_passes():
+        t0 = time.perf_counter()
+        for s in scores:
+            s.sum()
+        t1 = time.perf_counter()
+        for s in scores:
+            s.amax()
+        t2 = time.perf_counter()
+        masks = [torch.empty(s.shape, dtype=torch.bool).fill_(True) for s in scores]
+        t3 = time.perf_counter()
+        del masks
+        floor["sum"].append(t1 - t0)
+        floor["amax"].append(t2 - t1)
+        floor["write"].append(t3 - t2)
+
+    # one untimed run first: the peak memory is read after it, before the floor passes allocate
+    out = fn()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = []
     for _ in range(args.repeats):
         out = None  # free the previous result before the next run
+        if floor is not None:
+            floor_passes()  # interleaved with the kernel runs: same machine state
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    extra_cols = {}
+    if floor is not None:
+        med = {key: statistics.median(v) for key, v in floor.items()}
+        read = min(med["sum"], med["amax"])
+        floor_s = 2 * read + med["write"]
+        extra_cols = {"read_pass_s": read, "write_pass_s": med["write"], "floor_s": floor_s,
+                      "ratio_vs_floor": statistics.median(times) / floor_s,
+                      "floor_times_s": floor}
     value, kept = check(out)  # after the peak reading: the check allocates
     score_bytes = sum(s.numel() * s.element_size() for s in scores)
     extra = max(0, peak - base)
@@ -153,7 +190,8 @@ def run_worker(args):
         "method": method, "n": n, "k": k, "dtype": args.dtype, "tensors": args.tensors,
         "threads": torch.get_num_threads(), "times_s": times, "median_s": statistics.median(times),
         "threshold": value, "kept": kept, "score_bytes": score_bytes, "extra_peak_bytes": extra,
-        "extra_over_scores": extra / score_bytes,
+        "extra_over_scores": extra / score_bytes, **extra_cols,
+        "sparsepai_path": os.path.dirname(sp.__file__),  # which build was measured
     }))
 
 
@@ -187,6 +225,10 @@ def plot(rows, path):
         if not pts:
             continue
         a.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
+        fl = sorted((r["n"], r["floor_s"]) for r in ok if r["method"] == m and "floor_s" in r)
+        if fl:
+            a.plot([p[0] for p in fl], [p[1] for p in fl], ls="--", color="grey",
+                   label="memory floor (2 reads + mask write)")
         b.plot([p[0] for p in pts], [100 * p[2] for p in pts], marker="o", label=m)
     a.set(xscale="log", yscale="log", xlabel="scores (N)", ylabel="median time (s)",
           title="Global top-k time (lower is better)")
@@ -238,8 +280,10 @@ def main():
         if "error" in r:
             print(f"{size:>12,} {method:<28} FAILED: {r['error']}", flush=True)
         else:
+            floor = (f"  floor {r['floor_s']:.3f} s ({r['ratio_vs_floor']:.2f}x)"
+                     if "floor_s" in r else "")
             print(f"{size:>12,} {method:<28} {r['median_s']:9.3f} s  extra {100 * r['extra_over_scores']:6.1f}%"
-                  f"  kept={r['kept']}", flush=True)
+                  f"  kept={r['kept']}{floor}", flush=True)
     # same-run ratios against the slowest common baseline
     for size in sorted({r["n"] for r in rows if "error" not in r}):
         by = {r["method"]: r for r in rows if r.get("n") == size and "error" not in r}
@@ -256,7 +300,8 @@ def main():
     with open(args.out + ".json", "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     keys = ["method", "n", "k", "dtype", "tensors", "threads", "median_s", "extra_peak_bytes",
-            "extra_over_scores", "kept", "threshold", "speedup_vs_kthvalue_cat", "error"]
+            "extra_over_scores", "kept", "threshold", "speedup_vs_kthvalue_cat", "read_pass_s",
+            "write_pass_s", "floor_s", "ratio_vs_floor", "error"]
     with open(args.out + ".csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()

@@ -1,8 +1,9 @@
-// CPU implementations of the top-k ops: thin ATen wrappers over csrc/core/topk_select.h, run on
-// ATen's thread pool.
+// CPU implementations of the top-k ops: thin ATen wrappers over the torch-free core
+// (csrc/core/topk_select.h and the headers it lists), run on ATen's thread pool.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../core/topk_fused.h"
 #include "../topk_common.h"
 
 namespace sparsepai {
@@ -56,11 +57,12 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> topk_impl(const ScoreTable& tab,
       for (auto& m : masks) m.zero_();
     return {threshold_tensor<Fmt>(0, false, largest, nm, tab.common), masks};
   }
-  auto sel = core::select_kth<Fmt>(tab.views, chunks, tab.numel, k, nm, largest, par);
+  // with masks, the selection and the mask pass share one pass over the scores when they can
+  const auto sel = want_masks ? core::select_and_mask<Fmt>(tab.views, chunks, tab.numel, k, nm,
+                                                           largest, mask_ptrs(masks), par)
+                              : core::select_kth<Fmt>(tab.views, chunks, tab.numel, k, nm,
+                                                      largest, par);
   if (nan == core::kNanError && sel.nan_count > 0) raise_nan(tab, chunks, op);
-  if (want_masks)
-    core::write_masks<Fmt>(tab.views, chunks, sel.key, k - sel.count_gt, nm, largest,
-                           mask_ptrs(masks), par);
   return {threshold_tensor<Fmt>(sel.key, true, largest, nm, tab.common), masks};
 }
 

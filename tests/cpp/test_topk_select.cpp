@@ -1,129 +1,11 @@
-// The CPU top-k core (csrc/core/topk_select.h) against a stable-sort oracle, over thread counts,
+// The CPU top-k core (csrc/core/topk_select.h, topk_masks.h, topk_fused.h) against a stable-sort oracle, over thread counts,
 // sample sizes (to force bracket misses and fallbacks), strides, NaN modes and mixed dtypes.
-#include <algorithm>
-#include <cmath>
-#include <cstring>
 #include <numeric>
-#include <random>
 
-#include "check.h"
-#include "core/topk_select.h"
 #include "thread_par.h"
+#include "topk_cases.h"
 
-using namespace sparsepai::core;
-
-inline int next_case_id() {
-  static int id = 0;
-  return ++id;
-}
-
-struct Case {
-  const int id = next_case_id();
-  std::vector<std::vector<uint8_t>> storage;  // raw bytes per tensor
-  std::vector<TensorView> views;
-  int64_t n = 0;
-};
-
-static TensorView view_of(const void* data, Dtype dt, std::vector<int64_t> sizes,
-                          std::vector<int64_t> strides) {
-  TensorView v;
-  v.data = data;
-  v.dtype = dt;
-  v.numel = 1;
-  for (auto s : sizes) v.numel *= s;
-  const bool ok = coalesce(v, int(sizes.size()), sizes.data(), strides.data());
-  CHECK(ok);
-  return v;
-}
-
-// float32 tensors, optionally viewed transposed (a non-contiguous 2-D view)
-static void add_f32(Case& c, const std::vector<float>& vals, int64_t rows, bool transposed) {
-  c.storage.emplace_back(vals.size() * 4);
-  std::memcpy(c.storage.back().data(), vals.data(), vals.size() * 4);
-  const int64_t cols = int64_t(vals.size()) / rows;
-  if (transposed)
-    c.views.push_back(view_of(c.storage.back().data(), Dtype::kF32, {cols, rows}, {1, cols}));
-  else
-    c.views.push_back(view_of(c.storage.back().data(), Dtype::kF32, {rows, cols}, {cols, 1}));
-  c.n += int64_t(vals.size());
-}
-
-static void add_f64(Case& c, const std::vector<double>& vals) {
-  c.storage.emplace_back(vals.size() * 8);
-  std::memcpy(c.storage.back().data(), vals.data(), vals.size() * 8);
-  c.views.push_back(view_of(c.storage.back().data(), Dtype::kF64, {int64_t(vals.size())}, {1}));
-  c.n += int64_t(vals.size());
-}
-
-static void add_bf16(Case& c, const std::vector<float>& vals) {
-  std::vector<uint16_t> b(vals.size());
-  for (size_t i = 0; i < vals.size(); ++i) b[i] = uint16_t(float_bits(vals[i]) >> 16);
-  c.storage.emplace_back(b.size() * 2);
-  std::memcpy(c.storage.back().data(), b.data(), b.size() * 2);
-  c.views.push_back(view_of(c.storage.back().data(), Dtype::kBF16, {int64_t(b.size())}, {1}));
-  c.n += int64_t(b.size());
-}
-
-// Value of element i (row-major) of view v, widened to double; NaN stays NaN.
-static double value_at(const TensorView& v, int64_t i) {
-  int64_t off = 0, rem = i;
-  for (int d = v.ndim - 1; d >= 0; --d) {
-    off += (rem % v.sizes[d]) * v.strides[d];
-    rem /= v.sizes[d];
-  }
-  switch (v.dtype) {
-    case Dtype::kF32: {
-      float f;
-      std::memcpy(&f, static_cast<const char*>(v.data) + off * 4, 4);
-      return f;
-    }
-    case Dtype::kF64:
-      return static_cast<const double*>(v.data)[off];
-    default:
-      return bf16_bits_to_float(static_cast<const uint16_t*>(v.data)[off]);
-  }
-}
-
-// Oracle masks: stable sort of (rank class, value) in flat position order. The sorted order is
-// cached per (case, nan mode, direction) since every k reuses it.
-struct E {
-  int cls;
-  double v;
-  int64_t t, i;
-};
-
-static std::vector<std::vector<uint8_t>> oracle(const Case& c, int64_t k, int nan_mode,
-                                                bool largest) {
-  static int cached_case = 0;
-  static int cached_mode = -1;
-  static bool cached_largest = false;
-  static std::vector<E> all;
-  if (cached_case != c.id || cached_mode != nan_mode || cached_largest != largest ) {
-    cached_case = c.id;
-    cached_mode = nan_mode;
-    cached_largest = largest;
-    all.clear();
-    for (size_t t = 0; t < c.views.size(); ++t)
-      for (int64_t i = 0; i < c.views[t].numel; ++i) {
-        double v = value_at(c.views[t], i);
-        int cls = 0;
-        if (std::isnan(v)) {
-          cls = nan_mode == kNanHigh ? 1 : -1;
-          v = 0;
-        }
-        all.push_back({cls, v + 0.0, int64_t(t), i});
-      }
-    std::stable_sort(all.begin(), all.end(), [&](const E& a, const E& b) {
-      if (a.cls != b.cls) return largest ? a.cls > b.cls : a.cls < b.cls;
-      return largest ? a.v > b.v : a.v < b.v;
-    });
-  }
-  std::vector<std::vector<uint8_t>> m(c.views.size());
-  for (size_t t = 0; t < c.views.size(); ++t) m[t].assign(size_t(c.views[t].numel), 0);
-  for (int64_t j = 0; j < k; ++j) m[size_t(all[size_t(j)].t)][size_t(all[size_t(j)].i)] = 1;
-  return m;
-}
-
+// select_kth + write_masks, and the fused select_and_mask, against the oracle.
 template <class Fmt>
 static void check_case(const Case& c, int64_t k, int nan_mode, bool largest, int threads,
                        int64_t sample) {
@@ -131,25 +13,15 @@ static void check_case(const Case& c, int64_t k, int nan_mode, bool largest, int
   par.threads = threads;
   const auto chunks = make_chunks(c.views);
   auto sel = select_kth<Fmt>(c.views, chunks, c.n, k, nan_mode, largest, par, sample);
-  std::vector<std::vector<uint8_t>> got(c.views.size());
-  std::vector<bool*> ptrs;
-  for (size_t t = 0; t < c.views.size(); ++t) {
-    got[t].assign(size_t(c.views[t].numel) + 1, 2);  // 2 = never written
-    ptrs.push_back(reinterpret_cast<bool*>(got[t].data()));
-  }
-  write_masks<Fmt>(c.views, chunks, sel.key, k - sel.count_gt, nan_mode, largest, ptrs, par);
+  MaskBuffers got(c), fused(c);
+  write_masks<Fmt>(c.views, chunks, sel.key, k - sel.count_gt, nan_mode, largest, got.ptrs, par);
+  auto fsel = select_and_mask<Fmt>(c.views, chunks, c.n, k, nan_mode, largest, fused.ptrs, par,
+                                   sample);
   const auto want = oracle(c, k, nan_mode, largest);
-  int64_t kept = 0;
-  bool same = true;
-  for (size_t t = 0; t < c.views.size(); ++t) {
-    CHECK(got[t].back() == 2);  // no write past the end
-    for (size_t i = 0; i < want[t].size(); ++i) {
-      same &= got[t][i] == want[t][i];
-      kept += got[t][i] == 1;
-    }
-  }
+  const bool same = got.matches(want, k), fsame = fused.matches(want, k);
   CHECK(same);
-  CHECK(kept == k);
+  CHECK(fsame);
+  CHECK(fsel.key == sel.key && fsel.count_gt == sel.count_gt && fsel.nan_count == sel.nan_count);
   // the selection's count of keys above the threshold, and enough ties to fill k
   int64_t gt = 0, eq = 0;
   for (const auto& v : c.views)
@@ -159,25 +31,10 @@ static void check_case(const Case& c, int64_t k, int nan_mode, bool largest, int
     });
   CHECK(gt == sel.count_gt);
   CHECK(eq >= k - sel.count_gt && eq >= 1);
-  if (!same) std::fprintf(stderr, "  case: n=%lld k=%lld nan=%d largest=%d threads=%d sample=%lld\n",
-                          (long long)c.n, (long long)k, nan_mode, int(largest), threads,
-                          (long long)sample);
-}
-
-static std::vector<float> normal(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
-static std::vector<float> ints(size_t n, uint64_t seed, int lo, int hi) {
-  std::mt19937_64 g(seed);
-  std::uniform_int_distribution<int> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = float(d(g));
-  return v;
+  if (!same || !fsame)
+    std::fprintf(stderr, "  case: n=%lld k=%lld nan=%d largest=%d threads=%d sample=%lld\n",
+                 (long long)c.n, (long long)k, nan_mode, int(largest), threads,
+                 (long long)sample);
 }
 
 TEST(small_random_all_k) {

@@ -178,6 +178,33 @@ def test_sampled_bracket_with_heavy_ties():
         assert_matches_ref([x], k)
 
 
+@pytest.mark.parametrize("largest", [True, False])
+def test_sampled_bracket_ties_straddle_chunks(largest):
+    # the one-pass (fused) path writes masks before it knows the threshold: runs of tied scores
+    # across every 65536-score chunk boundary, NaNs ranked high, and k inside the ties
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(4_400_000, generator=g)
+    for b in range(65536, x.numel(), 65536):
+        x[b - 30:b + 30] = 1.25
+    x[::100_003] = float("nan")
+    y = torch.randn(500, 600, generator=g).t()
+    y[::7, ::3] = 1.25
+    scores = [x, y]
+    nans = int(x.isnan().sum())
+    beyond = sum(int((s > 1.25).sum() if largest else (s < 1.25).sum()) for s in scores)
+    first = nans if largest else 0
+    for k in (first + beyond + 1, first + beyond + 500):
+        assert_matches_ref(scores, k, largest, nan="high")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = sp.topk_mask(scores, first + beyond + 77, largest=largest, nan="high")
+    finally:
+        torch.set_num_threads(before)
+    two = sp.topk_mask(scores, first + beyond + 77, largest=largest, nan="high")
+    assert all(torch.equal(a, b) for a, b in zip(one.masks, two.masks))
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_same_masks_for_any_thread_count(threads):
     g = torch.Generator().manual_seed(6)

@@ -78,7 +78,7 @@ def attention(walker, node):
     head, linking the query, key and value spaces to it (a query space writes ``r * D`` rows
     per unit with ``r`` query heads per key/value head) and making the output a new space of
     ``r * D`` features per unit (what the output projection reads). Anything else kills."""
-    from sparsepai.structured.opgraph import _bind, _Info, _shape
+    from sparsepai.structured.opvalues import _bind, _Info, _shape
 
     a = _bind(node)
     q, k, v = (walker.get(a[n]) for n in ("query", "key", "value"))

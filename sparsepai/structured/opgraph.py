@@ -24,6 +24,8 @@ from torch import nn
 
 from sparsepai.structured.capture import PREFIX, capture
 from sparsepai.structured.graph import Builder, ChannelGraph, Seg, flat_args as _flat
+from sparsepai.structured import oplayers, opshape
+from sparsepai.structured.opvalues import _Info, _Param, _bind, _norm_dim, _shape
 
 # f(0) == 0: a pruned (zero) channel stays zero
 _PASS = {"relu", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "hardswish", "mish",
@@ -52,59 +54,6 @@ _SHAPE_ONLY = {"sym_size", "sym_numel", "sym_stride", "sym_storage_offset", "siz
                "new_full", "_local_scalar_dense", "item"}
 
 
-class _Info:
-    """Channels along ``dim``; after an attention head split (``(B, T, H*D) -> (B, H, T, D)``)
-    ``dim`` holds the heads and ``hd`` the features of a head. ``rep``: each head repeated
-    that many times along ``dim`` (grouped-query attention's ``repeat_kv``); ``pend``: a dim
-    that an expand made to repeat the heads, not yet merged into ``dim``; ``tdim``: a dim
-    that tiles the channels (the query/key/value of a fused projection, ``(B, T, 3, H, D)``),
-    which only a permute, an unbind or a select may meet."""
-
-    __slots__ = ("segs", "dim", "factor", "dirty", "hd", "rep", "pend", "tdim")
-
-    def __init__(self, segs, dim, factor=1, dirty=False, hd=None, rep=1, pend=None, tdim=None):
-        self.segs, self.dim, self.factor, self.dirty = tuple(segs), dim, factor, dirty
-        self.hd, self.rep, self.pend, self.tdim = hd, rep, pend, tdim
-
-    @property
-    def length(self):
-        return sum(s.length for s in self.segs)
-
-    @property
-    def layout(self):
-        return (self.dim, self.factor, self.hd, self.rep, self.pend)
-
-    def but(self, **kw):
-        d = {k: getattr(self, k) for k in self.__slots__}
-        d.update(kw)
-        return _Info(**d)
-
-
-class _Param:
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-
-def _shape(a):
-    v = a.meta.get("val") if isinstance(a, torch.fx.Node) else None
-    return tuple(int(s) for s in v.shape) if isinstance(v, torch.Tensor) else None
-
-
-def _bind(node) -> dict:
-    """The op's arguments by schema name, defaults filled in."""
-    out = {}
-    for i, a in enumerate(node.target._schema.arguments):
-        if i < len(node.args):
-            out[a.name] = node.args[i]
-        elif a.name in node.kwargs:
-            out[a.name] = node.kwargs[a.name]
-        else:
-            out[a.name] = a.default_value if a.has_default_value() else None
-    return out
-
-
 def _divisor_only(node) -> bool:
     """Whether ``node`` (plus constants added to it) is only ever a divisor."""
     for u in node.users:
@@ -117,10 +66,6 @@ def _divisor_only(node) -> bool:
                   and u.args[0] is not node):
             return False
     return True
-
-
-def _norm_dim(d, rank):
-    return d + rank if d < 0 else d
 
 
 def analyse_export(model: nn.Module, example_inputs, norm_streams: bool = False) -> ChannelGraph:
@@ -372,9 +317,6 @@ class _Walker:
         out = x if a.get("keepdim") else x.but(dim=x.dim - sum(d < x.dim for d in dims))
         return (out, None) if isinstance(node.meta.get("val"), (tuple, list)) else out
 
-
-
-from sparsepai.structured import oplayers, opshape  # noqa: E402  (rules use the types above)
 
 RULES = {
     "linear": oplayers.linear,

@@ -9,7 +9,7 @@ from torch import nn
 
 from sparsepai.pruning.base import PRUNABLE_TYPES, is_linear_alias
 from sparsepai.structured.graph import Seg
-from sparsepai.structured.opgraph import _bind, _Info, _Param, _shape
+from sparsepai.structured.opvalues import _bind, _Info, _Param, _shape
 
 
 def linear(wk, node, name):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from sparsepai.structured.graph import Seg
-from sparsepai.structured.opgraph import _Info, _Param, _bind, _norm_dim, _shape
+from sparsepai.structured.opvalues import _Info, _Param, _bind, _norm_dim, _shape
 
 
 def view(w, node, name=None):

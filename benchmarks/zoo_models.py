@@ -98,6 +98,8 @@ def _timm(name):
 
         torch.manual_seed(0)
         model = timm.create_model(name, pretrained=False)
+        if not model.num_classes:  # a backbone config (eva02_tiny's has no head): give it one
+            model = timm.create_model(name, pretrained=False, num_classes=1000)
         shape = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
         x, y = _image_batch(shape, classes=model.num_classes)
         return model, x, y, _ce

@@ -82,9 +82,12 @@ def tv_names() -> list:
 
     out = []
     for name in sorted(torchvision.models.list_models(module=torchvision.models)):
-        with torch.device("meta"):
-            kw = {"aux_logits": False, "init_weights": False} if name in (
-                "googlenet", "inception_v3") else {}
+        kw = {"aux_logits": False, "init_weights": False} if name in (
+            "googlenet", "inception_v3") else {}
+        try:
+            with torch.device("meta"):
+                m = torchvision.models.get_model(name, weights=None, **kw)
+        except NotImplementedError:  # RegNet's builder reads a tensor's values (.tolist())
             m = torchvision.models.get_model(name, weights=None, **kw)
         if sum(p.numel() for p in m.parameters()) <= TV_MAX_PARAMS:
             out.append(name)

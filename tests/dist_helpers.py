@@ -42,3 +42,17 @@ def run_ranks(body, world=2, timeout=60):
     mp.spawn(_entry, args=(world, _free_port(), body, results, timeout), nprocs=world,
              join=True)
     return dict(results)
+
+
+def fsdp_linears(model, world):
+    """``model`` sharded with FSDP2 over a CPU mesh of ``world`` ranks: each Linear its own unit,
+    then the root (call inside a rank with the process group up)."""
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)

@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 import sparsepai as sp
 from sparsepai.distributed import load_sharded_masks, save_sharded_masks
-from tests.dist_helpers import run_ranks
+from tests.dist_helpers import fsdp_linears, run_ranks
 
 
 def _net():
@@ -19,15 +19,7 @@ def _net():
 
 
 def _sharded(world):
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    mesh = init_device_mesh("cpu", (world,))
-    model = _net()
-    for layer in model:
-        if isinstance(layer, torch.nn.Linear):
-            fully_shard(layer, mesh=mesh)
-    return fully_shard(model, mesh=mesh)
+    return fsdp_linears(_net(), world)
 
 
 def _want():

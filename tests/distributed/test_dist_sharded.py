@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 import sparsepai as sp
-from tests.dist_helpers import run_ranks
+from tests.dist_helpers import fsdp_linears, run_ranks
 
 WORLD = 2
 PER_RANK = 4
@@ -23,15 +23,7 @@ def _net():
 
 
 def _sharded():
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    mesh = init_device_mesh("cpu", (WORLD,))
-    model = _net()
-    for layer in model:
-        if isinstance(layer, torch.nn.Linear):
-            fully_shard(layer, mesh=mesh)
-    return fully_shard(model, mesh=mesh)
+    return fsdp_linears(_net(), WORLD)
 
 
 def _all_batches(n):

@@ -186,22 +186,35 @@ def load_runs(out: str, settings: dict) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def robust_seconds(run: dict) -> list:
-    """Training seconds at the end of each epoch, as the run's median time per step times the
-    steps taken: a step's work is the same all run long, so this keeps what the model costs and
-    drops the bursts of load other processes put on a shared machine (``train_seconds`` keeps
-    the raw wall-clock)."""
-    med = statistics.median(run["step_seconds"])
+def robust_seconds(run: dict, step: float | None = None) -> list:
+    """Training seconds at the end of each epoch, as a time per step (by default the run's own
+    median) times the steps taken: a step's work is the same all run long, so this keeps what
+    the model costs and drops the bursts of load other processes put on a shared machine
+    (``train_seconds`` keeps the raw wall-clock)."""
+    med = statistics.median(run["step_seconds"]) if step is None else step
     steps = len(run["step_seconds"]) // len(run["test_acc"])
     return [med * steps * (e + 1) for e in range(len(run["test_acc"]))]
 
 
-def summarize(runs: list) -> dict:
+def quiet_step(run: dict, quiet: dict | None, threads: str = "1"):
+    """The run's step time measured on a quiet machine by ``bench_step_time.py`` (its
+    ``step_time.json``), or None."""
+    try:
+        return quiet["models"][run["model"]][str(run["seed"])][threads][run["variant"]]["median"]
+    except (KeyError, TypeError):
+        return None
+
+
+def summarize(runs: list, quiet: dict | None = None) -> dict:
     """Per model, per contender: seeds, final accuracy mean/std, mean training seconds (see
-    :func:`robust_seconds`; ``wall`` the raw ones), the same-seed speedup over dense, and the
-    seconds to reach the dense accuracy minus 1 point."""
-    runs = [dict(r, wall_seconds=r["train_seconds"], train_seconds=robust_seconds(r))
-            for r in runs]
+    :func:`robust_seconds`: with the quiet step times of ``quiet`` where every run of the model
+    has one, else the runs' own; ``loaded`` those of the runs themselves, ``wall`` the raw
+    ones), the same-seed speedup over dense, and the seconds to reach dense - 1 point."""
+    quiet_models = {r["model"] for r in runs} - {r["model"] for r in runs
+                                                 if quiet_step(r, quiet) is None}
+    runs = [dict(r, wall_seconds=r["train_seconds"], loaded=robust_seconds(r)[-1],
+                 train_seconds=robust_seconds(r, quiet_step(r, quiet) if r["model"] in
+                                              quiet_models else None)) for r in runs]
     out = {}
     for name in dict.fromkeys(r["model"] for r in runs):
         mine = [r for r in runs if r["model"] == name]
@@ -225,6 +238,7 @@ def summarize(runs: list) -> dict:
                 "seeds": sorted(r["seed"] for r in rs), "acc": statistics.mean(final),
                 "acc_std": statistics.pstdev(final), "seconds": statistics.mean(secs),
                 "wall": statistics.mean(r["wall_seconds"][-1] for r in rs),
+                "loaded": statistics.mean(r["loaded"] for r in rs),
                 "speedup": statistics.mean(speed) if speed else None,
                 "reached": len(got), "to_target": statistics.median(got) if got else None,
                 "params": rs[0]["params"], "flops": rs[0]["flops"],
@@ -232,7 +246,7 @@ def summarize(runs: list) -> dict:
                 "curve": [(statistics.mean(r["train_seconds"][e] for r in rs),
                            statistics.mean(r["test_acc"][e] for r in rs))
                           for e in range(min(len(r["test_acc"]) for r in rs))]}
-        out[name] = {"target": target, "rows": rows}
+        out[name] = {"target": target, "rows": rows, "quiet": name in quiet_models}
     return out
 
 
@@ -241,10 +255,13 @@ def table(summary: dict) -> str:
     for name, s in summary.items():
         d = s["rows"].get("dense")
         target = f"{100 * s['target']:.2f}%" if s["target"] is not None else "n/a (no dense run)"
-        lines += [f"\n**{name}**: target = dense accuracy - 1 point = {target}\n",
+        timing = ("quiet step times (bench_step_time.py, 1 thread)" if s["quiet"] else
+                  "the runs' own median step times")
+        lines += [f"\n**{name}**: target = dense accuracy - 1 point = {target}; train s = "
+                  f"steps x {timing}\n",
                   "| contender | seeds | final acc (%) | train s | speedup vs dense | "
-                  "time to target (s) | wall s | params | FLOPs / dense | prune s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "time to target (s) | in-run s | wall s | params | FLOPs / dense | prune s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for label, r in s["rows"].items():
             reach = (f"{r['to_target']:.0f} ({r['reached']}/{len(r['seeds'])})"
                      if r["reached"] else f"not reached (0/{len(r['seeds'])})")
@@ -252,7 +269,7 @@ def table(summary: dict) -> str:
             sp_ = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
             lines.append(f"| {label} | {len(r['seeds'])} | {100 * r['acc']:.2f} +- "
                          f"{100 * r['acc_std']:.2f} | {r['seconds']:.1f} | {sp_} | {reach} | "
-                         f"{r['wall']:.0f} | {r['params']:,} | {fl} | "
+                         f"{r['loaded']:.0f} | {r['wall']:.0f} | {r['params']:,} | {fl} | "
                          f"{r['prune_seconds']:.1f} |")
     return "\n".join(lines)
 
@@ -298,7 +315,8 @@ def plot(summary: dict, path: str, note: str):
                        label="dense - 1 point")
         ys = [100 * y for _, y, _ in pts]
         ax.set_ylim(max(min(ys), max(ys) - 40) - 1, max(ys) + 1)
-        ax.set(xlabel="training seconds (median step time x steps; evaluation excluded)",
+        ax.set(xlabel="training seconds (" + ("quiet" if summary[name]["quiet"] else "median")
+               + " step time x steps; evaluation excluded)",
                ylabel="test accuracy (%)", title=f"{name}, MNIST 32x32: {note}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6, ncol=2, loc="lower right")
@@ -308,7 +326,11 @@ def plot(summary: dict, path: str, note: str):
 
 
 def report(runs, out, settings):
-    summary = summarize(runs)
+    quiet = None
+    if os.path.exists(os.path.join(out, "step_time.json")):
+        with open(os.path.join(out, "step_time.json")) as f:
+            quiet = json.load(f)
+    summary = summarize(runs, quiet)
     note = f"{settings['epochs']} epochs on {settings['train_images']:,} images, mean of seeds"
     text = table(summary)
     with open(os.path.join(out, "table.md"), "w") as f:

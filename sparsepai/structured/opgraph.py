@@ -25,6 +25,7 @@ from torch import nn
 from sparsepai.structured.capture import PREFIX, capture
 from sparsepai.structured.graph import Builder, ChannelGraph, Seg, flat_args as _flat
 from sparsepai.structured import oplayers, opshape
+from sparsepai.structured.probe import output_shapes, unfollowed
 from sparsepai.structured.opvalues import _Info, _Param, _bind, _norm_dim, _shape
 
 # f(0) == 0: a pruned (zero) channel stays zero
@@ -80,6 +81,8 @@ def analyse_export(model: nn.Module, example_inputs, norm_streams: bool = False)
     ep = capture(model, example_inputs)
     graph = _Walker(model, ep, norm_streams).run()
     graph.norm_streams = bool(norm_streams)  # the builder does not know the option
+    for gid in unfollowed(model, example_inputs, graph, output_shapes(ep)):  # forwards that recompute widths
+        graph.groups[gid].prunable = False
     return graph
 
 

@@ -55,16 +55,24 @@ _SHAPE_ONLY = {"sym_size", "sym_numel", "sym_stride", "sym_storage_offset", "siz
                "new_full", "_local_scalar_dense", "item"}
 
 
-def _divisor_only(node) -> bool:
-    """Whether ``node`` (plus constants added to it) is only ever a divisor."""
+def _normaliser(node, inverse=False) -> bool:
+    """Whether ``node`` (a statistic, plus constants added to it) only ever scales tensors:
+    divides them (through a ``sqrt`` too) or, after an ``rsqrt`` (``inverse``), multiplies them
+    (an RMS norm's ``x * rsqrt(mean(x**2) + eps)``)."""
     for u in node.users:
         name = getattr(u.target, "__name__", "")
+        ops = [a for a in u.args[:2] if a is node]
         if name.startswith("add") and len(u.args) == 2 and u.args[0] is node and \
                 not isinstance(u.args[1], torch.fx.Node):
-            if not _divisor_only(u):
-                return False
-        elif not (name.startswith("div") and len(u.args) == 2 and u.args[1] is node
-                  and u.args[0] is not node):
+            ok = _normaliser(u, inverse)
+        elif name.startswith(("sqrt", "rsqrt")) and not inverse:
+            ok = _normaliser(u, name.startswith("rsqrt"))
+        elif inverse:
+            ok = name.startswith("mul") and len(u.args) == 2 and len(ops) == 1
+        else:
+            ok = name.startswith("div") and len(u.args) == 2 and u.args[1] is node and \
+                u.args[0] is not node
+        if not ok:
             return False
     return True
 
@@ -312,8 +320,8 @@ class _Walker:
         R = len(_shape(node.args[0]))
         dims = [_norm_dim(d, R) for d in ([dims] if isinstance(dims, int) else dims)]
         if dims and x.dim in dims and self.norm_streams and name == "mean" and \
-                a.get("keepdim") and not x.dirty and _divisor_only(node):
-            return None  # a normalising statistic (GRN's mean response): norm_streams
+                a.get("keepdim") and not x.dirty and _normaliser(node):
+            return None  # a normalising statistic (GRN's mean response, RMS): norm_streams
         if not dims or x.dim in dims:
             self.kill_args(node)
             return None
@@ -342,7 +350,7 @@ RULES = {
     **{k: opshape.split for k in ("split", "split_with_sizes", "chunk", "unbind",
                                   "tensor_split")},
     "embedding": oplayers.embedding,
-    **{k: oplayers.layer_norm for k in ("layer_norm", "native_layer_norm")},
+    **{k: oplayers.layer_norm for k in ("layer_norm", "native_layer_norm", "rms_norm")},
 }
 
 

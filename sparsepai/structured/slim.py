@@ -312,7 +312,7 @@ def _narrow_member(mod, mem, ch, zero):
     elif isinstance(mod, nn.GroupNorm):  # one channel per group, or the same in every group
         mod.num_groups, mod.num_channels = (n if mod.num_groups == mod.num_channels
                                             else mod.num_groups), n
-    elif isinstance(mod, nn.LayerNorm):  # only with norm_streams (an approximation)
+    elif isinstance(mod, (nn.LayerNorm, nn.RMSNorm)):  # only with norm_streams (approximate)
         mod.normalized_shape = (n,)
     elif isinstance(mod, nn.modules.conv._ConvNd) and mem.kind == "depthwise":
         mod.in_channels = mod.out_channels = mod.groups = n

@@ -45,7 +45,9 @@ _SPATIAL = {n for n in _PASS if "pool" in n or "upsample" in n}  # channels must
 _DIRTY = {"sigmoid", "hardsigmoid", "exp", "cos", "softplus", "erfc"}
 _REDUCE = {"mean", "sum", "amax", "amin", "max", "min", "var", "std", "norm",
            "linalg_vector_norm", "nansum"}
-_VIEW = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze"}
+# (``reshape_as``/``view_as``: the second argument gives only its shape)
+_VIEW = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze",
+         "reshape_as", "view_as"}
 # the ops a tensor with a tiling dimension (_Info.tdim) may meet
 _TILE_OK = {"permute", "transpose", "unbind", "select", "clone", "contiguous", "alias",
             "detach"}
@@ -196,7 +198,8 @@ class _Walker:
             return None
         x = self.get(node.args[0]) if node.args else None
         if name in _PASS or name in _DIRTY:
-            rest = [self.get(a) for a in _flat(node.args[1:])]
+            # type_as's second argument gives only its dtype
+            rest = [self.get(a) for a in _flat(node.args[1:])] if name != "type_as" else []
             if not isinstance(x, _Info) or any(isinstance(r, _Info) for r in rest):
                 self.kill_args(node)
                 return _Param(x.name) if isinstance(x, _Param) and name in _PASS else None

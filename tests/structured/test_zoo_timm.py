@@ -30,6 +30,9 @@ MODELS = {
     "regnetx_002": ({}, []),
     "resnext26ts": ({}, []),
     "convnext_atto": ({}, []),
+    # linear + batch norm over the flattened tokens, then reshape_as: MLP features pruned
+    # (at 64x64 the last stage has 1 token: its train-mode batch norms see 2 values)
+    "levit_128s": ({"img_size": 128, "_size": 128}, []),
 }
 
 

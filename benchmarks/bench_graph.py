@@ -4,8 +4,9 @@ ResNet-50 and ViT-B/16 (random weights, one 224x224 image), the issue's target b
 For each model:
   - ``first``: the first ``analyse(model, x)`` in a fresh process (export's one-time setup
     included), median over ``--fresh`` processes;
-  - ``again``: ``analyse(model, x)`` once more in the same process, which captures and walks
-    again (``capture``/``walk``: its two parts), median of ``--repeat``;
+  - ``again``: ``analyse(model, x)`` once more in the same process, which captures, walks and
+    probes again (``capture``/``walk``/``probe``: its parts; the probe runs the model narrowed
+    on the meta device, see ``sparsepai/structured/probe.py``), median of ``--repeat``;
   - ``cached``: ``analyse(model)`` without an input, the graph ``sp.prune`` left for ``sp.slim``
     and ``sp.apply_masks`` (a fingerprint and a dictionary lookup), median of ``--repeat``.
 
@@ -52,10 +53,11 @@ def _warm(name, repeat):
     from sparsepai.structured.capture import capture
     from sparsepai.structured.graph import analyse
     from sparsepai.structured.opgraph import _Walker
+    from sparsepai.structured.probe import output_shapes, unfollowed
 
     model, x = _build(name)
     graph = analyse(model, x)
-    out = {"again": [], "capture": [], "walk": [], "cached": []}
+    out = {"again": [], "capture": [], "walk": [], "probe": [], "cached": []}
     for _ in range(repeat):
         t0 = time.perf_counter()
         analyse(model, x)
@@ -63,9 +65,12 @@ def _warm(name, repeat):
         t0 = time.perf_counter()
         ep = capture(model, x)
         t1 = time.perf_counter()
-        _Walker(model, ep).run()
+        walked = _Walker(model, ep).run()
+        t2 = time.perf_counter()
+        unfollowed(model, x, walked, output_shapes(ep))
         out["capture"].append(t1 - t0)
-        out["walk"].append(time.perf_counter() - t1)
+        out["walk"].append(t2 - t1)
+        out["probe"].append(time.perf_counter() - t2)
         t0 = time.perf_counter()
         analyse(model)
         out["cached"].append(time.perf_counter() - t0)
@@ -139,11 +144,12 @@ def _table(rec):
            f"{', '.join(f'{v:.2f}' for v in rec['load_after'])} after. Medians: first call over "
            f"{rec['fresh']} fresh processes, the others over {rec['repeat']} repeats. Command: "
            "`bash /work/notes/quiet.sh python benchmarks/bench_graph.py`.", "",
-           "| model | first call (s) | again (s) | of which capture | of which walk | cached (s) "
-           "| prunable groups |", "|---|---|---|---|---|---|---|"]
+           "| model | first call (s) | again (s) | of which capture | of which walk | of which "
+           "probe | cached (s) | prunable groups |", "|---|---|---|---|---|---|---|---|"]
     for name, r in rec["models"].items():
         out.append(f"| {name} | {r['first_s']:.2f} | {r['again_s']:.2f} | {r['capture_s']:.2f} "
-                   f"| {r['walk_s']:.3f} | {r['cached_s'] * 1e3:.1f} ms | {r['prunable_groups']} |")
+                   f"| {r['walk_s']:.3f} | {r.get('probe_s', 0):.2f} | {r['cached_s'] * 1e3:.1f} ms "
+                   f"| {r['prunable_groups']} |")
     return "\n".join(out) + "\n"
 
 

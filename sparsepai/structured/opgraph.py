@@ -25,6 +25,7 @@ from torch import nn
 from sparsepai.structured.capture import PREFIX, capture
 from sparsepai.structured.graph import Builder, ChannelGraph, Seg, flat_args as _flat
 from sparsepai.structured import oplayers, opshape
+from sparsepai.structured.probe import output_shapes, unfollowed
 from sparsepai.structured.opvalues import _Info, _Param, _bind, _norm_dim, _shape
 
 # f(0) == 0: a pruned (zero) channel stays zero
@@ -44,7 +45,9 @@ _SPATIAL = {n for n in _PASS if "pool" in n or "upsample" in n}  # channels must
 _DIRTY = {"sigmoid", "hardsigmoid", "exp", "cos", "softplus", "erfc"}
 _REDUCE = {"mean", "sum", "amax", "amin", "max", "min", "var", "std", "norm",
            "linalg_vector_norm", "nansum"}
-_VIEW = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze"}
+# (``reshape_as``/``view_as``: the second argument gives only its shape)
+_VIEW = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze",
+         "reshape_as", "view_as"}
 # the ops a tensor with a tiling dimension (_Info.tdim) may meet
 _TILE_OK = {"permute", "transpose", "unbind", "select", "clone", "contiguous", "alias",
             "detach"}
@@ -54,16 +57,24 @@ _SHAPE_ONLY = {"sym_size", "sym_numel", "sym_stride", "sym_storage_offset", "siz
                "new_full", "_local_scalar_dense", "item"}
 
 
-def _divisor_only(node) -> bool:
-    """Whether ``node`` (plus constants added to it) is only ever a divisor."""
+def _normaliser(node, inverse=False) -> bool:
+    """Whether ``node`` (a statistic, plus constants added to it) only ever scales tensors:
+    divides them (through a ``sqrt`` too) or, after an ``rsqrt`` (``inverse``), multiplies them
+    (an RMS norm's ``x * rsqrt(mean(x**2) + eps)``)."""
     for u in node.users:
         name = getattr(u.target, "__name__", "")
+        ops = [a for a in u.args[:2] if a is node]
         if name.startswith("add") and len(u.args) == 2 and u.args[0] is node and \
                 not isinstance(u.args[1], torch.fx.Node):
-            if not _divisor_only(u):
-                return False
-        elif not (name.startswith("div") and len(u.args) == 2 and u.args[1] is node
-                  and u.args[0] is not node):
+            ok = _normaliser(u, inverse)
+        elif name.startswith(("sqrt", "rsqrt")) and not inverse:
+            ok = _normaliser(u, name.startswith("rsqrt"))
+        elif inverse:
+            ok = name.startswith("mul") and len(u.args) == 2 and len(ops) == 1
+        else:
+            ok = name.startswith("div") and len(u.args) == 2 and u.args[1] is node and \
+                u.args[0] is not node
+        if not ok:
             return False
     return True
 
@@ -80,6 +91,8 @@ def analyse_export(model: nn.Module, example_inputs, norm_streams: bool = False)
     ep = capture(model, example_inputs)
     graph = _Walker(model, ep, norm_streams).run()
     graph.norm_streams = bool(norm_streams)  # the builder does not know the option
+    for gid in unfollowed(model, example_inputs, graph, output_shapes(ep)):  # forwards that recompute widths
+        graph.groups[gid].prunable = False
     return graph
 
 
@@ -185,7 +198,8 @@ class _Walker:
             return None
         x = self.get(node.args[0]) if node.args else None
         if name in _PASS or name in _DIRTY:
-            rest = [self.get(a) for a in _flat(node.args[1:])]
+            # type_as's second argument gives only its dtype
+            rest = [self.get(a) for a in _flat(node.args[1:])] if name != "type_as" else []
             if not isinstance(x, _Info) or any(isinstance(r, _Info) for r in rest):
                 self.kill_args(node)
                 return _Param(x.name) if isinstance(x, _Param) and name in _PASS else None
@@ -309,8 +323,8 @@ class _Walker:
         R = len(_shape(node.args[0]))
         dims = [_norm_dim(d, R) for d in ([dims] if isinstance(dims, int) else dims)]
         if dims and x.dim in dims and self.norm_streams and name == "mean" and \
-                a.get("keepdim") and not x.dirty and _divisor_only(node):
-            return None  # a normalising statistic (GRN's mean response): norm_streams
+                a.get("keepdim") and not x.dirty and _normaliser(node):
+            return None  # a normalising statistic (GRN's mean response, RMS): norm_streams
         if not dims or x.dim in dims:
             self.kill_args(node)
             return None
@@ -339,7 +353,7 @@ RULES = {
     **{k: opshape.split for k in ("split", "split_with_sizes", "chunk", "unbind",
                                   "tensor_split")},
     "embedding": oplayers.embedding,
-    **{k: oplayers.layer_norm for k in ("layer_norm", "native_layer_norm")},
+    **{k: oplayers.layer_norm for k in ("layer_norm", "native_layer_norm", "rms_norm")},
 }
 
 

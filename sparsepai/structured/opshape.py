@@ -154,7 +154,7 @@ def split(w, node, name):
     a = _bind(node)
     d = _norm_dim(a.get("dim") or 0, len(_shape(node.args[0])))
     if d == x.dim and name != "unbind":
-        parts = _channel_split(w, x, [int(v.shape[d]) for v in val])
+        parts = _channel_split(w, x, [int(v.shape[d]) for v in val], name == "chunk")
         if parts is None:
             w.kill(x)
             return (None,) * n
@@ -179,16 +179,22 @@ def _drop_dim(x, d):
 SPLIT_ATTRS = ("split_size",)
 
 
-def _channel_split(w, x, sizes):
+def _channel_split(w, x, sizes, chunk=False):
     """A split of one producer's channels into equal parts (GPT-2's fused query/key/value
-    projection): channel ``c`` of every part shares its fate (one new space, which the
-    producer's channels tile). The part size is a Python number in the forward: only a split
-    whose size an attribute of :data:`SPLIT_ATTRS` on an ancestor of the producer holds is
-    followed, and that attribute is recorded for slim to narrow. None otherwise."""
+    projection, a gated MLP's packed value and gate): channel ``c`` of every part shares its
+    fate (one new space, which the producer's channels tile). A ``chunk`` computes the part
+    size from the width it meets, so slim's narrower width splits alike; the part size of a
+    ``split`` is a Python number in the forward: only a split whose size an attribute of
+    :data:`SPLIT_ATTRS` on an ancestor of the producer holds is followed, and that attribute
+    is recorded for slim to narrow. None otherwise."""
     if len(x.segs) != 1 or x.factor != 1 or x.hd is not None or x.pend is not None or \
             len(set(sizes)) != 1 or sum(sizes) != x.length or len(sizes) < 2:
         return None
     seg, size = x.segs[0], sizes[0]
+    if chunk:
+        part = w.b.new_space(size)
+        w.b.link(seg.space, part)
+        return x.but(segs=[Seg(part, size, seg.origin)])
     found = None
     parts = (seg.origin or "").split(".") if seg.origin else []
     for i in range(len(parts) - 1, -1, -1):

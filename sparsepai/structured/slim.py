@@ -89,8 +89,19 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
     if round_to > 1:
         plan = resolve(graph, round_masks(graph, plan, round_to), "slim")
     new = copy.deepcopy(model)
-    mods = dict(new.named_modules())
     tied = _tied(new)
+    narrow_model(new, graph, plan)
+    _retie(new, tied)
+    setattr(new, SLIM_ATTR, {n: plan.rows(n) for n, m in plan.own.items()
+                             if not bool(m.all()) or n in channel_masks})
+    return new
+
+
+def narrow_model(new: nn.Module, graph, plan) -> None:
+    """Narrow ``new`` (a copy of the model ``graph`` describes) in place to the channels of
+    ``plan`` (a :class:`~sparsepai.structured.channels.Plan`): layers narrowed or replaced,
+    head counts and split sizes scaled. Tied parameters are left untied."""
+    mods = dict(new.named_modules())
 
     # input columns of every layer that reads a group
     cols: dict = {}
@@ -126,10 +137,6 @@ def slim(model: nn.Module, channel_masks: dict, *, round_to: int = 1,
         g = graph.groups[gid]
         mod = new.get_submodule(name)
         setattr(mod, attr, getattr(mod, attr) * int(plan.live[gid].sum()) // g.size)
-    _retie(new, tied)
-    setattr(new, SLIM_ATTR, {n: plan.rows(n) for n, m in plan.own.items()
-                             if not bool(m.all()) or n in channel_masks})
-    return new
 
 
 # attributes attention modules keep of their head counts (and of heads * head size)
@@ -305,7 +312,7 @@ def _narrow_member(mod, mem, ch, zero):
     elif isinstance(mod, nn.GroupNorm):  # one channel per group, or the same in every group
         mod.num_groups, mod.num_channels = (n if mod.num_groups == mod.num_channels
                                             else mod.num_groups), n
-    elif isinstance(mod, nn.LayerNorm):  # only with norm_streams (an approximation)
+    elif isinstance(mod, (nn.LayerNorm, nn.RMSNorm)):  # only with norm_streams (approximate)
         mod.normalized_shape = (n,)
     elif isinstance(mod, nn.modules.conv._ConvNd) and mem.kind == "depthwise":
         mod.in_channels = mod.out_channels = mod.groups = n

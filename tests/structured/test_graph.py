@@ -113,9 +113,10 @@ def test_attention_with_a_bias_per_head_keeps_its_heads():
             self.head = nn.Linear(8, 2)
 
         def forward(self, x):
-            q, k, v = (f(x).view(2, 5, 2, 4).transpose(1, 2) for f in self.qkv)
+            # head size 4, the head count from the width (a narrower model runs)
+            q, k, v = (f(x).view(2, 5, -1, 4).transpose(1, 2) for f in self.qkv)
             o = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
-            return self.head(self.proj(o.transpose(1, 2).reshape(2, 5, 8)).mean(1))
+            return self.head(self.proj(o.transpose(1, 2).reshape(2, 5, -1)).mean(1))
 
     x = torch.randn(2, 5, 8)
     g = analyse(Biased(False), x)  # one bias for every head: heads are units

@@ -198,3 +198,39 @@ def test_convnextv2_grn_hidden_features_pruned():
     for mode in ("eval", "train"):
         out = getattr(slim, mode)()(x)
         assert out.shape == (2, 5) and bool(out.isfinite().all())
+
+
+def test_llama_rms_norm_stream_equals_a_narrower_llama():
+    """An RMS norm's mean of squares is a normalising statistic: with norm_streams Llama's
+    residual stream is pruned (embedding, attention and MLP outputs, the norms' weights) and
+    the slim model equals a Llama of that hidden size built by hand."""
+    tf = pytest.importorskip("transformers")
+    kw = dict(vocab_size=50, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=32, head_dim=8)
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=32, **kw)).double().eval()
+    for n, p in model.named_parameters():  # norm weights that matter
+        if n.endswith("norm.weight"):
+            p.data = torch.rand(32, dtype=torch.float64) + 0.5
+    inputs = {"input_ids": torch.randint(0, 50, (2, 7))}
+    graph = analyse(model, inputs, norm_streams=True)
+    stream = graph.groups[graph.producer_group["model.embed_tokens"]]
+    assert stream.prunable and "model.layers.1.mlp.down_proj" in stream.producers
+    keep = torch.randperm(32)[:20].sort().values
+    mask = torch.zeros(32, dtype=torch.bool)
+    mask[keep] = True
+    slim = sp.slim(model, {p: mask for p in stream.producers})
+    assert slim.model.norm.weight.shape == (20,) and slim.lm_head.in_features == 20
+    ref = tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=20, **kw)).double().eval()
+    with torch.no_grad():
+        for n, p in ref.named_parameters():
+            t = dict(model.named_parameters())[n]
+            for d in range(t.dim()):
+                if t.shape[d] != p.shape[d]:
+                    t = t.index_select(d, keep)
+            p.copy_(t)
+    for mode in ("eval", "train"):
+        getattr(slim, mode)()
+        getattr(ref, mode)()
+        with torch.no_grad():  # the norm computes in float32 (transformers' RMS norm)
+            close(slim(**inputs).logits, ref(**inputs).logits, tol=1e-6)

@@ -30,6 +30,9 @@ MODELS = {
     "regnetx_002": ({}, []),
     "resnext26ts": ({}, []),
     "convnext_atto": ({}, []),
+    # linear + batch norm over the flattened tokens, then reshape_as: MLP features pruned
+    # (at 64x64 the last stage has 1 token: its train-mode batch norms see 2 values)
+    "levit_128s": ({"img_size": 128, "_size": 128}, []),
 }
 
 
@@ -93,6 +96,33 @@ def test_grouped_convolutions_pruned_within_groups(name, conv):
     old = model.get_submodule(conv)
     assert new.groups == groups
     assert (new.in_channels, new.out_channels) == (old.in_channels // 2, old.out_channels // 2)
+    for mode in ("eval", "train"):
+        getattr(slim, mode)()
+        getattr(dense, mode)()
+        with torch.no_grad():
+            close(slim(x), dense(x))
+
+
+@pytest.mark.parametrize("name, kwargs, whole, pruned", [
+    # class attention computes its head size from the input's width: its heads stay whole
+    ("cait_xxs24_224", {"depth": 1, "depth_token_only": 1, "img_size": 32, "patch_size": 8},
+     "blocks_token_only.0.attn.q", "blocks.0.mlp.fc1"),
+    # a packed SwiGLU (fc1 chunked into value and gate) is pruned; the attention's heads stay
+    # whole (its rotary embedding's stack is not followed, and it reshapes its output to the
+    # input's width)
+    ("eva02_tiny_patch14_224", {"depth": 1, "img_size": 28, "_size": 28},
+     "blocks.0.attn.qkv", "blocks.0.mlp.fc1"),
+])
+def test_timm_forwards_that_recompute_widths(name, kwargs, whole, pruned):
+    model, x = _build(name, kwargs)
+    graph = analyse(model, x)
+    assert not graph.groups[graph.producer_group[whole]].prunable
+    assert graph.groups[graph.producer_group[pruned]].prunable
+    masks = sp.prune(model, "magnitude", 0.5, structured=True, unit="channels", scope="layer",
+                     example_inputs=x)
+    assert not bool(masks[pruned].all())
+    slim = sp.slim(model, masks)
+    dense = sp.apply_masks(copy.deepcopy(model), masks)
     for mode in ("eval", "train"):
         getattr(slim, mode)()
         getattr(dense, mode)()

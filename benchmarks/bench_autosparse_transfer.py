@@ -12,6 +12,7 @@ around 95%); (2) predictor variants trained on inits 0 and 1, init 2 held out; (
 score once per (method, seed), threshold globally with ``sp.topk_mask`` at every sparsity, train
 briefly; (4) tables and a plot (``--summarize`` redraws them from ``runs.jsonl`` alone).
 
+``irp_ticket`` (seeds 0-2 only) is IRP's own mask on its own init, the lottery ticket.
 ``irp_layers`` is a diagnostic, not a method: IRP's own per-layer densities at the target sparsity
 (LeNet-5 only, read from the fine IRP run of init 0), magnitude inside each layer. It is what a
 predictor that learned IRP's layer allocation perfectly, and magnitude within a layer, would do.
@@ -99,6 +100,33 @@ def get_predictors(args, irps):
     return preds, rows
 
 
+def irp_vs_magnitude(irps, sparsities):
+    """How far IRP's survival ranking is from global magnitude at the IRP run's own init:
+    Spearman correlation over all weights, and at each sparsity the share of the weights kept by
+    survival (ties broken at random, seeded) that global magnitude at init keeps too."""
+    out = {}
+    for key, ds in irps.items():
+        surv = torch.cat([ds.survival[n].reshape(-1).double() for n in ds.names])
+        mag = torch.cat([ds.params[n].reshape(-1).abs().double() for n in ds.names])
+        g = torch.Generator().manual_seed(0)
+        jitter = torch.rand(len(surv), generator=g, dtype=torch.double)
+
+        def ranks(x):
+            r = torch.empty_like(x)
+            r[torch.argsort(x)] = torch.arange(len(x), dtype=x.dtype)
+            return r
+        rs, rm = ranks(surv + 0.5 * jitter), ranks(mag)  # survival is integer: ties at random
+        row = {"spearman_survival_vs_abs_w0": float(torch.corrcoef(torch.stack([rs, rm]))[0, 1])}
+        for s in sparsities:
+            keep = len(surv) - round(s * len(surv))
+            a = set(torch.topk(rs, keep).indices.tolist())
+            b = set(torch.topk(rm, keep).indices.tolist())
+            row[f"overlap_at_{s:g}"] = len(a & b) / keep
+        out[key] = row
+        log(f"{key}: IRP survival vs |w0| {row}")
+    return out
+
+
 def topk_masks(scores):
     names = list(scores)
     total = sum(scores[n].numel() for n in names)
@@ -117,7 +145,7 @@ def irp_layer_masks(ds):
         1 + ds.params[n].abs().max().double()) for n in names}
     total = sum(rank[n].numel() for n in names)
 
-    def for_model(model):
+    def for_model(model, seed):
         params = dict(model.named_parameters())
 
         def at(sparsity):
@@ -135,6 +163,21 @@ def irp_layer_masks(ds):
     return for_model
 
 
+def irp_ticket(irps):
+    """The IRP run's own survival ranking on its own initialisation (the lottery ticket, ties
+    by |w|): only for seeds that are IRP inits. How much better than magnitude at init the
+    information a predictor tries to learn is."""
+    def for_model(model, seed):
+        if seed not in INITS:
+            raise ValueError(f"irp_ticket: seed {seed} is not an IRP init {INITS}")
+        ds = irps[f"lenet5_init{seed}_fine"]
+        params = dict(model.named_parameters())
+        assert all(torch.equal(params[n].detach(), ds.params[n]) for n in ds.names)
+        return topk_masks({n: ds.survival[n].double() + ds.params[n].abs().double() / (
+            1 + ds.params[n].abs().max().double()) for n in ds.names})
+    return for_model
+
+
 def subset(ds, n):
     return ds if n is None or n >= len(ds) else torch.utils.data.Subset(ds, range(n))
 
@@ -149,7 +192,7 @@ def pruning_runs(args, arch, data, methods, seeds, sparsities, train_cfg, log_pa
             model = model_for(arch, seed)
             t0 = time.perf_counter()
             if callable(how):
-                at = how(model)
+                at = how(model, seed)
             else:
                 batches = loader(train_set, 128, shuffle=True, seed=seed)
                 kw = {"predictor": how, "unseen_layers": "predict"} if how is not None else {}
@@ -272,17 +315,23 @@ def main():
             f.write(command + "\n")
         mnist = load_dataset("mnist", os.path.abspath(args.data_root))
         irps = run_irps(args, mnist[0])
+        with open(os.path.join(args.out, "irp_vs_magnitude.json"), "w") as f:
+            json.dump(irp_vs_magnitude(irps, args.sparsities), f, indent=1)
         preds, pred_rows = get_predictors(args, irps)
         with open(os.path.join(args.out, "predictors.json"), "w") as f:
             json.dump(pred_rows, f, indent=1)
         methods = {**{m: None for m in BASELINES}, **preds,
-                   "irp_layers": irp_layer_masks(irps["lenet5_init0_fine"])}
+                   "irp_layers": irp_layer_masks(irps["lenet5_init0_fine"]),
+                   "irp_ticket": irp_ticket(irps)}
+        if args.methods is None:
+            methods.pop("irp_ticket")  # only on IRP inits: --seeds 0 1 2 --methods irp_ticket
         if args.methods:
             methods = {m: v for m, v in methods.items() if m in args.methods}
         data = (subset(mnist[0], args.train_images), mnist[1])
         cfg = dict(epochs=args.epochs, batch_size=128, lr=0.05)
         for arch in args.archs:
-            ms = {m: v for m, v in methods.items() if arch == "lenet5" or m != "irp_layers"}
+            ms = {m: v for m, v in methods.items()
+                  if arch == "lenet5" or m not in ("irp_layers", "irp_ticket")}
             pruning_runs(args, arch, data, ms, args.seeds, args.sparsities, cfg, runs_path, done)
     elif os.path.exists(os.path.join(args.out, "predictors.json")):
         with open(os.path.join(args.out, "predictors.json")) as f:

@@ -46,6 +46,7 @@ PREDICTORS = {  # name: (IRP schedule, features, normalization)
     "as_fanin": ("coarse", ("param", "grad", "fanin"), "model"),
     "as_fine_fanin": ("fine", ("param", "grad", "fanin"), "model"),
     "as_fine_rank_fanin": ("fine", ("param", "rank", "fanin"), "model"),
+    "as_layer_fanin": ("coarse", ("param", "grad", "fanin"), "layer"),
     "as_fine_layer_fanin": ("fine", ("param", "grad", "fanin"), "layer"),
 }
 BASELINES = ("snip", "prospr", "magnitude")
@@ -316,7 +317,7 @@ def main():
         mnist = load_dataset("mnist", os.path.abspath(args.data_root))
         irps = run_irps(args, mnist[0])
         with open(os.path.join(args.out, "irp_vs_magnitude.json"), "w") as f:
-            json.dump(irp_vs_magnitude(irps, args.sparsities), f, indent=1)
+            json.dump(irp_vs_magnitude(irps, (0.9, 0.95, 0.98)), f, indent=1)
         preds, pred_rows = get_predictors(args, irps)
         with open(os.path.join(args.out, "predictors.json"), "w") as f:
             json.dump(pred_rows, f, indent=1)

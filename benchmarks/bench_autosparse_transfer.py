@@ -231,9 +231,12 @@ def load_runs(path):
 
 
 def summarize(done):
+    """``{(arch, seeds, method, sparsity): (mean, std, min, runs)}``, accuracies in %; ``seeds``
+    is ``"fresh"`` (not an IRP init) or ``"irp inits"`` (the irp_ticket reference): never mixed."""
     groups = {}
-    for (arch, method, s, _), r in sorted(done.items()):
-        groups.setdefault((arch, method, s), []).append(100 * r["test_acc"])
+    for (arch, method, s, seed), r in sorted(done.items()):
+        seeds = "irp inits" if seed in INITS else "fresh"
+        groups.setdefault((arch, seeds, method, s), []).append(100 * r["test_acc"])
     return {k: (statistics.mean(v), statistics.pstdev(v), min(v), len(v))
             for k, v in groups.items()}
 
@@ -247,17 +250,18 @@ def tables(summary, pred_rows, header):
         lines += [f"| {r['predictor']} | {r['irp']} | {r['features']} | {r['normalization']} | "
                   f"{r['val_mse']:.4f} | {r['val_mse_constant']:.4f} |" for r in pred_rows]
         lines.append("")
-    for arch in sorted({a for a, _, _ in summary}):
-        sps = sorted({s for a, _, s in summary if a == arch})
-        lines += [f"## {arch}: test accuracy %, mean +- std [min] (runs)", "",
+    for arch, seeds in sorted({k[:2] for k in summary}, key=lambda k: (k[0], k[1] != "fresh")):
+        sub = {(m, s): v for (a, ss, m, s), v in summary.items() if (a, ss) == (arch, seeds)}
+        sps = sorted({s for _, s in sub})
+        lines += [f"## {arch}, {seeds} seeds: test accuracy %, mean +- std [min] (runs)", "",
                   "| method | " + " | ".join(f"{100 * s:g}%" for s in sps) + " |",
                   "|---|" + "---|" * len(sps)]
-        methods = sorted({m for a, m, _ in summary if a == arch},
-                         key=lambda m: (m.startswith("as_") or m == "irp_layers", m))
+        methods = sorted({m for m, _ in sub},
+                         key=lambda m: (m.startswith("as_") or m.startswith("irp_"), m))
         for m in methods:
             cells = []
             for s in sps:
-                v = summary.get((arch, m, s))
+                v = sub.get((m, s))
                 cells.append("-" if v is None else
                              f"{v[0]:.2f} +- {v[1]:.2f} [{v[2]:.1f}] ({v[3]})")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
@@ -271,15 +275,16 @@ def plot(summary, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    archs = sorted({a for a, _, _ in summary})
+    fresh = {(a, m, s): v for (a, ss, m, s), v in summary.items() if ss == "fresh"}
+    archs = sorted({a for a, _, _ in fresh})
     fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 4.3), squeeze=False)
     for ax, arch in zip(axes[0], archs):
-        for m in sorted({m for a, m, _ in summary if a == arch}):
-            pts = sorted((s, v) for (a, mm, s), v in summary.items() if a == arch and mm == m)
+        for m in sorted({m for a, m, _ in fresh if a == arch}):
+            pts = sorted((s, v) for (a, mm, s), v in fresh.items() if a == arch and mm == m)
             ax.errorbar([100 * s for s, _ in pts], [v[0] for _, v in pts],
                         yerr=[v[1] for _, v in pts], marker="o", capsize=3, label=m,
                         lw=1.2 if m in BASELINES else 2.0, ls="-" if m in BASELINES else "--")
-        ax.set(title=arch, xlabel="sparsity (%)", ylabel="test accuracy (%)")
+        ax.set(title=f"{arch} (fresh inits)", xlabel="sparsity (%)", ylabel="test accuracy (%)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

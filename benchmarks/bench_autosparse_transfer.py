@@ -179,6 +179,25 @@ def irp_ticket(irps):
     return for_model
 
 
+def mask_overlap(train_set, preds, names, seeds, sparsities):
+    """Share of each predictor's kept weights that global magnitude keeps too, on fresh LeNet-5
+    inits (compare with irp_vs_magnitude: how far IRP itself is from magnitude)."""
+    out = {}
+    for seed in seeds:
+        model = model_for("lenet5", seed)
+        mag = topk_masks(sp.score(model, "magnitude", None))
+        for name in names:
+            at = topk_masks(sp.score(model, "autosparse", loader(train_set, 128, shuffle=True,
+                                                                 seed=seed),
+                                     predictor=preds[name]))
+            for s in sparsities:
+                a, m = at(s), mag(s)
+                both = sum(int((a[n] & m[n]).sum()) for n in a)
+                out[f"{name} {s:g} seed {seed}"] = both / sum(int(a[n].sum()) for n in a)
+    log(f"predictor masks vs magnitude: {out}")
+    return out
+
+
 def subset(ds, n):
     return ds if n is None or n >= len(ds) else torch.utils.data.Subset(ds, range(n))
 
@@ -309,6 +328,9 @@ def main():
     ap.add_argument("--train-images", type=int, default=None,
                     help="first N training images (default all 8,000; e.g. 3000 for resnet20)")
     ap.add_argument("--summarize", action="store_true", help="only redraw from runs.jsonl")
+    ap.add_argument("--overlap", nargs="*", default=None, metavar="PREDICTOR",
+                    help="only measure these predictors' masks against magnitude (--seeds, "
+                    "--sparsities) -> mask_overlap.json")
     args = ap.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine: see bench_autosparse.py --threads
     os.makedirs(args.out, exist_ok=True)
@@ -326,6 +348,11 @@ def main():
         preds, pred_rows = get_predictors(args, irps)
         with open(os.path.join(args.out, "predictors.json"), "w") as f:
             json.dump(pred_rows, f, indent=1)
+        if args.overlap is not None:
+            with open(os.path.join(args.out, "mask_overlap.json"), "w") as f:
+                json.dump(mask_overlap(mnist[0], preds, args.overlap, args.seeds,
+                                       args.sparsities), f, indent=1)
+            return
         methods = {**{m: None for m in BASELINES}, **preds,
                    "irp_layers": irp_layer_masks(irps["lenet5_init0_fine"]),
                    "irp_ticket": irp_ticket(irps)}

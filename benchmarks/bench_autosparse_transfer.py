@@ -229,6 +229,7 @@ def pruning_runs(args, arch, data, methods, seeds, sparsities, train_cfg, log_pa
                        "test_acc": res["test_acc"], "score_seconds": round(secs, 2),
                        "train_seconds": round(time.perf_counter() - t1, 1),
                        "train_images": len(train_set), "epochs": train_cfg["epochs"],
+                       "batch_size": train_cfg["batch_size"],
                        "density": {n: round(float(v.float().mean()), 5)
                                    for n, v in masks.items()}}
                 done[(arch, method, sparsity, seed)] = row
@@ -294,7 +295,8 @@ def plot(summary, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fresh = {(a, m, s): v for (a, ss, m, s), v in summary.items() if ss == "fresh"}
+    # exploratory variants run on one seed stay in tables.md only
+    fresh = {(a, m, s): v for (a, ss, m, s), v in summary.items() if ss == "fresh" and v[3] > 1}
     archs = sorted({a for a, _, _ in fresh})
     fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 4.3), squeeze=False)
     for ax, arch in zip(axes[0], archs):
@@ -325,6 +327,7 @@ def main():
     ap.add_argument("--seeds", nargs="+", type=int, default=[10, 11, 12, 13, 14])
     ap.add_argument("--sparsities", nargs="+", type=float, default=[0.9, 0.95, 0.98])
     ap.add_argument("--epochs", type=int, default=4, help="training epochs of the pruned nets")
+    ap.add_argument("--batch-size", type=int, default=128, help="training batch size")
     ap.add_argument("--train-images", type=int, default=None,
                     help="first N training images (default all 8,000; e.g. 3000 for resnet20)")
     ap.add_argument("--summarize", action="store_true", help="only redraw from runs.jsonl")
@@ -361,7 +364,7 @@ def main():
         if args.methods:
             methods = {m: v for m, v in methods.items() if m in args.methods}
         data = (subset(mnist[0], args.train_images), mnist[1])
-        cfg = dict(epochs=args.epochs, batch_size=128, lr=0.05)
+        cfg = dict(epochs=args.epochs, batch_size=args.batch_size, lr=0.05)
         for arch in args.archs:
             ms = {m: v for m, v in methods.items()
                   if arch == "lenet5" or m not in ("irp_layers", "irp_ticket")}

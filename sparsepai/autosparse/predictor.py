@@ -23,7 +23,12 @@ import torch
 from torch import nn
 
 from sparsepai import _io
-from sparsepai.autosparse.features import FEATURES, NORMALIZATIONS, model_features
+from sparsepai.autosparse.features import (
+    DEFAULT_FEATURES,
+    FEATURES,
+    NORMALIZATIONS,
+    model_features,
+)
 
 BACKBONES = ("mlp", "resnet18", "vgg19")
 KIND = "autosparse-predictor"
@@ -35,7 +40,8 @@ UNSEEN = ("error", "predict")
 class PredictorConfig:
     """Args:
         backbone: ``"mlp"``, ``"resnet18"`` or ``"vgg19"``.
-        features: a non-empty ordered subset of ``("param", "grad")``.
+        features: a non-empty ordered subset of ``("param", "grad", "rank", "fanin")`` (see
+            ``sparsepai/autosparse/features.py``); default ``("param", "grad")``.
         normalization: ``"model"`` or ``"layer"`` (see the module docstring).
         hidden, depth: the MLP backbone's width and number of hidden layers.
         lift_hidden, image_size: the lifting MLP's width and the image side (32 or 64 in the
@@ -51,7 +57,7 @@ class PredictorConfig:
     """
 
     backbone: str = "mlp"
-    features: tuple = FEATURES
+    features: tuple = DEFAULT_FEATURES
     normalization: str = "model"
     hidden: int = 16
     depth: int = 2

@@ -118,7 +118,8 @@ def train_predictor(datasets, *, backbone: str = "mlp", features=("param", "grad
         datasets: an :class:`IRPDataset`, a run folder, or a list of them (several models or
             datasets combine into one training set).
         backbone: ``"mlp"``, ``"resnet18"`` or ``"vgg19"`` (the paper's lift-to-image design).
-        features: ``("param", "grad")``, ``("param",)`` or ``("grad",)`` (the paper's ablation).
+        features: ``("param", "grad")``, ``("param",)`` or ``("grad",)`` (the paper's ablation),
+            optionally with the layer-aware ``"rank"`` and ``"fanin"`` (features.py).
         device: where to train.
         progress: a progress bar over epochs.
         **options: the other fields of :class:`PredictorConfig` (epochs, batch_size, lr,

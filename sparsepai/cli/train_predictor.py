@@ -15,8 +15,10 @@ def add_arguments(p) -> None:
     p.add_argument("--irp", nargs="+", required=True, help="IRP run folders")
     p.add_argument("--backbone", default="mlp", choices=["mlp", "resnet18", "vgg19"],
                    help="mlp, or the paper's lift-to-image resnet18/vgg19 (mlp)")
+    # the choices are features.FEATURES (not imported here: no torch at argument parsing)
     p.add_argument("--features", nargs="+", default=["param", "grad"],
-                   choices=["param", "grad"], help="input features (param grad)")
+                   choices=["param", "grad", "rank", "fanin"],
+                   help="input features (param grad); rank, fanin: layer-aware")
     p.add_argument("--epochs", type=common.positive_int, default=30, help="training epochs (30)")
     p.add_argument("--batch-size", type=common.positive_int, default=None,
                    help="batch size (default: the config's, 1024)")

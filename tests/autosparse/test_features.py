@@ -33,3 +33,37 @@ def test_model_normalisation_keeps_the_layers_relative_scale():
     per_layer = dict(model_features(params, grads, ["a", "b"], ("param",), "layer"))
     torch.testing.assert_close(per_layer["a"][:, 0], torch.tensor([1.0, -1.0]))
     torch.testing.assert_close(per_layer["b"][:, 0], params["b"] / (300 / 4) ** 0.5)
+
+
+def _rank_oracle(w):
+    # position among |w| ordered ascending, ties by flat index, counted pairwise
+    a = w.reshape(-1).abs()
+    idx = torch.arange(a.numel())
+    below = (a[None, :] < a[:, None]) | ((a[None, :] == a[:, None]) & (idx[None, :] < idx[:, None]))
+    return below.sum(1).float() / max(a.numel() - 1, 1)
+
+
+def test_rank_feature_is_the_magnitude_position_inside_the_layer():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(7, 5, generator=g)
+    w[0, 1], w[3, 2], w[6, 4] = 0.5, -0.5, 0.5  # ties in |w|
+    f = layer_features(w, None, ("rank",))
+    torch.testing.assert_close(f[:, 0], _rank_oracle(w), rtol=0, atol=1e-7)
+    assert f[:, 0].min() == 0 and f[:, 0].max() == 1
+    # scale-free: never divided by an RMS, whatever the normalisation
+    params = {"a": w, "b": 100 * w}
+    feats = dict(model_features(params, None, ["a", "b"], ("rank",), "model"))
+    torch.testing.assert_close(feats["a"], feats["b"])
+    assert layer_features(torch.tensor([2.0]), None, ("rank",)).tolist() == [[1.0]]
+
+
+def test_fanin_feature_is_log_inputs_per_output_unit():
+    conv = torch.nn.Conv2d(4, 6, 3, groups=2)
+    lin = torch.nn.Linear(7, 5)
+    for m, fan_in in ((conv, conv.in_channels // conv.groups * 3 * 3), (lin, lin.in_features)):
+        f = layer_features(m.weight, None, ("param", "fanin"))
+        assert f.shape == (m.weight.numel(), 2)
+        torch.testing.assert_close(f[:, 1], torch.full((m.weight.numel(),),
+                                                       float(torch.tensor(fan_in).log())))
+    sc = feature_scales({"w": lin.weight}, None, ["w"], ("param", "rank", "fanin"), "layer")
+    assert set(sc) == {"param"}  # only param/grad carry a scale

@@ -202,3 +202,38 @@ def test_plot_and_lazy_matplotlib(tmp_path):
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+class _FanInIRP:
+    """Duck-typed IRPDataset: layers of different fan-in whose weights look alike once normalised
+    per layer, and whose survival depends on the fan-in (as IRP prunes wide layers harder)."""
+
+    def __init__(self, seed, rounds=6):
+        g = torch.Generator().manual_seed(seed)
+        fans = (4, 16, 64, 256)
+        self.names = [f"l{i}.weight" for i in range(len(fans))]
+        self.rounds = rounds
+        self.layer_types = {n: "Linear" for n in self.names}
+        self.params, self.grads, self.survival = {}, {}, {}
+        for n, fan in zip(self.names, fans):
+            w = torch.randn(2048 // fan, fan, generator=g)
+            self.params[n], self.grads[n] = w, torch.zeros_like(w)
+            level = {4: 5, 16: 4, 64: 2, 256: 0}[fan]
+            self.survival[n] = (level + (w.abs() > 1).int()).clamp(0, rounds).to(torch.int32)
+
+
+def test_fanin_feature_lets_the_predictor_tell_layers_apart():
+    data = [_FanInIRP(s) for s in range(3)]
+    kw = dict(normalization="layer", holdout="model", holdout_datasets=(2,), epochs=20,
+              batch_size=256, lr=3e-3, progress=False)
+    plain = train_predictor(data, features=("param",), **kw).history
+    fan = train_predictor(data, features=("param", "fanin"), **kw).history
+    # without the fan-in, the best a per-weight predictor can do is the mixture over layers
+    assert plain["val_mse"][-1] > 0.5 * plain["val_mse_constant"], plain["val_mse"]
+    assert fan["val_mse"][-1] < 0.1 * fan["val_mse_constant"], fan["val_mse"]
+
+
+def test_unknown_feature_and_default_features():
+    assert PredictorConfig().features == ("param", "grad")
+    with pytest.raises(ValueError, match="features"):
+        PredictorConfig(features=("param", "depth"))

@@ -23,6 +23,15 @@ def test_help_describes_the_new_commands():
             assert o in text, (cmd, o)
 
 
+def test_train_predictor_feature_choices_are_the_library_features():
+    from sparsepai.autosparse.features import FEATURES
+    from sparsepai.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd").choices
+    feats = next(a for a in sub["train-predictor"]._actions if a.dest == "features")
+    assert tuple(feats.choices) == FEATURES
+
+
 def test_irp_ccc_predictor_prune_end_to_end(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     common = ["--model", "lenet5", "--dataset", "digits", "--rounds", "3",

@@ -34,18 +34,6 @@ inline uint64_t word_bits(const uint64_t* words, int64_t w0, int64_t n) {
   return bits;
 }
 
-// 32-bit lanes of a mask byte: lane j of kByteLanes32.v[b] is all ones when bit j of b is set.
-// A 64-bit mask word becomes 64 lanes with 8 table reads, which the vectorised loops AND into
-// their results (masked_optim_blocks.inc).
-struct ByteLanes32 {
-  uint32_t v[256][8];
-  constexpr ByteLanes32() : v() {
-    for (int b = 0; b < 256; ++b)
-      for (int j = 0; j < 8; ++j) v[b][j] = ((b >> j) & 1) ? ~uint32_t(0) : 0u;
-  }
-};
-inline constexpr ByteLanes32 kByteLanes32{};
-
 namespace isa_base {
 #include "masked_optim_blocks.inc"
 }  // namespace isa_base

@@ -34,15 +34,38 @@ inline uint64_t word_bits(const uint64_t* words, int64_t w0, int64_t n) {
   return bits;
 }
 
+// Lane permutations of a mask byte b for the AVX2 compact step (masked_optim_blocks.inc), which
+// lacks AVX-512's compress and expand: compress[b] lists the set bits' lanes in order (lane k of
+// the packed vector comes from lane compress[b][k]); expand[b][j] is the rank of set bit j among
+// the set bits (lane j of the scattered vector comes from packed lane expand[b][j]).
+struct BytePerm {
+  uint8_t compress[256][8];
+  uint8_t expand[256][8];
+  constexpr BytePerm() : compress(), expand() {
+    for (int b = 0; b < 256; ++b) {
+      int k = 0;
+      for (int j = 0; j < 8; ++j)
+        if ((b >> j) & 1) {
+          compress[b][k] = uint8_t(j);
+          expand[b][j] = uint8_t(k);
+          ++k;
+        }
+    }
+  }
+};
+inline constexpr BytePerm kBytePerm{};
+
 namespace isa_base {
 #include "masked_optim_blocks.inc"
 }  // namespace isa_base
 
 #if SP_HAVE_ISA_DISPATCH
 SP_ISA_BEGIN_AVX2
+#define SP_MO_AVX2 1  // the .inc's AVX2 intrinsics paths
 namespace isa_avx2 {
 #include "masked_optim_blocks.inc"
 }  // namespace isa_avx2
+#undef SP_MO_AVX2
 SP_ISA_END
 SP_ISA_BEGIN_AVX512
 #define SP_MO_AVX512 1  // the .inc's AVX-512 intrinsics paths

@@ -34,6 +34,40 @@ static std::vector<uint64_t> random_words(int64_t n, double density, uint64_t se
 
 static bool same_bits(float a, float b) { return std::memcmp(&a, &b, 4) == 0; }
 
+// Mask words of every shape the dense-layout walk tells apart, cycling word by word: empty, full,
+// one half full, one bit, 8 bits (the most SGD without momentum takes one by one), 9 bits, and
+// random bits at `density`.
+static std::vector<uint64_t> patterned_words(int64_t n, double density, uint64_t seed,
+                                             std::vector<uint8_t>& keep) {
+  std::mt19937_64 g(seed);
+  std::uniform_real_distribution<double> u;
+  std::vector<uint64_t> w((n + 63) / 64, 0);
+  for (size_t k = 0; k < w.size(); ++k) {
+    uint64_t bits = 0;
+    switch (k % 8) {
+      case 0: bits = 0; break;
+      case 1: bits = ~uint64_t(0); break;
+      case 2: bits = 0xFFFFFFFFull; break;
+      case 3: bits = 0xFFFFFFFFull << 32; break;
+      case 4: bits = uint64_t(1) << (k % 64); break;
+      case 5: bits = 0x0101010101010101ull << (k % 8); break;
+      case 6: bits = (0x0101010101010101ull << (k % 8)) | (uint64_t(1) << 63); break;
+      default:
+        for (int j = 0; j < 64; ++j) bits |= uint64_t(u(g) < density) << j;
+    }
+    w[k] = bits;
+  }
+  if (n % 64) w.back() &= (uint64_t(1) << (n % 64)) - 1;
+  keep.assign(size_t(n), 0);
+  for (int64_t i = 0; i < n; ++i) keep[size_t(i)] = kept(w.data(), i);
+  return w;
+}
+
+// Equal bits, or both NaN (a NaN gradient's payload may pass through operands in either order).
+static bool same_value(float a, float b) {
+  return same_bits(a, b) || (std::isnan(a) && std::isnan(b));
+}
+
 TEST(sgd_range_matches_element_math) {
   for (double density : {1.0, 0.5, 0.05}) {
     for (bool first : {true, false}) {
@@ -122,106 +156,84 @@ TEST(unmasked_range_updates_everything) {
 // The compact-state loops against the dense-state ones: the same parameters bit for bit, and the
 // compact state equal to the dense state's kept entries in index order. Split into ranges with
 // their kept-count offsets, as the extension runs them.
+static void check_compact(int64_t n, const std::vector<uint64_t>& words,
+                          const std::vector<uint8_t>& keep) {
+  std::mt19937 g(9);
+  std::normal_distribution<float> d;
+  std::vector<float> p(n), grad(n), buf(n), m(n), v(n), x(n);
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] = keep[i] ? d(g) : 0.f;
+    buf[i] = keep[i] ? d(g) : 0.f;
+    m[i] = keep[i] ? d(g) : 0.f;
+    v[i] = keep[i] ? std::fabs(d(g)) : 0.f;
+    x[i] = keep[i] ? v[i] + 0.5f : 0.f;
+    grad[i] = keep[i] ? d(g) : (i % 2 ? NAN : -INFINITY);
+  }
+  std::vector<float> cb, cm, cv, cx;
+  for (int64_t i = 0; i < n; ++i)
+    if (keep[i]) {
+      cb.push_back(buf[i]);
+      cm.push_back(m[i]);
+      cv.push_back(v[i]);
+      cx.push_back(x[i]);
+    }
+  const int64_t cuts[] = {0, std::min<int64_t>(1984, n), std::min<int64_t>(4096, n),
+                          std::min<int64_t>(4160, n), n};
+  SgdHyper h;
+  h.lr = 0.05f;
+  h.momentum = 0.9f;
+  h.weight_decay = 5e-4f;
+  h.nesterov = true;
+  AdamWHyper ha;
+  ha.lr = 1e-3f;
+  ha.beta1 = 0.9f;
+  ha.beta2 = 0.99f;
+  ha.eps = 1e-8f;
+  ha.weight_decay = 1e-2f;
+  const AdamWStep s = adamw_step_scalars(ha, 5.0);
+  auto p1 = p, p2 = p, q1 = p, q2 = p;
+  for (int c = 0; c + 1 < 5; ++c) {
+    const int64_t b = cuts[c], e = cuts[c + 1], off = kept_count(words.data(), 0, b);
+    sgd_range<float, true, true>(p1.data(), grad.data(), buf.data(), words.data(), b, e, h,
+                                 false);
+    sgd_range_compact<float, true, true>(p2.data(), grad.data(), cb.data(), words.data(), b, e,
+                                         off, h, false);
+    adamw_range<float, true>(q1.data(), grad.data(), m.data(), v.data(), x.data(), words.data(),
+                             b, e, ha, s);
+    adamw_range_compact<float, true>(q2.data(), grad.data(), cm.data(), cv.data(), cx.data(),
+                                     words.data(), b, e, off, ha, s);
+  }
+  CHECK(kept_count(words.data(), 0, n) == int64_t(cb.size()));
+  bool ok = true;
+  int64_t j = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    ok &= same_bits(p1[i], p2[i]) && same_bits(q1[i], q2[i]);
+    if (keep[i]) {
+      ok &= same_bits(buf[i], cb[j]) && same_bits(m[i], cm[j]) && same_bits(v[i], cv[j]) &&
+            same_bits(x[i], cx[j]);
+      ++j;
+    } else {
+      ok &= p2[i] == 0.f && q2[i] == 0.f;
+    }
+  }
+  CHECK(ok);
+}
+
 TEST(compact_ranges_match_dense_layout) {
   // with runs of full and empty words, and without (below 1/8 density both update in place)
   for (auto [density, runs] : {std::pair{1.0, true}, {0.3, true}, {0.05, true}, {0.0, true},
                                {0.3, false}, {0.05, false}, {0.01, false}}) {
-    const int64_t n = 9001;
     std::vector<uint8_t> keep;
-    auto words = random_words(n, density, 13, keep, runs);
-    std::mt19937 g(9);
-    std::normal_distribution<float> d;
-    std::vector<float> p(n), grad(n), buf(n), m(n), v(n), x(n);
-    for (int64_t i = 0; i < n; ++i) {
-      p[i] = keep[i] ? d(g) : 0.f;
-      buf[i] = keep[i] ? d(g) : 0.f;
-      m[i] = keep[i] ? d(g) : 0.f;
-      v[i] = keep[i] ? std::fabs(d(g)) : 0.f;
-      x[i] = keep[i] ? v[i] + 0.5f : 0.f;
-      grad[i] = keep[i] ? d(g) : (i % 2 ? NAN : -INFINITY);
-    }
-    std::vector<float> cb, cm, cv, cx;
-    for (int64_t i = 0; i < n; ++i)
-      if (keep[i]) {
-        cb.push_back(buf[i]);
-        cm.push_back(m[i]);
-        cv.push_back(v[i]);
-        cx.push_back(x[i]);
-      }
-    const int64_t cuts[] = {0, 1984, 4096, 4160, n};
-    SgdHyper h;
-    h.lr = 0.05f;
-    h.momentum = 0.9f;
-    h.weight_decay = 5e-4f;
-    h.nesterov = true;
-    AdamWHyper ha;
-    ha.lr = 1e-3f;
-    ha.beta1 = 0.9f;
-    ha.beta2 = 0.99f;
-    ha.eps = 1e-8f;
-    ha.weight_decay = 1e-2f;
-    const AdamWStep s = adamw_step_scalars(ha, 5.0);
-    auto p1 = p, p2 = p, q1 = p, q2 = p;
-    for (int c = 0; c + 1 < 5; ++c) {
-      const int64_t b = cuts[c], e = cuts[c + 1], off = kept_count(words.data(), 0, b);
-      sgd_range<float, true, true>(p1.data(), grad.data(), buf.data(), words.data(), b, e, h,
-                                   false);
-      sgd_range_compact<float, true, true>(p2.data(), grad.data(), cb.data(), words.data(), b, e,
-                                           off, h, false);
-      adamw_range<float, true>(q1.data(), grad.data(), m.data(), v.data(), x.data(), words.data(),
-                               b, e, ha, s);
-      adamw_range_compact<float, true>(q2.data(), grad.data(), cm.data(), cv.data(), cx.data(),
-                                       words.data(), b, e, off, ha, s);
-    }
-    CHECK(kept_count(words.data(), 0, n) == int64_t(cb.size()));
-    bool ok = true;
-    int64_t j = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      ok &= same_bits(p1[i], p2[i]) && same_bits(q1[i], q2[i]);
-      if (keep[i]) {
-        ok &= same_bits(buf[i], cb[j]) && same_bits(m[i], cm[j]) && same_bits(v[i], cv[j]) &&
-              same_bits(x[i], cx[j]);
-        ++j;
-      } else {
-        ok &= p2[i] == 0.f && q2[i] == 0.f;
-      }
-    }
-    CHECK(ok);
+    const auto words = random_words(9001, density, 13, keep, runs);
+    check_compact(9001, words, keep);
   }
-}
-
-// Mask words of every shape the dense-layout walk tells apart, cycling word by word: empty, full,
-// one half full, one bit, 8 bits (the most SGD without momentum takes one by one), 9 bits, and
-// random bits at `density`.
-static std::vector<uint64_t> patterned_words(int64_t n, double density, uint64_t seed,
-                                             std::vector<uint8_t>& keep) {
-  std::mt19937_64 g(seed);
-  std::uniform_real_distribution<double> u;
-  std::vector<uint64_t> w((n + 63) / 64, 0);
-  for (size_t k = 0; k < w.size(); ++k) {
-    uint64_t bits = 0;
-    switch (k % 8) {
-      case 0: bits = 0; break;
-      case 1: bits = ~uint64_t(0); break;
-      case 2: bits = 0xFFFFFFFFull; break;
-      case 3: bits = 0xFFFFFFFFull << 32; break;
-      case 4: bits = uint64_t(1) << (k % 64); break;
-      case 5: bits = 0x0101010101010101ull << (k % 8); break;
-      case 6: bits = (0x0101010101010101ull << (k % 8)) | (uint64_t(1) << 63); break;
-      default:
-        for (int j = 0; j < 64; ++j) bits |= uint64_t(u(g) < density) << j;
+  // every word shape (8 and 9 kept bits: either side of the one-by-one threshold), ragged ends
+  for (int64_t n : {64 * 41 + 0, 64 * 41 + 45, 64 * 46 + 7})
+    for (double density : {0.5, 0.2}) {
+      std::vector<uint8_t> keep;
+      const auto words = patterned_words(n, density, 29, keep);
+      check_compact(n, words, keep);
     }
-    w[k] = bits;
-  }
-  if (n % 64) w.back() &= (uint64_t(1) << (n % 64)) - 1;
-  keep.assign(size_t(n), 0);
-  for (int64_t i = 0; i < n; ++i) keep[size_t(i)] = kept(w.data(), i);
-  return w;
-}
-
-// Equal bits, or both NaN (a NaN gradient's payload may pass through operands in either order).
-static bool same_value(float a, float b) {
-  return same_bits(a, b) || (std::isnan(a) && std::isnan(b));
 }
 
 // The dense-layout loops on every word shape, ragged tails of every kind (inside the first and

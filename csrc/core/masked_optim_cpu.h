@@ -34,6 +34,12 @@ inline uint64_t word_bits(const uint64_t* words, int64_t w0, int64_t n) {
   return bits;
 }
 
+// The element loops of masked_optim_blocks.inc: the element math must be inlined into them or
+// they do not vectorise, and in the extension's translation unit (every loop for 3 storage types
+// at 3 ISA levels) GCC's growth limits left adamw_element out of line: AdamW's dense step then
+// took 10x as long (measured). flatten inlines everything the loop calls.
+#define SP_MO_LOOP inline __attribute__((flatten))
+
 // Lane permutations of a mask byte b for the AVX2 compact step (masked_optim_blocks.inc), which
 // lacks AVX-512's compress and expand: compress[b] lists the set bits' lanes in order (lane k of
 // the packed vector comes from lane compress[b][k]); expand[b][j] is the rank of set bit j among

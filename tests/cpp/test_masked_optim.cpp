@@ -240,9 +240,10 @@ TEST(compact_ranges_match_dense_layout) {
 // the second half of the last word), NaN and inf gradients kept and pruned, ranges split on word
 // boundaries: kept entries as the element math gives them, pruned ones +0 in params and state.
 template <bool kMomentum, bool kNesterov>
-static void check_sgd_words(int64_t n, double density) {
+static void check_sgd_words(int64_t n, double density, bool patterned = true) {
   std::vector<uint8_t> keep;
-  const auto words = patterned_words(n, density, 17 + uint64_t(n), keep);
+  const auto words = patterned ? patterned_words(n, density, 17 + uint64_t(n), keep)
+                               : random_words(n, density, 17 + uint64_t(n), keep, false);
   std::mt19937 g{uint32_t(n)};
   std::normal_distribution<float> d;
   std::vector<float> p(n), grad(n), buf(n);
@@ -322,6 +323,9 @@ TEST(dense_layout_every_word_shape_and_tail) {
         check_adamw_words<false>(n, density);
         check_adamw_words<true>(n, density);
       }
+  // random bits only: below 1/8 kept, SGD without momentum walks the kept elements one by one
+  for (double density : {0.02, 0.1, 0.2})
+    for (int64_t n : {64 * 40 + 33, 64 * 40}) check_sgd_words<false, false>(n, density, false);
 }
 
 int main() { return run_all(); }

@@ -40,6 +40,15 @@ inline uint64_t word_bits(const uint64_t* words, int64_t w0, int64_t n) {
 // took 10x as long (measured). flatten inlines everything the loop calls.
 #define SP_MO_LOOP inline __attribute__((flatten))
 
+// 1 << j for the 32 lanes of a half mask word (lane_of in masked_optim_blocks.inc).
+struct BitOf32 {
+  uint32_t v[32];
+  constexpr BitOf32() : v() {
+    for (int j = 0; j < 32; ++j) v[j] = uint32_t(1) << j;
+  }
+};
+inline constexpr BitOf32 kBitOf32{};
+
 // Lane permutations of a mask byte b for the AVX2 compact step (masked_optim_blocks.inc), which
 // lacks AVX-512's compress and expand: compress[b] lists the set bits' lanes in order (lane k of
 // the packed vector comes from lane compress[b][k]); expand[b][j] is the rank of set bit j among

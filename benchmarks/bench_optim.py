@@ -17,7 +17,9 @@ sparsepai's optimizers run with ``path="auto"``: their first steps measure each 
 sparse and dense paths and commit to the faster (sparsepai/optim/paths.py). Those first steps
 are timed apart (``auto_first_steps_ms``: the steps up to the commit, all together;
 ``auto_overhead_ms``: that minus as many steady warm steps) and the share of the weights that
-took the sparse path is recorded. ``--forced-paths`` also times the two paths forced.
+took the sparse path is recorded. ``--forced-paths`` also times the two paths forced, and the
+dense path's floor: our optimizer without masks (the same streaming loop over the same bytes,
+less the mask words).
 
     python benchmarks/bench_optim.py                 # writes benchmarks/results/optim.{json,csv,png}
 """
@@ -62,7 +64,7 @@ def make(shapes, density, seed=0):
     return params, masks
 
 
-def time_interleaved(steps, repeats, warm):
+def time_interleaved(steps, repeats, warm, clock=time.perf_counter):
     """Median seconds per call of each of ``steps`` (name -> callable), in interleaved rounds so
     that a slow phase of the shared machine hits every contender alike.
 
@@ -71,6 +73,8 @@ def time_interleaved(steps, repeats, warm):
     alone (measured: a sparse step needs ~8 repeats to reach its steady state in the cache).
     Cold: one timed step of each contender per round, so every step finds the cache holding the
     other contenders' memory, as after a forward and backward pass over other data.
+    clock: seconds (``time.perf_counter``, or ``time.thread_time`` with one thread: the CPU time
+    of the step, without the time a loaded machine gave other processes).
     """
     warmup, timed = (10, 7) if warm else (0, 1)
     for step in steps.values():
@@ -81,9 +85,9 @@ def time_interleaved(steps, repeats, warm):
             for _ in range(warmup):
                 step()
             for _ in range(timed):
-                t0 = time.perf_counter()
+                t0 = clock()
                 step()
-                ts[name].append(time.perf_counter() - t0)
+                ts[name].append(clock() - t0)
     return {name: statistics.median(v) for name, v in ts.items()}
 
 
@@ -101,7 +105,7 @@ def sparse_share(opt, params):
     return sum(p.numel() for p, path in zip(params, opt.paths()) if path == "sparse") / total
 
 
-def bench(model, opt_name, density, repeats, cold=True, forced=False):
+def bench(model, opt_name, density, repeats, cold=True, forced=False, clock=time.perf_counter):
     shapes = model_shapes(model)
     kw = (dict(lr=0.01, momentum=0.9, weight_decay=5e-4) if opt_name == "sgd"
           else dict(lr=1e-3, weight_decay=1e-2))
@@ -139,10 +143,14 @@ def bench(model, opt_name, density, repeats, cold=True, forced=False):
         for path in ("sparse", "dense"):
             ps, masks = make(shapes, density)
             steps["sparsepai_" + path] = ours_cls(ps, masks, path=path, **kw).step
-    for name, sec in time_interleaved(steps, repeats, warm=True).items():
+        # the dense path's floor: the same loop and bytes without the mask words (what it would
+        # cost if reading and applying the mask were free)
+        ps, masks = make(shapes, density)
+        steps["sparsepai_unmasked"] = ours_cls(ps, [None] * len(ps), **kw).step
+    for name, sec in time_interleaved(steps, repeats, warm=True, clock=clock).items():
         out[name + "_ms"] = 1e3 * sec
     if cold:
-        for name, sec in time_interleaved(steps, repeats, warm=False).items():
+        for name, sec in time_interleaved(steps, repeats, warm=False, clock=clock).items():
             out[name + "_cold_ms"] = 1e3 * sec
     out["auto_overhead_ms"] = out["auto_first_steps_ms"] - measured * out["sparsepai_ms"]
     out["ratio_vs_fused"] = out["sparsepai_ms"] / out["torch_fused_ms"]
@@ -181,6 +189,17 @@ def check_targets(rows):
                     ok = ours / fused <= bound
                     lines.append(f"{tag}: {ours / fused:.2f}x the unmasked fused step "
                                  f"(target <= {bound}x) {'OK' if ok else 'MISSED'}")
+            # and each forced path too, at every density below 1 (the dense one streams as the
+            # unmasked step does: it should cost no more)
+            for path in ("dense", "sparse"):
+                forced = r.get(f"sparsepai_{path}{sfx}_ms")
+                if forced is not None and r["density"] < 1.0:
+                    ok = forced / fused <= 1.0
+                    lines.append(f"{tag}: forced {path} path {forced / fused:.3f}x the unmasked "
+                                 f"fused step (target <= 1.0x) {'OK' if ok else 'MISSED'}" + (
+                                     f"; its floor, our loop without masks, "
+                                     f"{r['sparsepai_unmasked' + sfx + '_ms'] / fused:.3f}x"
+                                     if path == "dense" else ""))
     return lines
 
 
@@ -233,14 +252,29 @@ def main():
     ap.add_argument("--no-cold", dest="cold", action="store_false",
                     help="skip the cold-cache timings (contenders interleaved step by step)")
     ap.add_argument("--forced-paths", dest="forced", action="store_true",
-                    help="also time sparsepai with path='sparse' and path='dense' forced")
+                    help="also time sparsepai with path='sparse' and path='dense' forced, and "
+                         "without masks (the dense path's floor)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch's intra-op threads (default: torch's, which follows "
+                         "$OMP_NUM_THREADS)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: perf_counter; cpu: the step's thread CPU time (needs --threads 1; "
+                         "on a loaded machine it leaves out the time other processes ran)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "optim"))
     args = ap.parse_args()
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and torch.get_num_threads() != 1:
+        ap.error("--clock cpu times the calling thread only: it needs --threads 1")
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    load_before = os.getloadavg()[0]
     rows = []
     for model in args.models:
         for opt in args.optimizers:
             for d in args.densities:
-                r = bench(model, opt, d, args.repeats, args.cold, args.forced)
+                r = bench(model, opt, d, args.repeats, args.cold, args.forced, clock)
                 rows.append(r)
                 print(f"{model:<9}{opt:<6} density {d:<5} fused {r['torch_fused_ms']:7.2f} ms  "
                       f"fused+masks {r['torch_fused_plus_masks_ms']:7.2f} ms  "
@@ -257,7 +291,9 @@ def main():
     print("\n".join(targets))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     meta = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "threads": torch.get_num_threads(), "clock": args.clock,
+            "load_1min": [load_before, os.getloadavg()[0]],  # at the start and at the end
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "cpu": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability()}
     with open(args.out + ".json", "w") as f:
         json.dump({"meta": meta, "rows": rows, "targets": targets}, f, indent=1)

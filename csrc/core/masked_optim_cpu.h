@@ -34,17 +34,41 @@ inline uint64_t word_bits(const uint64_t* words, int64_t w0, int64_t n) {
   return bits;
 }
 
-// 32-bit lanes of a mask byte: lane j of kByteLanes32.v[b] is all ones when bit j of b is set.
-// A 64-bit mask word becomes 64 lanes with 8 table reads, which the vectorised loops AND into
-// their results (masked_optim_blocks.inc).
-struct ByteLanes32 {
-  uint32_t v[256][8];
-  constexpr ByteLanes32() : v() {
-    for (int b = 0; b < 256; ++b)
-      for (int j = 0; j < 8; ++j) v[b][j] = ((b >> j) & 1) ? ~uint32_t(0) : 0u;
+// The element loops of masked_optim_blocks.inc: the element math must be inlined into them or
+// they do not vectorise, and in the extension's translation unit (every loop for 3 storage types
+// at 3 ISA levels) GCC's growth limits left adamw_element out of line: AdamW's dense step then
+// took 10x as long (measured). flatten inlines everything the loop calls.
+#define SP_MO_LOOP inline __attribute__((flatten))
+
+// 1 << j for the 32 lanes of a half mask word (lane_of in masked_optim_blocks.inc).
+struct BitOf32 {
+  uint32_t v[32];
+  constexpr BitOf32() : v() {
+    for (int j = 0; j < 32; ++j) v[j] = uint32_t(1) << j;
   }
 };
-inline constexpr ByteLanes32 kByteLanes32{};
+inline constexpr BitOf32 kBitOf32{};
+
+// Lane permutations of a mask byte b for the AVX2 compact step (masked_optim_blocks.inc), which
+// lacks AVX-512's compress and expand: compress[b] lists the set bits' lanes in order (lane k of
+// the packed vector comes from lane compress[b][k]); expand[b][j] is the rank of set bit j among
+// the set bits (lane j of the scattered vector comes from packed lane expand[b][j]).
+struct BytePerm {
+  uint8_t compress[256][8];
+  uint8_t expand[256][8];
+  constexpr BytePerm() : compress(), expand() {
+    for (int b = 0; b < 256; ++b) {
+      int k = 0;
+      for (int j = 0; j < 8; ++j)
+        if ((b >> j) & 1) {
+          compress[b][k] = uint8_t(j);
+          expand[b][j] = uint8_t(k);
+          ++k;
+        }
+    }
+  }
+};
+inline constexpr BytePerm kBytePerm{};
 
 namespace isa_base {
 #include "masked_optim_blocks.inc"
@@ -52,9 +76,11 @@ namespace isa_base {
 
 #if SP_HAVE_ISA_DISPATCH
 SP_ISA_BEGIN_AVX2
+#define SP_MO_AVX2 1  // the .inc's AVX2 intrinsics paths
 namespace isa_avx2 {
 #include "masked_optim_blocks.inc"
 }  // namespace isa_avx2
+#undef SP_MO_AVX2
 SP_ISA_END
 SP_ISA_BEGIN_AVX512
 #define SP_MO_AVX512 1  // the .inc's AVX-512 intrinsics paths

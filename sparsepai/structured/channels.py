@@ -226,7 +226,8 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     compute-aware variant) divides each channel's score by its multiply-adds relative to the
     mean channel's, so that for equal sensitivity the expensive channels (large feature maps) go
     first; a number ``alpha >= 0`` divides by that relative cost to the power ``alpha`` (a
-    tempered weighting: ``True`` is 1, ``False`` 0). Any structured method takes it. ``data``
+    tempered weighting: ``True`` is 1, ``False`` 0). Any structured method takes it; its default
+    is ``cost.DEFAULT_WEIGHTING`` (``True`` for ProsPr, measured, else ``False``). ``data``
     must then have a batch to measure the feature-map sizes.
     """
     from sparsepai.pruning.base import get_method, make_config, private_copy
@@ -234,7 +235,7 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
 
     groups = graph.prunable_groups()
     options = dict(options)
-    alpha = cost.cost_exponent(options.pop("cost_weighting", False))
+    alpha = cost.cost_exponent(options.pop("cost_weighting", cost.default_weighting(method)))
     check_method(method)
     m = get_method(method)
     cfg = make_config(m, options)

@@ -10,7 +10,7 @@ For each model:
   - ``cached``: ``analyse(model)`` without an input, the graph ``sp.prune`` left for ``sp.slim``
     and ``sp.apply_masks`` (a fingerprint and a dictionary lookup), median of ``--repeat``.
 
-    bash /work/notes/quiet.sh python benchmarks/bench_graph.py   # pauses other timings here
+    python benchmarks/bench_graph.py   # alone on the machine: other jobs distort the timings
 
 Results: benchmarks/results/graph.{json,md}, with the machine (lscpu) and its load average.
 """
@@ -143,7 +143,7 @@ def _table(rec):
            f"(1/5/15 min) {', '.join(f'{v:.2f}' for v in rec['load_before'])} before, "
            f"{', '.join(f'{v:.2f}' for v in rec['load_after'])} after. Medians: first call over "
            f"{rec['fresh']} fresh processes, the others over {rec['repeat']} repeats. Command: "
-           "`bash /work/notes/quiet.sh python benchmarks/bench_graph.py`.", "",
+           "`python benchmarks/bench_graph.py`.", "",
            "| model | first call (s) | again (s) | of which capture | of which walk | of which "
            "probe | cached (s) | prunable groups |", "|---|---|---|---|---|---|---|---|"]
     for name, r in rec["models"].items():

@@ -86,6 +86,9 @@ def main():
     ap.add_argument("--sparsities", default="0.9")
     ap.add_argument("--seeds", default="0,1,2", help="each seed's masks give other widths")
     ap.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
+    ap.add_argument("--build-threads", type=int, default=1, help="torch threads while pruning: "
+                    "the training runs' (their scores, so their masks, depend on the summation "
+                    "order)")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--steps", type=int, default=3, help="steps per contender per round")
     ap.add_argument("--data-root", default=tta.MNIST)
@@ -121,6 +124,7 @@ def main():
     for name in args.models.split(","):
         result["models"].setdefault(name, {})
         for seed in (int(s) for s in args.seeds.split(",")):
+            torch.set_num_threads(args.build_threads)
             models = {label: tta.build(name, label, seed, train_set, settings)[0]
                       for label in labels}
             for label, m in models.items():  # the very model the training run had

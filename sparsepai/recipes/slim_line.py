@@ -49,9 +49,16 @@ def run_slim_line(cfg: SweepConfig, out_dir: str, line: SlimLine = SlimLine(),
     from sparsepai.models import get_model
     from sparsepai.recipes.train import train
 
+    from sparsepai.structured.cost import default_weighting
+
+    # the masks' cost weighting is the method's default, which has changed (ProsPr's became
+    # compute-weighted): slim rows of another weighting are another line (old rows lack the
+    # key: they had none)
+    weighting = default_weighting(line.method)
     log = os.path.join(out_dir, LOG_FILE)
     rows = [r for r in load_rows(log)
-            if r["method"] == line.method and r["sparsity"] == line.sparsity]
+            if r["method"] == line.method and r["sparsity"] == line.sparsity and (
+                r["kind"] == "dense" or r.get("cost_weighting", False) == weighting)]
     done = {(r["kind"], r["seed"]) for r in rows}
     data = None
     for seed in cfg.seeds:
@@ -70,7 +77,7 @@ def run_slim_line(cfg: SweepConfig, out_dir: str, line: SlimLine = SlimLine(),
             res = train(model, None, train_set, test_set,
                         dataclasses.replace(cfg.train, seed=seed), progress=progress)
             row = {"kind": kind, "method": line.method, "sparsity": line.sparsity,
-                   "seed": seed, "test_acc": res["test_acc"],
+                   "seed": seed, **({"cost_weighting": weighting} if kind == "slim" else {}), "test_acc": res["test_acc"],
                    "train_seconds": res["train_seconds"][-1],
                    "params": sum(p.numel() for p in model.parameters())}
             append_row(log, row)

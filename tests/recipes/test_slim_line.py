@@ -58,6 +58,31 @@ def _boom(*a, **k):
     raise AssertionError("trained again")
 
 
+def test_slim_rows_of_another_cost_weighting_are_not_reused(tmp_path, monkeypatch):
+    """A folder from before ProsPr's masks became compute-weighted holds slim rows without the
+    key: a rerun keeps the dense row and trains the slim model again, recording its weighting."""
+    from sparsepai.recipes.sweep import append_row
+
+    log = str(tmp_path / slim_line.LOG_FILE)
+    for kind in ("dense", "slim"):
+        append_row(log, _row(kind, 0, 0.5, 1.0))
+    trained = []
+
+    def fake_train(model, masks, *a, **k):
+        trained.append(sum(p.numel() for p in model.parameters()))
+        return {"test_acc": 0.75, "train_seconds": [2.0]}
+
+    monkeypatch.setattr("sparsepai.recipes.train.train", fake_train)
+    cfg = dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, epochs=1))
+    rows = run_slim_line(cfg, str(tmp_path), SlimLine("prospr", 0.9), progress=False)
+    by = {r["kind"]: r for r in rows}
+    assert len(trained) == 1 and by["dense"]["test_acc"] == 0.5  # only the slim one retrained
+    assert by["slim"]["test_acc"] == 0.75 and by["slim"]["cost_weighting"] is True
+    # and that row is reused by the next run
+    monkeypatch.setattr("sparsepai.recipes.train.train", _boom)
+    assert run_slim_line(cfg, str(tmp_path), SlimLine("prospr", 0.9), progress=False) == rows
+
+
 def _row(kind, seed, acc, secs, params=100):
     return {"kind": kind, "method": "prospr", "sparsity": 0.9, "seed": seed, "test_acc": acc,
             "train_seconds": secs, "params": params}

@@ -4,7 +4,8 @@
 time, but on a machine shared with other jobs those times follow the scheduler as much as the
 model (its median step time of the dense ResNet-20 doubled under a load of 7). This script
 rebuilds the same contenders (same seed, data, pruning and slim model:
-``bench_time_to_accuracy.build``) and times training steps only, interleaved: in each round
+``bench_time_to_accuracy.build``; a parameter count other than the training run's is warned
+about and recorded: ProsPr's plain masks do not always rebuild bit for bit) and times training steps only, interleaved: in each round
 every contender takes ``--steps`` steps (order rotated round by round) of the one training
 loop (``sparsepai.recipes.train.train_pass``: zero_grad, forward, cross-entropy, backward,
 ``MaskedSGD`` step with momentum 0.9 and weight decay 5e-4, as the training runs), for each

@@ -26,8 +26,6 @@ finished run; rerunning the same command resumes, a folder of other settings is 
 speedup) and ``time_to_accuracy.png`` (one line per contender, the Pareto frontier marked).
 
     python benchmarks/bench_time_to_accuracy.py                    # everything (many hours)
-    python benchmarks/bench_time_to_accuracy.py --models resnet20 --sparsities 0.9 \\
-        --variants dense,default,prospr,prospr+cost --epochs 3    # a part
     python benchmarks/bench_time_to_accuracy.py --summarize        # table and plot only
 """
 
@@ -197,8 +195,7 @@ def robust_seconds(run: dict, step: float | None = None) -> list:
 
 
 def quiet_step(run: dict, quiet: dict | None, threads: str = "1"):
-    """The run's step time measured on a quiet machine by ``bench_step_time.py`` (its
-    ``step_time.json``), or None."""
+    """The run's step time in ``bench_step_time.py``'s ``step_time.json``, or None."""
     try:
         return quiet["models"][run["model"]][str(run["seed"])][threads][run["variant"]]["median"]
     except (KeyError, TypeError):

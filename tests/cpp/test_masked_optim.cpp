@@ -34,6 +34,18 @@ static std::vector<uint64_t> random_words(int64_t n, double density, uint64_t se
 
 static bool same_bits(float a, float b) { return std::memcmp(&a, &b, 4) == 0; }
 
+// The tests' AdamW hyper-parameters (beta1 0.9, eps 1e-8, weight decay 1e-2), written once.
+static AdamWHyper adamw_hyper(float lr, float beta2, bool amsgrad) {
+  AdamWHyper h;
+  h.lr = lr;
+  h.beta1 = 0.9f;
+  h.beta2 = beta2;
+  h.eps = 1e-8f;
+  h.weight_decay = 1e-2f;
+  h.amsgrad = amsgrad;
+  return h;
+}
+
 // Mask words of every shape the dense-layout walk tells apart, cycling word by word: empty, full,
 // one half full, one bit, 8 bits (the most SGD without momentum takes one by one), 9 bits, and
 // random bits at `density`.
@@ -120,13 +132,7 @@ TEST(adamw_range_matches_element_math) {
       p[i] = keep[i] ? d(g) : 0.f;
       grad[i] = keep[i] ? d(g) : NAN;
     }
-    AdamWHyper h;
-    h.lr = 1e-2f;
-    h.beta1 = 0.9f;
-    h.beta2 = 0.999f;
-    h.eps = 1e-8f;
-    h.weight_decay = 1e-2f;
-    h.amsgrad = true;
+    const AdamWHyper h = adamw_hyper(1e-2f, 0.999f, true);
     const AdamWStep s = adamw_step_scalars(h, 3.0);
     auto wp = p, wm = m, wv = v, wx = x;
     for (int64_t i = 0; i < n; ++i)
@@ -184,12 +190,7 @@ static void check_compact(int64_t n, const std::vector<uint64_t>& words,
   h.momentum = 0.9f;
   h.weight_decay = 5e-4f;
   h.nesterov = true;
-  AdamWHyper ha;
-  ha.lr = 1e-3f;
-  ha.beta1 = 0.9f;
-  ha.beta2 = 0.99f;
-  ha.eps = 1e-8f;
-  ha.weight_decay = 1e-2f;
+  const AdamWHyper ha = adamw_hyper(1e-3f, 0.99f, false);
   const AdamWStep s = adamw_step_scalars(ha, 5.0);
   auto p1 = p, p2 = p, q1 = p, q2 = p;
   for (int c = 0; c + 1 < 5; ++c) {
@@ -287,13 +288,7 @@ static void check_adamw_words(int64_t n, double density) {
     x[i] = keep[i] && kAmsgrad ? v[i] + 0.25f : 0.f;
     grad[i] = i % 97 == 5 ? NAN : i % 89 == 3 ? INFINITY : d(g);
   }
-  AdamWHyper h;
-  h.lr = 1e-3f;
-  h.beta1 = 0.9f;
-  h.beta2 = 0.999f;
-  h.eps = 1e-8f;
-  h.weight_decay = 1e-2f;
-  h.amsgrad = kAmsgrad;
+  const AdamWHyper h = adamw_hyper(1e-3f, 0.999f, kAmsgrad);
   const AdamWStep s = adamw_step_scalars(h, 4.0);
   auto wp = p, wm = m, wv = v, wx = x;
   for (int64_t i = 0; i < n; ++i)

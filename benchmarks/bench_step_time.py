@@ -5,7 +5,8 @@ time, but on a machine shared with other jobs those times follow the scheduler a
 model (its median step time of the dense ResNet-20 doubled under a load of 7). This script
 rebuilds the same contenders (same seed, data, pruning and slim model:
 ``bench_time_to_accuracy.build``; a parameter count other than the training run's is warned
-about and recorded: ProsPr's plain masks do not always rebuild bit for bit) and times training steps only, interleaved: in each round
+about and recorded, so a changed library default cannot time another model unnoticed) and
+times training steps only, interleaved: in each round
 every contender takes ``--steps`` steps (order rotated round by round) of the one training
 loop (``sparsepai.recipes.train.train_pass``: zero_grad, forward, cross-entropy, backward,
 ``MaskedSGD`` step with momentum 0.9 and weight decay 5e-4, as the training runs), for each
@@ -128,9 +129,8 @@ def main():
             torch.set_num_threads(args.build_threads)
             models = {label: tta.build(name, label, seed, train_set, settings)[0]
                       for label in labels}
-            # the very model the training run had? ProsPr's masks are not always rebuilt bit
-            # for bit (channel scores near the threshold flip between processes), so a
-            # mismatch is recorded and said, not hidden
+            # the very model the training run had? A default changed since the run (as
+            # ProsPr's cost weighting once did) would time another model: recorded and said
             mismatch = {}
             for label, m in models.items():
                 want = trained.get((name, label, seed))

@@ -62,7 +62,8 @@ def parse_variant(label: str):
     base, weighted, cost = name.partition("+cost")
     if base not in METHODS:
         raise ValueError(f"bench_time_to_accuracy: unknown contender {label!r}")
-    options = {"cost_weighting": float(cost) if cost else True} if weighted else {}
+    # plain says False: the library's default weighting differs per method (ProsPr's is on)
+    options = {"cost_weighting": (float(cost) if cost else True) if weighted else False}
     return METHODS[base], options, sparsity
 
 

@@ -205,15 +205,6 @@ def summed_grads(model, names, batches, loss_fn, what: str) -> dict:
     return total
 
 
-def second_order():
-    """A context in which attention (``scaled_dot_product_attention``) runs its math kernel:
-    the fused kernels (flash, memory-efficient) have no double backward, which GraSP's
-    Hessian-gradient product and ProsPr's meta-gradient need."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.MATH])
-
-
 # ------------------------------------------------------------------------------------------
 # the registry
 

@@ -9,8 +9,9 @@ import dataclasses
 
 import torch
 
-from sparsepai.pruning.base import loss_grads, register, second_order, summed_grads, take_batches
+from sparsepai.pruning.base import loss_grads, register, summed_grads, take_batches
 from sparsepai.pruning.options import option
+from sparsepai.pruning.second_order import second_order
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,8 +25,9 @@ import dataclasses
 import torch
 from tqdm.auto import tqdm
 
-from sparsepai.pruning.base import loss_grads, register, second_order, take_batches
+from sparsepai.pruning.base import loss_grads, register, take_batches
 from sparsepai.pruning.options import option
+from sparsepai.pruning.second_order import second_order
 
 
 @dataclasses.dataclass(frozen=True)

@@ -316,10 +316,12 @@ def main():
                 continue
             t0 = time.time()
             rec = {"key": key}
+            # the unstructured columns are measured apart (they cost more than the rest on a
+            # CNN): a run of either kind keeps the other kind's figures as they were
             if parts == ("unstructured",) and key in done:
-                # the unstructured columns measured apart (they cost more than the rest on a
-                # CNN): the model's structured and Torch-Pruning figures stay as they were
                 rec = {k: v for k, v in done[key].items() if k not in ("unstructured", "wall_s")}
+            elif key in done and "unstructured" not in mine and "unstructured" in done[key]:
+                rec["unstructured"] = done[key]["unstructured"]
             # Torch-Pruning in a process of its own: where it hangs (it does on the tiny Llama)
             # its time limit must not cost sparsepai's record, and the other way round
             for group in (mine, ("tp",) if "tp" in parts else ()):

@@ -127,8 +127,14 @@ def main():
         result["models"].setdefault(name, {})
         for seed in (int(s) for s in args.seeds.split(",")):
             torch.set_num_threads(args.build_threads)
+            # only what was trained: the table needs those, and a contender costs build and
+            # round time (a sparsity list crosses every variant)
+            mine = [label for label in labels if (name, label, seed) in trained]
+            if len(mine) < len(labels):
+                print(f"bench_step_time: {name} seed {seed}: no training run of "
+                      f"{sorted(set(labels) - set(mine))} in {args.out}: not timed", flush=True)
             models = {label: tta.build(name, label, seed, train_set, settings)[0]
-                      for label in labels}
+                      for label in mine}
             # the very model the training run had? A default changed since the run (as
             # ProsPr's cost weighting once did) would time another model: recorded and said
             mismatch = {}

@@ -17,6 +17,12 @@ def _tp_ok(rec):
     return rec.get("tp") == "ok" and rec.get("tp_runs", False)
 
 
+def _unstructured(rec) -> dict:
+    """The per-method results; a crash or a timeout of the whole part counts for every method."""
+    u = rec.get("unstructured") or {}
+    return {m: u for m in METHODS} if isinstance(u, str) else u
+
+
 def write_report(results: dict, out: str, machine: str) -> None:
     rows = list(results.values())
     cols = ["key", "family", "name", "params_m", "structured", "graph_s", "slim_rel_err",
@@ -26,14 +32,15 @@ def write_report(results: dict, out: str, machine: str) -> None:
         w = csv.writer(f)
         w.writerow(cols + [f"u_{m}" for m in METHODS])
         for r in rows:
-            u = r.get("unstructured", {})
+            u = _unstructured(r)
             w.writerow([r.get(c, "") for c in cols] + [u.get(m, "") for m in METHODS])
     lines = [f"# Model zoo coverage (machine: {machine})", "",
              "| family | models | sparsepai structured ok (slim == masked) | Torch-Pruning ok "
              "(pruned model runs) | both ok | removed, sparsepai (mean over both-ok) | removed, "
              "Torch-Pruning (same models) | sparsepai >= TP | removed, norm_streams (same "
-             "models) | norm_streams >= TP | graph build, median s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "models) | norm_streams >= TP | graph build, median s | unstructured: every method ok "
+             "(models measured) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for fam in ("tv", "timm", "hf"):
         fr = [r for r in rows if r.get("family", r["key"].split(":")[0]) == fam]
         if not fr:
@@ -45,14 +52,17 @@ def write_report(results: dict, out: str, machine: str) -> None:
         # models run before the norm_streams column existed count their exact figure
         norm = [r.get("removed_norm", r["removed"]) for r in both]
         ge_n = sum(1 for r, n in zip(both, norm) if n >= r["tp_removed"] - 1e-4)
+        us = [_unstructured(r) for r in fr if r.get("unstructured")]
         lines.append(f"| {fam} | {len(fr)} | {sum(map(_ok, fr))} | {sum(map(_tp_ok, fr))} | "
                      f"{len(both)} | {mean('removed'):.3f} | {mean('tp_removed'):.3f} | "
                      f"{ge}/{len(both)} | {sum(norm) / max(len(norm), 1):.3f} | "
-                     f"{ge_n}/{len(both)} | {gs[len(gs) // 2] if gs else float('nan'):.2f} |")
+                     f"{ge_n}/{len(both)} | {gs[len(gs) // 2] if gs else float('nan'):.2f} | "
+                     f"{sum(1 for u in us if all(u.get(m) == 'ok' for m in METHODS))} "
+                     f"({len(us)}) |")
     lines += ["", "## Unstructured methods (ok = exact kept count)", "",
               "| model | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for r in rows:
-        u = r.get("unstructured")
+        u = _unstructured(r)
         if u:
             lines.append(f"| {r['key']} | " + " | ".join(
                 "ok" if u.get(m) == "ok" else "FAIL" for m in METHODS) + " |")

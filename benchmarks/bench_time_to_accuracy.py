@@ -51,8 +51,8 @@ SETTINGS = ("epochs", "train_images", "test_images", "batch", "lr", "channels_la
 
 
 def parse_variant(label: str):
-    """``(method, options, sparsity)`` of a contender label (``dense`` -> ``(None, {}, 0.0)``).
-    """
+    """``(method, options, sparsity)`` of a contender label (``dense`` -> ``(None, {}, 0.0)``);
+    a plain label says ``cost_weighting=False`` (ProsPr's default weighting is on)."""
     if label == "dense":
         return None, {}, 0.0
     name, _, s = label.partition("@")
@@ -62,7 +62,6 @@ def parse_variant(label: str):
     base, weighted, cost = name.partition("+cost")
     if base not in METHODS:
         raise ValueError(f"bench_time_to_accuracy: unknown contender {label!r}")
-    # plain says False: the library's default weighting differs per method (ProsPr's is on)
     options = {"cost_weighting": (float(cost) if cost else True) if weighted else False}
     return METHODS[base], options, sparsity
 

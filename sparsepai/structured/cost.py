@@ -14,8 +14,9 @@ from sparsepai.structured.channels import prunable_modules, rows_first
 # The default of ``cost_weighting`` per method (absent: False). ProsPr's channel masks are
 # compute-weighted by default because bench_time_to_accuracy.py + bench_step_time.py measured it
 # (ResNet-20 on the MNIST split, 90%, 3 seeds, 6 epochs, README): plain masks lost 0.57 points
-# and trained 1.68x faster than dense; weighted ones lost 0.45 points at 2.49x. At 95% both lose
-# about 2 points (3 seeds, within each other's spread), so one default serves every sparsity.
+# and trained 1.68x faster than dense; weighted ones lost 0.45 points at 2.53x. At 95% both lose
+# about 2 points there (0.5 loses 0.82 at 2.42x) while on ResNet-18 the default loses 0.25 (one
+# seed), so no sparsity-dependent default yet.
 DEFAULT_WEIGHTING = {"prospr": True}
 
 

@@ -391,11 +391,11 @@ def main():
         with open(os.path.join(args.out, "runs.jsonl"), "a") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
-        runs += rows
         left = (time.perf_counter() - start) / (i + 1) * (len(groups) - i - 1)
         print(f"[{i + 1}/{len(groups)}] {name} seed {seed} done; ~{left / 60:.0f} min left",
               flush=True)
-    report(runs, args.out, settings)
+    # Re-read: another process may have appended runs of the same folder meanwhile.
+    report(load_runs(args.out, settings), args.out, settings)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from sparsepai.structured.channels import prunable_modules, rows_first
 # compute-weighted by default because bench_time_to_accuracy.py + bench_step_time.py measured it
 # (ResNet-20 on the MNIST split, 90%, 3 seeds, 6 epochs, README): plain masks lost 0.57 points
 # and trained 1.68x faster than dense; weighted ones lost 0.45 points at 2.53x. At 95% both lose
-# about 2 points there (0.5 loses 0.82 at 2.42x), while on ResNet-18 (-0.08, one seed) and VGG-19
+# about 2 points there (0.5 loses 0.82 at 2.42x), while on ResNet-18 (-0.13, two seeds) and VGG-19
 # (-0.57, two seeds) the default does not collapse at 95%, so no sparsity-dependent default yet.
 DEFAULT_WEIGHTING = {"prospr": True}
 

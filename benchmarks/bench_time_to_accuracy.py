@@ -41,6 +41,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+from sparsepai import _io  # noqa: E402  (cheap: the package imports torch lazily)
+
 OUT = os.path.join(HERE, "results", "time_to_accuracy")
 MNIST = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "mnist")
 METHODS = {"prospr": "prospr", "3sp": "snip", "magnitude": "magnitude", "random": "random"}
@@ -175,8 +177,7 @@ def load_runs(out: str, settings: dict) -> list:
                              f"(setting: (there, asked)) {diff}; use another --out")
     else:
         os.makedirs(out, exist_ok=True)
-        with open(cfg_path, "w") as f:
-            json.dump(settings, f, indent=1)
+        _io.atomic_write_json(cfg_path, settings)
     path = os.path.join(out, "runs.jsonl")
     if not os.path.exists(path):
         return []
@@ -318,7 +319,7 @@ def plot(summary: dict, path: str, note: str):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6, ncol=2, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _io.save_figure(path, fig)
     plt.close(fig)
 
 
@@ -330,8 +331,8 @@ def report(runs, out, settings):
     summary = summarize(runs, quiet)
     note = f"{settings['epochs']} epochs on {settings['train_images']:,} images, mean of seeds"
     text = table(summary)
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write(f"Settings: {json.dumps(settings)}\n{text}\n")
+    _io.atomic_write_bytes(os.path.join(out, "table.md"),
+                           f"Settings: {json.dumps(settings)}\n{text}\n".encode())
     plot(summary, os.path.join(out, "time_to_accuracy.png"), note)
     print(text)
 

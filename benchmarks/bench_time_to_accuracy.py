@@ -35,13 +35,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from sparsepai import _io  # noqa: E402  (cheap: the package imports torch lazily)
+from tta_summary import summarize  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "time_to_accuracy")
 MNIST = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "mnist")
@@ -185,69 +185,6 @@ def load_runs(out: str, settings: dict) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def robust_seconds(run: dict, step: float | None = None) -> list:
-    """Training seconds at the end of each epoch, as a time per step (by default the run's own
-    median) times the steps taken: a step's work is the same all run long, so this keeps what
-    the model costs and drops the bursts of load other processes put on a shared machine
-    (``train_seconds`` keeps the raw wall-clock)."""
-    med = statistics.median(run["step_seconds"]) if step is None else step
-    steps = len(run["step_seconds"]) // len(run["test_acc"])
-    return [med * steps * (e + 1) for e in range(len(run["test_acc"]))]
-
-
-def quiet_step(run: dict, quiet: dict | None, threads: str = "1"):
-    """The run's step time in ``bench_step_time.py``'s ``step_time.json``, or None."""
-    try:
-        return quiet["models"][run["model"]][str(run["seed"])][threads][run["variant"]]["median"]
-    except (KeyError, TypeError):
-        return None
-
-
-def summarize(runs: list, quiet: dict | None = None) -> dict:
-    """Per model, per contender: seeds, final accuracy mean/std, mean training seconds (see
-    :func:`robust_seconds`: with the quiet step times of ``quiet`` where every run of the model
-    has one, else the runs' own; ``loaded`` those of the runs themselves, ``wall`` the raw
-    ones), the same-seed speedup over dense, and the seconds to reach dense - 1 point."""
-    quiet_models = {r["model"] for r in runs} - {r["model"] for r in runs
-                                                 if quiet_step(r, quiet) is None}
-    runs = [dict(r, wall_seconds=r["train_seconds"], loaded=robust_seconds(r)[-1],
-                 train_seconds=robust_seconds(r, quiet_step(r, quiet) if r["model"] in
-                                              quiet_models else None)) for r in runs]
-    out = {}
-    for name in dict.fromkeys(r["model"] for r in runs):
-        mine = [r for r in runs if r["model"] == name]
-        dense = {r["seed"]: r for r in mine if r["variant"] == "dense"}
-        target = (statistics.mean(r["test_acc"][-1] for r in dense.values()) - 0.01
-                  if dense else None)
-        rows = {}
-        for label in dict.fromkeys(r["variant"] for r in mine):
-            rs = [r for r in mine if r["variant"] == label]
-            final = [r["test_acc"][-1] for r in rs]
-            secs = [r["train_seconds"][-1] for r in rs]
-            speed = [dense[r["seed"]]["train_seconds"][-1] / r["train_seconds"][-1]
-                     for r in rs if r["seed"] in dense]
-            reach = []
-            for r in rs:
-                hit = [t for t, a in zip(r["train_seconds"], r["test_acc"])
-                       if target is not None and a >= target]
-                reach.append(hit[0] if hit else None)
-            got = [t for t in reach if t is not None]
-            rows[label] = {
-                "seeds": sorted(r["seed"] for r in rs), "acc": statistics.mean(final),
-                "acc_std": statistics.pstdev(final), "seconds": statistics.mean(secs),
-                "wall": statistics.mean(r["wall_seconds"][-1] for r in rs),
-                "loaded": statistics.mean(r["loaded"] for r in rs),
-                "speedup": statistics.mean(speed) if speed else None,
-                "reached": len(got), "to_target": statistics.median(got) if got else None,
-                "params": rs[0]["params"], "flops": rs[0]["flops"],
-                "prune_seconds": statistics.mean(r["prune_seconds"] for r in rs),
-                "curve": [(statistics.mean(r["train_seconds"][e] for r in rs),
-                           statistics.mean(r["test_acc"][e] for r in rs))
-                          for e in range(min(len(r["test_acc"]) for r in rs))]}
-        out[name] = {"target": target, "rows": rows, "quiet": name in quiet_models}
-    return out
-
-
 def table(summary: dict) -> str:
     lines = []
     for name, s in summary.items():
@@ -260,7 +197,7 @@ def table(summary: dict) -> str:
                   "| contender | seeds | final acc (%) | train s | speedup vs dense | "
                   "time to target (s) | in-run s | wall s | params | FLOPs / dense | prune s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for label, r in s["rows"].items():
+        for label, r in sorted(s["rows"].items(), key=lambda kv: order(kv[0])):
             reach = (f"{r['to_target']:.0f} ({r['reached']}/{len(r['seeds'])})"
                      if r["reached"] else f"not reached (0/{len(r['seeds'])})")
             fl = f"{r['flops'] / d['flops']:.3f}" if d else "-"
@@ -282,42 +219,57 @@ def pareto(points):
     return front
 
 
+def order(label: str):
+    """Sort key of a contender: sparsity, then method, then plain before compute-weighted."""
+    base, _, s = label.partition("@")
+    method, _, weight = base.partition("+")
+    rank = ("dense", "default") + tuple(METHODS)
+    return (float(s or 0), rank.index(method) if method in rank else len(rank), weight)
+
+
 def plot(summary: dict, path: str, note: str):
+    """One panel per model and sparsity (dense in each), its Pareto frontier marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(summary)
-    fig, axes = plt.subplots(1, len(names), figsize=(7.5 * len(names), 5.5), squeeze=False)
+    panels = {name: sorted({label.partition("@")[2] for label in s["rows"]} - {""}, key=float)
+              for name, s in summary.items()}
+    ncol = max(1, max(len(v) for v in panels.values()))
+    fig, axes = plt.subplots(len(panels), ncol, figsize=(6.5 * ncol, 5 * len(panels)),
+                             squeeze=False)
     colors = {m: f"C{i}" for i, m in enumerate(("dense", "default") + tuple(METHODS))}
-    marks = {}
-    for ax, name in zip(axes[0], names):
-        pts = []
-        for label, r in summary[name]["rows"].items():
-            base = label.split("@")[0]
-            method = base.split("+")[0]
-            sparsity = label.partition("@")[2]
-            mark = marks.setdefault(sparsity, "osv^D<>p"[len(marks) % 8])
-            xs, ys = zip(*r["curve"])
-            ax.plot(xs, [100 * y for y in ys], marker=mark, ms=4,
-                    ls="-" if "+cost" not in base else ":" if base.endswith("+cost") else "--",
-                    color=colors.get(method, "k"),
-                    lw=2.5 if method in ("dense", "default") else 1, label=label)
-            pts += [(x, y, label) for x, y in r["curve"]]
-        front = pareto([(x, y) for x, y, _ in pts])
-        ax.step([p[0] for p in front], [100 * p[1] for p in front], where="post", color="k",
-                alpha=0.35, lw=6, zorder=0, label="Pareto frontier")
-        if summary[name]["target"] is not None:
-            ax.axhline(100 * summary[name]["target"], color="k", ls="--", lw=0.8,
-                       label="dense - 1 point")
-        ys = [100 * y for _, y, _ in pts]
-        ax.set_ylim(max(min(ys), max(ys) - 40) - 1, max(ys) + 1)
-        ax.set(xlabel="training seconds (" + ("quiet" if summary[name]["quiet"] else "median")
-               + " step time x steps; evaluation excluded)",
-               ylabel="test accuracy (%)", title=f"{name}, MNIST 32x32: {note}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6, ncol=2, loc="lower right")
+    for row, (name, sparsities) in zip(axes, panels.items()):
+        for ax in row[len(sparsities):]:
+            ax.axis("off")
+        for ax, sparsity in zip(row, sparsities):
+            pts = []
+            for label in sorted(summary[name]["rows"], key=order):
+                if label != "dense" and label.partition("@")[2] != sparsity:
+                    continue
+                base = label.split("@")[0]
+                method = base.split("+")[0]
+                xs, ys = zip(*summary[name]["rows"][label]["curve"])
+                ax.plot(xs, [100 * y for y in ys], marker="o", ms=3,
+                        ls="-" if "+cost" not in base else ":" if base.endswith("+cost")
+                        else "--", color=colors.get(method, "k"),
+                        lw=2.5 if method in ("dense", "default") else 1.2, label=label)
+                pts += list(zip(xs, ys))
+            front = pareto(pts)
+            ax.step([p[0] for p in front], [100 * p[1] for p in front], where="post",
+                    color="k", alpha=0.3, lw=6, zorder=0, label="Pareto frontier")
+            if summary[name]["target"] is not None:
+                ax.axhline(100 * summary[name]["target"], color="k", ls="--", lw=0.8,
+                           label="dense - 1 point")
+            ys = [100 * y for _, y in pts]
+            ax.set_ylim(max(min(ys), max(ys) - 25) - 1, max(ys) + 1)
+            timing = "quiet" if summary[name]["quiet"] else "median"
+            ax.set(xlabel=f"training seconds ({timing} step time x steps)",
+                   ylabel="test accuracy (%)",
+                   title=f"{name}, {100 * float(sparsity):g}% sparse: {note}")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     _io.save_figure(path, fig)
     plt.close(fig)

@@ -1,0 +1,70 @@
+"""Summaries of ``bench_time_to_accuracy.py``'s runs: per model and contender the final accuracy,
+the training seconds (a step time x steps), the same-seed speedup over dense and the seconds to
+reach dense accuracy - 1 point. ``bench_time_to_accuracy.py --summarize`` writes them out."""
+
+from __future__ import annotations
+
+import statistics
+
+
+def robust_seconds(run: dict, step: float | None = None) -> list:
+    """Training seconds at the end of each epoch, as a time per step (by default the run's own
+    median) times the steps taken: a step's work is the same all run long, so this keeps what
+    the model costs and drops the bursts of load other processes put on a shared machine
+    (``train_seconds`` keeps the raw wall-clock)."""
+    med = statistics.median(run["step_seconds"]) if step is None else step
+    steps = len(run["step_seconds"]) // len(run["test_acc"])
+    return [med * steps * (e + 1) for e in range(len(run["test_acc"]))]
+
+
+def quiet_step(run: dict, quiet: dict | None, threads: str = "1"):
+    """The run's step time in ``bench_step_time.py``'s ``step_time.json``, or None."""
+    try:
+        return quiet["models"][run["model"]][str(run["seed"])][threads][run["variant"]]["median"]
+    except (KeyError, TypeError):
+        return None
+
+
+def summarize(runs: list, quiet: dict | None = None) -> dict:
+    """Per model, per contender: seeds, final accuracy mean/std, mean training seconds (see
+    :func:`robust_seconds`: with the quiet step times of ``quiet`` where every run of the model
+    has one, else the runs' own; ``loaded`` those of the runs themselves, ``wall`` the raw
+    ones), the same-seed speedup over dense, and the seconds to reach dense - 1 point."""
+    quiet_models = {r["model"] for r in runs} - {r["model"] for r in runs
+                                                 if quiet_step(r, quiet) is None}
+    runs = [dict(r, wall_seconds=r["train_seconds"], loaded=robust_seconds(r)[-1],
+                 train_seconds=robust_seconds(r, quiet_step(r, quiet) if r["model"] in
+                                              quiet_models else None)) for r in runs]
+    out = {}
+    for name in dict.fromkeys(r["model"] for r in runs):
+        mine = [r for r in runs if r["model"] == name]
+        dense = {r["seed"]: r for r in mine if r["variant"] == "dense"}
+        target = (statistics.mean(r["test_acc"][-1] for r in dense.values()) - 0.01
+                  if dense else None)
+        rows = {}
+        for label in dict.fromkeys(r["variant"] for r in mine):
+            rs = [r for r in mine if r["variant"] == label]
+            final = [r["test_acc"][-1] for r in rs]
+            secs = [r["train_seconds"][-1] for r in rs]
+            speed = [dense[r["seed"]]["train_seconds"][-1] / r["train_seconds"][-1]
+                     for r in rs if r["seed"] in dense]
+            reach = []
+            for r in rs:
+                hit = [t for t, a in zip(r["train_seconds"], r["test_acc"])
+                       if target is not None and a >= target]
+                reach.append(hit[0] if hit else None)
+            got = [t for t in reach if t is not None]
+            rows[label] = {
+                "seeds": sorted(r["seed"] for r in rs), "acc": statistics.mean(final),
+                "acc_std": statistics.pstdev(final), "seconds": statistics.mean(secs),
+                "wall": statistics.mean(r["wall_seconds"][-1] for r in rs),
+                "loaded": statistics.mean(r["loaded"] for r in rs),
+                "speedup": statistics.mean(speed) if speed else None,
+                "reached": len(got), "to_target": statistics.median(got) if got else None,
+                "params": rs[0]["params"], "flops": rs[0]["flops"],
+                "prune_seconds": statistics.mean(r["prune_seconds"] for r in rs),
+                "curve": [(statistics.mean(r["train_seconds"][e] for r in rs),
+                           statistics.mean(r["test_acc"][e] for r in rs))
+                          for e in range(min(len(r["test_acc"]) for r in rs))]}
+        out[name] = {"target": target, "rows": rows, "quiet": name in quiet_models}
+    return out

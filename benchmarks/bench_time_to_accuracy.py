@@ -41,11 +41,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from sparsepai import _io  # noqa: E402  (cheap: the package imports torch lazily)
-from tta_summary import summarize  # noqa: E402
+from tta_summary import METHODS, order, side_by_side, summarize  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "time_to_accuracy")
 MNIST = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "mnist")
-METHODS = {"prospr": "prospr", "3sp": "snip", "magnitude": "magnitude", "random": "random"}
 # every contender a plain run produces, before the sparsity suffix
 ALL_VARIANTS = ("dense", "default") + tuple(f"{m}{w}" for m in METHODS for w in ("", "+cost"))
 SETTINGS = ("epochs", "train_images", "test_images", "batch", "lr", "channels_last",
@@ -219,14 +218,6 @@ def pareto(points):
     return front
 
 
-def order(label: str):
-    """Sort key of a contender: sparsity, then method, then plain before compute-weighted."""
-    base, _, s = label.partition("@")
-    method, _, weight = base.partition("+")
-    rank = ("dense", "default") + tuple(METHODS)
-    return (float(s or 0), rank.index(method) if method in rank else len(rank), weight)
-
-
 def plot(summary: dict, path: str, note: str):
     """One panel per model and sparsity (dense in each), its Pareto frontier marked."""
     import matplotlib
@@ -287,6 +278,7 @@ def report(runs, out, settings):
                            f"Settings: {json.dumps(settings)}\n{text}\n".encode())
     plot(summary, os.path.join(out, "time_to_accuracy.png"), note)
     print(text)
+    return summary
 
 
 def main():
@@ -311,7 +303,8 @@ def main():
     ap.add_argument("--data-root", default=MNIST, help="the MNIST IDX files (%(default)s)")
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--summarize", action="store_true",
-                    help="only the table and plot of --out (with the settings it holds)")
+                    help="only the table and plot of --out (with the settings it holds); "
+                         "--out A,B,...: each folder's, then one table of them side by side")
     args = ap.parse_args()
 
     import torch
@@ -320,10 +313,14 @@ def main():
                 "test_images": args.test_images, "batch": args.batch, "lr": args.lr,
                 "channels_last": args.channels_last, "prune_batches": args.prune_batches,
                 "prune_batch": args.prune_batch}
-    if args.summarize:  # the folder's own settings
-        with open(os.path.join(args.out, "config.json")) as f:
-            settings = json.load(f)
-        report(load_runs(args.out, settings), args.out, settings)
+    if args.summarize:  # each folder's own settings
+        merged = {}
+        for out in args.out.split(","):
+            with open(os.path.join(out, "config.json")) as f:
+                settings = json.load(f)
+            merged.update(report(load_runs(out, settings), out, settings))
+        if len(merged) > 1:
+            print("\n" + side_by_side(merged))
         return
     runs = load_runs(args.out, settings)
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import statistics
 
+# contender name -> the library's method (3SP is SNIP's scores per channel)
+METHODS = {"prospr": "prospr", "3sp": "snip", "magnitude": "magnitude", "random": "random"}
+
 
 def robust_seconds(run: dict, step: float | None = None) -> list:
     """Training seconds at the end of each epoch, as a time per step (by default the run's own
@@ -68,3 +71,40 @@ def summarize(runs: list, quiet: dict | None = None) -> dict:
                           for e in range(min(len(r["test_acc"]) for r in rs))]}
         out[name] = {"target": target, "rows": rows, "quiet": name in quiet_models}
     return out
+
+
+def order(label: str):
+    """Sort key of a contender: sparsity, then method, then plain before compute-weighted."""
+    base, _, s = label.partition("@")
+    method, _, weight = base.partition("+")
+    rank = ("dense", "default") + tuple(METHODS)
+    return (float(s or 0), rank.index(method) if method in rank else len(rank), weight)
+
+
+def side_by_side(summary: dict) -> str:
+    """The models of ``summary`` (several folders' summaries merged) as one markdown table: a
+    row per contender, per model its final accuracy (mean +- std over seeds; the seeds if fewer
+    than dense has), points against dense, speedup and FLOPs against dense."""
+    names = list(summary)
+    labels = sorted({label for s in summary.values() for label in s["rows"]}, key=order)
+    head = "| contender | " + " | ".join(f"{n} acc | vs dense | speedup | FLOPs / dense"
+                                         for n in names) + " |"
+    lines = [head, "|---|" + "---:|" * 4 * len(names)]
+    for label in labels:
+        cells = []
+        for n in names:
+            rows = summary[n]["rows"]
+            r, d = rows.get(label), rows.get("dense")
+            if r is None:
+                cells += ["not run", "", "", ""]
+                continue
+            seeds = r["seeds"]
+            few = d is not None and len(seeds) < len(d["seeds"])
+            spread = f" +- {100 * r['acc_std']:.2f}" if len(seeds) > 1 else ""
+            cells += [f"{100 * r['acc']:.2f}{spread}%"
+                      + (f" (seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))})" if few else ""),
+                      f"{100 * (r['acc'] - d['acc']):+.2f}" if d and label != "dense" else "",
+                      f"{r['speedup']:.2f}x" if r["speedup"] else "-",
+                      f"{r['flops'] / d['flops']:.3f}" if d else "-"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

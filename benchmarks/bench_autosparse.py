@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import torch  # noqa: E402
 
 import sparsepai as sp  # noqa: E402
+from sparsepai import _io  # noqa: E402
 from sparsepai.autosparse import Predictor, ccc_report, irp, train_predictor  # noqa: E402
 from sparsepai.autosparse.plot import plot_learned_function  # noqa: E402
 from sparsepai.data import load_dataset, loader  # noqa: E402
@@ -248,7 +250,7 @@ def plot_accuracy(summary, arch, path, title):
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _io.save_figure(path, fig, dpi=120)
     plt.close(fig)
 
 
@@ -272,7 +274,7 @@ def plot_curves(pred_rows, path):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _io.save_figure(path, fig, dpi=110)
     plt.close(fig)
 
 
@@ -337,11 +339,11 @@ def main():
 
     pred_rows, preds = train_predictors(args, irps)
     result["predictors"] = pred_rows
-    with open(os.path.join(args.out, "predictors.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[k for k in pred_rows[0] if k not in
-                                          ("train_mse", "val_mse", "val_units")])
-        w.writeheader()
-        w.writerows([{k: v for k, v in r.items() if k in w.fieldnames} for r in pred_rows])
+    w = csv.DictWriter(buf := io.StringIO(), fieldnames=[k for k in pred_rows[0] if k not in
+                                                        ("train_mse", "val_mse", "val_units")])
+    w.writeheader()
+    w.writerows([{k: v for k, v in r.items() if k in w.fieldnames} for r in pred_rows])
+    _io.atomic_write_bytes(os.path.join(args.out, "predictors.csv"), buf.getvalue().encode())
     plot_curves(pred_rows, os.path.join(args.out, "predictor_training.png"))
     plot_learned_function(preds["mlp_param+grad_layer"],
                           os.path.join(args.out, "learned_function_mlp.png"),
@@ -367,11 +369,11 @@ def main():
     summary = summarize(rows)
     result["pruning_runs"] = rows
     result["pruning_summary"] = summary
-    with open(os.path.join(args.out, "pruning.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["arch", "method", "sparsity", "seed", "test_acc",
-                                          "score_seconds", "kept", "prunable", "dead_layers"])
-        w.writeheader()
-        w.writerows(rows)
+    w = csv.DictWriter(buf := io.StringIO(), fieldnames=["arch", "method", "sparsity", "seed",
+                       "test_acc", "score_seconds", "kept", "prunable", "dead_layers"])
+    w.writeheader()
+    w.writerows(rows)
+    _io.atomic_write_bytes(os.path.join(args.out, "pruning.csv"), buf.getvalue().encode())
     plot_accuracy(summary, "lenet5", os.path.join(args.out, "accuracy_lenet5_mnist.png"),
                   f"LeNet-5 / MNIST test split, {args.train_epochs} epochs, seeds {args.seeds}")
     plot_accuracy(summary, "smallconv", os.path.join(args.out, "accuracy_smallconv_digits.png"),
@@ -389,8 +391,7 @@ def main():
                 log=log, threads=args.threads)
         log(f"resume under SIGKILL: identical={result['resume_kill']['identical']}")
     result["total_seconds"] = time.perf_counter() - t_all
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    _io.atomic_write_bytes(f"{args.out}/results.json", json.dumps(result, indent=1).encode())
     log(f"done in {result['total_seconds']:.0f} s -> {args.out}")
 
 

@@ -33,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import sparsepai as sp  # noqa: E402
+from sparsepai import _io  # noqa: E402
 from sparsepai.ops import dispatch  # noqa: E402
 
 
@@ -251,8 +252,7 @@ def main():
         print(f"== {section}: {json.dumps(res[section])[:2000]}", flush=True)
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
+    _io.atomic_write_bytes(args.out, json.dumps(res, indent=1).encode())
     failed = [s for s in args.sections if isinstance(res.get(s), dict) and "error" in res[s]]
     sys.exit(1 if failed else 0)
 

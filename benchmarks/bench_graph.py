@@ -27,6 +27,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+from sparsepai import _io  # noqa: E402  (cheap: the package imports torch lazily)
+
 OUT = os.path.join(HERE, "results")
 MODELS = ("resnet50", "vit_b_16")
 
@@ -122,11 +124,9 @@ def main():
     rec = {"machine": _machine(), "threads": args.threads, "load_before": load_before,
            "load_after": os.getloadavg(), "fresh": args.fresh, "repeat": args.repeat,
            "models": rows}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "graph.json"), "w") as f:
-        json.dump(rec, f, indent=1)
-    with open(os.path.join(args.out, "graph.md"), "w") as f:
-        f.write(_table(rec))
+    _io.atomic_write_bytes(os.path.join(args.out, "graph.json"),
+                           json.dumps(rec, indent=1).encode())
+    _io.atomic_write_bytes(os.path.join(args.out, "graph.md"), _table(rec).encode())
 
 
 def _child(kind, name, args):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import statistics
@@ -40,6 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import sparsepai as sp  # noqa: E402
+from sparsepai import _io  # noqa: E402
 from sparsepai.optim.paths import SCHEDULE  # noqa: E402
 
 
@@ -240,7 +242,18 @@ def plot(rows, path):
         ax.grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _io.save_figure(path, fig, dpi=120)
+
+
+def write_results(prefix, meta, rows, targets):
+    """PREFIX.json and PREFIX.csv, each written atomically."""
+    _io.atomic_write_bytes(prefix + ".json", json.dumps(
+        {"meta": meta, "rows": rows, "targets": targets}, indent=1).encode())
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    _io.atomic_write_bytes(prefix + ".csv", buf.getvalue().encode())
 
 
 def main():
@@ -289,18 +302,12 @@ def main():
                         f"(+{r['auto_overhead_ms']:.1f})", flush=True)
     targets = check_targets(rows)
     print("\n".join(targets))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     meta = {"command": " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:]),
             "threads": torch.get_num_threads(), "clock": args.clock,
             "load_1min": [load_before, os.getloadavg()[0]],  # at the start and at the end
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "cpu": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability()}
-    with open(args.out + ".json", "w") as f:
-        json.dump({"meta": meta, "rows": rows, "targets": targets}, f, indent=1)
-    with open(args.out + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_results(args.out, meta, rows, targets)
     plot(rows, args.out + ".png")
     print(f"wrote {args.out}.json/.csv/.png")
 

@@ -151,9 +151,11 @@ def write_results(rows, args, command):
     meta = {"command": command, "model": args.model, "batch": args.batch,
             "repeats": args.repeats, "threads": args.threads or "torch default",
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"meta": meta, "summary": summary, "targets": notes, "rows": rows}, f, indent=1)
+    sys.path.insert(0, os.path.dirname(HERE))
+    from sparsepai import _io
+
+    _io.atomic_write_bytes(args.out, json.dumps(
+        {"meta": meta, "summary": summary, "targets": notes, "rows": rows}, indent=1).encode())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import argparse
 import copy
 import csv
 import dataclasses
+import io
 import itertools
 import json
 import os
@@ -35,6 +36,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import torch  # noqa: E402
 
 import sparsepai as sp  # noqa: E402
+from sparsepai import _io  # noqa: E402
 from sparsepai.data import load_dataset, loader  # noqa: E402
 from sparsepai.recipes.sweep import load_rows  # noqa: E402
 from sparsepai.models import get_model  # noqa: E402
@@ -182,8 +184,7 @@ def diagnose(data, seeds, prune_batch: int, path: str):
                    "same_batch_vs_snip_D0": overlap(same, snip[0])}
             out.append(row)
             print(json.dumps(row), flush=True)
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1)
+    _io.atomic_write_bytes(path, json.dumps(out, indent=1).encode())
 
 
 def summarize(rows, variants, sparsities):
@@ -251,22 +252,23 @@ def plot(rows, variants, sparsities, path, init_name):
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _io.save_figure(path, fig, dpi=120)
     plt.close(fig)
 
 
 def write(rows, settings, variants, sparsities, prefix, command):
     s = summarize(rows, variants, sparsities)
-    with open(prefix + ".json", "w") as f:
-        json.dump({"command": command, "settings": settings,
-                   "summary": [{"variant": k[0], "sparsity": k[1], **v} for k, v in s.items()],
-                   "runs": rows}, f, indent=1)
-    with open(prefix + ".csv", "w", newline="") as f:
-        cols = ["variant", "sparsity", "seed", "test_acc", "collapsed", "kept", "disconnected",
-                "prune_seconds", "train_loss"]
-        wr = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        wr.writeheader()
-        wr.writerows(rows)
+    _io.atomic_write_bytes(prefix + ".json", json.dumps(
+        {"command": command, "settings": settings,
+         "summary": [{"variant": k[0], "sparsity": k[1], **v} for k, v in s.items()],
+         "runs": rows}, indent=1).encode())
+    buf = io.StringIO()
+    cols = ["variant", "sparsity", "seed", "test_acc", "collapsed", "kept", "disconnected",
+            "prune_seconds", "train_loss"]
+    wr = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    wr.writeheader()
+    wr.writerows(rows)
+    _io.atomic_write_bytes(prefix + ".csv", buf.getvalue().encode())
     plot(rows, variants, sparsities, prefix + ".png", settings["init"])
 
 

@@ -233,9 +233,12 @@ def main(argv=None):
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": sys.version.split()[0], "load_average_1min": load},
               "measured": rows, "projection_7B": projection, "timing_s": timing}
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "scaleout.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    # imported here, after the last spawn: the ranks import whichever sparsepai is on the path
+    sys.path.insert(0, os.path.dirname(HERE))
+    from sparsepai import _io
+
+    _io.atomic_write_bytes(os.path.join(RESULTS, "scaleout.json"),
+                           json.dumps(report, indent=1).encode())
     lines = ["| ranks | case | N | measured bytes | formula bytes |", "|---|---|---|---|---|"]
     lines += [f"| {r['ranks']} | {r['case']} | {r['N']} | {r['measured_payload']} | "
               f"{r['formula_payload']} |" for r in rows]
@@ -258,8 +261,7 @@ def main(argv=None):
             lines.append(f"- {k}: " + ", ".join(f"{a} {b:.3f}" for a, b in timing[k].items()))
     text = "\n".join(lines)
     print(text)
-    with open(os.path.join(RESULTS, "scaleout.md"), "w") as f:
-        f.write(text + "\n")
+    _io.atomic_write_bytes(os.path.join(RESULTS, "scaleout.md"), (text + "\n").encode())
     bad = [r for r in rows if r["measured_payload"] != r["formula_payload"]]
     return 1 if bad else 0
 

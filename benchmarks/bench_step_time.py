@@ -36,6 +36,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import bench_time_to_accuracy as tta  # noqa: E402
+from sparsepai import _io  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -158,8 +159,7 @@ def main():
                       flush=True)
     call["load_after"] = os.getloadavg()[0]
     result["invocations"].append(call)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    _io.atomic_write_bytes(path, json.dumps(result, indent=1).encode())
     lines = [f"Quiet step times (`python benchmarks/bench_step_time.py`), {result['machine']}, "
              f"{result['cores']} cores; median (q25-q75) of the interleaved steps (batch "
              f"{settings['batch']}) of one invocation; speedup = dense median / median, same "
@@ -176,8 +176,8 @@ def main():
                     sp_ = f"{dense['median'] / s['median']:.2f}x" if dense else "-"
                     lines.append(f"| {name} | {seed} | {t} | {k} | {s['median'] * 1e3:.0f} "
                                  f"({s['q25'] * 1e3:.0f}-{s['q75'] * 1e3:.0f}) | {sp_} |")
-    with open(os.path.join(args.out, "step_time.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    _io.atomic_write_bytes(os.path.join(args.out, "step_time.md"),
+                           ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
 
 

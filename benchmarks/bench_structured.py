@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import io
 import json
 import os
 import platform
@@ -39,6 +40,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+from sparsepai import _io  # noqa: E402  (cheap: the package imports torch lazily)
+
 OUT = os.path.join(HERE, "results", "structured")
 MNIST = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "mnist")
 
@@ -320,21 +323,22 @@ def accuracy(args, res, names, sparsities):
 
 
 def write(res, out):
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
+    _io.atomic_write_bytes(os.path.join(out, "results.json"), json.dumps(res, indent=1).encode())
     keys = ["model", "masks", "sparsity", "params", "param_ratio", "flops", "flop_ratio",
             "train_step_s", "train_speedup", "infer_b_s", "infer_b_speedup", "infer_1_s",
             "infer_1_speedup"]
-    with open(os.path.join(out, "timing.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(res["timing"])
-    with open(os.path.join(out, "accuracy.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, ["model", "masks", "sparsity", "params", "epochs", "test_acc",
-                               "train_s"],
-                           extrasaction="ignore")
-        w.writeheader()
-        w.writerows(res["accuracy"])
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, keys, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(res["timing"])
+    _io.atomic_write_bytes(os.path.join(out, "timing.csv"), buf.getvalue().encode())
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, ["model", "masks", "sparsity", "params", "epochs", "test_acc",
+                             "train_s"],
+                       extrasaction="ignore")
+    w.writeheader()
+    w.writerows(res["accuracy"])
+    _io.atomic_write_bytes(os.path.join(out, "accuracy.csv"), buf.getvalue().encode())
     plot(res, os.path.join(out, "structured.png"))
 
 
@@ -378,7 +382,7 @@ def plot(res, path):
     axes[1].set_title(f"MNIST (32x32 padded), slim models, {budget}", fontsize=10)
     axes[1].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _io.save_figure(path, fig, dpi=120)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import platform
@@ -41,6 +42,16 @@ RESULTS = os.path.join(HERE, "results")
 METHODS = ["sparsepai.topk_mask", "sparsepai.kth_largest", "torch.kthvalue(cat)",
            "torch.topk(cat)", "prune.global_unstructured"]
 MASK_METHODS = {"sparsepai.topk_mask", "torch.topk(cat)", "prune.global_unstructured"}
+
+
+def _writers():
+    """sparsepai's atomic writers, from this checkout: only the parent process writes; the
+    workers, which never call this, measure whichever sparsepai is first on their path."""
+    if os.path.dirname(HERE) not in sys.path:
+        sys.path.insert(0, os.path.dirname(HERE))
+    from sparsepai import _io
+
+    return _io
 
 
 def _rss_bytes():
@@ -242,7 +253,22 @@ def plot(rows, path):
     fig.suptitle(f"{os.cpu_count()} CPU cores; float32 scores over 60 tensors "
                  "(the 2.5e9 point is float16)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _writers().save_figure(path, fig, dpi=120)
+
+
+def write_results(prefix, meta, rows):
+    """PREFIX.json and PREFIX.csv, each written atomically."""
+    _io = _writers()
+    _io.atomic_write_bytes(prefix + ".json",
+                           json.dumps({"meta": meta, "rows": rows}, indent=1).encode())
+    keys = ["method", "n", "k", "dtype", "tensors", "threads", "median_s", "extra_peak_bytes",
+            "extra_over_scores", "kept", "threshold", "speedup_vs_kthvalue_cat", "read_pass_s",
+            "write_pass_s", "floor_s", "ratio_vs_floor", "error"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    _io.atomic_write_bytes(prefix + ".csv", buf.getvalue().encode())
 
 
 def main():
@@ -293,19 +319,10 @@ def main():
             for r in rows:
                 if r.get("n") == size and r.get("method") == "sparsepai.topk_mask":
                     r["speedup_vs_kthvalue_cat"] = ratio
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     meta = {"command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
             "machine": platform.platform(), "cpus": os.cpu_count(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    with open(args.out + ".json", "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    keys = ["method", "n", "k", "dtype", "tensors", "threads", "median_s", "extra_peak_bytes",
-            "extra_over_scores", "kept", "threshold", "speedup_vs_kthvalue_cat", "read_pass_s",
-            "write_pass_s", "floor_s", "ratio_vs_floor", "error"]
-    with open(args.out + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    write_results(args.out, meta, rows)
     plot(rows, args.out + ".png")
     print(f"wrote {args.out}.json/.csv/.png")
 

@@ -140,9 +140,10 @@ def main():
     res["irp_args"] = irp_args
     print(json.dumps({k: v for k, v in res.items() if k != "kills"}, indent=1))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+        sys.path.insert(0, ROOT)  # the checkout's sparsepai, as the runs above (PYTHONPATH)
+        from sparsepai import _io
+
+        _io.atomic_write_bytes(args.json, json.dumps(res, indent=1).encode())
     return 0 if res["identical"] else 1
 
 

@@ -4,7 +4,12 @@ coverage of sparsepai and Torch-Pruning, side by side."""
 from __future__ import annotations
 
 import csv
+import io
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from sparsepai import _io  # noqa: E402  (cheap: the package imports torch lazily)
 
 METHODS = ("random", "magnitude", "snip", "grasp", "synflow", "force", "prospr")
 
@@ -28,12 +33,13 @@ def write_report(results: dict, out: str, machine: str) -> None:
     cols = ["key", "family", "name", "params_m", "structured", "graph_s", "slim_rel_err",
             "slim_ok", "removed", "pruned_layers", "norm_streams", "removed_norm",
             "norm_rel_err", "tp", "tp_runs", "tp_removed", "wall_s"]
-    with open(os.path.join(out, "zoo.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols + [f"u_{m}" for m in METHODS])
-        for r in rows:
-            u = _unstructured(r)
-            w.writerow([r.get(c, "") for c in cols] + [u.get(m, "") for m in METHODS])
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(cols + [f"u_{m}" for m in METHODS])
+    for r in rows:
+        u = _unstructured(r)
+        w.writerow([r.get(c, "") for c in cols] + [u.get(m, "") for m in METHODS])
+    _io.atomic_write_bytes(os.path.join(out, "zoo.csv"), buf.getvalue().encode())
     lines = [f"# Model zoo coverage (machine: {machine})", "",
              "| family | models | sparsepai structured ok (slim == masked) | Torch-Pruning ok "
              "(pruned model runs) | both ok | removed, sparsepai (mean over both-ok) | removed, "
@@ -78,8 +84,8 @@ def write_report(results: dict, out: str, machine: str) -> None:
                      f"{r.get('graph_s', '')} | {_fmt(r.get('slim_rel_err'))} | "
                      f"{r.get('removed', '')} | {_norm(r)} | {tp[:120]} | "
                      f"{r.get('tp_removed', '')} |")
-    with open(os.path.join(out, "zoo.md"), "w") as f:
-        f.write("\n".join(lines).replace("\n\n\n", "\n\n") + "\n")
+    _io.atomic_write_bytes(os.path.join(out, "zoo.md"),
+                           ("\n".join(lines).replace("\n\n\n", "\n\n") + "\n").encode())
     print("\n".join(lines[:10]))
 
 

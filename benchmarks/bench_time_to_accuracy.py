@@ -133,6 +133,8 @@ def build(name, label, seed, train_set, settings):
            "options": dict(options), "sparsity": sparsity,
            "params": sum(p.numel() for p in model.parameters()),
            "flops": flops(model, train_set[:1][0]), "prune_seconds": prune_s,
+           # channels each convolution keeps: where a mask thins the network too far
+           "widths": [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)],
            "test_acc": [], "train_seconds": [], "train_loss": [], "load": [],
            "step_seconds": []}
     if settings["channels_last"]:

@@ -306,7 +306,8 @@ def main():
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--summarize", action="store_true",
                     help="only the table and plot of --out (with the settings it holds); "
-                         "--out A,B,...: each folder's, then one table of them side by side")
+                         "--out A,B,...: each folder's, then one table of them side by side "
+                         "(the README's)")
     args = ap.parse_args()
 
     import torch
@@ -321,8 +322,7 @@ def main():
             with open(os.path.join(out, "config.json")) as f:
                 settings = json.load(f)
             merged.update(report(load_runs(out, settings), out, settings))
-        if len(merged) > 1:
-            print("\n" + side_by_side(merged))
+        print("\n" + side_by_side(merged))
         return
     runs = load_runs(args.out, settings)
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))

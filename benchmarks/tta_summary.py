@@ -82,29 +82,32 @@ def order(label: str):
 
 
 def side_by_side(summary: dict) -> str:
-    """The models of ``summary`` (several folders' summaries merged) as one markdown table: a
-    row per contender, per model its final accuracy (mean +- std over seeds; the seeds if fewer
-    than dense has), points against dense, speedup and FLOPs against dense."""
+    """The models of ``summary`` (one folder's or several merged) as one markdown table: a row
+    per contender, per model its final accuracy (mean +- std over seeds; the seeds if fewer
+    than dense has), points against dense, the same-seed speedup (dense: its seconds), the
+    median seconds to reach dense - 1 point (and in how many seeds) and FLOPs against dense."""
     names = list(summary)
     labels = sorted({label for s in summary.values() for label in s["rows"]}, key=order)
-    head = "| contender | " + " | ".join(f"{n} acc | vs dense | speedup | FLOPs / dense"
-                                         for n in names) + " |"
-    lines = [head, "|---|" + "---:|" * 4 * len(names)]
+    head = "| contender | " + " | ".join(
+        f"{n} acc | vs dense | speedup | to dense - 1 pt | FLOPs / dense" for n in names) + " |"
+    lines = [head, "|---|" + "---:|" * 5 * len(names)]
     for label in labels:
         cells = []
         for n in names:
-            rows = summary[n]["rows"]
-            r, d = rows.get(label), rows.get("dense")
+            r, d = summary[n]["rows"].get(label), summary[n]["rows"].get("dense")
             if r is None:
-                cells += ["not run", "", "", ""]
+                cells += ["not run", "", "", "", ""]
                 continue
-            seeds = r["seeds"]
+            seeds, reached = r["seeds"], r["reached"]
             few = d is not None and len(seeds) < len(d["seeds"])
             spread = f" +- {100 * r['acc_std']:.2f}" if len(seeds) > 1 else ""
-            cells += [f"{100 * r['acc']:.2f}{spread}%"
-                      + (f" (seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))})" if few else ""),
+            which = f" (seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))})" if few else ""
+            reach = ("not reached" if not reached else f"{r['to_target']:,.0f} s"
+                     + (f" ({reached} of {len(seeds)})" if reached < len(seeds) else ""))
+            speed = (f"1.00x ({r['seconds']:,.0f} s)" if label == "dense" else
+                     f"{r['speedup']:.2f}x" if r["speedup"] else "-")
+            cells += [f"{100 * r['acc']:.2f}{spread}%{which}",
                       f"{100 * (r['acc'] - d['acc']):+.2f}" if d and label != "dense" else "",
-                      f"{r['speedup']:.2f}x" if r["speedup"] else "-",
-                      f"{r['flops'] / d['flops']:.3f}" if d else "-"]
+                      speed, reach, f"{r['flops'] / d['flops']:.3f}" if d else "-"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ zero-padded to 32x32, 1 channel. Models: the CIFAR-style ``resnet20``, ``resnet1
   - ``{prospr,3sp,magnitude,random}@S`` and ``...+cost@S``: ``sp.prune(model, method, S, data,
     structured=True)`` plain and compute-weighted (``cost_weighting=True``; ``+cost0.5`` is
     ``cost_weighting=0.5``), then ``sp.slim``; 3SP is the method ``snip``;
+    ``random`` draws its scores from a generator seeded with the run's seed (a new mask per seed);
   - ``default@S``: ``sp.prune(model, "prospr", S, data, structured=True)`` with the library's
     defaults, whatever they are when the benchmark runs (the options used are recorded).
 Every contender trains with the one training loop (``sparsepai.recipes.train.train``: SGD with
@@ -108,6 +109,41 @@ def flops(model, x) -> int:
     return fc.get_total_flops()
 
 
+def widths(model) -> list:
+    """Channels each convolution keeps: where a mask thins the network down to a bottleneck."""
+    import torch
+
+    return [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def known_widths(out: str) -> dict:
+    """``out/widths.json``: ``{"model/variant/seed": widths}`` of runs that predate the record."""
+    path = os.path.join(out, "widths.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def backfill_widths(out, runs, train_set, settings, wanted) -> None:
+    """Rebuild (prune and slim, no training) the runs of ``out`` that ``wanted(run)`` selects and
+    that predate the widths record, check each against its run's parameter count, and keep
+    their widths in ``out/widths.json`` (written after each, so an interrupted backfill keeps
+    what it did)."""
+    path, known = os.path.join(out, "widths.json"), known_widths(out)
+    for r in runs:
+        key = f"{r['model']}/{r['variant']}/{r['seed']}"
+        if r.get("widths") or key in known or not wanted(r):
+            continue
+        model, row = build(r["model"], r["variant"], r["seed"], train_set, settings)
+        if row["params"] != r["params"]:
+            raise SystemExit(f"bench_time_to_accuracy --widths: {key} rebuilt with "
+                             f"{row['params']:,} parameters, the run had {r['params']:,}")
+        known[key] = row["widths"]
+        _io.atomic_write_json(path, known)
+        print(f"{key}: {row['widths']}", flush=True)
+
+
 def build(name, label, seed, train_set, settings):
     """The contender's model, ready to train (pruned and slimmed), and its row so far."""
     import torch
@@ -117,6 +153,8 @@ def build(name, label, seed, train_set, settings):
     from sparsepai.models import get_model
 
     method, options, sparsity = parse_variant(label)
+    if method == "random":  # its scores have their own generator: a new mask per seed
+        options = {"seed": seed, **options}
     torch.manual_seed(seed)
     dense = get_model(name, num_classes=10, in_channels=1, image_size=32)
     prune_s = 0.0
@@ -133,8 +171,7 @@ def build(name, label, seed, train_set, settings):
            "options": dict(options), "sparsity": sparsity,
            "params": sum(p.numel() for p in model.parameters()),
            "flops": flops(model, train_set[:1][0]), "prune_seconds": prune_s,
-           # channels each convolution keeps: where a mask thins the network too far
-           "widths": [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)],
+           "widths": widths(model),
            "test_acc": [], "train_seconds": [], "train_loss": [], "load": [],
            "step_seconds": []}
     if settings["channels_last"]:
@@ -183,7 +220,11 @@ def load_runs(out: str, settings: dict) -> list:
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        runs = [json.loads(line) for line in f if line.strip()]
+    known = known_widths(out)
+    for r in runs:
+        r.setdefault("widths", known.get(f"{r['model']}/{r['variant']}/{r['seed']}"))
+    return runs
 
 
 def table(summary: dict) -> str:
@@ -304,6 +345,9 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     ap.add_argument("--data-root", default=MNIST, help="the MNIST IDX files (%(default)s)")
     ap.add_argument("--out", default=OUT)
+    ap.add_argument("--widths", action="store_true",
+                    help="only rebuild the finished runs of --models/--variants/--sparsities/"
+                         "--seeds that lack their kept channels per layer, and record them")
     ap.add_argument("--summarize", action="store_true",
                     help="only the table and plot of --out (with the settings it holds); "
                          "--out A,B,...: each folder's, then one table of them side by side "
@@ -330,6 +374,11 @@ def main():
     labels = contenders(args.variants.split(","), [float(s) for s in args.sparsities.split(",")])
     seeds = [int(s) for s in args.seeds.split(",")]
     done = {(r["model"], r["variant"], r["seed"]) for r in runs}
+    if args.widths:
+        train_set, _ = mnist32(args.data_root, args.train_images, 16)
+        backfill_widths(args.out, runs, train_set, settings, lambda r: r["model"] in names
+                        and r["variant"] in labels and r["seed"] in seeds)
+        return
     groups = [(n, s, [v for v in labels if (n, v, s) not in done]) for s in seeds for n in names]
     groups = [g for g in groups if g[2]]
     print(f"{sum(len(g[2]) for g in groups)} runs to do ({len(done)} done) in {args.out}; "

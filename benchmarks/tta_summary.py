@@ -65,6 +65,9 @@ def summarize(runs: list, quiet: dict | None = None) -> dict:
                 "speedup": statistics.mean(speed) if speed else None,
                 "reached": len(got), "to_target": statistics.median(got) if got else None,
                 "params": rs[0]["params"], "flops": rs[0]["flops"],
+                # the fewest channels any convolution keeps, over the seeds (None: unknown)
+                "narrowest": (min(min(r["widths"]) for r in rs)
+                              if all(r.get("widths") for r in rs) else None),
                 "prune_seconds": statistics.mean(r["prune_seconds"] for r in rs),
                 "curve": [(statistics.mean(r["train_seconds"][e] for r in rs),
                            statistics.mean(r["test_acc"][e] for r in rs))
@@ -85,18 +88,20 @@ def side_by_side(summary: dict) -> str:
     """The models of ``summary`` (one folder's or several merged) as one markdown table: a row
     per contender, per model its final accuracy (mean +- std over seeds; the seeds if fewer
     than dense has), points against dense, the same-seed speedup (dense: its seconds), the
-    median seconds to reach dense - 1 point (and in how many seeds) and FLOPs against dense."""
+    median seconds to reach dense - 1 point (and in how many seeds), FLOPs against dense and
+    the fewest channels any convolution keeps in any seed (1: a bottleneck)."""
     names = list(summary)
     labels = sorted({label for s in summary.values() for label in s["rows"]}, key=order)
     head = "| contender | " + " | ".join(
-        f"{n} acc | vs dense | speedup | to dense - 1 pt | FLOPs / dense" for n in names) + " |"
-    lines = [head, "|---|" + "---:|" * 5 * len(names)]
+        f"{n} acc | vs dense | speedup | to dense - 1 pt | FLOPs / dense | fewest channels"
+        for n in names) + " |"
+    lines = [head, "|---|" + "---:|" * 6 * len(names)]
     for label in labels:
         cells = []
         for n in names:
             r, d = summary[n]["rows"].get(label), summary[n]["rows"].get("dense")
             if r is None:
-                cells += ["not run", "", "", "", ""]
+                cells += ["not run", "", "", "", "", ""]
                 continue
             seeds, reached = r["seeds"], r["reached"]
             few = d is not None and len(seeds) < len(d["seeds"])
@@ -108,6 +113,7 @@ def side_by_side(summary: dict) -> str:
                      f"{r['speedup']:.2f}x" if r["speedup"] else "-")
             cells += [f"{100 * r['acc']:.2f}{spread}%{which}",
                       f"{100 * (r['acc'] - d['acc']):+.2f}" if d and label != "dense" else "",
-                      speed, reach, f"{r['flops'] / d['flops']:.3f}" if d else "-"]
+                      speed, reach, f"{r['flops'] / d['flops']:.3f}" if d else "-",
+                      "-" if r["narrowest"] is None else str(r["narrowest"])]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -42,14 +42,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from sparsepai import _io  # noqa: E402  (cheap: the package imports torch lazily)
-from tta_summary import METHODS, order, side_by_side, summarize  # noqa: E402
+from tta_summary import (METHODS, SETTINGS, known_widths, load_runs, order,  # noqa: E402
+                         side_by_side, summarize)
 
 OUT = os.path.join(HERE, "results", "time_to_accuracy")
 MNIST = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "mnist")
 # every contender a plain run produces, before the sparsity suffix
 ALL_VARIANTS = ("dense", "default") + tuple(f"{m}{w}" for m in METHODS for w in ("", "+cost"))
-SETTINGS = ("epochs", "train_images", "test_images", "batch", "lr", "channels_last",
-            "prune_batches", "prune_batch")
 
 
 def parse_variant(label: str):
@@ -114,15 +113,6 @@ def widths(model) -> list:
     import torch
 
     return [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-
-
-def known_widths(out: str) -> dict:
-    """``out/widths.json``: ``{"model/variant/seed": widths}`` of runs that predate the record."""
-    path = os.path.join(out, "widths.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
 
 
 def backfill_widths(out, runs, train_set, settings, wanted) -> None:
@@ -201,30 +191,6 @@ def run_lockstep(name, labels, seed, train_set, test_set, settings, log):
             f"{row['variant']} {100 * row['test_acc'][-1]:.1f}% {row['train_seconds'][-1]:.0f}s"
             for _, row in runs))
     return [row for _, row in runs]
-
-
-def load_runs(out: str, settings: dict) -> list:
-    """Finished runs of ``out`` (after checking its settings are ``settings``)."""
-    cfg_path = os.path.join(out, "config.json")
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            old = json.load(f)
-        diff = {k: (old.get(k), settings[k]) for k in SETTINGS if old.get(k) != settings[k]}
-        if diff:
-            raise SystemExit(f"bench_time_to_accuracy: {out} holds runs of other settings "
-                             f"(setting: (there, asked)) {diff}; use another --out")
-    else:
-        os.makedirs(out, exist_ok=True)
-        _io.atomic_write_json(cfg_path, settings)
-    path = os.path.join(out, "runs.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        runs = [json.loads(line) for line in f if line.strip()]
-    known = known_widths(out)
-    for r in runs:
-        r.setdefault("widths", known.get(f"{r['model']}/{r['variant']}/{r['seed']}"))
-    return runs
 
 
 def table(summary: dict) -> str:

@@ -1,13 +1,54 @@
 """Summaries of ``bench_time_to_accuracy.py``'s runs: per model and contender the final accuracy,
 the training seconds (a step time x steps), the same-seed speedup over dense and the seconds to
-reach dense accuracy - 1 point. ``bench_time_to_accuracy.py --summarize`` writes them out."""
+reach dense accuracy - 1 point; and reading a folder's runs. ``bench_time_to_accuracy.py
+--summarize`` writes them out."""
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+
+from sparsepai import _io
 
 # contender name -> the library's method (3SP is SNIP's scores per channel)
 METHODS = {"prospr": "prospr", "3sp": "snip", "magnitude": "magnitude", "random": "random"}
+# what a folder's runs must share (config.json)
+SETTINGS = ("epochs", "train_images", "test_images", "batch", "lr", "channels_last",
+            "prune_batches", "prune_batch")
+
+
+def load_runs(out: str, settings: dict) -> list:
+    """Finished runs of ``out`` (after checking its settings are ``settings``)."""
+    cfg_path = os.path.join(out, "config.json")
+    if os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            old = json.load(f)
+        diff = {k: (old.get(k), settings[k]) for k in SETTINGS if old.get(k) != settings[k]}
+        if diff:
+            raise SystemExit(f"bench_time_to_accuracy: {out} holds runs of other settings "
+                             f"(setting: (there, asked)) {diff}; use another --out")
+    else:
+        os.makedirs(out, exist_ok=True)
+        _io.atomic_write_json(cfg_path, settings)
+    path = os.path.join(out, "runs.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    known = known_widths(out)
+    for r in runs:
+        r.setdefault("widths", known.get(f"{r['model']}/{r['variant']}/{r['seed']}"))
+    return runs
+
+
+def known_widths(out: str) -> dict:
+    """``out/widths.json``: ``{"model/variant/seed": widths}`` of runs that predate the record."""
+    path = os.path.join(out, "widths.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def robust_seconds(run: dict, step: float | None = None) -> list:

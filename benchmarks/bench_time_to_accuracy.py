@@ -129,8 +129,8 @@ def backfill_widths(out, runs, train_set, settings, wanted) -> None:
         if row["params"] != r["params"]:
             raise SystemExit(f"bench_time_to_accuracy --widths: {key} rebuilt with "
                              f"{row['params']:,} parameters, the run had {r['params']:,}")
-        known[key] = row["widths"]
-        _io.atomic_write_json(path, known)
+        # re-read: another backfill may have added to the file meanwhile
+        _io.atomic_write_json(path, {**known_widths(out), key: row["widths"]})
         print(f"{key}: {row['widths']}", flush=True)
 
 

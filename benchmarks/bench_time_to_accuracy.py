@@ -7,7 +7,8 @@ zero-padded to 32x32, 1 channel. Models: the CIFAR-style ``resnet20``, ``resnet1
   - ``dense``: the unpruned model;
   - ``{prospr,3sp,magnitude,random}@S`` and ``...+cost@S``: ``sp.prune(model, method, S, data,
     structured=True)`` plain and compute-weighted (``cost_weighting=True``; ``+cost0.5`` is
-    ``cost_weighting=0.5``), then ``sp.slim``; 3SP is the method ``snip``;
+    ``cost_weighting=0.5``; a ``+minK`` suffix adds ``min_per_layer=K``, a floor of K channels
+    per layer), then ``sp.slim``; 3SP is the method ``snip``;
     ``random`` draws its scores from a generator seeded with the run's seed (a new mask per seed);
   - ``default@S``: ``sp.prune(model, "prospr", S, data, structured=True)`` with the library's
     defaults, whatever they are when the benchmark runs (the options used are recorded).
@@ -58,13 +59,15 @@ def parse_variant(label: str):
         return None, {}, 0.0
     name, _, s = label.partition("@")
     sparsity = float(s)
+    name, floored, floor = name.partition("+min")
+    extra = {"min_per_layer": int(floor)} if floored else {}
     if name == "default":
-        return "prospr", {}, sparsity
+        return "prospr", extra, sparsity
     base, weighted, cost = name.partition("+cost")
     if base not in METHODS:
         raise ValueError(f"bench_time_to_accuracy: unknown contender {label!r}")
     options = {"cost_weighting": (float(cost) if cost else True) if weighted else False}
-    return METHODS[base], options, sparsity
+    return METHODS[base], {**options, **extra}, sparsity
 
 
 def contenders(variants, sparsities):
@@ -295,7 +298,8 @@ def main():
     ap.add_argument("--models", default="resnet20,resnet18,vgg19")
     ap.add_argument("--variants", default=",".join(ALL_VARIANTS),
                     help=f"contenders without the sparsity ({','.join(ALL_VARIANTS)}; a method "
-                         "with +costALPHA for cost_weighting=ALPHA)")
+                         "with +costALPHA for cost_weighting=ALPHA; +minK for "
+                         "min_per_layer=K)")
     ap.add_argument("--sparsities", default="0.8,0.9,0.95")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=4)

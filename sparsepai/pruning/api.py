@@ -73,6 +73,16 @@ def check_sparsity(sparsity):
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
 
 
+def check_min_per_layer(min_per_layer, scope):
+    """The ``min_per_layer`` option (weights, or channels when structured) and its scope."""
+    if isinstance(min_per_layer, bool) or not isinstance(min_per_layer, int):
+        raise TypeError(f"prune: min_per_layer must be an int, got "
+                        f"{type(min_per_layer).__name__}")
+    if min_per_layer < 0 or (min_per_layer and scope != "global"):
+        raise ValueError(f"prune: min_per_layer must be >= 0 and goes with scope='global', got "
+                         f"{min_per_layer} with scope={scope!r}")
+
+
 def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
           structured: bool = False, loss_fn=None, group=None, **options) -> dict:
     """Keep-masks (bool, True = kept) from :func:`score`, thresholded with ``sp.topk_mask``.
@@ -97,7 +107,9 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
             :func:`sparsepai.structured.channels.prune_channels`.
         **options: the method's options, plus ``prunable``, ``scope`` (``"global"``, default, or
             ``"layer"``: every layer keeps the same fraction) and ``min_per_layer`` (with global
-            scope, at least this many weights kept in every layer, against layer collapse).
+            scope, at least this many weights kept in every layer, against layer collapse;
+            with ``structured=True``, channels: every layer keeps its best
+            ``max(1, min(min_per_layer, n))``).
             Iterative methods (SynFlow, FORCE, lottery) threshold every round this way.
 
     Returns:
@@ -118,12 +130,7 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
     min_per_layer = options.pop("min_per_layer", 0)
     if scope not in SCOPES:
         raise ValueError(f"prune: scope must be 'global' or 'layer', got {scope!r}")
-    if isinstance(min_per_layer, bool) or not isinstance(min_per_layer, int):
-        raise TypeError(f"prune: min_per_layer must be an int, got "
-                        f"{type(min_per_layer).__name__}")
-    if min_per_layer < 0 or (min_per_layer and scope != "global"):
-        raise ValueError(f"prune: min_per_layer must be >= 0 and goes with scope='global', got "
-                         f"{min_per_layer} with scope={scope!r}")
+    check_min_per_layer(min_per_layer, scope)
     m = get_method(method)
     names = prunable_names(model, options.pop("prunable", None))
     cfg = make_config(m, options)

@@ -265,6 +265,7 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     unit = options.pop("unit", "weights")
     scope = options.pop("scope", "global")
     norm_streams = options.pop("norm_streams", False)
+    min_per_layer = options.pop("min_per_layer", 1)
     if not isinstance(norm_streams, bool):
         raise TypeError(f"sp.prune(structured=True): norm_streams must be a bool, got "
                         f"{type(norm_streams).__name__}")
@@ -277,6 +278,9 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     if scope == "layer" and unit != "channels":
         raise ValueError("sp.prune(structured=True): scope='layer' prunes the same fraction of "
                          "every layer's channels; pass unit='channels' with it")
+    from sparsepai.pruning.api import check_min_per_layer
+
+    check_min_per_layer(min_per_layer, "global" if min_per_layer == 1 else scope)
     check_method(method)  # before asking for an example input
     from sparsepai.structured.capture import example_from
 
@@ -289,13 +293,16 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
                              "" if norm_streams else "; norm_streams=True also prunes channels "
                              "under layer/group norms (slim then approximates the masked model)"))
     scores = group_scores(model, graph, method, data, loss_fn, options)
-    return threshold_channels(model, graph, scores, sparsity, unit, scope)
+    return threshold_channels(model, graph, scores, sparsity, unit, scope, min_per_layer)
 
 
-def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="global") -> dict:
+def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="global",
+                       min_per_layer=1) -> dict:
     """Channel masks keeping the best channels of ``scores`` (global ranking, ``sp.topk_mask``).
 
-    Every group keeps at least its best channel (a layer is never removed whole). With
+    Every group of ``n`` channels keeps at least its best ``max(1, min(min_per_layer, n))``
+    (a layer is never removed whole; a higher floor stops layer collapse, where a layer is
+    thinned to a channel or two: VGG-19 at 95% under some methods, README). With
     ``unit="weights"`` the number of kept channels is the one whose kept Conv/Linear weights
     (counting the input columns that die with a pruned channel) are closest to
     ``N - round(sparsity * N)`` (found by bisection over the score order); with
@@ -311,6 +318,7 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="gl
         sparsity: in [0, 1).
         unit: ``"weights"`` or ``"channels"``.
         scope: ``"global"`` (one ranking over all groups) or ``"layer"``.
+        min_per_layer: the fewest channels a group keeps (its size if smaller; at least 1).
 
     Returns:
         ``{producer module name: bool (out_channels,)}``; coupled producers share one mask.
@@ -318,12 +326,15 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="gl
     from sparsepai.ops.topk import topk_mask
 
     groups = graph.prunable_groups()
+    floors = [max(1, min(min_per_layer, g.size)) for g in groups]
     boosted = []
-    for g in groups:
+    for g, k in zip(groups, floors):
         s = scores[g.id].detach().clone().float().cpu().nan_to_num(nan=-math.inf)
-        s[int(torch.argmax(s))] = math.inf  # a layer keeps at least one channel
+        # kept whatever the global ranking says; a stable sort breaks ties by the first index
+        s[torch.sort(s, descending=True, stable=True).indices[:k]] = math.inf
         boosted.append(s)
     channels = sum(g.size for g in groups)
+    fewest = sum(floors)
 
     def counts_for(t):
         res = topk_mask(boosted, t, nan="low")
@@ -335,7 +346,7 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="gl
         return {p: g.spread(p, m) for g, m in zip(groups, masks)
                 for p in g.producers}
     if unit == "channels":
-        t = max(len(groups), channels - round(sparsity * channels))
+        t = max(fewest, channels - round(sparsity * channels))
     else:
         n_all = sum(mod.weight.numel() for _, mod in prunable_modules(model))
         target = n_all - round(sparsity * n_all)
@@ -343,11 +354,12 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="gl
         def kept(t):
             return kept_weights(model, graph, counts_for(t)[1])
 
-        lo, hi = len(groups), channels
+        lo, hi = fewest, channels
         if kept(lo) > target:
             best = kept(lo)
-            raise ValueError(f"structured pruning cannot reach sparsity {sparsity}: keeping one "
-                             f"channel per layer keeps {best} of {n_all} weights "
+            least = "one channel" if fewest == len(groups) else f"min_per_layer={min_per_layer}"
+            raise ValueError(f"structured pruning cannot reach sparsity {sparsity}: keeping "
+                             f"{least} per layer keeps {best} of {n_all} weights "
                              f"(sparsity {1 - best / n_all:.4f})")
         while lo < hi:  # the fewest channels whose kept weights reach the target
             mid = (lo + hi) // 2
@@ -356,7 +368,7 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="gl
             else:
                 lo = mid + 1
         t = lo
-        if t > len(groups) and target - kept(t - 1) < kept(t) - target:
+        if t > fewest and target - kept(t - 1) < kept(t) - target:
             t -= 1  # one channel fewer is closer to the target
     masks, _ = counts_for(t)
     out = {}

@@ -310,3 +310,65 @@ def test_cost_weighting_default_per_method(method, default):
                      **opts)
     assert all(torch.equal(got[k], same[k]) for k in got)
     assert any(not torch.equal(got[k], other[k]) for k in got)
+
+
+def test_min_per_layer_keeps_each_layers_best_channels_then_ranks_globally():
+    """min_per_layer=k: each layer's k best channels (filter L1 norms by hand) are kept first,
+    then the global ranking fills the channel budget."""
+    from tests.tiny_nets import convnet
+
+    model = convnet()
+    with torch.no_grad():
+        model[3].weight.mul_(100)  # the global ranking alone keeps one channel of layer "0"
+    x = torch.randn(2, 1, 8, 8)
+    l1 = {n: dict(model.named_modules())[n].weight.detach().abs().flatten(1).sum(1)
+          for n in ("0", "3")}
+    masks = sp.prune(model, "magnitude", 0.3, structured=True, unit="channels",
+                     min_per_layer=3, example_inputs=x)
+    ranked = {n: v.clone() for n, v in l1.items()}
+    for v in ranked.values():
+        v[torch.topk(v, 3).indices] = float("inf")
+    flat = torch.cat([ranked["0"], ranked["3"]])
+    want = torch.zeros(10, dtype=torch.bool)
+    want[torch.argsort(flat, descending=True)[:10 - round(0.3 * 10)]] = True
+    assert torch.equal(torch.cat([masks["0"], masks["3"]]), want)
+    assert int(masks["0"].sum()) == 3
+    plain = sp.prune(model, "magnitude", 0.3, structured=True, unit="channels", example_inputs=x)
+    assert int(plain["0"].sum()) == 1  # so the floor is what changed the masks
+    one = sp.prune(model, "magnitude", 0.3, structured=True, unit="channels", min_per_layer=1,
+                   example_inputs=x)
+    assert all(torch.equal(one[n], plain[n]) for n in plain)  # 1 is the default
+    big = sp.prune(model, "magnitude", 0.5, structured=True, unit="channels", min_per_layer=50,
+                   example_inputs=x)  # a floor above a layer's size keeps that layer whole
+    assert bool(big["0"].all()) and bool(big["3"].all())
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "resnet20"])
+def test_min_per_layer_with_weight_sparsity(arch):
+    """With sparsity counted in weights: every layer keeps at least min_per_layer channels and
+    the kept weights stay within one channel of the target."""
+    model, x = build(arch)
+    graph = analyse(model, x)
+    plain = sp.prune(model, "magnitude", 0.9, structured=True, example_inputs=x)
+    fewest = min(int(plain[g.producers[0]].sum()) for g in graph.prunable_groups())
+    k = fewest + 2  # above what the plain ranking leaves in its thinnest layer
+    masks = sp.prune(model, "magnitude", 0.9, structured=True, min_per_layer=k,
+                     example_inputs=x)
+    for g in graph.prunable_groups():
+        assert int(masks[g.producers[0]].sum()) >= min(k, g.size), g.producers
+    n = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    kept = _kept_from_masks(model, masks)
+    assert abs(kept - (n - round(0.9 * n))) <= max(_channel_weight_sizes(model, graph))
+
+
+def test_min_per_layer_bad_input():
+    model, x = build("resnet20")
+    with pytest.raises(TypeError, match="prune: min_per_layer must be an int, got str"):
+        sp.prune(model, "magnitude", 0.5, structured=True, min_per_layer="3", example_inputs=x)
+    with pytest.raises(ValueError, match="prune: min_per_layer must be >= 0"):
+        sp.prune(model, "magnitude", 0.5, structured=True, min_per_layer=-1, example_inputs=x)
+    with pytest.raises(ValueError, match="goes with scope='global'"):
+        sp.prune(model, "magnitude", 0.5, structured=True, unit="channels", scope="layer",
+                 min_per_layer=2, example_inputs=x)
+    with pytest.raises(ValueError, match="cannot reach sparsity 0.9: keeping min_per_layer=64"):
+        sp.prune(model, "magnitude", 0.9, structured=True, min_per_layer=64, example_inputs=x)

@@ -16,6 +16,11 @@ and after); speedups are same-run ratios of medians.
     python benchmarks/bench_step_time.py --variants dense,prospr,prospr+cost,prospr+cost0.5 \\
         --threads 1,2          # -> benchmarks/results/time_to_accuracy/step_time.{json,md}
 
+With ``--from-widths`` a contender is rebuilt from the channels per convolution its training
+run kept (``widths``, recorded or in ``widths.json``): the dense model slimmed to those widths
+(first channels kept), whose parameter count must equal the run's. It is the same architecture,
+so the same step time, without pruning again (ProsPr's scores take a minute per ResNet-18).
+
 ``bench_time_to_accuracy.py --summarize`` then reports training seconds as these quiet step
 times x the steps each run took (the loaded in-run figure stays in its own column).
 """
@@ -48,6 +53,30 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def from_widths(name, widths):
+    """The dense ``name`` slimmed so that its convolutions have ``widths`` output channels."""
+    import torch
+
+    import sparsepai as sp
+    from sparsepai.models import get_model
+    from sparsepai.structured.graph import analyse
+
+    dense = get_model(name, num_classes=10, in_channels=1, image_size=32)
+    convs = [n for n, m in dense.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    if len(convs) != len(widths):
+        raise SystemExit(f"bench_step_time: {name} has {len(convs)} convolutions, the widths "
+                         f"{len(widths)}")
+    width = dict(zip(convs, widths))
+    masks = {}
+    for g in analyse(dense, torch.zeros(2, 1, 32, 32)).prunable_groups():
+        w = {width[p] for p in g.producers if p in width}
+        if len(w) != 1:  # coupled convolutions share their channels; a linear has no width
+            raise SystemExit(f"bench_step_time: {name}'s group {g.producers} has widths {w}")
+        keep = torch.arange(g.size) < w.pop()
+        masks.update({p: keep for p in g.producers})
+    return sp.slim(dense, masks)
 
 
 def time_steps(models, batch, threads, rounds, steps):
@@ -94,6 +123,8 @@ def main():
                     "order)")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--steps", type=int, default=3, help="steps per contender per round")
+    ap.add_argument("--from-widths", action="store_true", help="rebuild each contender from "
+                    "the widths its training run kept instead of pruning again")
     ap.add_argument("--data-root", default=tta.MNIST)
     ap.add_argument("--out", default=tta.OUT, help="a time-to-accuracy folder (its settings "
                     "are used: batch size, pruning batches)")
@@ -122,8 +153,8 @@ def main():
         result = old
     call = {"argv": sys.argv[1:], "date": time.strftime("%Y-%m-%d %H:%M"),
             "load_before": os.getloadavg()[0]}
-    trained = {(r["model"], r["variant"], r["seed"]): r["params"]
-               for r in tta.load_runs(args.out, settings)}
+    runs = {(r["model"], r["variant"], r["seed"]): r for r in tta.load_runs(args.out, settings)}
+    trained = {k: r["params"] for k, r in runs.items()}
     for name in args.models.split(","):
         result["models"].setdefault(name, {})
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -134,8 +165,19 @@ def main():
             if len(mine) < len(labels):
                 print(f"bench_step_time: {name} seed {seed}: no training run of "
                       f"{sorted(set(labels) - set(mine))} in {args.out}: not timed", flush=True)
-            models = {label: tta.build(name, label, seed, train_set, settings)[0]
-                      for label in mine}
+            if args.from_widths:
+                lacking = [label for label in mine if label != "dense"
+                           and not runs[(name, label, seed)].get("widths")]
+                if lacking:
+                    raise SystemExit(f"bench_step_time: {name} seed {seed}: no widths for "
+                                     f"{lacking}; record them with bench_time_to_accuracy.py "
+                                     "--widths")
+                models = {label: from_widths(name, runs[(name, label, seed)]["widths"])
+                          if label != "dense" else tta.build(name, label, seed, train_set,
+                                                             settings)[0] for label in mine}
+            else:
+                models = {label: tta.build(name, label, seed, train_set, settings)[0]
+                          for label in mine}
             # the very model the training run had? A default changed since the run (as
             # ProsPr's cost weighting once did) would time another model: recorded and said
             mismatch = {}

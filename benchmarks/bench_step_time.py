@@ -20,6 +20,8 @@ With ``--from-widths`` a contender is rebuilt from the channels per convolution 
 run kept (``widths``, recorded or in ``widths.json``): the dense model slimmed to those widths
 (first channels kept), whose parameter count must equal the run's. It is the same architecture,
 so the same step time, without pruning again (ProsPr's scores take a minute per ResNet-18).
+Runs without widths are pruned again; on a CPU other than the training run's the scores' rounding
+can keep a few other channels, which the parameter check reports.
 
 ``bench_time_to_accuracy.py --summarize`` then reports training seconds as these quiet step
 times x the steps each run took (the loaded in-run figure stays in its own column).
@@ -45,14 +47,27 @@ from sparsepai import _io  # noqa: E402
 
 
 def cpu_name() -> str:
+    """lscpu's model name, with the family/model and vector ISA where /proc/cpuinfo has them:
+    two hosts named "AMD EPYC" here were 2x apart per step (family 25 with AVX2, 26 with
+    AVX-512), so the name alone does not say which machine measured."""
+    name = platform.processor() or platform.machine()
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         for line in out.splitlines():
             if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
+                        if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        flags = info.get("flags", "").split()
+        isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+        return f"{name} (family {info['cpu family']} model {info['model']}, {isa})"
+    except (OSError, KeyError):
+        return name
 
 
 def from_widths(name, widths):
@@ -165,19 +180,12 @@ def main():
             if len(mine) < len(labels):
                 print(f"bench_step_time: {name} seed {seed}: no training run of "
                       f"{sorted(set(labels) - set(mine))} in {args.out}: not timed", flush=True)
-            if args.from_widths:
-                lacking = [label for label in mine if label != "dense"
-                           and not runs[(name, label, seed)].get("widths")]
-                if lacking:
-                    raise SystemExit(f"bench_step_time: {name} seed {seed}: no widths for "
-                                     f"{lacking}; record them with bench_time_to_accuracy.py "
-                                     "--widths")
-                models = {label: from_widths(name, runs[(name, label, seed)]["widths"])
-                          if label != "dense" else tta.build(name, label, seed, train_set,
-                                                             settings)[0] for label in mine}
-            else:
-                models = {label: tta.build(name, label, seed, train_set, settings)[0]
-                          for label in mine}
+            # runs without widths are pruned again (on other CPUs the scores' rounding can
+            # pick other channels: the parameter check below says so)
+            models = {label: from_widths(name, runs[(name, label, seed)]["widths"])
+                      if args.from_widths and runs[(name, label, seed)].get("widths")
+                      else tta.build(name, label, seed, train_set, settings)[0]
+                      for label in mine}
             # the very model the training run had? A default changed since the run (as
             # ProsPr's cost weighting once did) would time another model: recorded and said
             mismatch = {}

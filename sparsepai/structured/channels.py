@@ -280,6 +280,7 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
                          "every layer's channels; pass unit='channels' with it")
     from sparsepai.pruning.api import check_min_per_layer
 
+    # 1 is the structured default (no layer is removed whole), so it goes with either scope
     check_min_per_layer(min_per_layer, "global" if min_per_layer == 1 else scope)
     check_method(method)  # before asking for an example input
     from sparsepai.structured.capture import example_from

@@ -28,6 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from sparsepai import _io  # noqa: E402  (cheap: the package imports torch lazily)
+from machine import cpu_name  # noqa: E402
 
 OUT = os.path.join(HERE, "results")
 MODELS = ("resnet50", "vit_b_16")
@@ -81,15 +82,7 @@ def _warm(name, repeat):
 
 
 def _machine():
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(ln.split(":", 1)[1].strip() for ln in lscpu.splitlines()
-                    if ln.startswith("Model name"))
-    except Exception:  # no lscpu: the processor string is the best we have
-        import platform
-
-        name = platform.processor() or platform.machine()
-    return f"{name}, {os.cpu_count()} logical CPUs"
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs"
 
 
 def main():

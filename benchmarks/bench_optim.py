@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import sparsepai as sp  # noqa: E402
 from sparsepai import _io  # noqa: E402
+from machine import cpu_name  # noqa: E402
 from sparsepai.optim.paths import SCHEDULE  # noqa: E402
 
 
@@ -205,19 +206,6 @@ def check_targets(rows):
     return lines
 
 
-def cpu_name():
-    """The CPU's model name and L3 size, as lscpu gives them (Linux), else the platform's."""
-    import platform
-    import subprocess
-
-    try:
-        info = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-        return f"{fields['Model name'].strip()}, L3 {fields.get('L3 cache', '?').strip()}"
-    except (OSError, subprocess.CalledProcessError, KeyError):
-        return platform.processor() or platform.machine()
-
-
 def plot(rows, path):
     import matplotlib
 
@@ -306,7 +294,7 @@ def main():
             "threads": torch.get_num_threads(), "clock": args.clock,
             "load_1min": [load_before, os.getloadavg()[0]],  # at the start and at the end
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "cpu": cpu_name(), "capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu": cpu_name(l3=True), "capability": torch.backends.cpu.get_cpu_capability()}
     write_results(args.out, meta, rows, targets)
     plot(rows, args.out + ".png")
     print(f"wrote {args.out}.json/.csv/.png")

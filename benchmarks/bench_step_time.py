@@ -32,9 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -43,31 +41,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import bench_time_to_accuracy as tta  # noqa: E402
+from machine import cpu_name  # noqa: E402
 from sparsepai import _io  # noqa: E402
-
-
-def cpu_name() -> str:
-    """lscpu's model name, with the family/model and vector ISA where /proc/cpuinfo has them:
-    two hosts named "AMD EPYC" here were 2x apart per step (family 25 with AVX2, 26 with
-    AVX-512), so the name alone does not say which machine measured."""
-    name = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                name = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
-                        if ":" in line)
-        info = {k.strip(): v.strip() for k, v in info.items()}
-        flags = info.get("flags", "").split()
-        isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-        return f"{name} (family {info['cpu family']} model {info['model']}, {isa})"
-    except (OSError, KeyError):
-        return name
 
 
 def from_widths(name, widths):
@@ -75,10 +50,9 @@ def from_widths(name, widths):
     import torch
 
     import sparsepai as sp
-    from sparsepai.models import get_model
     from sparsepai.structured.graph import analyse
 
-    dense = get_model(name, num_classes=10, in_channels=1, image_size=32)
+    dense = tta.dense_model(name)
     convs = [n for n, m in dense.named_modules() if isinstance(m, torch.nn.Conv2d)]
     if len(convs) != len(widths):
         raise SystemExit(f"bench_step_time: {name} has {len(convs)} convolutions, the widths "

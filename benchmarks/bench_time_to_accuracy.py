@@ -43,7 +43,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from sparsepai import _io  # noqa: E402  (cheap: the package imports torch lazily)
-from tta_summary import (METHODS, SETTINGS, known_widths, load_runs, order,  # noqa: E402
+from tta_summary import (METHODS, known_widths, load_runs, order,  # noqa: E402
                          side_by_side, summarize)
 
 OUT = os.path.join(HERE, "results", "time_to_accuracy")
@@ -137,19 +137,25 @@ def backfill_widths(out, runs, train_set, settings, wanted) -> None:
         print(f"{key}: {row['widths']}", flush=True)
 
 
+def dense_model(name):
+    """The unpruned ``name`` for the MNIST split (10 classes, 1 channel, 32x32)."""
+    from sparsepai.models import get_model
+
+    return get_model(name, num_classes=10, in_channels=1, image_size=32)
+
+
 def build(name, label, seed, train_set, settings):
     """The contender's model, ready to train (pruned and slimmed), and its row so far."""
     import torch
 
     import sparsepai as sp
     from sparsepai.data import loader
-    from sparsepai.models import get_model
 
     method, options, sparsity = parse_variant(label)
     if method == "random":  # its scores have their own generator: a new mask per seed
         options = {"seed": seed, **options}
     torch.manual_seed(seed)
-    dense = get_model(name, num_classes=10, in_channels=1, image_size=32)
+    dense = dense_model(name)
     prune_s = 0.0
     if method is None:
         model = dense

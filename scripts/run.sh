@@ -3,6 +3,7 @@
 #   bash scripts/run.sh demo    set everything up, then run the main job (sparsepai demo)
 #   bash scripts/run.sh test    set everything up, then run the whole test suite
 #                               (sanitized C++ core tests + pytest); CI runs exactly this
+#   bash scripts/run.sh docs    set up, then build the documentation site (build/site)
 #   bash scripts/run.sh setup   only set up
 # Setup is idempotent: a venv in .venv (or $SPARSEPAI_VENV) with the pinned requirements, and the
 # extension (CPU + CUDA kernels when a CUDA toolkit is found) rebuilt only when csrc/ changed.
@@ -49,9 +50,17 @@ cpp_tests() {
   ctest --test-dir build/cpp --output-on-failure
 }
 
+docs_build() {
+  # the site with warnings as errors: a broken link, a missing page or an undocumented argument
+  # in a public docstring fails CI (a few seconds)
+  echo "== docs (mkdocs build --strict)"
+  NO_MKDOCS_2_WARNING=1 "$PY" -m mkdocs build --strict --quiet -d build/site
+}
+
 case "${1:-}" in
   setup) setup ;;
   demo) shift; setup; "$PY" -m sparsepai demo "$@" ;;
-  test) shift; setup; cpp_tests; echo "== pytest"; "$PY" -m pytest -q "$@" ;;
-  *) echo "usage: bash scripts/run.sh {demo|test|setup} [args...]" >&2; exit 2 ;;
+  test) shift; setup; cpp_tests; docs_build; echo "== pytest"; "$PY" -m pytest -q "$@" ;;
+  docs) shift; setup; docs_build ;;
+  *) echo "usage: bash scripts/run.sh {demo|test|docs|setup} [args...]" >&2; exit 2 ;;
 esac

@@ -60,8 +60,9 @@ class IRPDataset:
         """Open a finished run (lazily: only ``dataset.json`` is read here).
 
         Raises:
-            FileNotFoundError: no run there. ValueError: the run has not finished (resume it with
-            the same arguments) or the folder is not an IRP dataset of this format version.
+            FileNotFoundError: no run there.
+            ValueError: the run has not finished (resume it with the same arguments) or the
+                folder is not an IRP dataset of this format version.
         """
         path = os.path.join(directory, "dataset.json")
         if not os.path.exists(path):

@@ -266,8 +266,9 @@ def irp(model: torch.nn.Module, data, *, rounds: int, epochs_per_round: int,
             ``batch_size``, shuffled per epoch from ``(seed, round, epoch)``) or an iterable of
             ``(inputs, targets)`` batches that yields the same batches whenever it is iterated
             after the same ``torch.manual_seed`` (a list, or a DataLoader).
-        rounds, epochs_per_round, prune_fraction, criterion, lr, momentum, weight_decay,
-            batch_size, grad_batches, snip_batches, seed: see :class:`IRPConfig`.
+        rounds: see :class:`IRPConfig`, as are ``epochs_per_round``, ``prune_fraction``,
+            ``criterion``, ``lr``, ``momentum``, ``weight_decay``, ``batch_size``,
+            ``grad_batches``, ``snip_batches`` and ``seed``.
         checkpoint_dir: the run's folder: empty (or missing) for a new run, or holding this
             run's checkpoint. A folder with another run's files is an error, never overwritten.
         resume: continue the run found in ``checkpoint_dir`` (False: refuse to touch a folder

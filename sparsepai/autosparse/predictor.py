@@ -231,9 +231,10 @@ class Predictor:
         """Predicted scores of the given weights, one layer at a time.
 
         Args:
-            params: ``{name: initial weight}``; grads: ``{name: initial gradient}`` (needed with
-            the ``"grad"`` feature); names: which (default all of ``params``; with
-            ``normalization="model"`` they share one scale per feature).
+            params: ``{name: initial weight}``.
+            grads: ``{name: initial gradient}`` (needed with the ``"grad"`` feature).
+            names: which (default all of ``params``; with ``normalization="model"`` they share
+                one scale per feature).
 
         Returns:
             ``{name: scores shaped like the weight}``.
@@ -304,8 +305,9 @@ class Predictor:
         """Read a predictor written by :meth:`save`.
 
         Raises:
-            FileNotFoundError: no file. ValueError: the file is corrupt, truncated, not a
-            predictor, from another format version, or its tensors do not fit its config.
+            FileNotFoundError: no file.
+            ValueError: the file is corrupt, truncated, not a predictor, from another format
+                version, or its tensors do not fit its config.
         """
         # a corrupt or truncated file is a ValueError ('corrupt or truncated'), a missing one a
         # FileNotFoundError, both naming the path

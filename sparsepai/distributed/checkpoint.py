@@ -79,8 +79,9 @@ def load_sharded_masks(path, model: torch.nn.Module, *, group=None) -> dict:
         parameters, plain tensors otherwise.
 
     Raises:
-        FileNotFoundError: no such path. ValueError: not a checkpoint of masks, or masks for
-        another model (a name it lacks, or another shape).
+        FileNotFoundError: no such path.
+        ValueError: not a checkpoint of masks, or masks for another model (a name it lacks, or
+            another shape).
     """
     import torch.distributed.checkpoint as dcp
 

@@ -1,4 +1,4 @@
-"""AutoSparse on this machine (issue 6): IRP runs, their consistency (CCC), predictors (mlp and
+"""AutoSparse: IRP runs, their consistency (CCC), predictors (mlp and
 the paper's lift-to-image resnet18, three feature sets) with held-out error, AutoSparse against
 SNIP, ProsPr, magnitude and random at 90/95/98/99% sparsity on LeNet-5 / MNIST (same model as
 the IRP source, fresh initialisations) and on smallconv / digits (transfer), predictor inference

@@ -1,4 +1,4 @@
-"""AutoSparse as the paper uses it (issue 15, part 3): predictors trained on iterative rewind
+"""AutoSparse as the paper uses it: predictors trained on iterative rewind
 pruning (IRP) of LeNet-5 on the MNIST split prune fresh LeNet-5 initialisations (same model) and
 two other architectures, smallconv and ResNet-20 (transfer), against SNIP, ProsPr and magnitude.
 

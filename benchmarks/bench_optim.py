@@ -186,7 +186,7 @@ def check_targets(rows):
                 line += (f" (a step exactly as fast as the unmasked fused one would be "
                          f"{masks / fused:.2f}x)")
             lines.append(line)
-            # issue 13 §4: at density < 1 never dearer than the dense step (<= 1.0x)
+            # at density < 1 never dearer than the dense step (<= 1.0x)
             for density, bound in ((1.0, 1.15), (0.05, 0.7), (0.05, 1.0)):
                 if r["density"] == density:
                     ok = ours / fused <= bound

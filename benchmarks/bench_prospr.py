@@ -11,7 +11,7 @@ needs M + 1 of, against SNIP's one.
 
     python benchmarks/bench_prospr.py         # -> benchmarks/results/prospr_cost.json
 
-Targets (issue 4): full ProsPr (M=3) at most 60 s and 8 GB on this 2-core CPU; first-order at
+Targets: full ProsPr (M=3) at most 60 s and 8 GB on this 2-core CPU; first-order at
 most 3x one SNIP score.
 """
 

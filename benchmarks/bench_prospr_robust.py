@@ -1,4 +1,4 @@
-"""ProsPr robustness sweep (issue 15, part 2): LeNet-5 with PyTorch's *default* layer
+"""ProsPr robustness sweep: LeNet-5 with PyTorch's *default* layer
 initialisation (not the He-normal init of ``sparsepai.models``), pruned at initialisation and
 trained briefly on the MNIST split (../shared/data/mnist: first 8,000 images train, last 2,000
 evaluate), several seeds; ProsPr variants (batch protocol, inner learning rate) against SNIP,

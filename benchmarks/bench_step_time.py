@@ -1,4 +1,4 @@
-"""Training step time of the time-to-accuracy contenders on a quiet machine (issue 15, part 1).
+"""Training step time of the time-to-accuracy contenders on a quiet machine.
 
 ``bench_time_to_accuracy.py`` trains every contender to its budget and records every step's
 time, but on a machine shared with other jobs those times follow the scheduler as much as the

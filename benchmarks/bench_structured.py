@@ -21,7 +21,7 @@ channels each layer keeps, which is what the timings depend on.
     python benchmarks/bench_structured.py --quick      # a smoke run, a few minutes
 
 Results: benchmarks/results/structured/{results.json,timing.csv,accuracy.csv,structured.png}.
-Targets (issue 5): training step at 95% >= 4x faster than unpruned for ResNet-18 and >= 3x for
+Targets: training step at 95% >= 4x faster than unpruned for ResNet-18 and >= 3x for
 VGG-19; at 80% >= 1.8x for both; slimming ResNet-50 under 5 s.
 """
 

@@ -1,5 +1,4 @@
-"""Structured pruning at initialization: test accuracy against wall-clock training seconds
-(issue 15, part 1).
+"""Structured pruning at initialization: test accuracy against wall-clock training seconds.
 
 Data: the MNIST split (../shared/data/mnist: first 8,000 images train, last 2,000 evaluate),
 zero-padded to 32x32, 1 channel. Models: the CIFAR-style ``resnet20``, ``resnet18`` and

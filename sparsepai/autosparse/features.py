@@ -14,7 +14,7 @@ Features (``features`` selects the columns, in this order): ``"param"``, the ini
 
 Both keep the sign and the zero of each feature; an all-zero scale leaves zeros.
 
-Two layer-aware features are scale-free and never divided by an RMS (issue 15: the predictor
+Two layer-aware features are scale-free and never divided by an RMS (the predictor
 sees one weight at a time, so without them it can only tell layers apart by their scale):
 
 - ``"rank"``: the weight's position in its own layer ordered by ``|w|``, ``i / (n - 1)`` for the

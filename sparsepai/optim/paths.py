@@ -8,7 +8,7 @@ contraction):
 * ``"sparse"``: compact state (the kept entries only); the kernel visits kept entries only. It
   moves fewer bytes, but its scattered accesses may wait on memory longer than streaming does:
   which one wins depends on the density, the tensor's size and the machine (cache, bandwidth,
-  latency, vector width), and no fixed threshold holds on every machine (issue 13 §4: 0.78x of
+  latency, vector width), and no fixed threshold holds on every machine (measured: 0.78x of
   the dense step on one machine, 1.05x on another).
 
 ``path="auto"`` measures: after the step that creates the state, the next ``2 * SAMPLES`` steps

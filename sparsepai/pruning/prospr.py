@@ -13,9 +13,11 @@ mode (batch statistics). The full meta-gradient runs the inner steps functionall
 (``torch.func.functional_call``) on copies of the parameters and buffers; the first-order
 version needs no graph through the steps and steps the private copy of the model in place
 (``torch.optim.SGD``; its running statistics change, which batch-statistics forwards do not
-read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. By default (``same_batch=True``,
-as the official code) D_0 serves every step and the meta-loss; ``same_batch=False`` reads
-D_0..D_M. ``batches=k`` makes each D_m k consecutive batches of ``data`` (one larger batch).
+read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. The batches follow
+:class:`ProsprConfig` (``same_batch=False`` by default): D_0..D_M, M + 1 distinct batches (the
+paper's formulation); ``same_batch=True`` (the official code's protocol) makes D_0 serve every
+step and the meta-loss. ``batches=k`` makes each D_m k consecutive batches of ``data`` (one
+larger batch).
 """
 
 from __future__ import annotations

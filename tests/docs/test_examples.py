@@ -3,7 +3,8 @@
 Each fenced ``python`` block is executed in order, the blocks of one file sharing one namespace
 (a page builds its example up), in a fresh temporary working folder. A block preceded by an HTML
 comment ``<!-- skip: why -->`` is not run (kept for examples that need a GPU or a cluster); the
-reason shows in the page source and in the test's skip message.
+reason shows in the page source and in the test's skip message. A page whose example imports an
+optional third-party package that is not installed (timm, transformers, ...) is skipped, naming it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^(?P<indent>[ ]*)```python[^\n]*\n(?P<body>.*?)^(?P=indent)```[ ]*$",
                    re.M | re.S)
 SKIP = re.compile(r"<!--\s*skip:\s*(?P<why>.*?)\s*-->\s*$")
+# third-party packages the examples may import that sparsepai itself does not need
+OPTIONAL = {"timm", "transformers", "accelerate", "sklearn", "onnx", "onnxruntime", "matplotlib"}
 
 
 def python_blocks(text: str) -> list[tuple[int, str, str | None]]:
@@ -53,6 +56,11 @@ def test_examples_run(page, tmp_path, monkeypatch):
         if skip is not None:
             skipped.append(f"line {line}: {skip}")
             continue
-        exec(compile(code, f"{page.relative_to(ROOT)}:{line}", "exec"), namespace)
+        try:
+            exec(compile(code, f"{page.relative_to(ROOT)}:{line}", "exec"), namespace)
+        except ModuleNotFoundError as exc:
+            if exc.name not in OPTIONAL:
+                raise
+            pytest.skip(f"line {line} needs {exc.name}, not installed (an optional extra)")
     if skipped:
         pytest.skip(f"ran the others; not run: {'; '.join(skipped)}")

@@ -3,7 +3,9 @@ or JSON, written crash-safe and read back with errors that name the file.
 
 Writes go to a temporary file in the same folder, are fsynced, renamed over the final name and
 the folder fsynced, so a reader (or a resumed run) sees the old file or the complete new one,
-never a torn one. Files are created with mode ``0o666`` less the umask (``0644`` by default),
+never a torn one. Every write makes its own temporary file, ``.<name>.<16 hex digits>.tmp``
+(created exclusively, so processes writing one path at once never touch each other's), and
+removes it if the write fails; a name we did not create is never deleted. Files are created with mode ``0o666`` less the umask (``0644`` by default),
 like any file a program writes; safetensors' own ``save_file`` makes them ``0600``.
 """
 
@@ -11,8 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 
 TMP_SUFFIX = ".tmp"
+# the names of our temporary files, and only ours: ".<name>.<16 hex digits>.tmp"
+_TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
 # the one safetensors metadata key we use; its value is a JSON object
 META_KEY = "sparsepai"
 
@@ -26,32 +32,68 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def is_tmp_name(name: str) -> bool:
+    """Whether the file name ``name`` is one of our temporary files (``.<name>.<hex>.tmp``)."""
+    return bool(_TMP_NAME.match(name))
+
+
+def _open_tmp(path: str) -> tuple[int, str]:
+    """A new, exclusively created temporary file beside ``path``: ``(fd, its path)``.
+
+    Like ``tempfile.mkstemp(dir=folder, prefix=".<name>.", suffix=".tmp")``, but created with
+    mode ``0o666`` less the umask (the kernel applies it, as for ``open(path, "w")``), where
+    ``mkstemp`` makes ``0o600``; the final file keeps the temporary's mode."""
+    folder, base = os.path.split(os.path.abspath(path))
+    base = base[:200]  # room for the prefix and suffix within a 255-byte name
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(8)}{TMP_SUFFIX}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:  # someone else's name: never touched, draw another
+            continue
+    raise FileExistsError(f"{path}: could not create a temporary file in {folder}")
+
+
+def check_file_target(path: str) -> None:
+    """Refuse a ``path`` that is a folder, before anything is serialised or written."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a folder, not a file")
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder.
 
     Args:
         path: the final file; missing folders are created.
         data: the whole content.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder (nothing written). OSError: the write failed;
+            the temporary file is removed and ``path`` is as it was.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + TMP_SUFFIX  # a fixed name: a write cut by a crash is replaced by the retry
+    check_file_target(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = _open_tmp(path)
     try:
-        os.unlink(tmp)  # a stale one may carry another mode
-    except FileNotFoundError:
-        pass
-    # O_EXCL with mode 0o666: the kernel applies the umask, as for open(path, "w")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(folder)
 
 
 def atomic_write_json(path: str, obj) -> None:
     """``obj`` as indented JSON, atomically; sorted keys, so the same object gives the same
     bytes."""
+    check_file_target(path)
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
@@ -65,6 +107,7 @@ def save_tensors(path: str, tensors: dict, meta: dict | None = None) -> None:
     """
     from safetensors.torch import save
 
+    check_file_target(path)
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                 metadata={META_KEY: json.dumps(meta or {}, sort_keys=True)})
     atomic_write_bytes(path, data)
@@ -75,6 +118,7 @@ def save_figure(path: str, fig, dpi: int = 120) -> None:
     none)."""
     import io
 
+    check_file_target(path)
     buf = io.BytesIO()
     fig.savefig(buf, format=os.path.splitext(path)[1][1:] or "png", dpi=dpi)
     atomic_write_bytes(path, buf.getvalue())
@@ -168,17 +212,18 @@ def check_writable(path: str, *, folder: bool = False) -> None:
     if not os.path.isdir(probe):
         raise ValueError(f"{path}: cannot be written, {probe} is a file, not a folder")
     # try it: os.access says yes to root and knows nothing of read-only mounts
-    tmp = os.path.join(probe, f".sparsepai-probe-{os.getpid()}{TMP_SUFFIX}")
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        fd, tmp = _open_tmp(os.path.join(probe, "sparsepai-probe"))
+        os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
         raise ValueError(f"{path}: cannot be written ({exc.strerror} in {probe})") from None
 
 
 def remove_stale_tmp(directory: str) -> None:
-    """Delete temporary files left in ``directory`` by a write that a crash interrupted."""
+    """Delete temporary files left in ``directory`` (and its subfolders) by a write that a crash
+    interrupted: only names of our pattern (:func:`is_tmp_name`), never a user's ``*.tmp``."""
     for root, _, files in os.walk(directory):
         for name in files:
-            if name.endswith(TMP_SUFFIX):
+            if is_tmp_name(name):
                 os.remove(os.path.join(root, name))

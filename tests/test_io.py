@@ -29,14 +29,89 @@ def test_save_and_read_tensors(tmp_path, umask022):
     assert os.listdir(tmp_path / "sub") == ["t.safetensors"]
 
 
-def test_a_stale_temporary_does_not_leak_its_mode(tmp_path, umask022):
-    path = tmp_path / "j.json"
-    stale = tmp_path / ("j.json" + _io.TMP_SUFFIX)
-    stale.write_text("half")
-    os.chmod(stale, 0o600)
-    _io.atomic_write_json(str(path), {"b": 1, "a": 2})
-    assert path.read_text() == '{\n "a": 2,\n "b": 1\n}\n'
-    assert os.stat(path).st_mode & 0o777 == 0o644 and not stale.exists()
+def test_a_users_tmp_file_is_never_touched(tmp_path, umask022):
+    # a fixed "<path>.tmp" used to be unlinked first: the user's notes were deleted
+    path = tmp_path / "m.safetensors"
+    notes = tmp_path / "m.safetensors.tmp"
+    notes.write_text("notes")
+    os.chmod(notes, 0o600)
+    _io.save_tensors(str(path), {"a": torch.ones(2)})
+    assert notes.read_text() == "notes" and os.stat(notes).st_mode & 0o777 == 0o600
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "m.safetensors.tmp"]
+    _io.atomic_write_json(str(tmp_path / "j.json"), {"b": 1, "a": 2})
+    assert (tmp_path / "j.json").read_text() == '{\n "a": 2,\n "b": 1\n}\n'
+
+
+def test_remove_stale_tmp_removes_only_our_temporaries(tmp_path):
+    (tmp_path / "sub").mkdir()
+    ours = []
+    for where in (tmp_path / "r.json", tmp_path / "sub" / "m.safetensors"):
+        fd, tmp = _io._open_tmp(str(where))  # what a crash between write and rename leaves
+        os.close(fd)
+        ours.append(tmp)
+    users = [tmp_path / "draft.tmp", tmp_path / "r.json.tmp", tmp_path / "sub" / ".x.tmp",
+             tmp_path / ".r.json.notours.tmp"]
+    for u in users:
+        u.write_text("mine")
+    _io.remove_stale_tmp(str(tmp_path))
+    assert not any(os.path.exists(t) for t in ours)
+    assert all(u.read_text() == "mine" for u in users)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "f.json"
+    _io.atomic_write_json(str(path), {"old": 1})
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    for target in ("replace", "fsync"):
+        with monkeypatch.context() as m:
+            m.setattr(os, target, broken)
+            with pytest.raises(OSError, match="No space left"):
+                _io.atomic_write_json(str(path), {"new": 2})
+        assert os.listdir(tmp_path) == ["f.json"], target
+        assert path.read_text() == '{\n "old": 1\n}\n'
+
+
+def test_a_folder_is_refused_before_serialising(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    def no_serialise(*a, **k):
+        raise AssertionError("serialised before the path was checked")
+
+    monkeypatch.setattr(safetensors.torch, "save", no_serialise)
+    monkeypatch.setattr(_io.json, "dumps", no_serialise)
+    for write in (lambda p: _io.save_tensors(p, {"a": torch.ones(1)}),
+                  lambda p: _io.atomic_write_json(p, {"a": 1}),
+                  lambda p: _io.atomic_write_bytes(p, b"x")):
+        with pytest.raises(IsADirectoryError, match=f"{tmp_path}: is a folder, not a file"):
+            write(str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def _save_many(path: str, tag: int, n: int) -> None:
+    for i in range(n):
+        _io.atomic_write_bytes(path, f"{tag} {i}\n".encode() * 1000)
+
+
+def test_concurrent_saves_to_one_path_all_succeed(tmp_path):
+    # every DDP rank calling save_masks on one path: with one fixed temporary name a process
+    # unlinked or renamed another's temporary and failed with FileNotFoundError
+    import multiprocessing
+
+    path = str(tmp_path / "m.safetensors")
+    ctx = multiprocessing.get_context("fork")  # the children use no torch
+    procs = [ctx.Process(target=_save_many, args=(path, tag, 20)) for tag in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert os.listdir(tmp_path) == ["m.safetensors"]
+    text = open(path).read().splitlines()
+    assert len(text) == 1000 and len(set(text)) == 1  # one whole write, not a mix
 
 
 def test_read_errors(tmp_path):

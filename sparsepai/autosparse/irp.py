@@ -191,7 +191,7 @@ def _open_run(directory: str, run: dict, resume: bool) -> None:
             raise FileExistsError(f"irp: {directory} already holds this run; pass resume=True "
                                   "to continue it, or choose an empty checkpoint_dir")
     else:
-        others = [f for f in os.listdir(directory) if not f.endswith(_io.TMP_SUFFIX)]
+        others = [f for f in os.listdir(directory) if not _io.is_tmp_name(f)]
         if others:
             raise ValueError(f"irp: {directory} holds files that are not an IRP run "
                              f"({sorted(others)[:5]}); nothing was changed: use an empty "

@@ -119,7 +119,8 @@ def test_resume_after_a_crash_at_every_write(tmp_path, monkeypatch, where):
             calls["n"] += 1
             if calls["n"] - 1 == k:
                 if where == "before_rename":  # the temporary file is written, not renamed
-                    with open(path + _io.TMP_SUFFIX, "wb") as f:
+                    fd, _ = _io._open_tmp(path)
+                    with os.fdopen(fd, "wb") as f:
                         f.write(payload[: len(payload) // 2])
                     raise Boom(path)
                 real(path, payload)

@@ -118,6 +118,44 @@ def check_out(path: str, flag: str = "--out", *, folder: bool = False) -> None:
         raise UsageError(f"{flag} {exc}") from None
 
 
+def _same(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links: one inode under two names
+    except OSError:
+        return False
+
+
+def check_distinct(inputs=(), outputs=()) -> None:
+    """Refuse, before any work, an output that would destroy an input or another output.
+
+    Args:
+        inputs: ``[(flag, path or None)]``: files read, or folders read as a whole (IRP runs):
+            an output inside such a folder is refused too.
+        outputs: ``[(flag, path or None)]``: files or folders written.
+
+    Raises:
+        UsageError: naming both flags and the path (compared as resolved paths and inodes, so
+            symbolic and hard links count as the same file).
+    """
+    inputs = [(f, p) for f, p in inputs if p]
+    outputs = [(f, p) for f, p in outputs if p]
+    for i, (flag, out) in enumerate(outputs):
+        for other_flag, other in outputs[:i]:
+            if _same(out, other):
+                raise UsageError(f"{flag} {out}: is also {other_flag}; each output needs its "
+                                 "own path")
+        for in_flag, src in inputs:
+            if _same(out, src):
+                raise UsageError(f"{flag} {out}: is also the input {in_flag}; writing it would "
+                                 "destroy the input: choose another path")
+            if os.path.isdir(src) and os.path.realpath(out).startswith(
+                    os.path.join(os.path.realpath(src), "")):
+                raise UsageError(f"{flag} {out}: lies inside the input folder {in_flag} {src}; "
+                                 "choose a path outside it")
+
+
 def check_input_file(path: str, flag: str) -> None:
     if not os.path.isfile(path):
         raise UsageError(f"{flag} {path}: no such file")

@@ -49,6 +49,7 @@ def run(args) -> int:
     common.check_out(args.out, folder=True)
     if args.ccc and not os.path.isdir(args.ccc):
         raise common.UsageError(f"--ccc {args.ccc}: no such folder")
+    common.check_distinct([("--ccc", args.ccc)], [("--out", args.out)])
     model, (train_set, _, _) = common.model_and_data(args)
     t0 = time.perf_counter()
     ds = irp(model, train_set, rounds=args.rounds, epochs_per_round=args.epochs_per_round,

@@ -58,6 +58,8 @@ def check(args) -> dict:
     common.check_out(args.out)
     if args.slim_out:
         common.check_out(args.slim_out, "--slim-out")
+    common.check_distinct([("--predictor", args.predictor)],
+                          [("--out", args.out), ("--slim-out", args.slim_out)])
     return options
 
 

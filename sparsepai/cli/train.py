@@ -27,6 +27,7 @@ def run(args) -> int:
         common.check_input_file(args.masks, "--masks")
     if args.out:
         common.check_out(args.out)
+    common.check_distinct([("--masks", args.masks)], [("--out", args.out)])
     model, (train_set, test_set, _) = common.model_and_data(args)
     masks, meta = read_masks(args.masks, model) if args.masks else (None, {})
     if meta.get("structured"):

@@ -45,6 +45,8 @@ def run(args) -> int:
     common.check_out(args.out)
     if args.plot:
         common.check_out(args.plot, "--plot")
+    common.check_distinct([("--irp", d) for d in args.irp],
+                          [("--out", args.out), ("--plot", args.plot)])
     options = dict(epochs=args.epochs, lr=args.lr, holdout=args.holdout,
                    holdout_fraction=args.holdout_fraction, max_train=args.max_train,
                    seed=args.seed)

@@ -27,12 +27,13 @@ def run(args) -> int:
     from sparsepai.recipes.sweep import run_sweep
 
     cfg = sweep.config(args)
-    rows = run_sweep(cfg, args.out)
-    print(table(rows, cfg))
-    if args.structured_sparsity > 0:
-        line = summarize_line(run_slim_line(cfg, args.out,
-                                            SlimLine(sparsity=args.structured_sparsity)))
-        write_summary(rows, cfg, args.out, structured=line)
-        print("\n" + line_text(line))
+    with sweep.lock(args.out):
+        rows = run_sweep(cfg, args.out)
+        print(table(rows, cfg))
+        if args.structured_sparsity > 0:
+            line = summarize_line(run_slim_line(cfg, args.out,
+                                                SlimLine(sparsity=args.structured_sparsity)))
+            write_summary(rows, cfg, args.out, structured=line)
+            print("\n" + line_text(line))
     print(f"\nresults, config and plot in {args.out}/")
     return 0

@@ -28,10 +28,26 @@ def run(args) -> int:
     from sparsepai.recipes.sweep import run_sweep
 
     cfg = config(args)
-    rows = run_sweep(cfg, args.out)
+    with lock(args.out):
+        rows = run_sweep(cfg, args.out)
     print(table(rows, cfg))
     print(f"\nresults, config and plot in {args.out}/")
     return 0
+
+
+def lock(out: str):
+    """The ``--out`` folder held for this command, as a context manager (another process
+    writing it: ``UsageError``, exit 2)."""
+    import contextlib
+
+    from sparsepai.recipes.sweep import out_dir_lock
+
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(out_dir_lock(out))
+    except ValueError as exc:
+        raise common.UsageError(str(exc)) from None
+    return stack
 
 
 def config(args):

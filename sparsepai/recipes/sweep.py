@@ -7,6 +7,7 @@ folder holding a sweep of another configuration is refused), then writes the rep
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -54,6 +55,8 @@ def resolve(cfg: SweepConfig, label: str) -> tuple:
 
 
 CONFIG_FILE, LOG_FILE = "config.json", "runs.jsonl"
+# held (flock) by the process writing the folder; the kernel releases it if that process dies
+LOCK_FILE = ".sparsepai-sweep.lock"
 
 
 def labels(cfg: SweepConfig) -> list:
@@ -103,7 +106,8 @@ def check_out_dir(cfg: SweepConfig, out_dir: str) -> None:
 
     Raises:
         ValueError: ``out_dir`` is not a writable folder, holds a sweep of other settings (the
-            message names the settings that differ), or holds runs without a config.
+            message names the settings that differ), runs without a config, or files that are
+            not a sweep's (a user's ``results.csv`` is never overwritten).
     """
     _io.check_writable(out_dir, folder=True)
     path = os.path.join(out_dir, CONFIG_FILE)
@@ -111,6 +115,11 @@ def check_out_dir(cfg: SweepConfig, out_dir: str) -> None:
         if os.path.exists(os.path.join(out_dir, LOG_FILE)):
             raise ValueError(f"{out_dir}: holds {LOG_FILE} but no {CONFIG_FILE}: cannot tell "
                              "which settings its runs used; use another folder")
+        others = sorted(f for f in (os.listdir(out_dir) if os.path.isdir(out_dir) else ())
+                        if f != LOCK_FILE and not _io.is_tmp_name(f))
+        if others:
+            raise ValueError(f"{out_dir}: holds files that are not a sweep's ({others[:5]}); "
+                             "nothing was changed: use an empty or new --out folder")
         return
     try:
         with open(path) as f:
@@ -122,6 +131,61 @@ def check_out_dir(cfg: SweepConfig, out_dir: str) -> None:
         diff = _differences(old, new)
         raise ValueError(f"{out_dir}: holds a sweep with other settings ({'; '.join(diff[:4])}); "
                          "use another --out folder, or remove this one to start over")
+
+
+_HELD: dict = {}  # resolved folder -> [lock fd, depth] of the locks this process holds
+
+
+@contextlib.contextmanager
+def out_dir_lock(out_dir: str):
+    """Hold ``out_dir`` for one sweep (or demo) at a time: a second process is refused.
+
+    The lock is ``flock`` on ``out_dir/.sparsepai-sweep.lock`` (holding the holder's pid, for
+    the message), so a holder that dies releases it and never blocks a later run; the file is
+    removed on exit. Nested use in one process (the demo around its sweep) is allowed.
+
+    Raises:
+        ValueError: another process holds the folder (one line, naming the folder and pid).
+    """
+    import fcntl
+
+    key = os.path.realpath(out_dir)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, LOCK_FILE)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ValueError(f"{out_dir}: another sweep (process {holder}) is writing this "
+                             "folder; wait for it to finish or use another --out") from None
+        try:  # the holder may have removed the file between our open and flock: retry
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _HELD[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        try:
+            os.unlink(path)  # before the unlock: a waiter then finds no file or a new one
+        finally:
+            os.close(fd)
 
 
 def _differences(old, new, prefix="") -> list:
@@ -233,13 +297,19 @@ def run_sweep(cfg: SweepConfig, out_dir: str, progress: bool = True,
         All result rows, old and new.
 
     Raises:
-        ValueError: from :func:`check_config` or :func:`check_out_dir`, before any work.
+        ValueError: from :func:`check_config` or :func:`check_out_dir`, or another process is
+            writing ``out_dir`` (:func:`out_dir_lock`), before any work.
     """
-    from sparsepai.data import load_dataset
-
     check_config(cfg)
     check_out_dir(cfg, out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    with out_dir_lock(out_dir):
+        check_out_dir(cfg, out_dir)  # again, now that no other process writes it
+        return _run_sweep(cfg, out_dir, progress, command)
+
+
+def _run_sweep(cfg: SweepConfig, out_dir: str, progress: bool, command: str | None) -> list:
+    from sparsepai.data import load_dataset
+
     _io.atomic_write_json(os.path.join(out_dir, CONFIG_FILE), _as_json(cfg))
     log = os.path.join(out_dir, LOG_FILE)
     rows = load_rows(log)

@@ -84,3 +84,67 @@ def test_a_cut_line_does_not_swallow_the_next_row(tmp_path):
     assert load_rows(log) == [first, second]
     append_row(log, first)  # a clean file gets no blank lines
     assert open(log).read().count("\n\n") == 0 and load_rows(log) == [first, second, first]
+
+
+def test_a_folder_of_someone_elses_files_is_refused(tmp_path, monkeypatch):
+    # a user's results.csv and table.txt used to be overwritten, exit 0
+    monkeypatch.setattr(sweep, "run_one", _boom)
+    monkeypatch.setattr("sparsepai.data.load_dataset", _boom)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.csv").write_text("my results")
+    (out / "table.txt").write_text("my table")
+    with pytest.raises(ValueError, match=r"holds files that are not a sweep's \(\['results.csv', "
+                                         r"'table.txt'\]\)"):
+        run_sweep(CFG, str(out), progress=False)
+    assert sorted(os.listdir(out)) == ["results.csv", "table.txt"]
+    assert (out / "results.csv").read_text() == "my results"
+    # only our own leftovers (a lock file, an interrupted write's temporary) are ignored
+    os.remove(out / "results.csv")
+    os.remove(out / "table.txt")
+    (out / sweep.LOCK_FILE).write_text("12345\n")
+    (out / ".results.csv.0123456789abcdef.tmp").write_text("half")
+    check_out_dir(CFG, str(out))
+
+
+_HOLDER = """
+import sys, time
+from sparsepai.recipes.sweep import out_dir_lock
+with out_dir_lock(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path, monkeypatch, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.cli.helpers import main
+
+    out = tmp_path / "busy"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], cwd=root,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        monkeypatch.setattr(sweep, "run_one", _boom)
+        monkeypatch.setattr("sparsepai.data.load_dataset", _boom)
+        with pytest.raises(ValueError, match=f"another sweep \\(process {holder.pid}\\) is "
+                                             "writing this folder"):
+            run_sweep(CFG, str(out), progress=False)
+        code, _, err = main(capsys, "sweep", "--epochs", "1", "--seeds", "0", "--methods",
+                            "magnitude", "--sparsities", "0.9", "--out", str(out))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "another sweep" in err, err
+        assert os.listdir(out) == [sweep.LOCK_FILE]
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies holding the lock: its file stays behind
+        holder.wait()
+    assert os.listdir(out) == [sweep.LOCK_FILE]
+    with sweep.out_dir_lock(str(out)):  # a dead holder's lock never blocks
+        assert (out / sweep.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        with sweep.out_dir_lock(str(out)):  # nested in one process (the demo around its sweep)
+            pass
+        assert (out / sweep.LOCK_FILE).exists()
+    assert os.listdir(out) == []  # removed on exit

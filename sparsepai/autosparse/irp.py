@@ -33,6 +33,7 @@ from sparsepai.pruning.base import (
     loss_grads,
     private_copy,
     prunable_names,
+    reiterable,
 )
 from sparsepai.pruning.iterative import prune_rounds
 
@@ -285,6 +286,7 @@ def irp(model: torch.nn.Module, data, *, rounds: int, epochs_per_round: int,
                     weight_decay, batch_size, grad_batches, snip_batches, seed)
     loss_fn = default_loss(loss_fn)
     names = prunable_names(model, prunable)
+    data = reiterable(data)  # a generator: every pass (fingerprint, gradients, epochs) the same
     with torch.random.fork_rng(devices=[]):  # the caller's RNG state is restored afterwards
         fp = _fingerprint(model, names, data, cfg, loss_fn)
         _open_run(checkpoint_dir, {"format": FORMAT, "version": VERSION,

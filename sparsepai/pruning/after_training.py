@@ -34,6 +34,7 @@ from sparsepai.pruning.base import (
     keep_count,
     private_copy,
     prunable_names,
+    reiterable,
     register,
 )
 from sparsepai.pruning.iterative import prune_rounds
@@ -228,7 +229,7 @@ def prune_after_training(model: torch.nn.Module, method: str, sparsities, data, 
     params = dict(model.named_parameters())
     keeps = {s: keep_count(params, names, s) for s in sparsities}
     with torch.enable_grad():
-        by_keep, state, rounds = _imp(private_copy(model, names), names, data,
+        by_keep, state, rounds = _imp(private_copy(model, names), names, reiterable(data),
                                       default_loss(loss_fn),
                                       cfg, list(keeps.values()), method == "lottery")
     return Tickets({s: by_keep[keeps[s]] for s in sparsities}, state, rounds,

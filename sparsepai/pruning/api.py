@@ -14,6 +14,7 @@ from sparsepai.pruning.base import (
     keep_count,
     private_copy,
     prunable_names,
+    reiterable,
 )
 from sparsepai.pruning.options import make_config
 
@@ -50,6 +51,7 @@ def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, group
     Shapes:
         ``scores[name].shape == dict(model.named_parameters())[name].shape``.
     """
+    data = reiterable(data)
     if group is not None:
         from sparsepai.distributed.pruning import score_group
 
@@ -116,6 +118,7 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
         ``{parameter name: bool mask}`` shaped like the parameters. A layer left with no weight
         raises a warning naming it.
     """
+    data = reiterable(data)
     if group is not None:
         from sparsepai.distributed.pruning import prune_group
 

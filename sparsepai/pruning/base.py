@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import importlib
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Callable
 
 import torch
@@ -84,6 +84,38 @@ def keep_count(params: dict, names, sparsity: float) -> int:
     ``round``) of their N entries."""
     total = sum(params[n].numel() for n in names)
     return total - round(sparsity * total)
+
+
+class Replay:
+    """A one-shot iterator (a generator, ``iter(loader)``) made re-iterable: every pass yields
+    the same batches, in order; batches are drawn from the source only when a pass first
+    reaches them and kept, so a method that reads the data twice (a fingerprint then the
+    gradients, a cost probe then the scores, several epochs) sees the same batches each time,
+    never the rest of a half-consumed stream."""
+
+    def __init__(self, source: Iterator):
+        self._source, self._seen, self._done = source, [], False
+
+    def __iter__(self):
+        i = 0
+        while True:
+            if i == len(self._seen):
+                if self._done:
+                    return
+                try:
+                    self._seen.append(next(self._source))
+                except StopIteration:
+                    self._done = True
+                    return
+            yield self._seen[i]
+            i += 1
+
+
+def reiterable(data):
+    """``data`` unchanged, or a :class:`Replay` of it if it is a one-shot iterator. Every entry
+    point that hands data to methods (``sp.score``, ``sp.prune``, ``prune_after_training``,
+    ``irp``) passes it through here first."""
+    return Replay(data) if isinstance(data, Iterator) else data
 
 
 def take_batches(data, n: int, method: str) -> list:

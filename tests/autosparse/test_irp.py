@@ -214,3 +214,17 @@ def test_snip_criterion_runs_and_differs(tmp_path):
     b = irp(tiny_model(), data, checkpoint_dir=str(tmp_path / "s"), criterion="snip", **IRP)
     assert b.description["config"]["criterion"] == "snip"
     assert any(not torch.equal(a.survival[k], b.survival[k]) for k in a.names)
+
+
+def test_a_generator_gives_the_run_a_list_gives(tmp_path):
+    # the fingerprint used to consume the first batch: the gradients came from the rest, and a
+    # rerun with the list "resumed" on them
+    x, y = tiny_data().tensors
+    data = [(x[i:i + 8], y[i:i + 8]) for i in range(0, len(y), 8)]
+    ref = str(tmp_path / "list")
+    irp(tiny_model(), data, checkpoint_dir=ref, **IRP)
+    gen = str(tmp_path / "gen")
+    irp(tiny_model(), (b for b in data), checkpoint_dir=gen, **IRP)
+    assert folder_bytes(gen) == folder_bytes(ref)
+    irp(tiny_model(), data, checkpoint_dir=gen, **IRP)  # resumes: the same run
+    assert folder_bytes(gen) == folder_bytes(ref)

@@ -85,12 +85,19 @@ class IRPDataset:
     def _tensors(self, file: str, prefix: str) -> dict:
         key = (file, prefix)
         if key not in self._cache:
-            from safetensors import safe_open
+            from safetensors import SafetensorError, safe_open
 
+            from sparsepai import _io
+
+            path = os.path.join(self.directory, file)
+            _io._check_exists(path, "IRP dataset")
             out = {}
-            with safe_open(os.path.join(self.directory, file), "pt") as f:
-                for n in self.names:
-                    out[n] = f.get_tensor(prefix + n)
+            try:
+                with safe_open(path, "pt") as f:
+                    for n in self.names:
+                        out[n] = f.get_tensor(prefix + n)
+            except (SafetensorError, OSError, RuntimeError) as exc:  # truncated, corrupt
+                raise _io._open_error(path, "IRP dataset", exc) from None
             self._cache[key] = out
         return self._cache[key]
 

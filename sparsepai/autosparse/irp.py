@@ -289,27 +289,43 @@ def irp(model: torch.nn.Module, data, *, rounds: int, epochs_per_round: int,
     data = reiterable(data)  # a generator: every pass (fingerprint, gradients, epochs) the same
     with torch.random.fork_rng(devices=[]):  # the caller's RNG state is restored afterwards
         fp = _fingerprint(model, names, data, cfg, loss_fn)
-        _open_run(checkpoint_dir, {"format": FORMAT, "version": VERSION,
-                                   "config": dataclasses.asdict(cfg), "fingerprint": fp}, resume)
+        run = {"format": FORMAT, "version": VERSION, "config": dataclasses.asdict(cfg),
+               "fingerprint": fp}
+        _open_run(checkpoint_dir, run, resume)
         if os.path.exists(os.path.join(checkpoint_dir, "dataset.json")):
             return IRPDataset.load(checkpoint_dir)
-        return _run(model, names, data, loss_fn, cfg, checkpoint_dir, fp, progress)
+        return _run(model, names, data, loss_fn, cfg, checkpoint_dir, fp, progress,
+                    run_sha256(run))
 
 
-def _run(model, names, data, loss_fn, cfg, directory, fp, progress) -> IRPDataset:
-    from safetensors.torch import load_file
+def run_sha256(run: dict) -> str:
+    """The identity of a run (its ``run.json``: arguments and fingerprint), recorded in every
+    file it writes, so a file copied in from another run is refused on resume."""
+    return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
 
+
+def _read_own(path: str, what: str, run_id: str) -> tuple[dict, dict]:
+    """A checkpoint file of this run: ``(tensors, meta)``; one written by another run (or
+    unreadable) is an error naming it."""
+    tensors, meta = _io.read_tensors(path, what)
+    if meta.get("run_sha256") != run_id:
+        raise ValueError(f"{path}: belongs to another IRP run (its run fingerprint differs from "
+                         "this run's run.json); nothing was changed: remove the file to redo it")
+    return tensors, meta
+
+
+def _run(model, names, data, loss_fn, cfg, directory, fp, progress, run_id) -> IRPDataset:
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     init_path = os.path.join(directory, "initial.safetensors")
     if os.path.exists(init_path):
-        grad_samples = _io.read_meta(init_path)["grad_samples"]
+        grad_samples = _read_own(init_path, "IRP initial state", run_id)[1]["grad_samples"]
     else:
         grads, grad_samples = initial_grads(
             model, names, _batches(data, cfg, _seed(cfg.seed, "grad"), shuffle=False), loss_fn,
             cfg.grad_batches)
         tensors = {f"state/{k}": v for k, v in init.items()}
         tensors.update({f"grad/{n}": g for n, g in grads.items()})
-        _io.save_tensors(init_path, tensors, {"grad_samples": grad_samples})
+        _io.save_tensors(init_path, tensors, {"grad_samples": grad_samples, "run_sha256": run_id})
     os.makedirs(os.path.join(directory, "masks"), exist_ok=True)
 
     work = copy.deepcopy(model)
@@ -318,7 +334,7 @@ def _run(model, names, data, loss_fn, cfg, directory, fp, progress) -> IRPDatase
                                   cfg.prune_fraction)
     done = 0
     while done < cfg.rounds and os.path.exists(round_path(directory, done + 1)):
-        mask = load_file(round_path(directory, done + 1))
+        mask = _read_own(round_path(directory, done + 1), "IRP round", run_id)[0]
         done += 1
     bar = tqdm(total=cfg.rounds, initial=done, desc="IRP rounds", disable=not progress)
     losses, previous = {}, [mask]
@@ -331,7 +347,8 @@ def _run(model, names, data, loss_fn, cfg, directory, fp, progress) -> IRPDatase
         assert all(not bool((mask[n] & ~previous[0][n]).any()) for n in names)  # never revives
         previous[0] = mask
         _io.save_tensors(round_path(directory, r), mask,
-                         {"round": r, "kept": schedule[r - 1], "train_loss": losses[r]})
+                         {"round": r, "kept": schedule[r - 1], "train_loss": losses[r],
+                          "run_sha256": run_id})
         bar.update()
         bar.set_postfix(kept=schedule[r - 1])
 
@@ -341,24 +358,22 @@ def _run(model, names, data, loss_fn, cfg, directory, fp, progress) -> IRPDatase
     prune_rounds(schedule, train_and_score, keep_best, masks=mask, first=done + 1,
                  on_round=checkpoint)
     bar.close()
-    _finish(directory, names, cfg, fp, schedule, grad_samples)
+    _finish(directory, names, cfg, fp, schedule, grad_samples, run_id)
     return IRPDataset.load(directory)
 
 
-def _finish(directory, names, cfg, fp, schedule, grad_samples):
-    from safetensors.torch import load_file
-
+def _finish(directory, names, cfg, fp, schedule, grad_samples, run_id):
     survival = None
     train_loss = []
     for r in range(1, cfg.rounds + 1):
-        m = load_file(round_path(directory, r))
-        train_loss.append(_io.read_meta(round_path(directory, r))["train_loss"])
+        m, meta = _read_own(round_path(directory, r), "IRP round", run_id)
+        train_loss.append(meta["train_loss"])
         if survival is None:
             survival = {n: torch.zeros(m[n].shape, dtype=torch.int32) for n in names}
         for n in names:
             survival[n] += m[n].to(torch.int32)
     _io.save_tensors(os.path.join(directory, "survival.safetensors"), survival,
-                            {"rounds": cfg.rounds})
+                     {"rounds": cfg.rounds, "run_sha256": run_id})
     _io.atomic_write_json(os.path.join(directory, "dataset.json"), {
         "format": FORMAT, "version": VERSION, "rounds": cfg.rounds, "names": names,
         "shapes": fp["shapes"], "layer_types": fp["layer_types"], "config": dataclasses.asdict(cfg),

@@ -228,3 +228,42 @@ def test_a_generator_gives_the_run_a_list_gives(tmp_path):
     assert folder_bytes(gen) == folder_bytes(ref)
     irp(tiny_model(), data, checkpoint_dir=gen, **IRP)  # resumes: the same run
     assert folder_bytes(gen) == folder_bytes(ref)
+
+
+def test_a_round_file_of_another_run_is_refused(tmp_path):
+    import shutil
+
+    from sparsepai.autosparse.dataset import round_path
+
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    irp(tiny_model(), tiny_data(), checkpoint_dir=a, **IRP)
+    irp(tiny_model(), tiny_data(), checkpoint_dir=b, **{**IRP, "seed": 1})
+    # run a, as if killed after round 1, with round 1 copied in from run b
+    for f in ("dataset.json", "survival.safetensors"):
+        os.remove(os.path.join(a, f))
+    for r in (2, 3):
+        os.remove(round_path(a, r))
+    shutil.copyfile(round_path(b, 1), round_path(a, 1))
+    before = folder_bytes(a)
+    with pytest.raises(ValueError) as e:
+        irp(tiny_model(), tiny_data(), checkpoint_dir=a, **IRP)
+    msg = str(e.value)
+    assert msg.startswith(f"{round_path(a, 1)}: belongs to another IRP run")
+    assert len(msg.splitlines()) == 1 and folder_bytes(a) == before
+    # a truncated round file: named, not a raw safetensors error
+    data = open(round_path(b, 1), "rb").read()
+    with open(round_path(a, 1), "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"{round_path(a, 1)}: not a readable IRP round file"):
+        irp(tiny_model(), tiny_data(), checkpoint_dir=a, **IRP)
+
+
+def test_a_truncated_survival_file_is_named(tmp_path):
+    d = str(tmp_path / "r")
+    irp(tiny_model(), tiny_data(), checkpoint_dir=d, **IRP)
+    path = os.path.join(d, "survival.safetensors")
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:-20])
+    with pytest.raises(ValueError, match=f"{path}: not a readable IRP dataset file"):
+        IRPDataset.load(d).survival

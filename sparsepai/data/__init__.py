@@ -10,7 +10,9 @@ two ``torch.utils.data.Dataset`` of ``(image, label)`` and a :class:`DatasetInfo
   8,000 images train and the last 2,000 evaluate.
 - ``cifar10``, ``cifar100``: torchvision's python batches in ``data_root/cifar-10-batches-py``
   or ``data_root/cifar-100-python`` (``download=True`` to fetch); training images randomly
-  cropped (padding 4) and flipped, test images only normalised.
+  cropped (padding 4) and flipped, test images only normalised. The batches are pickles: they
+  are read by :func:`read_cifar_batch`, which builds only dicts, lists, strings, numbers and
+  numpy arrays and refuses anything else, so a crafted file in the data folder runs no code.
 - ``tinyimagenet``: ``data_root/tiny-imagenet-200``: ``train/<wnid>/images/*.JPEG`` train,
   ``val/images`` labelled by ``val/val_annotations.txt`` evaluate (no download).
 
@@ -104,21 +106,109 @@ def _missing(name, path, what, downloadable):
     return FileNotFoundError(f"{name}: {path} not found; put {what} there {hint}")
 
 
+def _latin1_encode(text, encoding="latin1"):
+    # what Python 3's protocol-2 pickles of ``bytes`` call: only the latin-1 codec is allowed
+    import codecs
+
+    if codecs.lookup(encoding).name != "iso8859-1":
+        raise ValueError(f"codec {encoding!r}")
+    return codecs.encode(text, encoding)
+
+
+def _batch_unpickler(f, path: str):
+    """A ``pickle.Unpickler`` whose ``find_class`` knows only what CIFAR batches need: numpy
+    arrays (``_reconstruct``, ``ndarray``, ``dtype``) and latin-1 bytes; every other global
+    (``os.system``, ``builtins.eval``, any ``__reduce__`` payload) is refused before it is
+    called."""
+    import pickle
+
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    allowed = {("numpy.core.multiarray", "_reconstruct"): core.multiarray._reconstruct,
+               ("numpy._core.multiarray", "_reconstruct"): core.multiarray._reconstruct,
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               ("_codecs", "encode"): _latin1_encode}
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in allowed:
+                return allowed[(module, name)]
+            raise pickle.UnpicklingError(
+                f"{path}: refers to {module}.{name}, which a CIFAR batch never holds (only "
+                "dicts, lists, strings, numbers and numpy arrays); not loaded")
+
+    return Unpickler(f, encoding="latin1")
+
+
+def read_cifar_batch(path: str) -> dict:
+    """One of torchvision's CIFAR python batches (a pickled dict), read without running code.
+
+    Args:
+        path: a ``data_batch_N``, ``test_batch``, ``train``, ``test``, ``batches.meta`` or
+            ``meta`` file.
+
+    Returns:
+        The dict (``"data"``: uint8 array (n, 3072), ``"labels"``/``"fine_labels"``, ...).
+
+    Raises:
+        ValueError: naming ``path``: not a pickled dict, truncated, or referring to anything
+            but numpy arrays (a crafted file is refused before any of its code runs).
+    """
+    import pickle
+
+    try:
+        with open(path, "rb") as f:
+            obj = _batch_unpickler(f, path).load()
+    except pickle.UnpicklingError as exc:
+        raise ValueError(str(exc) if str(exc).startswith(path) else
+                         f"{path}: not a CIFAR batch ({exc})") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise ValueError(f"{path}: not a CIFAR batch ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: not a CIFAR batch (a {type(obj).__name__}, not a dict)")
+    return obj
+
+
 def _local_cifar(cls):
-    """torchvision's CIFAR class reading the python batches from ``root`` without comparing
-    their md5 sums to the official ones (so a re-packed or test copy in the same format loads;
-    a download is still checked, on its archive). A missing file is still an error."""
+    """torchvision's CIFAR class reading the python batches from ``root`` with
+    :func:`read_cifar_batch` (never ``pickle.load``), without comparing their md5 sums to the
+    official ones (so a re-packed or test copy in the same format loads; a download is still
+    checked, on its archive). A missing file is still an error."""
+    import numpy as np
+    from torchvision.datasets.vision import VisionDataset
 
     class Local(cls):
+        def __init__(self, root, train=True, transform=None, target_transform=None,
+                     download=False):
+            VisionDataset.__init__(self, root, transform=transform,
+                                   target_transform=target_transform)
+            self.train = train
+            if download:
+                self.download()
+            if not self._check_integrity():
+                raise RuntimeError("Dataset not found or corrupted. You can use download=True "
+                                   "to download it")
+            data, self.targets = [], []
+            for file_name, _ in self.train_list if train else self.test_list:
+                path = os.path.join(self.root, self.base_folder, file_name)
+                entry = read_cifar_batch(path)
+                try:
+                    data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3072))
+                    self.targets.extend(int(t) for t in entry.get("labels",
+                                                                  entry.get("fine_labels")))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ValueError(f"{path}: not a CIFAR batch ({exc})") from None
+            self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+            self._load_meta()
+
         def _check_integrity(self):
             return all(os.path.isfile(os.path.join(self.root, self.base_folder, f))
                        for f, _ in self.train_list + self.test_list + [(self.meta["filename"], 0)])
 
         def _load_meta(self):
-            import pickle  # torchvision's format for CIFAR (never used for our own files)
-
-            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            path = os.path.join(self.root, self.base_folder, self.meta["filename"])
+            self.classes = read_cifar_batch(path)[self.meta["key"]]
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     Local.__name__ = cls.__name__

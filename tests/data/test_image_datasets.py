@@ -180,3 +180,54 @@ def test_cli_trains_on_cifar10_from_data_root(tmp_path):
                        timeout=600)
     assert p.returncode == 0, p.stderr
     assert "test accuracy" in p.stdout
+
+
+class _Payload:
+    """What a hostile CIFAR file holds: unpickling it would create ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+@pytest.mark.parametrize("where", ["data_batch_1", "test_batch", "batches.meta"])
+def test_a_crafted_cifar_file_runs_no_code(tmp_path, where):
+    make_cifar(str(tmp_path), "cifar10")
+    marker = str(tmp_path / "pwned")
+    path = tmp_path / "cifar-10-batches-py" / where
+    _dump(path, {"data": _Payload(marker), "labels": [0], "label_names": _Payload(marker)})
+    with pytest.raises(ValueError, match=f"{path}: refers to posix.mkdir"):
+        load_dataset("cifar10", str(tmp_path))
+    assert not os.path.exists(marker)
+
+
+def test_cifar_batches_hold_only_arrays_and_builtins(tmp_path):
+    from sparsepai.data import read_cifar_batch
+
+    path = str(tmp_path / "b")
+    for bad, name in [(eval, "__builtin__.eval"), (np.load, "numpy.load"),
+                      (pickle.loads, "pickle.loads")]:
+        with open(path, "wb") as f:
+            pickle.dump({"x": bad}, f, protocol=2)
+        with pytest.raises(ValueError, match=f"refers to {name}"):
+            read_cifar_batch(path)
+    # bytes pickled with another codec than latin-1 are refused too
+    with open(path, "wb") as f:
+        f.write(pickle.dumps(b"abc", protocol=2).replace(b"latin1", b"rot_13"))
+    with pytest.raises(ValueError, match=f"{path}: not a CIFAR batch"):
+        read_cifar_batch(path)
+    with open(path, "wb") as f:
+        f.write(b"\x80\x02}q")  # truncated
+    with pytest.raises(ValueError, match=f"{path}: not a CIFAR batch"):
+        read_cifar_batch(path)
+    # the real files' form (numpy.core as Python 2's pickles name it, object arrays of str)
+    want = {"data": np.arange(12, dtype=np.uint8).reshape(2, 6), "labels": [3, 4],
+            "names": np.array(["a", "bc"], dtype=object), "f": 1.5}
+    with open(path, "wb") as f:
+        f.write(pickle.dumps(want, protocol=2).replace(b"numpy._core.multiarray",
+                                                       b"numpy.core.multiarray"))
+    got = read_cifar_batch(path)
+    assert np.array_equal(got["data"], want["data"]) and got["labels"] == [3, 4]
+    assert list(got["names"]) == ["a", "bc"] and got["f"] == 1.5

@@ -306,12 +306,16 @@ class Predictor:
 
         Raises:
             FileNotFoundError: no file.
-            ValueError: the file is corrupt, truncated, not a predictor, from another format
-                version, or its tensors do not fit its config.
+            ValueError: the file is corrupt (non-finite weights too), truncated, not a
+                predictor, from another format version, or its tensors do not fit its config.
         """
         # a corrupt or truncated file is a ValueError ('corrupt or truncated'), a missing one a
         # FileNotFoundError, both naming the path
         state, meta = _io.read_tensors(path, "predictor")
+        bad = [k for k, t in state.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+        if bad:  # a corrupt file: every score would be NaN
+            raise ValueError(f"{path}: corrupt predictor file: tensors {bad[:3]} hold NaN or "
+                             "infinite values")
         if meta.get("kind") != KIND:
             raise ValueError(f"{path}: not a sparsepai AutoSparse predictor file")
         if meta.get("format_version") != FORMAT_VERSION:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import torch
@@ -75,6 +74,24 @@ def check_sparsity(sparsity):
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
 
 
+def check_no_nan(method: str, scores: dict, what: str = "layers") -> None:
+    """Refuse NaN scores: ``sp.topk_mask`` would rank them lowest, so the masks would be decided
+    by position (one layer kept whole, another emptied) without a word.
+
+    Args:
+        method: the method's name, for the message. scores: ``{layer name: scores}``.
+
+    Raises:
+        ValueError: naming the method and the layers with NaN scores.
+    """
+    bad = [n for n, s in scores.items() if bool(torch.isnan(s).any())]
+    if bad:
+        raise ValueError(f"prune: method {method!r} gave NaN scores in {len(bad)} of "
+                         f"{len(scores)} {what} ({', '.join(map(str, bad[:5]))}); no masks from "
+                         "them: check the model's weights, the data and the method's options "
+                         "(a corrupt predictor file, a too large learning rate)")
+
+
 def check_min_per_layer(min_per_layer, scope):
     """The ``min_per_layer`` option (weights, or channels when structured) and its scope."""
     if isinstance(min_per_layer, bool) or not isinstance(min_per_layer, int):
@@ -143,7 +160,10 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
     if forced > keep:
         raise ValueError(f"prune: min_per_layer={min_per_layer} keeps {forced} weights, more "
                          f"than the {keep} the sparsity allows")
-    thresh = functools.partial(threshold, scope=scope, min_per_layer=min_per_layer)
+    def thresh(scores, keep):  # every round of an iterative method too
+        check_no_nan(method, scores)
+        return threshold(scores, keep, scope=scope, min_per_layer=min_per_layer)
+
     with torch.enable_grad():
         masks = m.masks(private_copy(model, names), names, data, default_loss(loss_fn), cfg, keep,
                         thresh)

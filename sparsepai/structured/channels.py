@@ -294,6 +294,10 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
                              "" if norm_streams else "; norm_streams=True also prunes channels "
                              "under layer/group norms (slim then approximates the masked model)"))
     scores = group_scores(model, graph, method, data, loss_fn, options)
+    from sparsepai.pruning.api import check_no_nan
+
+    check_no_nan(method, {"+".join(g.producers): scores[g.id] for g in graph.prunable_groups()},
+                 "channel groups")
     return threshold_channels(model, graph, scores, sparsity, unit, scope, min_per_layer)
 
 

@@ -237,3 +237,16 @@ def test_unknown_feature_and_default_features():
     assert PredictorConfig().features == ("param", "grad")
     with pytest.raises(ValueError, match="features"):
         PredictorConfig(features=("param", "depth"))
+
+
+def test_a_predictor_with_non_finite_weights_fails_at_load(tmp_path):
+    # the audit's corruption: the last 50 bytes set to 0xFF (NaN float32s); every AutoSparse
+    # score was NaN and the masks were decided by position
+    p = _untrained("mlp")
+    path = tmp_path / "p.safetensors"
+    p.save(str(path))
+    data = bytearray(path.read_bytes())
+    data[-50:] = b"\xff" * 50
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"{path}: corrupt predictor file: tensors .* hold NaN"):
+        Predictor.load(str(path))

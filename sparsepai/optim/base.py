@@ -30,6 +30,19 @@ class _Masked:
     """Mask handling shared by the masked optimizers (a mixin over a torch.optim class)."""
 
     _op_name: str
+    _hyper: tuple = ()  # the group options only this algorithm has (a state dict must carry)
+
+    @classmethod
+    def _check_lr(cls, lr) -> None:
+        """A clear error for a learning rate that is not a finite number >= 0 (torch compares a
+        string with ``<`` and accepts NaN, which makes every weight NaN at the first step)."""
+        import math
+
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+            raise TypeError(f"{cls.__name__}: lr must be a number, got {type(lr).__name__} "
+                            f"{lr!r}")
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"{cls.__name__}: lr must be a finite number >= 0, got {lr}")
 
     def _setup_options(self, compact_density, path):
         cls = type(self).__name__
@@ -132,6 +145,11 @@ class _Masked:
                                  f"{unknown[:5]}")
             out = [masks.get(n) for n, _ in named]
         else:
+            if isinstance(masks, torch.Tensor) or not hasattr(masks, "__iter__"):
+                what = ("a single tensor (pass a list, one mask per parameter)"
+                        if isinstance(masks, torch.Tensor) else type(masks).__name__)
+                raise TypeError(f"{cls}: masks must be a list of bool tensors (None: unmasked), "
+                                f"a {{name: mask}} dict, or None; got {what}")
             out = list(masks)
             if len(out) != len(named):
                 raise ValueError(f"{cls}: got {len(out)} masks for {len(named)} parameters")
@@ -200,9 +218,17 @@ class _Masked:
 
     def load_state_dict(self, state_dict):
         cls = type(self).__name__
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{cls}.load_state_dict: state_dict must be the dict of an "
+                            f"optimizer's state_dict(), got {type(state_dict).__name__}")
         named = list(self._named_params())
         # Check everything before touching anything: nothing half-loaded.
         groups = state_dict.get("param_groups", [])
+        for g in groups:
+            missing = [k for k in self._hyper if k not in g]
+            if missing:
+                raise ValueError(f"{cls}.load_state_dict: the state dict is from another "
+                                 f"optimizer (its parameter groups lack {missing})")
         if len(groups) != len(self.param_groups) or any(
             len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups)
         ):

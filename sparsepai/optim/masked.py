@@ -67,11 +67,14 @@ class MaskedSGD(_Masked, torch.optim.SGD):
 
     def __init__(self, params, masks, lr, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, maximize=False, *, path=None, compact_density=None):
+        self._check_lr(lr)
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                          foreach=False, fused=False)
         self._setup_options(compact_density, path)
         self._setup_masks(masks)
+
+    _hyper = ("momentum", "dampening", "nesterov")
 
     def _state_names(self):
         return ("momentum_buffer",)
@@ -129,10 +132,13 @@ class MaskedAdamW(_Masked, torch.optim.AdamW):
 
     def __init__(self, params, masks, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, maximize=False, *, path=None, compact_density=None):
+        self._check_lr(lr)
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, foreach=False, fused=False)
         self._setup_options(compact_density, path)
         self._setup_masks(masks)
+
+    _hyper = ("betas", "eps", "amsgrad")
 
     def _state_names(self):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")

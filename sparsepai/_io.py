@@ -135,6 +135,12 @@ def _check_exists(path: str, what: str) -> None:
         raise FileNotFoundError(f"{path}: no such {what} file")
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a folder, not a {what} file")
+    try:  # a file we may not read is that, not "corrupt or not safetensors"
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise PermissionError(f"{path}: permission denied: cannot read this {what} "
+                              "file") from None
 
 
 def _parse_meta(path: str, raw: dict | None) -> dict:
@@ -143,6 +149,9 @@ def _parse_meta(path: str, raw: dict | None) -> dict:
         meta = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: its {META_KEY!r} metadata is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: its {META_KEY!r} metadata is nested too deeply to be "
+                         "ours") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: its {META_KEY!r} metadata is a {type(meta).__name__}, "
                          "not a JSON object")

@@ -167,3 +167,48 @@ def test_slim_files(tmp_path, umask022):
     sp.save_masks(str(masks), {"w": torch.ones(2, dtype=torch.bool)})
     with pytest.raises(ValueError, match="is not a sparsepai slim model"):
         load_slim(str(masks), convnet())
+
+
+def test_metadata_nested_too_deeply(tmp_path):
+    from safetensors.torch import save_file
+
+    path = str(tmp_path / "deep.safetensors")
+    save_file({"a": torch.ones(1)}, path, metadata={_io.META_KEY: "[" * 100_000 + "]" * 100_000})
+    for fn in (_io.read_tensors, _io.read_meta):
+        with pytest.raises(ValueError, match=f"{path}: its 'sparsepai' metadata is nested too "
+                                             "deeply"):
+            fn(path)
+
+
+def test_an_unreadable_file_says_permission_denied(tmp_path, monkeypatch):
+    # root reads anything, so the refusal is the one open() raises for other users
+    path = str(tmp_path / "m.safetensors")
+    _io.save_tensors(path, {"a": torch.ones(1)})
+
+    def denied(p, *a, **k):
+        raise PermissionError(13, "Permission denied", p)
+
+    monkeypatch.setattr(_io, "open", denied, raising=False)
+    for fn in (_io.read_tensors, _io.read_meta):
+        with pytest.raises(PermissionError, match=f"^{path}: permission denied: cannot read this "
+                                                  "mask file$"):
+            fn(path, "mask")
+
+
+def test_load_slim_with_tensors_of_another_shape_names_the_file(tmp_path):
+    import sparsepai as sp
+    from sparsepai.structured import load_slim, save_slim
+    from tests.tiny_nets import convnet
+
+    model = convnet().eval()
+    small = sp.slim(model, sp.prune(model, "magnitude", 0.5, structured=True,
+                                    example_inputs=torch.randn(2, 1, 8, 8)))
+    path = str(tmp_path / "slim.safetensors")
+    save_slim(small, path)
+    tensors, meta = _io.read_tensors(path)
+    key = next(k for k in tensors if k.startswith("state.") and k.endswith("weight"))
+    tensors[key] = torch.zeros(tensors[key].numel() + 1)  # corrupt: a tensor of another shape
+    _io.save_tensors(path, tensors, meta)
+    with pytest.raises(ValueError, match=f"load_slim: {path}: its tensors do not rebuild the "
+                                         "model given"):
+        load_slim(path, convnet())

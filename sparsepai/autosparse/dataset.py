@@ -73,7 +73,7 @@ class IRPDataset:
         with open(path) as f:
             try:
                 desc = json.load(f)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, RecursionError) as e:
                 raise ValueError(f"{path}: not valid JSON ({e})") from None
         if desc.get("format") != FORMAT:
             raise ValueError(f"{path}: not an IRP dataset (format {desc.get('format')!r})")

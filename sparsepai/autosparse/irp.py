@@ -181,7 +181,7 @@ def _open_run(directory: str, run: dict, resume: bool) -> None:
         try:
             with open(path) as f:
                 existing = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{path}: unreadable ({e}); not touching {directory}") from None
         if existing != run:
             diff = _diff(existing, run)

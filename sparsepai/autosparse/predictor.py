@@ -90,6 +90,8 @@ class PredictorConfig:
                              f"{self.normalization!r}")
         if self.holdout not in ("layer", "model"):
             raise ValueError(f"holdout must be 'layer' or 'model', got {self.holdout!r}")
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
 
 class MLPNet(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -11,8 +12,18 @@ HELP = "time sp.topk_mask against torch.kthvalue(cat)"
 DESCRIPTION = "Median times at the given sizes (k = N/10)."
 
 
+MAX_SIZE = 10**10  # 40 GB of float32 scores, and as much again for kthvalue's copy
+
+
 def _size(text: str) -> int:
-    return common.positive_int(str(int(float(text))))
+    try:
+        v = int(float(text))
+    except OverflowError:  # "inf"
+        v = MAX_SIZE + 1
+    if v > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"a size must be at most {MAX_SIZE:.0e} scores (each "
+                                          f"is allocated twice), got {text}")
+    return common.positive_int(str(v))
 
 
 def add_arguments(p) -> None:

@@ -24,6 +24,13 @@ def sparsity(text: str) -> float:
     return v
 
 
+def open_fraction(text: str) -> float:
+    v = float(text)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {v}")
+    return v
+
+
 def positive_int(text: str) -> int:
     v = int(text)
     if v < 1:

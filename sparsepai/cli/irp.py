@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
     p.add_argument("--rounds", type=common.positive_int, default=5, help="pruning rounds (5)")
     p.add_argument("--epochs-per-round", type=common.positive_int, default=1,
                    help="epochs per round (1)")
-    p.add_argument("--prune-fraction", type=float, default=0.2,
+    p.add_argument("--prune-fraction", type=common.open_fraction, default=0.2,
                    help="fraction of the remaining weights pruned per round (0.2)")
     p.add_argument("--criterion", default="magnitude", choices=["magnitude", "snip"],
                    help="pruning criterion after training (magnitude)")

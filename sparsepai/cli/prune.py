@@ -47,6 +47,7 @@ def check(args) -> dict:
         raise common.UsageError("--slim-out needs --structured (only channel pruning makes a "
                                 "slim model)")
     options = common.method_options(args.option)
+    check_options(args, options)
     if args.method == "autosparse" and not args.predictor:
         raise common.UsageError("autosparse needs predictor: --predictor FILE (from 'sparsepai "
                                 "train-predictor')")
@@ -61,6 +62,27 @@ def check(args) -> dict:
     common.check_distinct([("--predictor", args.predictor)],
                           [("--out", args.out), ("--slim-out", args.slim_out)])
     return options
+
+
+# options sp.prune takes besides the method's own (see sparsepai.pruning.api.prune)
+_GENERAL = ("prunable", "scope", "min_per_layer", "unit", "norm_streams", "cost_weighting",
+            "example_inputs")
+
+
+def check_options(args, options: dict) -> None:
+    """The method's own options checked (types and ranges) and, with ``--structured``, the
+    method one that prunes channels: before the data loads."""
+    from sparsepai.pruning.base import get_method, make_config
+
+    try:
+        if args.structured:
+            from sparsepai.structured.channels import check_method
+
+            check_method(args.method)
+        make_config(get_method(args.method), {k: v for k, v in options.items()
+                                              if k not in _GENERAL})
+    except (TypeError, ValueError) as exc:
+        raise common.UsageError(f"--option: {exc}" if options else str(exc)) from None
 
 
 def run(args) -> int:

@@ -64,6 +64,10 @@ def read_masks(path: str, model: torch.nn.Module | None = None) -> tuple[dict, d
             changed.
     """
     masks, meta = _io.read_tensors(path, "mask")
+    if str(meta.get("format", "")).startswith("sparsepai.slim/"):
+        raise ValueError(f"{path}: a sparsepai slim model file (weights of a channel-pruned "
+                         "model), not a mask file; read it with "
+                         "sparsepai.structured.load_slim(path, model)")
     kind = meta.get("kind", KIND)  # files of sparsepai 0.1 carry no kind
     if kind != KIND:
         raise ValueError(f"{path}: a sparsepai {kind} file, not a mask file")

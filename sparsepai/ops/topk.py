@@ -14,6 +14,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from sparsepai._ext import has_extension
+from sparsepai.distributed._comm import check_group
 from sparsepai.ops import dispatch
 from sparsepai.ops.topk_dist import topk_distributed
 from sparsepai.ops.topk_ref import NAN_MODES, common_dtype
@@ -122,6 +123,8 @@ def topk_mask(
     scores, k = _check_args(scores, k, nan, "topk_mask")
     _check_largest(largest, "topk_mask")
     if group is not None:
+        check_group("sparsepai.topk_mask", group)
+    if group is not None:
         thr, masks = topk_distributed(scores, k, largest, NAN_MODES[nan], group, True)
         return TopkResult(thr, masks, k)
     n = sum(s.numel() for s in scores)
@@ -147,6 +150,8 @@ def kth_largest(
     """
     scores, k = _check_args(scores, k, nan, "kth_largest")
     _check_largest(largest, "kth_largest")
+    if group is not None:
+        check_group("sparsepai.kth_largest", group)
     if group is not None:
         return topk_distributed(scores, k, largest, NAN_MODES[nan], group, False)[0]
     n = sum(s.numel() for s in scores)

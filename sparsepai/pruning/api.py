@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -50,6 +51,7 @@ def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, group
     Shapes:
         ``scores[name].shape == dict(model.named_parameters())[name].shape``.
     """
+    check_call("score", model, method, loss_fn)
     data = reiterable(data)
     if group is not None:
         from sparsepai.distributed.pruning import score_group
@@ -61,9 +63,49 @@ def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, group
     cfg = make_config(m, options)
     names = prunable_names(model, prunable)
     work = private_copy(model, names)
-    with torch.enable_grad():
+    with explain_inference_mode("score", method), torch.enable_grad():
         out = m.scores(m.saliency(work, names, data, default_loss(loss_fn), cfg))
     return {n: out[n].detach() for n in names}
+
+
+# what each method needs of the weights' values: said when a model on the meta device has none
+_NEEDS = {"random": "draws masks for the weights' real tensors",
+          "magnitude": "ranks the weights' values"}
+
+
+def check_call(what: str, model, method, loss_fn, structured: bool = False) -> None:
+    """The arguments every ``sp.score``/``sp.prune`` call shares, checked before any work
+    (``group=`` is checked by :mod:`sparsepai.distributed.pruning`)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{what}: model must be a torch.nn.Module, got {type(model).__name__}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"{what}: loss_fn must be callable as loss_fn(logits, targets), got "
+                        f"{type(loss_fn).__name__} {loss_fn!r}")
+    if any(p.is_meta for p in model.parameters()):
+        if structured:
+            raise ValueError(f"{what}: the model is on the meta device (no weights); structured "
+                             "pruning scores real weights on an example: materialise the model "
+                             "(model.to_empty(device='cpu') then initialise or load its weights) "
+                             "and pass example_inputs= (or data) on that device")
+        need = _NEEDS.get(method, "takes gradients of the weights' values on data")
+        raise ValueError(f"{what}: the model is on the meta device (no weight values); method "
+                         f"{method!r} {need}: materialise it first (model.to_empty(device=...) "
+                         "then initialise or load its weights)")
+
+
+@contextlib.contextmanager
+def explain_inference_mode(what: str, method):
+    """A failure inside ``torch.inference_mode()`` explained: gradients cannot be taken there
+    (``torch.enable_grad`` lifts ``no_grad``, not inference mode)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not torch.is_inference_mode_enabled():
+            raise
+        raise RuntimeError(f"{what}: method {method!r} takes gradients, which "
+                           "torch.inference_mode() forbids (torch.enable_grad cannot lift it, "
+                           f"as it lifts no_grad); call {what} outside the inference_mode "
+                           "block") from exc
 
 
 def check_sparsity(sparsity):
@@ -135,6 +177,7 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
         ``{parameter name: bool mask}`` shaped like the parameters. A layer left with no weight
         raises a warning naming it.
     """
+    check_call("prune", model, method, loss_fn, structured)
     data = reiterable(data)
     if group is not None:
         from sparsepai.distributed.pruning import prune_group
@@ -144,7 +187,8 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
     if structured:
         from sparsepai.structured.channels import prune_channels
 
-        return prune_channels(model, method, sparsity, data, default_loss(loss_fn), options)
+        with explain_inference_mode("prune", method):
+            return prune_channels(model, method, sparsity, data, default_loss(loss_fn), options)
     options = dict(options)
     scope = options.pop("scope", "global")
     min_per_layer = options.pop("min_per_layer", 0)
@@ -164,7 +208,7 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
         check_no_nan(method, scores)
         return threshold(scores, keep, scope=scope, min_per_layer=min_per_layer)
 
-    with torch.enable_grad():
+    with explain_inference_mode("prune", method), torch.enable_grad():
         masks = m.masks(private_copy(model, names), names, data, default_loss(loss_fn), cfg, keep,
                         thresh)
     masks = {n: masks[n].to(params[n].device) for n in names}

@@ -94,6 +94,11 @@ def check_config(cfg: SweepConfig) -> None:
     bad = [s for s in cfg.sparsities if not 0 <= s < 1]
     if bad:
         raise ValueError(f"sweep: sparsities must be in [0, 1), got {bad}")
+    for what, values in (("methods", cfg.methods), ("sparsities", cfg.sparsities),
+                         ("seeds", cfg.seeds)):
+        twice = sorted({v for v in values if list(values).count(v) > 1}, key=str)
+        if twice:  # a repeated run would be trained twice and counted twice in the means
+            raise ValueError(f"sweep: {what} repeat {twice}; give each once")
 
 
 def _as_json(cfg: SweepConfig) -> dict:
@@ -124,7 +129,7 @@ def check_out_dir(cfg: SweepConfig, out_dir: str) -> None:
     try:
         with open(path) as f:
             old = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path}: unreadable sweep config ({exc}); use another folder") from None
     new = _as_json(cfg)
     if old != new:

@@ -364,6 +364,11 @@ def load_slim(path: str, model: nn.Module, example_inputs=None) -> nn.Module:
                          f"model given is a {type(model).__name__}")
     masks = {k[5:]: v.bool() for k, v in tensors.items() if k.startswith("mask.")}
     state = {k[6:]: v for k, v in tensors.items() if k.startswith("state.")}
-    out = slim(model, masks, example_inputs=example_inputs)
-    out.load_state_dict(state)
+    try:
+        out = slim(model, masks, example_inputs=example_inputs)
+        out.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # corrupt or foreign tensors
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"load_slim: {path}: its tensors do not rebuild the model given "
+                         f"({reason[:300]})") from None
     return out

@@ -142,3 +142,18 @@ def test_bad_metadata_float_masks_and_other_kinds(tmp_path):
     # files of sparsepai 0.1 (no kind) still load
     path = _file(tmp_path, "old.safetensors", _raw(ones, {"sparsepai": json.dumps({"a": 1})}))
     assert torch.equal(sp.load_masks(path)["w"], ones["w"])
+
+
+def test_load_masks_given_a_slim_model_file_says_what_it_is(tmp_path):
+    import sparsepai as sp
+    from sparsepai.structured import save_slim
+    from tests.tiny_nets import convnet
+
+    model = convnet().eval()
+    small = sp.slim(model, sp.prune(model, "magnitude", 0.5, structured=True,
+                                    example_inputs=torch.randn(2, 1, 8, 8)))
+    path = str(tmp_path / "slim.safetensors")
+    save_slim(small, path)
+    with pytest.raises(ValueError, match=f"{path}: a sparsepai slim model file .*not a mask "
+                                         r"file; read it with sparsepai.structured.load_slim"):
+        sp.load_masks(path)

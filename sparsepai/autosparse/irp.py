@@ -284,6 +284,9 @@ def irp(model: torch.nn.Module, data, *, rounds: int, epochs_per_round: int,
     """
     cfg = IRPConfig(rounds, epochs_per_round, prune_fraction, criterion, lr, momentum,
                     weight_decay, batch_size, grad_batches, snip_batches, seed)
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"irp: loss_fn must be callable as loss_fn(logits, targets), got "
+                        f"{type(loss_fn).__name__} {loss_fn!r}")
     loss_fn = default_loss(loss_fn)
     names = prunable_names(model, prunable)
     data = reiterable(data)  # a generator: every pass (fingerprint, gradients, epochs) the same

@@ -103,13 +103,23 @@ def backward_grads(loss: torch.Tensor, wrt) -> list:
     return out
 
 
-def _threshold(params, group):
+def _threshold(params, group, method: str):
     """``threshold(scores, keep)`` for ``Method.masks``: one global top-k over the local shards of
-    every rank, masks as ``DTensor``s placed like their parameters."""
+    every rank, masks as ``DTensor``s placed like their parameters. NaN scores in any rank's
+    shard raise on every rank (never ranked lowest, never a rank left waiting)."""
+    import torch.distributed as dist
+
     from sparsepai.ops.topk import topk_mask
+    from sparsepai.pruning.api import nan_error
 
     def threshold(scores: dict, keep: int) -> dict:
         names = list(scores)
+        flags = torch.tensor([int(bool(torch.isnan(_local(scores[n])).any())) for n in names],
+                             dtype=torch.int64, device=comm_device(group))
+        dist.all_reduce(flags, group=group)
+        bad = [n for n, f in zip(names, flags.tolist()) if f]
+        if bad:
+            raise nan_error(method, bad, len(names))
         masks = topk_mask([_local(scores[n]) for n in names], keep, nan="low", group=group).masks
         return {n: _dtensor_like(m, params[n]) for n, m in zip(names, masks)}
 
@@ -180,7 +190,7 @@ def prune_sharded(model, method, sparsity, data, loss_fn, group, options) -> dic
     loss_fn, names, m, cfg, params = _prepare(model, method, loss_fn, group, options)
     keep = keep_count(params, names, sparsity)
     with _scoring(model, names):
-        masks = m.masks(model, names, data, loss_fn, cfg, keep, _threshold(params, group))
+        masks = m.masks(model, names, data, loss_fn, cfg, keep, _threshold(params, group, method))
     local = [_local(masks[n]) for n in names]
     counts = torch.tensor([int(x.sum()) for x in local], dtype=torch.int64,
                           device=comm_device(group))

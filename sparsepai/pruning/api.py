@@ -128,10 +128,15 @@ def check_no_nan(method: str, scores: dict, what: str = "layers") -> None:
     """
     bad = [n for n, s in scores.items() if bool(torch.isnan(s).any())]
     if bad:
-        raise ValueError(f"prune: method {method!r} gave NaN scores in {len(bad)} of "
-                         f"{len(scores)} {what} ({', '.join(map(str, bad[:5]))}); no masks from "
-                         "them: check the model's weights, the data and the method's options "
-                         "(a corrupt predictor file, a too large learning rate)")
+        raise nan_error(method, bad, len(scores), what)
+
+
+def nan_error(method: str, bad: list, total: int, what: str = "layers") -> ValueError:
+    """The error of :func:`check_no_nan` for the ``bad`` of ``total`` score tensors."""
+    return ValueError(f"prune: method {method!r} gave NaN scores in {len(bad)} of {total} "
+                      f"{what} ({', '.join(map(str, bad[:5]))}); no masks from them: check the "
+                      "model's weights, the data and the method's options (a corrupt predictor "
+                      "file, a too large learning rate)")
 
 
 def check_min_per_layer(min_per_layer, scope):

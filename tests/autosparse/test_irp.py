@@ -267,3 +267,9 @@ def test_a_truncated_survival_file_is_named(tmp_path):
         f.write(data[:-20])
     with pytest.raises(ValueError, match=f"{path}: not a readable IRP dataset file"):
         IRPDataset.load(d).survival
+
+
+def test_a_loss_fn_that_is_not_callable_is_refused_before_any_file(tmp_path):
+    with pytest.raises(TypeError, match=r"irp: loss_fn must be callable .* got int 3"):
+        irp(tiny_model(), tiny_data(), checkpoint_dir=str(tmp_path / "r"), loss_fn=3, **IRP)
+    assert not (tmp_path / "r").exists()

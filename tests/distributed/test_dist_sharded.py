@@ -115,3 +115,21 @@ def _worker(rank):
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_fsdp2_masks_equal_unsharded_run_and_train_masked():
     assert run_ranks(_worker, WORLD, timeout=60) == {r: "ok" for r in range(WORLD)}
+
+
+def _nan_worker(rank):
+    net = _net()
+    with torch.no_grad():
+        net[2].weight[0, 0] = float("nan")  # row 0: in rank 0's shard only
+    model = fsdp_linears(net, WORLD)
+    try:
+        sp.prune(model, "magnitude", SPARSITY, group=dist.group.WORLD)
+    except ValueError as e:  # every rank, not only the one holding the NaN
+        assert str(e).startswith("prune: method 'magnitude' gave NaN scores in 1 of 3 layers "
+                                 "(2.weight)"), str(e)
+        return
+    raise AssertionError("NaN scores gave masks")
+
+
+def test_fsdp2_nan_scores_raise_on_every_rank():
+    assert run_ranks(_nan_worker, WORLD, timeout=60) == {r: "ok" for r in range(WORLD)}

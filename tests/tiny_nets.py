@@ -20,3 +20,16 @@ def batches(n, shape=(4,), classes=3, dtype=torch.float64, seed=1, size=8):
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn((size,) + shape, generator=g, dtype=dtype),
              torch.randint(0, classes, (size,), generator=g)) for _ in range(n)]
+
+
+def save_slim_convnet(path: str):
+    """:func:`convnet` pruned to half its weights by channels (magnitude), slimmed and saved to
+    ``path`` with ``save_slim``; returns the slim model."""
+    import sparsepai as sp
+    from sparsepai.structured import save_slim
+
+    model = convnet().eval()
+    small = sp.slim(model, sp.prune(model, "magnitude", 0.5, structured=True,
+                                    example_inputs=torch.randn(2, 1, 8, 8)))
+    save_slim(small, path)
+    return small

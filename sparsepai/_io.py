@@ -5,8 +5,9 @@ Writes go to a temporary file in the same folder, are fsynced, renamed over the 
 the folder fsynced, so a reader (or a resumed run) sees the old file or the complete new one,
 never a torn one. Every write makes its own temporary file, ``.<name>.<16 hex digits>.tmp``
 (created exclusively, so processes writing one path at once never touch each other's), and
-removes it if the write fails; a name we did not create is never deleted. Files are created with mode ``0o666`` less the umask (``0644`` by default),
-like any file a program writes; safetensors' own ``save_file`` makes them ``0600``.
+removes it if the write fails; a name we did not create is never deleted. Files are created
+with mode ``0o666`` less the umask (``0644`` by default), like any file a program writes;
+safetensors' own ``save_file`` makes them ``0600``.
 """
 
 from __future__ import annotations

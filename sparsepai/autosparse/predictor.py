@@ -314,7 +314,8 @@ class Predictor:
         # a corrupt or truncated file is a ValueError ('corrupt or truncated'), a missing one a
         # FileNotFoundError, both naming the path
         state, meta = _io.read_tensors(path, "predictor")
-        bad = [k for k, t in state.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+        bad = [k for k, t in state.items()
+               if t.is_floating_point() and not bool(t.isfinite().all())]
         if bad:  # a corrupt file: every score would be NaN
             raise ValueError(f"{path}: corrupt predictor file: tensors {bad[:3]} hold NaN or "
                              "infinite values")

@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
     p.add_argument("--holdout", default="layer", choices=["layer", "model"],
                    help="held-out split by whole layers or whole runs (layer)")
-    p.add_argument("--holdout-fraction", type=common.open_fraction, default=0.2, help="share held out (0.2)")
+    p.add_argument("--holdout-fraction", type=common.open_fraction, default=0.2,
+                   help="share held out, in (0, 1) (0.2)")
     p.add_argument("--max-train", type=common.positive_int, default=200_000,
                    help="training weights subsampled to at most this many (200000)")
     p.add_argument("--seed", type=int, default=0, help="split/initialisation seed (0)")

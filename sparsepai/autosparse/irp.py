@@ -311,7 +311,11 @@ def _read_own(path: str, what: str, run_id: str) -> tuple[dict, dict]:
     """A checkpoint file of this run: ``(tensors, meta)``; one written by another run (or
     unreadable) is an error naming it."""
     tensors, meta = _io.read_tensors(path, what)
-    if meta.get("run_sha256") != run_id:
+    if "run_sha256" not in meta:
+        raise ValueError(f"{path}: records no run fingerprint (an older sparsepai's or another "
+                         "tool's file); nothing was changed: remove it to redo it, or start "
+                         "the run in an empty folder")
+    if meta["run_sha256"] != run_id:
         raise ValueError(f"{path}: belongs to another IRP run (its run fingerprint differs from "
                          "this run's run.json); nothing was changed: remove the file to redo it")
     return tensors, meta

@@ -273,3 +273,17 @@ def test_a_loss_fn_that_is_not_callable_is_refused_before_any_file(tmp_path):
     with pytest.raises(TypeError, match=r"irp: loss_fn must be callable .* got int 3"):
         irp(tiny_model(), tiny_data(), checkpoint_dir=str(tmp_path / "r"), loss_fn=3, **IRP)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_round_file_without_a_run_fingerprint_is_refused(tmp_path):
+    from sparsepai.autosparse.dataset import round_path
+
+    d = str(tmp_path / "r")
+    irp(tiny_model(), tiny_data(), checkpoint_dir=d, **IRP)
+    for f in ("dataset.json", "survival.safetensors"):
+        os.remove(os.path.join(d, f))
+    masks, meta = _io.read_tensors(round_path(d, 3))
+    del meta["run_sha256"]
+    _io.save_tensors(round_path(d, 3), masks, meta)
+    with pytest.raises(ValueError, match=f"{round_path(d, 3)}: records no run fingerprint"):
+        irp(tiny_model(), tiny_data(), checkpoint_dir=d, **IRP)

@@ -32,9 +32,9 @@ import sparsepai as sp  # noqa: E402
 from sparsepai import _io  # noqa: E402
 from sparsepai.autosparse import Predictor, ccc_report, irp, train_predictor  # noqa: E402
 from sparsepai.autosparse.plot import plot_learned_function  # noqa: E402
-from sparsepai.data import load_dataset, loader  # noqa: E402
-from sparsepai.models import get_model  # noqa: E402
-from sparsepai.recipes.train import TrainConfig, train  # noqa: E402
+from sparsepai.experiments.data import load_dataset, loader  # noqa: E402
+from sparsepai.experiments.models import get_model  # noqa: E402
+from sparsepai.experiments.train import TrainConfig, train  # noqa: E402
 
 FEATURE_SETS = {"param+grad": ("param", "grad"), "param": ("param",), "grad": ("grad",)}
 BASELINES = ("snip", "prospr", "magnitude", "random")

@@ -35,9 +35,9 @@ import torch  # noqa: E402
 import sparsepai as sp  # noqa: E402
 from sparsepai import _io  # noqa: E402
 from sparsepai.autosparse import Predictor, irp, train_predictor  # noqa: E402
-from sparsepai.data import load_dataset, loader  # noqa: E402
-from sparsepai.models import get_model  # noqa: E402
-from sparsepai.recipes.train import TrainConfig, train  # noqa: E402
+from sparsepai.experiments.data import load_dataset, loader  # noqa: E402
+from sparsepai.experiments.models import get_model  # noqa: E402
+from sparsepai.experiments.train import TrainConfig, train  # noqa: E402
 
 SCHEDULES = {"coarse": (13, 0.3), "fine": (26, 0.15)}  # rounds, prune_fraction
 INITS = (0, 1, 2)  # predictors train on 0 and 1; 2 is the held-out IRP run

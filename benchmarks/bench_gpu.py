@@ -125,7 +125,7 @@ def bench_topk(dev, n, tensors, keep, reps):
 
 def _shapes(model):
     if model == "resnet18":
-        from sparsepai.models import get_model
+        from sparsepai.experiments.models import get_model
 
         return [p.shape for p in get_model("resnet18", 10).parameters()]
     count, side = (int(x) for x in model.split("x"))  # "20x4096": 20 tensors of side x side
@@ -188,7 +188,7 @@ def bench_optim(dev, models, densities, reps):
 
 
 def bench_slim(dev, batch, image, sparsities, reps):
-    from sparsepai.models import get_model
+    from sparsepai.experiments.models import get_model
 
     g = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn(batch, 3, image, image, generator=g, device=dev)

@@ -49,7 +49,7 @@ def worker(name, batch, model_name, warm, threads):
 
     sys.path.insert(0, os.path.dirname(HERE))
     import sparsepai as sp
-    from sparsepai.models import get_model
+    from sparsepai.experiments.models import get_model
 
     torch.manual_seed(0)
     model = get_model(model_name, num_classes=10)

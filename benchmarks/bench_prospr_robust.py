@@ -1,5 +1,5 @@
-"""ProsPr robustness sweep: LeNet-5 with PyTorch's *default* layer
-initialisation (not the He-normal init of ``sparsepai.models``), pruned at initialisation and
+"""ProsPr robustness sweep: LeNet-5 with PyTorch's *default* layer initialisation (not the
+He-normal init of ``sparsepai.experiments.models``), pruned at initialisation and
 trained briefly on the MNIST split (../shared/data/mnist: first 8,000 images train, last 2,000
 evaluate), several seeds; ProsPr variants (batch protocol, inner learning rate) against SNIP,
 magnitude and random.
@@ -37,10 +37,10 @@ import torch  # noqa: E402
 
 import sparsepai as sp  # noqa: E402
 from sparsepai import _io  # noqa: E402
-from sparsepai.data import load_dataset, loader  # noqa: E402
-from sparsepai.recipes.sweep import load_rows  # noqa: E402
-from sparsepai.models import get_model  # noqa: E402
-from sparsepai.recipes.train import TrainConfig, train  # noqa: E402
+from sparsepai.experiments.data import load_dataset, loader  # noqa: E402
+from sparsepai.experiments.sweep import load_rows  # noqa: E402
+from sparsepai.experiments.models import get_model  # noqa: E402
+from sparsepai.experiments.train import TrainConfig, train  # noqa: E402
 
 COLLAPSE = 0.2
 # label: (method, options); the order is the table's and the plot's
@@ -96,7 +96,7 @@ def run_one(label, sparsity, seed, data, tcfg: TrainConfig, prune_batch: int,
     method, options = VARIANTS[label]
     torch.manual_seed(seed)
     model = get_model("lenet5", info.num_classes, info.in_channels, info.image_size)
-    if init == "default":  # else the He-normal init of sparsepai.models
+    if init == "default":  # else the He-normal init of sparsepai.experiments.models
         default_init(model)
     batches = loader(train_set, prune_batch, shuffle=True, seed=seed)
     t0 = time.perf_counter()
@@ -282,7 +282,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--init", choices=["default", "he"], default="default",
-                    help="PyTorch's default layer init, or sparsepai.models' He-normal init")
+                    help="PyTorch's default layer init, or sparsepai.experiments.models' He-normal init")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "prospr_robust"),
                     help="prefix of the outputs (.json, .csv, .png, _runs.jsonl)")
     ap.add_argument("--summarize", action="store_true", help="run nothing; rewrite the outputs")

@@ -24,15 +24,15 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from sparsepai.recipes.report import table, write_summary  # noqa: E402
-from sparsepai.recipes.sweep import (  # noqa: E402
+from sparsepai.experiments.report import table, write_summary  # noqa: E402
+from sparsepai.experiments.sweep import (  # noqa: E402
     AFTER_TRAINING,
     ALL_METHODS,
     SweepConfig,
     load_rows,
     run_sweep,
 )
-from sparsepai.recipes.train import TrainConfig  # noqa: E402
+from sparsepai.experiments.train import TrainConfig  # noqa: E402
 
 REWOUND = "lottery_rewind"  # the lottery rewound to iteration --rewind-iteration
 

@@ -8,7 +8,7 @@ rebuilds the same contenders (same seed, data, pruning and slim model:
 about and recorded, so a changed library default cannot time another model unnoticed) and
 times training steps only, interleaved: in each round
 every contender takes ``--steps`` steps (order rotated round by round) of the one training
-loop (``sparsepai.recipes.train.train_pass``: zero_grad, forward, cross-entropy, backward,
+loop (``sparsepai.experiments.train.train_pass``: zero_grad, forward, cross-entropy, backward,
 ``MaskedSGD`` step with momentum 0.9 and weight decay 5e-4, as the training runs), for each
 torch thread count asked. Run it with nothing else on the machine (it reports the load before
 and after); speedups are same-run ratios of medians.
@@ -73,7 +73,7 @@ def time_steps(models, batch, threads, rounds, steps):
     import torch
 
     from sparsepai.optim.masked import MaskedSGD
-    from sparsepai.recipes.train import train_pass
+    from sparsepai.experiments.train import train_pass
 
     torch.set_num_threads(threads)
     opts = {k: MaskedSGD(m.named_parameters(), {}, lr=0.01, momentum=0.9, weight_decay=5e-4)

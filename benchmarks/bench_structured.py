@@ -11,7 +11,7 @@ Then the time ``sp.slim`` takes for torchvision's ResNet-50 (graph analysis plus
 accuracy after a short training on the MNIST test split (../shared/data/mnist: the first 2,000
 of its 8,000 training images, 2 epochs, evaluated on the 2,000 held out) for the same two
 models shrunk to fit (1 input channel, 10 classes, images zero-padded to 32x32), each slim model
-trained with plain torch.optim.SGD (sparsepai.recipes.train with no masks).
+trained with plain torch.optim.SGD (sparsepai.experiments.train with no masks).
 
 ProsPr masks need data: the timing masks are scored on MNIST images padded to 32x32 and
 repeated over 3 channels (there is no CIFAR on this machine); they decide only how many
@@ -50,7 +50,7 @@ def mnist(size, channels):
     import torch
     import torch.nn.functional as F
 
-    from sparsepai.data import load_dataset
+    from sparsepai.experiments.data import load_dataset
 
     train, test, _ = load_dataset("mnist", MNIST)
 
@@ -231,7 +231,7 @@ def timing(args, res, names, sparsities, batch, steps, reps):
     import torch
 
     import sparsepai as sp
-    from sparsepai.models import get_model
+    from sparsepai.experiments.models import get_model
 
     train32, _ = mnist(32, 3)
     for name in names:
@@ -286,8 +286,8 @@ def accuracy(args, res, names, sparsities):
     from tqdm.auto import tqdm
 
     import sparsepai as sp
-    from sparsepai.models import get_model
-    from sparsepai.recipes.train import TrainConfig, train
+    from sparsepai.experiments.models import get_model
+    from sparsepai.experiments.train import TrainConfig, train
 
     # ---- accuracy after a short training, models shrunk to fit (MNIST, 1 channel, 32x32)
     full, test_set = mnist(32, 1)

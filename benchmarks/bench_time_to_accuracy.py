@@ -2,7 +2,7 @@
 
 Data: the MNIST split (../shared/data/mnist: first 8,000 images train, last 2,000 evaluate),
 zero-padded to 32x32, 1 channel. Models: the CIFAR-style ``resnet20``, ``resnet18`` and
-``vgg19`` of ``sparsepai.models`` (10 classes). Contenders, per model:
+``vgg19`` of ``sparsepai.experiments.models`` (10 classes). Contenders, per model:
   - ``dense``: the unpruned model;
   - ``{prospr,3sp,magnitude,random}@S`` and ``...+cost@S``: ``sp.prune(model, method, S, data,
     structured=True)`` plain and compute-weighted (``cost_weighting=True``; ``+cost0.5`` is
@@ -11,7 +11,7 @@ zero-padded to 32x32, 1 channel. Models: the CIFAR-style ``resnet20``, ``resnet1
     ``random`` draws its scores from a generator seeded with the run's seed (a new mask per seed);
   - ``default@S``: ``sp.prune(model, "prospr", S, data, structured=True)`` with the library's
     defaults, whatever they are when the benchmark runs (the options used are recorded).
-Every contender trains with the one training loop (``sparsepai.recipes.train.train``: SGD with
+Every contender trains with the one training loop (``sparsepai.experiments.train.train``: SGD with
 momentum 0.9, weight decay 5e-4, cosine decay, the same batch size, epochs and data order
 for a seed; pruning scores on 4 batches of 128); the test accuracy and the cumulative training
 seconds (evaluation excluded) are recorded after every epoch, with every step's time; the
@@ -85,7 +85,7 @@ def mnist32(root: str, train_images: int, test_images: int):
     import torch
     import torch.nn.functional as F
 
-    from sparsepai.data import load_dataset
+    from sparsepai.experiments.data import load_dataset
 
     train, test, _ = load_dataset("mnist", root)
 
@@ -138,7 +138,7 @@ def backfill_widths(out, runs, train_set, settings, wanted) -> None:
 
 def dense_model(name):
     """The unpruned ``name`` for the MNIST split (10 classes, 1 channel, 32x32)."""
-    from sparsepai.models import get_model
+    from sparsepai.experiments.models import get_model
 
     return get_model(name, num_classes=10, in_channels=1, image_size=32)
 
@@ -148,7 +148,7 @@ def build(name, label, seed, train_set, settings):
     import torch
 
     import sparsepai as sp
-    from sparsepai.data import loader
+    from sparsepai.experiments.data import loader
 
     method, options, sparsity = parse_variant(label)
     if method == "random":  # its scores have their own generator: a new mask per seed
@@ -181,7 +181,7 @@ def run_lockstep(name, labels, seed, train_set, test_set, settings, log):
     """Train every contender of ``labels`` for one model and seed in lockstep: epoch e of each
     (in alternating order) before epoch e + 1 of any, so that a change of machine load between
     epochs hits all of them. Returns their rows."""
-    from sparsepai.recipes.train import TrainConfig, train_epochs
+    from sparsepai.experiments.train import TrainConfig, train_epochs
 
     cfg = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch"], lr=settings["lr"],
                       momentum=0.9, weight_decay=5e-4, cosine=True, seed=seed)

@@ -17,12 +17,12 @@ _LAZY = {
     "apply_masks": "sparsepai.masks.apply",
     "save_masks": "sparsepai.masks.io",
     "load_masks": "sparsepai.masks.io",
-    "score": "sparsepai.pruning.api",
-    "prune": "sparsepai.pruning.api",
+    "score": "sparsepai.api",
+    "prune": "sparsepai.api",
     "slim": "sparsepai.structured.slim",
 }
-_SUBMODULES = ("autosparse", "data", "distributed", "masks", "models", "ops", "optim",
-               "pruning", "recipes", "structured", "triton")
+_SUBMODULES = ("autosparse", "distributed", "experiments", "masks", "ops", "optim", "pruning",
+               "structured", "triton")
 
 __all__ = sorted(list(_LAZY) + list(_SUBMODULES))
 

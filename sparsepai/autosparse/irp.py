@@ -8,9 +8,9 @@ Crash safety: the masks after every round go to their own file, written atomical
 derived from ``(seed, round, epoch)``. A run killed at any moment and started again with the same
 arguments skips the finished rounds, redoes the interrupted one from its start and writes the
 same bytes as an uninterrupted run (same machine, same thread count: float summation order).
-The rounds run on the one iterative pruning engine (``sparsepai.pruning.iterative.prune_rounds``,
+The rounds run on the one iterative pruning engine (``sparsepai.core.iterative.prune_rounds``,
 which lottery tickets use too) with a checkpointing observer; every epoch trains through the one
-training loop (``sparsepai.recipes.train.train_pass``).
+training loop (``sparsepai.experiments.train.train_pass``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from sparsepai import _io
 from sparsepai.autosparse.dataset import FORMAT, VERSION, IRPDataset, round_path
 from sparsepai.masks.threshold import threshold
-from sparsepai.pruning.base import (
+from sparsepai.core.registry import (
     default_loss,
     get_method,
     loss_grads,
@@ -35,7 +35,7 @@ from sparsepai.pruning.base import (
     prunable_names,
     reiterable,
 )
-from sparsepai.pruning.iterative import prune_rounds
+from sparsepai.core.iterative import prune_rounds
 
 CRITERIA = ("magnitude", "snip")
 
@@ -105,7 +105,7 @@ def _batches(data, cfg: IRPConfig, seed: int, shuffle: bool = True):
     A Dataset is batched with a loader seeded by ``seed``. Any other iterable is iterated as it
     is, after seeding torch's global RNG (a DataLoader without its own generator draws its
     shuffle from it) and reseeding a DataLoader's own generator if it has one."""
-    from sparsepai.data import loader
+    from sparsepai.experiments.data import loader
 
     torch.manual_seed(seed)
     if _is_dataset(data):
@@ -214,7 +214,7 @@ def _diff(a, b, prefix="") -> list[str]:
 
 def _train_round(work, init, mask, data, loss_fn, cfg: IRPConfig, r: int, progress: bool) -> list:
     from sparsepai.optim import MaskedSGD
-    from sparsepai.recipes.train import train_pass
+    from sparsepai.experiments.train import train_pass
 
     work.load_state_dict(init)  # rewind: weights and buffers to iteration 0
     opt = MaskedSGD(work.named_parameters(), mask, lr=cfg.lr, momentum=cfg.momentum,

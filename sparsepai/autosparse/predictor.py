@@ -136,7 +136,7 @@ class LiftNet(nn.Module):
 
     def __init__(self, in_dim: int, lift_hidden: int, image_size: int, backbone: str):
         super().__init__()
-        from sparsepai.models import get_model
+        from sparsepai.experiments.models import get_model
 
         self.image_size = image_size
         self.lift = nn.Sequential(nn.Linear(in_dim, lift_hidden), nn.ReLU(),
@@ -278,7 +278,7 @@ class Predictor:
             ``{name: scores}`` shaped like the weights, for ``sp.topk_mask``.
         """
         from sparsepai.autosparse.irp import initial_grads
-        from sparsepai.pruning.base import default_loss, prunable_names
+        from sparsepai.core.registry import default_loss, prunable_names
 
         names = list(names) if names is not None else prunable_names(model)
         self.check_layer_types(_layer_types(model, names), unseen_layers)

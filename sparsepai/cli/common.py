@@ -63,7 +63,7 @@ def method_options(pairs) -> dict:
 
 def add_model_data(p, model: str = "smallconv", dataset: str = "digits") -> None:
     p.add_argument("--model", default=model, help=f"architecture (default: {model}); see "
-                   "sparsepai.models.NAMES")
+                   "sparsepai.experiments.models.NAMES")
     p.add_argument("--dataset", default=dataset,
                    help=f"digits, mnist, cifar10, cifar100, tinyimagenet (default: {dataset})")
     p.add_argument("--data-root", default=None, help="folder holding the dataset's files")
@@ -83,8 +83,8 @@ def add_train(p, epochs: int = 15, lr: float = 0.05, batch_size: int = 64) -> No
 
 
 def train_config(args):
-    """The :class:`~sparsepai.recipes.train.TrainConfig` of ``add_train``'s arguments."""
-    from sparsepai.recipes.train import TrainConfig
+    """The :class:`~sparsepai.experiments.train.TrainConfig` of ``add_train``'s arguments."""
+    from sparsepai.experiments.train import TrainConfig
 
     try:
         return TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
@@ -98,8 +98,8 @@ def train_config(args):
 
 def check_model_data(args) -> None:
     """Model and dataset names known, and the data root (if needed) an existing folder."""
-    from sparsepai.data import NAMES as DATASETS
-    from sparsepai.models import NAMES as MODELS
+    from sparsepai.experiments.data import NAMES as DATASETS
+    from sparsepai.experiments.models import NAMES as MODELS
 
     if args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; valid models: {', '.join(MODELS)}")
@@ -173,8 +173,8 @@ def model_and_data(args):
     info)`` of ``args.dataset``."""
     import torch
 
-    from sparsepai.data import load_dataset
-    from sparsepai.models import get_model
+    from sparsepai.experiments.data import load_dataset
+    from sparsepai.experiments.models import get_model
 
     data = load_dataset(args.dataset, args.data_root, download=args.download, seed=0)
     info = data[2]

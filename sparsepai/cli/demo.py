@@ -22,9 +22,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from sparsepai.recipes.report import table, write_summary
-    from sparsepai.recipes.slim_line import SlimLine, line_text, run_slim_line, summarize_line
-    from sparsepai.recipes.sweep import run_sweep
+    from sparsepai.experiments.report import table, write_summary
+    from sparsepai.experiments.slim_line import SlimLine, line_text, run_slim_line, summarize_line
+    from sparsepai.experiments.sweep import run_sweep
 
     cfg = sweep.config(args)
     with sweep.lock(args.out):

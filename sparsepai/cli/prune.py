@@ -36,7 +36,7 @@ def add_arguments(p) -> None:
 
 def check(args) -> dict:
     """Every argument checked before any work; returns the method's options."""
-    from sparsepai.pruning.base import get_method
+    from sparsepai.core.registry import get_method
 
     common.check_model_data(args)
     try:
@@ -64,7 +64,7 @@ def check(args) -> dict:
     return options
 
 
-# options sp.prune takes besides the method's own (see sparsepai.pruning.api.prune)
+# options sp.prune takes besides the method's own (see sparsepai.api.prune)
 _GENERAL = ("prunable", "scope", "min_per_layer", "unit", "norm_streams", "cost_weighting",
             "example_inputs")
 
@@ -72,7 +72,7 @@ _GENERAL = ("prunable", "scope", "min_per_layer", "unit", "norm_streams", "cost_
 def check_options(args, options: dict) -> None:
     """The method's own options checked (types and ranges) and, with ``--structured``, the
     method one that prunes channels: before the data loads."""
-    from sparsepai.pruning.base import get_method, make_config
+    from sparsepai.core.registry import get_method, make_config
 
     try:
         if args.structured:
@@ -86,7 +86,7 @@ def check_options(args, options: dict) -> None:
 
 
 def run(args) -> int:
-    from sparsepai.data import loader
+    from sparsepai.experiments.data import loader
     from sparsepai.masks.io import save_masks
     from sparsepai.pruning import prune
 

@@ -11,7 +11,7 @@ DESCRIPTION = ("The demo's comparison for any model and dataset. Run again with 
 
 
 def add_arguments(p, *, seeds=(0, 1, 2), out: str = "sparsepai-sweep") -> None:
-    from sparsepai.recipes.sweep import ALL_METHODS
+    from sparsepai.experiments.sweep import ALL_METHODS
 
     common.add_model_data(p)
     common.add_train(p)
@@ -24,8 +24,8 @@ def add_arguments(p, *, seeds=(0, 1, 2), out: str = "sparsepai-sweep") -> None:
 
 
 def run(args) -> int:
-    from sparsepai.recipes.report import table
-    from sparsepai.recipes.sweep import run_sweep
+    from sparsepai.experiments.report import table
+    from sparsepai.experiments.sweep import run_sweep
 
     cfg = config(args)
     with lock(args.out):
@@ -40,7 +40,7 @@ def lock(out: str):
     writing it: ``UsageError``, exit 2)."""
     import contextlib
 
-    from sparsepai.recipes.sweep import out_dir_lock
+    from sparsepai.experiments.sweep import out_dir_lock
 
     stack = contextlib.ExitStack()
     try:
@@ -51,9 +51,9 @@ def lock(out: str):
 
 
 def config(args):
-    """The checked :class:`~sparsepai.recipes.sweep.SweepConfig` of the arguments (a bad one,
+    """The checked :class:`~sparsepai.experiments.sweep.SweepConfig` of the arguments (a bad one,
     or an ``--out`` folder holding other settings, is a ``UsageError`` before any work)."""
-    from sparsepai.recipes.sweep import SweepConfig, check_config, check_out_dir
+    from sparsepai.experiments.sweep import SweepConfig, check_config, check_out_dir
 
     common.check_model_data(args)
     cfg = SweepConfig(model=args.model, dataset=args.dataset, data_root=args.data_root,

@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from sparsepai import _io
     from sparsepai.masks.io import read_masks
-    from sparsepai.recipes.train import train
+    from sparsepai.experiments.train import train
 
     common.check_model_data(args)
     cfg = common.train_config(args)

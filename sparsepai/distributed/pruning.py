@@ -78,7 +78,7 @@ def _averaging(method, group):
 def score_group(model, method, data, loss_fn, group, options) -> dict:
     """``sp.score(..., group=group)``; see the module docstring."""
     from sparsepai.distributed.sharded import is_sharded, score_sharded
-    from sparsepai.pruning.api import score
+    from sparsepai.api import score
 
     check_group("sparsepai.score", group)
     sharded = is_sharded(model)
@@ -95,7 +95,7 @@ def score_group(model, method, data, loss_fn, group, options) -> dict:
 def prune_group(model, method, sparsity, data, structured, loss_fn, group, options) -> dict:
     """``sp.prune(..., group=group)``; see the module docstring."""
     from sparsepai.distributed.sharded import is_sharded, prune_sharded
-    from sparsepai.pruning.api import check_sparsity, prune
+    from sparsepai.api import check_sparsity, prune
 
     check_group("sparsepai.prune", group)
     sharded = is_sharded(model)

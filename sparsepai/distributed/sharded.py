@@ -110,7 +110,7 @@ def _threshold(params, group, method: str):
     import torch.distributed as dist
 
     from sparsepai.ops.topk import topk_mask
-    from sparsepai.pruning.api import nan_error
+    from sparsepai.api import nan_error
 
     def threshold(scores: dict, keep: int) -> dict:
         names = list(scores)
@@ -141,7 +141,7 @@ def _scoring(model, names):
 
 def _method(method, options):
     """The registry's method and its checked config, for the methods sharded models support."""
-    from sparsepai.pruning.base import get_method, make_config
+    from sparsepai.core.registry import get_method, make_config
 
     if method not in SHARDED_METHODS:
         get_method(method)  # an unknown name gets the registry's message
@@ -158,7 +158,7 @@ def _method(method, options):
 
 
 def _prepare(model, method, loss_fn, group, options):
-    from sparsepai.pruning.base import default_loss, prunable_names
+    from sparsepai.core.registry import default_loss, prunable_names
 
     options = dict(options)
     names = prunable_names(model, options.pop("prunable", None))
@@ -181,7 +181,7 @@ def prune_sharded(model, method, sparsity, data, loss_fn, group, options) -> dic
     exactly ``N - round(sparsity * N)`` of the N prunable weights over all ranks."""
     import torch.distributed as dist
 
-    from sparsepai.pruning.base import keep_count
+    from sparsepai.core.registry import keep_count
 
     for opt in ("scope", "min_per_layer"):
         if opt in options:

@@ -8,8 +8,8 @@ options.py checks options; methods.py discovers the method modules; thresholds c
 ``sparsepai.masks.threshold``."""
 
 from sparsepai.pruning.after_training import Tickets, prune_after_training
-from sparsepai.pruning.api import prune, score
-from sparsepai.pruning.base import REGISTRY, prunable_names, register
+from sparsepai.api import prune, score
+from sparsepai.core.registry import REGISTRY, prunable_names, register
 
 __all__ = ["REGISTRY", "Tickets", "prunable_names", "prune", "prune_after_training", "register",
            "score"]

@@ -27,8 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from sparsepai.masks.threshold import threshold
-from sparsepai.pruning.api import check_sparsity
-from sparsepai.pruning.base import (
+from sparsepai.api import check_sparsity
+from sparsepai.core.registry import (
     default_loss,
     get_method,
     keep_count,
@@ -37,8 +37,8 @@ from sparsepai.pruning.base import (
     reiterable,
     register,
 )
-from sparsepai.pruning.iterative import prune_rounds
-from sparsepai.pruning.options import make_config, option
+from sparsepai.core.iterative import prune_rounds
+from sparsepai.core.options import make_config, option
 
 METHODS = ("lottery", "magnitude_after_training")
 
@@ -92,7 +92,7 @@ def _train(model, masks, data, loss_fn, cfg, what, start=0, record_at=None):
         ``record_at`` optimizer steps (None when ``record_at`` is None).
     """
     from sparsepai.optim import MaskedSGD
-    from sparsepai.recipes.train import train_pass
+    from sparsepai.experiments.train import train_pass
 
     params = dict(model.named_parameters())
     opt = MaskedSGD(model.named_parameters(), masks or {}, lr=cfg.lr, momentum=cfg.momentum,
@@ -128,7 +128,7 @@ def lottery_counts(total: int, keeps, rate: float) -> list[int]:
 
 
 class LotteryRounds:
-    """Lottery-ticket rounds (:class:`~sparsepai.pruning.iterative.Rounds`): each round trains
+    """Lottery-ticket rounds (:class:`~sparsepai.core.iterative.Rounds`): each round trains
     the rewound model under the previous round's masks (the first trains it dense and records
     the rewind state), returns the trained weights (pruned ones zero) as the saliency, and
     rewinds."""

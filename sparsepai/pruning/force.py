@@ -9,9 +9,9 @@ import dataclasses
 
 import torch
 
-from sparsepai.pruning.base import register, summed_grads, take_batches
-from sparsepai.pruning.iterative import Rounds, exponential
-from sparsepai.pruning.options import option
+from sparsepai.core.registry import register, summed_grads, take_batches
+from sparsepai.core.iterative import Rounds, exponential
+from sparsepai.core.options import option
 
 
 @dataclasses.dataclass(frozen=True)

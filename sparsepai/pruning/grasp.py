@@ -9,8 +9,8 @@ import dataclasses
 
 import torch
 
-from sparsepai.pruning.base import loss_grads, register, summed_grads, take_batches
-from sparsepai.pruning.options import option
+from sparsepai.core.registry import loss_grads, register, summed_grads, take_batches
+from sparsepai.core.options import option
 from sparsepai.pruning.second_order import second_order
 
 

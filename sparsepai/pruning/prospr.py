@@ -27,8 +27,8 @@ import dataclasses
 import torch
 from tqdm.auto import tqdm
 
-from sparsepai.pruning.base import loss_grads, register, take_batches
-from sparsepai.pruning.options import option
+from sparsepai.core.registry import loss_grads, register, take_batches
+from sparsepai.core.options import option
 from sparsepai.pruning.second_order import second_order
 
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from sparsepai.pruning.base import register
+from sparsepai.core.registry import register
 
 
 @dataclasses.dataclass(frozen=True)

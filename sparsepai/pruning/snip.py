@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from sparsepai.pruning.base import register, summed_grads, take_batches
-from sparsepai.pruning.options import option
+from sparsepai.core.registry import register, summed_grads, take_batches
+from sparsepai.core.options import option
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from sparsepai.pruning.base import model_logits, register, take_batches
-from sparsepai.pruning.iterative import Rounds, exponential
-from sparsepai.pruning.options import option
+from sparsepai.core.registry import model_logits, register, take_batches
+from sparsepai.core.iterative import Rounds, exponential
+from sparsepai.core.options import option
 
 
 @dataclasses.dataclass(frozen=True)

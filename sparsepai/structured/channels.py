@@ -96,7 +96,7 @@ def _rows(mask, shape):
 def transposed(mod) -> bool:
     """Whether ``mod`` stores its weight with the output channels second: ``transformers``'
     ``Conv1D`` (in, out) and an embedding (entries, features)."""
-    from sparsepai.pruning.base import is_linear_alias
+    from sparsepai.core.registry import is_linear_alias
 
     return is_linear_alias(mod) or isinstance(mod, nn.Embedding)
 
@@ -167,7 +167,7 @@ def _along(mask, shape, axis):
 
 
 def prunable_modules(model: nn.Module) -> list:
-    from sparsepai.pruning.base import is_prunable_module
+    from sparsepai.core.registry import is_prunable_module
 
     return [(n, m) for n, m in model.named_modules() if is_prunable_module(m)]
 
@@ -230,7 +230,7 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     is ``cost.DEFAULT_WEIGHTING`` (``True`` for ProsPr, measured, else ``False``). ``data``
     must then have a batch to measure the feature-map sizes.
     """
-    from sparsepai.pruning.base import get_method, make_config, private_copy
+    from sparsepai.core.registry import get_method, make_config, private_copy
     from sparsepai.structured import cost  # it reads layers through this module's helpers
 
     groups = graph.prunable_groups()
@@ -278,7 +278,7 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     if scope == "layer" and unit != "channels":
         raise ValueError("sp.prune(structured=True): scope='layer' prunes the same fraction of "
                          "every layer's channels; pass unit='channels' with it")
-    from sparsepai.pruning.api import check_min_per_layer
+    from sparsepai.api import check_min_per_layer
 
     # 1 is the structured default (no layer is removed whole), so it goes with either scope
     check_min_per_layer(min_per_layer, "global" if min_per_layer == 1 else scope)
@@ -294,7 +294,7 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
                              "" if norm_streams else "; norm_streams=True also prunes channels "
                              "under layer/group norms (slim then approximates the masked model)"))
     scores = group_scores(model, graph, method, data, loss_fn, options)
-    from sparsepai.pruning.api import check_no_nan
+    from sparsepai.api import check_no_nan
 
     check_no_nan(method, {"+".join(g.producers): scores[g.id] for g in graph.prunable_groups()},
                  "channel groups")

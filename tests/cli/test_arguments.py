@@ -4,10 +4,10 @@ import pytest
 
 from tests.cli.helpers import main, no_work
 
-_WORK = [("sparsepai.cli.common", "model_and_data"), ("sparsepai.data", "load_dataset"),
+_WORK = [("sparsepai.cli.common", "model_and_data"), ("sparsepai.experiments.data", "load_dataset"),
          ("sparsepai.pruning", "prune"), ("sparsepai.autosparse.irp", "irp"),
          ("sparsepai.autosparse.training", "train_predictor"),
-         ("sparsepai.recipes.sweep", "run_one")]
+         ("sparsepai.experiments.sweep", "run_one")]
 
 
 @pytest.mark.parametrize("args,says", [

@@ -6,7 +6,7 @@ import pytest
 
 from tests.cli.helpers import main, no_work
 
-_WORK = [("sparsepai.cli.common", "model_and_data"), ("sparsepai.recipes.train", "train")]
+_WORK = [("sparsepai.cli.common", "model_and_data"), ("sparsepai.experiments.train", "train")]
 
 
 @pytest.mark.parametrize("epochs", ["0", "-1"])

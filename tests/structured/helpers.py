@@ -4,7 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
-from sparsepai.models import get_model
+from sparsepai.experiments.models import get_model
 from sparsepai.structured.graph import analyse
 
 

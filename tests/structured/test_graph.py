@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from sparsepai.models import get_model
+from sparsepai.experiments.models import get_model
 from sparsepai.structured.graph import analyse
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import sparsepai as sp
-from sparsepai.recipes import slim_line
-from sparsepai.recipes.slim_line import SlimLine, line_text, run_slim_line, summarize_line
-from sparsepai.recipes.sweep import SweepConfig
-from sparsepai.recipes.train import TrainConfig
+from sparsepai.experiments import slim_line
+from sparsepai.experiments.slim_line import SlimLine, line_text, run_slim_line, summarize_line
+from sparsepai.experiments.sweep import SweepConfig
+from sparsepai.experiments.train import TrainConfig
 
 CFG = SweepConfig(model="smallconv", methods=(), sparsities=(0.9,), seeds=(0,),
                   train=TrainConfig(epochs=1, batch_size=64, lr=0.05))
@@ -19,9 +19,9 @@ LINE = SlimLine(method="magnitude", sparsity=0.5)
 
 def _by_hand(kind):
     """The same run written out: seeded model, structured masks on the seed's batches, slim."""
-    from sparsepai.data import load_dataset, loader
-    from sparsepai.models import get_model
-    from sparsepai.recipes.train import train
+    from sparsepai.experiments.data import load_dataset, loader
+    from sparsepai.experiments.models import get_model
+    from sparsepai.experiments.train import train
 
     train_set, test_set, info = load_dataset("digits", seed=0)
     torch.manual_seed(0)
@@ -46,7 +46,7 @@ def test_line_matches_the_pipeline_by_hand_and_resumes(tmp_path, monkeypatch):
     # structured 50% of the weights: about half of them left (input columns die too)
     assert by["slim"]["params"] < 0.6 * by["dense"]["params"]
     # a rerun reads them back and trains nothing
-    monkeypatch.setattr("sparsepai.recipes.train.train", _boom)
+    monkeypatch.setattr("sparsepai.experiments.train.train", _boom)
     again = run_slim_line(CFG, str(tmp_path), LINE, progress=False)
     assert again == rows
     # another sparsity is another line: it would train
@@ -61,7 +61,7 @@ def _boom(*a, **k):
 def test_slim_rows_of_another_cost_weighting_are_not_reused(tmp_path, monkeypatch):
     """A folder from before ProsPr's masks became compute-weighted holds slim rows without the
     key: a rerun keeps the dense row and trains the slim model again, recording its weighting."""
-    from sparsepai.recipes.sweep import append_row
+    from sparsepai.experiments.sweep import append_row
 
     log = str(tmp_path / slim_line.LOG_FILE)
     for kind in ("dense", "slim"):
@@ -72,14 +72,14 @@ def test_slim_rows_of_another_cost_weighting_are_not_reused(tmp_path, monkeypatc
         trained.append(sum(p.numel() for p in model.parameters()))
         return {"test_acc": 0.75, "train_seconds": [2.0]}
 
-    monkeypatch.setattr("sparsepai.recipes.train.train", fake_train)
+    monkeypatch.setattr("sparsepai.experiments.train.train", fake_train)
     cfg = dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, epochs=1))
     rows = run_slim_line(cfg, str(tmp_path), SlimLine("prospr", 0.9), progress=False)
     by = {r["kind"]: r for r in rows}
     assert len(trained) == 1 and by["dense"]["test_acc"] == 0.5  # only the slim one retrained
     assert by["slim"]["test_acc"] == 0.75 and by["slim"]["cost_weighting"] is True
     # and that row is reused by the next run
-    monkeypatch.setattr("sparsepai.recipes.train.train", _boom)
+    monkeypatch.setattr("sparsepai.experiments.train.train", _boom)
     assert run_slim_line(cfg, str(tmp_path), SlimLine("prospr", 0.9), progress=False) == rows
 
 

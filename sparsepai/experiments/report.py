@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sparsepai import _io
 
 if TYPE_CHECKING:
-    from sparsepai.recipes.sweep import SweepConfig
+    from sparsepai.experiments.sweep import SweepConfig
 
 CSV_FIELDS = ("method", "sparsity", "seed", "test_acc", "prune_seconds", "kept", "prunable",
               "train_loss", "rounds")
@@ -77,7 +77,7 @@ def write_summary(rows, cfg: SweepConfig, out_dir: str, command: str | None = No
         "runs": rows, "structured": structured}, indent=1).encode())
     text = table(rows, cfg)
     if structured:
-        from sparsepai.recipes.slim_line import line_text
+        from sparsepai.experiments.slim_line import line_text
 
         text += "\n\n" + line_text(structured)
     _io.atomic_write_bytes(os.path.join(out_dir, "table.txt"), (text + "\n").encode())

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from sparsepai.pruning.options import make_config  # noqa: F401 (callers import it from here)
+from sparsepai.core.options import make_config  # noqa: F401 (callers import it from here)
 
 PRUNABLE_TYPES = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
@@ -268,7 +268,7 @@ class Method:
         one per round of the schedule (every round thresholded the same way)."""
         if self.schedule is None:
             return threshold(self.scores(self.saliency(model, names, data, loss_fn, config)), keep)
-        from sparsepai.pruning.iterative import prune_rounds
+        from sparsepai.core.iterative import prune_rounds
 
         rounds = self.schedule(model, names, data, loss_fn, config)
         params = dict(model.named_parameters())

@@ -4,7 +4,7 @@ the same result (checked against a round-by-round loop written with plain torch.
 
 import torch
 
-from sparsepai.pruning.iterative import prune_rounds
+from sparsepai.core.iterative import prune_rounds
 
 SHAPES = {"a": (3, 4), "b": (5,)}
 

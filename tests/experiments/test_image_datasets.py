@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsepai.data import load_dataset, loader
+from sparsepai.experiments.data import load_dataset, loader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -204,7 +204,7 @@ def test_a_crafted_cifar_file_runs_no_code(tmp_path, where):
 
 
 def test_cifar_batches_hold_only_arrays_and_builtins(tmp_path):
-    from sparsepai.data import read_cifar_batch
+    from sparsepai.experiments.data import read_cifar_batch
 
     path = str(tmp_path / "b")
     for bad, name in [(eval, "__builtin__.eval"), (np.load, "numpy.load"),

@@ -16,7 +16,7 @@ import statistics
 
 import torch
 
-from sparsepai.recipes.sweep import SweepConfig, append_row, load_rows
+from sparsepai.experiments.sweep import SweepConfig, append_row, load_rows
 
 LOG_FILE = "structured.jsonl"
 
@@ -45,9 +45,9 @@ def run_slim_line(cfg: SweepConfig, out_dir: str, line: SlimLine = SlimLine(),
         "sparsity", "seed", "test_acc", "train_seconds", "params"}``.
     """
     import sparsepai as sp
-    from sparsepai.data import load_dataset, loader
-    from sparsepai.models import get_model
-    from sparsepai.recipes.train import train
+    from sparsepai.experiments.data import load_dataset, loader
+    from sparsepai.experiments.models import get_model
+    from sparsepai.experiments.train import train
 
     from sparsepai.structured.cost import default_weighting
 

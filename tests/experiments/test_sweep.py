@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from sparsepai.recipes import sweep
-from sparsepai.recipes.sweep import SweepConfig, append_row, check_out_dir, load_rows, run_sweep
-from sparsepai.recipes.train import TrainConfig
+from sparsepai.experiments import sweep
+from sparsepai.experiments.sweep import SweepConfig, append_row, check_out_dir, load_rows, run_sweep
+from sparsepai.experiments.train import TrainConfig
 
 CFG = SweepConfig(model="smallconv", methods=("magnitude",), sparsities=(0.9,), seeds=(0,),
                   train=TrainConfig(epochs=1, optimizer="sgd"))
@@ -34,7 +34,7 @@ def test_other_settings_are_refused(tmp_path, monkeypatch):
                                 train=dataclasses.replace(CFG.train, optimizer="adamw"))
     # the old rows must not be relabelled as lenet5/AdamW results: refused before any work
     monkeypatch.setattr(sweep, "run_one", _boom)
-    monkeypatch.setattr("sparsepai.data.load_dataset", _boom)
+    monkeypatch.setattr("sparsepai.experiments.data.load_dataset", _boom)
     with pytest.raises(ValueError) as e:
         run_sweep(other, str(out), progress=False)
     msg = str(e.value)
@@ -59,7 +59,7 @@ def test_bad_methods_fail_before_any_training(tmp_path, monkeypatch):
     import dataclasses
 
     monkeypatch.setattr(sweep, "run_one", _boom)
-    monkeypatch.setattr("sparsepai.data.load_dataset", _boom)
+    monkeypatch.setattr("sparsepai.experiments.data.load_dataset", _boom)
     bogus = dataclasses.replace(CFG, methods=("magnitude", "bogus"))
     with pytest.raises(ValueError, match="sweep: unknown pruning method 'bogus'; valid methods"):
         run_sweep(bogus, str(tmp_path / "out"), progress=False)
@@ -89,7 +89,7 @@ def test_a_cut_line_does_not_swallow_the_next_row(tmp_path):
 def test_a_folder_of_someone_elses_files_is_refused(tmp_path, monkeypatch):
     # a user's results.csv and table.txt used to be overwritten, exit 0
     monkeypatch.setattr(sweep, "run_one", _boom)
-    monkeypatch.setattr("sparsepai.data.load_dataset", _boom)
+    monkeypatch.setattr("sparsepai.experiments.data.load_dataset", _boom)
     out = tmp_path / "mine"
     out.mkdir()
     (out / "results.csv").write_text("my results")
@@ -109,7 +109,7 @@ def test_a_folder_of_someone_elses_files_is_refused(tmp_path, monkeypatch):
 
 _HOLDER = """
 import sys, time
-from sparsepai.recipes.sweep import out_dir_lock
+from sparsepai.experiments.sweep import out_dir_lock
 with out_dir_lock(sys.argv[1]):
     print("holding", flush=True)
     time.sleep(600)
@@ -130,7 +130,7 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path, monkeypatch, c
     try:
         assert holder.stdout.readline().strip() == "holding"
         monkeypatch.setattr(sweep, "run_one", _boom)
-        monkeypatch.setattr("sparsepai.data.load_dataset", _boom)
+        monkeypatch.setattr("sparsepai.experiments.data.load_dataset", _boom)
         with pytest.raises(ValueError, match=f"another sweep \\(process {holder.pid}\\) is "
                                              "writing this folder"):
             run_sweep(CFG, str(out), progress=False)

@@ -76,7 +76,7 @@ def make_config(method, options: dict):
     """The method's config from user options, every option checked first.
 
     Args:
-        method: a registered :class:`~sparsepai.pruning.base.Method` (its ``name`` and
+        method: a registered :class:`~sparsepai.core.registry.Method` (its ``name`` and
             ``config`` dataclass).
         options: ``{option name: value}``.
 

@@ -3,7 +3,7 @@
 A sweep plans its runs from its :class:`SweepConfig`, appends each finished run to
 ``runs.jsonl`` (a killed sweep resumes where it stopped, but only with identical settings: a
 folder holding a sweep of another configuration is refused), then writes the report
-(:mod:`sparsepai.recipes.report`)."""
+(:mod:`sparsepai.experiments.report`)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from sparsepai import _io
-from sparsepai.recipes.report import write_summary
-from sparsepai.recipes.train import TrainConfig
+from sparsepai.experiments.report import write_summary
+from sparsepai.experiments.train import TrainConfig
 
 ALL_METHODS = ("random", "magnitude", "snip", "grasp", "synflow", "force", "prospr")
 # baselines that train first: one train-prune-rewind run per seed serves every sparsity
@@ -71,9 +71,9 @@ def check_config(cfg: SweepConfig) -> None:
         ValueError: an unknown model, dataset or method (naming it and the valid ones), no
             sparsities or seeds, or a sparsity outside ``[0, 1)``.
     """
-    from sparsepai.data import NAMES as DATASETS
-    from sparsepai.models import NAMES as MODELS
-    from sparsepai.pruning.base import get_method
+    from sparsepai.experiments.data import NAMES as DATASETS
+    from sparsepai.experiments.models import NAMES as MODELS
+    from sparsepai.core.registry import get_method
 
     if cfg.model not in MODELS:
         raise ValueError(f"sweep: unknown model {cfg.model!r}; valid models: {', '.join(MODELS)}")
@@ -252,10 +252,10 @@ def run_one(cfg: SweepConfig, label: str, sparsity: float, seed: int, data, prog
         The result row. For after-training methods the model trains from the ticket's rewind
         weights and ``prune_seconds`` is the whole shared run.
     """
-    from sparsepai.data import loader
-    from sparsepai.models import get_model
+    from sparsepai.experiments.data import loader
+    from sparsepai.experiments.models import get_model
     from sparsepai.pruning import prune, prune_after_training
-    from sparsepai.recipes.train import train
+    from sparsepai.experiments.train import train
 
     train_set, test_set, info = data
     method, options = resolve(cfg, label)
@@ -313,7 +313,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str, progress: bool = True,
 
 
 def _run_sweep(cfg: SweepConfig, out_dir: str, progress: bool, command: str | None) -> list:
-    from sparsepai.data import load_dataset
+    from sparsepai.experiments.data import load_dataset
 
     _io.atomic_write_json(os.path.join(out_dir, CONFIG_FILE), _as_json(cfg))
     log = os.path.join(out_dir, LOG_FILE)

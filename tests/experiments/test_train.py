@@ -2,7 +2,7 @@
 
 import pytest
 
-from sparsepai.recipes.train import TrainConfig
+from sparsepai.experiments.train import TrainConfig
 
 
 @pytest.mark.parametrize("field,value", [("epochs", 0), ("epochs", -1), ("epochs", 2.5),
@@ -16,7 +16,7 @@ def test_bad_settings(field, value):
 def test_train_one_epoch_masked():
     import torch
 
-    from sparsepai.recipes.train import train
+    from sparsepai.experiments.train import train
     from tests.tiny_nets import batches
 
     torch.manual_seed(0)
@@ -39,7 +39,7 @@ def test_train_epochs_in_lockstep_equals_train():
 
     import torch
 
-    from sparsepai.recipes.train import train, train_epochs
+    from sparsepai.experiments.train import train, train_epochs
     from tests.tiny_nets import batches
 
     data = [(x.float(), y) for x, y in batches(4)]
@@ -78,7 +78,7 @@ def test_train_pass_skips_and_reports_against_a_plain_sgd_loop():
 
     import torch
 
-    from sparsepai.recipes.train import train_pass
+    from sparsepai.experiments.train import train_pass
 
     g = torch.Generator().manual_seed(1)
     data = [(torch.randn(5, 4, generator=g, dtype=torch.float64),
@@ -115,7 +115,7 @@ def test_train_pass_errors_name_the_caller():
     import pytest
     import torch
 
-    from sparsepai.recipes.train import train_pass
+    from sparsepai.experiments.train import train_pass
 
     model = _net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -8,7 +8,8 @@ import sys
 import torch
 
 import sparsepai as sp
-from sparsepai.pruning.base import REGISTRY, get_method
+import sparsepai.core.registry
+from sparsepai.core.registry import REGISTRY, get_method
 from tests.tiny_nets import batches, mlp
 
 
@@ -27,9 +28,9 @@ def test_scores_come_from_the_signed_saliency():
     for name in ("snip", "grasp", "prospr", "synflow", "force"):
         m = get_method(name)
         cfg = m.config()
-        work = sp.pruning.base.private_copy(model, names)
+        work = sparsepai.core.registry.private_copy(model, names)
         with torch.enable_grad():
-            sal = m.saliency(work, names, data, sp.pruning.base.default_loss(None), cfg)
+            sal = m.saliency(work, names, data, sparsepai.core.registry.default_loss(None), cfg)
         got = sp.score(model, name, data)
         for n in names:
             want = sal[n].abs() if m.absolute else sal[n]
@@ -39,7 +40,7 @@ def test_scores_come_from_the_signed_saliency():
 
 
 def test_importing_sparsepai_stays_cheap():
-    code = ("import sys, sparsepai; sparsepai.pruning.base.get_method('snip'); "
+    code = ("import sys, sparsepai.core.registry; sparsepai.core.registry.get_method('snip'); "
             "print(sorted(m for m in ('transformers', 'timm', 'onnx', 'torch_pruning', "
             "'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from sparsepai.data import load_dataset, loader
+from sparsepai.experiments.data import load_dataset, loader
 
 MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
 

@@ -80,7 +80,7 @@ def train_pass(model: torch.nn.Module, opt: torch.optim.Optimizer, batches, loss
     Returns:
         :class:`PassStats`.
     """
-    from sparsepai.pruning.base import batch_loss
+    from sparsepai.core.registry import batch_loss
 
     total, samples, seen = 0.0, 0, 0
     for x, y in batches:
@@ -103,7 +103,7 @@ def train_pass(model: torch.nn.Module, opt: torch.optim.Optimizer, batches, loss
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, batch_size: int = 512) -> float:
     """Top-1 accuracy (fraction) of ``model`` on ``dataset``."""
-    from sparsepai.data import loader
+    from sparsepai.experiments.data import loader
 
     was = model.training
     model.eval()
@@ -122,7 +122,7 @@ def train_epochs(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainC
     but not evaluation, up to the end of this epoch; ``step_seconds``: this epoch's time per
     batch, a list). Several models can so be trained in lockstep, epoch by epoch (the
     time-to-accuracy benchmark does, so that a change of machine load hits them alike)."""
-    from sparsepai.data import loader
+    from sparsepai.experiments.data import loader
     from sparsepai.masks.apply import apply_masks
     from sparsepai.optim.masked import MaskedAdamW, MaskedSGD
 

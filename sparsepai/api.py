@@ -8,7 +8,7 @@ import warnings
 import torch
 
 from sparsepai.masks.threshold import SCOPES, threshold
-from sparsepai.pruning.base import (
+from sparsepai.core.registry import (
     default_loss,
     get_method,
     keep_count,
@@ -16,7 +16,7 @@ from sparsepai.pruning.base import (
     prunable_names,
     reiterable,
 )
-from sparsepai.pruning.options import make_config
+from sparsepai.core.options import make_config
 
 
 def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, group=None,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import sparsepai as sp
-from sparsepai.models import NAMES, get_model
+from sparsepai.experiments.models import NAMES, get_model
 
 CASES = {  # name: (in_channels, image_size)
     "resnet18": (3, 32), "resnet34": (3, 32), "resnet50": (3, 32),

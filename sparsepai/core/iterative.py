@@ -9,7 +9,7 @@ from typing import Callable
 
 @dataclasses.dataclass(frozen=True)
 class Rounds:
-    """An iterative method's schedule (see :class:`~sparsepai.pruning.base.Method`).
+    """An iterative method's schedule (see :class:`~sparsepai.core.registry.Method`).
 
     Args:
         counts: ``counts(total, keep) -> [kept count after each round]``, ending at ``keep``.
@@ -37,7 +37,7 @@ def exponential(rounds: int) -> Callable:
 def prune_rounds(counts, scores_under: Callable, threshold: Callable, *, masks=None,
                  first: int = 1, on_round: Callable | None = None):
     """The one iterative pruning engine: the schedules of FORCE and SynFlow
-    (:meth:`~sparsepai.pruning.base.Method.masks`), lottery tickets' train-prune-rewind
+    (:meth:`~sparsepai.core.registry.Method.masks`), lottery tickets' train-prune-rewind
     (``sparsepai/pruning/after_training.py``) and IRP (``sparsepai/autosparse/irp.py``, with a
     checkpointing ``on_round``). Round r scores the network under the previous round's masks
     and keeps the best ``counts[r - 1]`` entries.

@@ -44,7 +44,7 @@ def _build(name):
 
 def _first(name):
     """Seconds of the first ``analyse`` in this (fresh) process."""
-    from sparsepai.structured.graph import analyse
+    from sparsepai.structured.analysis import analyse
 
     model, x = _build(name)
     t0 = time.perf_counter()
@@ -53,8 +53,8 @@ def _first(name):
 
 
 def _warm(name, repeat):
+    from sparsepai.structured.analysis import analyse
     from sparsepai.structured.capture import capture
-    from sparsepai.structured.graph import analyse
     from sparsepai.structured.opgraph import _Walker
     from sparsepai.structured.probe import output_shapes, unfollowed
 

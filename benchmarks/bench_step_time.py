@@ -50,7 +50,7 @@ def from_widths(name, widths):
     import torch
 
     import sparsepai as sp
-    from sparsepai.structured.graph import analyse
+    from sparsepai.structured.analysis import analyse
 
     dense = tta.dense_model(name)
     convs = [n for n, m in dense.named_modules() if isinstance(m, torch.nn.Conv2d)]
@@ -72,8 +72,8 @@ def time_steps(models, batch, threads, rounds, steps):
     """Per label, the seconds of each timed step (``rounds * steps`` of them)."""
     import torch
 
+    from sparsepai.core.train import train_pass
     from sparsepai.optim.masked import MaskedSGD
-    from sparsepai.experiments.train import train_pass
 
     torch.set_num_threads(threads)
     opts = {k: MaskedSGD(m.named_parameters(), {}, lr=0.01, momentum=0.9, weight_decay=5e-4)

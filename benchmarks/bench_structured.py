@@ -89,9 +89,9 @@ def prospr_masks(model, data, sparsities, meta_steps=3):
     in channels instead of weights ("prospr/channels": ``unit="channels"``)."""
     import torch
 
-    from sparsepai.structured.channels import group_scores, threshold_channels
+    from sparsepai.structured.analysis import analyse
     from sparsepai.structured.cost import channel_costs
-    from sparsepai.structured.graph import analyse
+    from sparsepai.structured.prune import group_scores, threshold_channels
 
     graph = analyse(model)
     t0 = time.perf_counter()

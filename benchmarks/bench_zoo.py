@@ -75,7 +75,7 @@ def structured(model, x):
     import torch
 
     import sparsepai as sp
-    from sparsepai.structured.graph import analyse
+    from sparsepai.structured.analysis import analyse
 
     rec = {}
     t0 = time.perf_counter()

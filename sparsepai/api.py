@@ -1,22 +1,31 @@
-"""``sp.score`` and ``sp.prune``: saliency of every prunable weight, and keep-masks from it."""
+"""The public entry points that compose the layers below: ``sp.score`` and ``sp.prune``
+(one process or a process group, unstructured or structured), and ``sp.apply_masks``,
+``sp.save_masks`` and ``sp.load_masks`` (element or channel masks).
+
+- Unstructured, one process: :mod:`sparsepai.pruning.unstructured`.
+- Structured (channel masks): :mod:`sparsepai.structured.prune`.
+- ``group=``: :mod:`sparsepai.distributed.pruning`, which runs the one-process function chosen
+  here on every rank.
+
+Importing this module imports ``sparsepai.distributed`` and ``sparsepai.structured``, which plug
+into the layers below them (gradient averaging and sharded gradients into ``sparsepai.core``,
+channel masks into ``sparsepai.masks``).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-
 import torch
 
-from sparsepai.masks.threshold import SCOPES, threshold
-from sparsepai.core.registry import (
-    default_loss,
-    get_method,
-    keep_count,
-    private_copy,
-    prunable_names,
-    reiterable,
-)
-from sparsepai.core.options import make_config
+from sparsepai.core.loss import default_loss
+from sparsepai.core.model import reiterable
+from sparsepai.core.options import check_call, check_sparsity, explain_inference_mode
+from sparsepai.distributed.pruning import prune_group, score_group
+from sparsepai.masks.apply import apply_masks
+from sparsepai.masks.io import load_masks, save_masks
+from sparsepai.pruning.unstructured import prune_weights, score_weights
+from sparsepai.structured.prune import prune_channels
+
+__all__ = ["apply_masks", "load_masks", "prune", "save_masks", "score"]
 
 
 def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, group=None,
@@ -54,99 +63,8 @@ def score(model: torch.nn.Module, method: str, data=None, *, loss_fn=None, group
     check_call("score", model, method, loss_fn)
     data = reiterable(data)
     if group is not None:
-        from sparsepai.distributed.pruning import score_group
-
-        return score_group(model, method, data, loss_fn, group, options)
-    m = get_method(method)
-    options = dict(options)
-    prunable = options.pop("prunable", None)
-    cfg = make_config(m, options)
-    names = prunable_names(model, prunable)
-    work = private_copy(model, names)
-    with explain_inference_mode("score", method), torch.enable_grad():
-        out = m.scores(m.saliency(work, names, data, default_loss(loss_fn), cfg))
-    return {n: out[n].detach() for n in names}
-
-
-# what each method needs of the weights' values: said when a model on the meta device has none
-_NEEDS = {"random": "draws masks for the weights' real tensors",
-          "magnitude": "ranks the weights' values"}
-
-
-def check_call(what: str, model, method, loss_fn, structured: bool = False) -> None:
-    """The arguments every ``sp.score``/``sp.prune`` call shares, checked before any work
-    (``group=`` is checked by :mod:`sparsepai.distributed.pruning`)."""
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"{what}: model must be a torch.nn.Module, got {type(model).__name__}")
-    if loss_fn is not None and not callable(loss_fn):
-        raise TypeError(f"{what}: loss_fn must be callable as loss_fn(logits, targets), got "
-                        f"{type(loss_fn).__name__} {loss_fn!r}")
-    if any(p.is_meta for p in model.parameters()):
-        if structured:
-            raise ValueError(f"{what}: the model is on the meta device (no weights); structured "
-                             "pruning scores real weights on an example: materialise the model "
-                             "(model.to_empty(device='cpu') then initialise or load its weights) "
-                             "and pass example_inputs= (or data) on that device")
-        need = _NEEDS.get(method, "takes gradients of the weights' values on data")
-        raise ValueError(f"{what}: the model is on the meta device (no weight values); method "
-                         f"{method!r} {need}: materialise it first (model.to_empty(device=...) "
-                         "then initialise or load its weights)")
-
-
-@contextlib.contextmanager
-def explain_inference_mode(what: str, method):
-    """A failure inside ``torch.inference_mode()`` explained: gradients cannot be taken there
-    (``torch.enable_grad`` lifts ``no_grad``, not inference mode)."""
-    try:
-        yield
-    except RuntimeError as exc:
-        if not torch.is_inference_mode_enabled():
-            raise
-        raise RuntimeError(f"{what}: method {method!r} takes gradients, which "
-                           "torch.inference_mode() forbids (torch.enable_grad cannot lift it, "
-                           f"as it lifts no_grad); call {what} outside the inference_mode "
-                           "block") from exc
-
-
-def check_sparsity(sparsity):
-    """A clear error unless ``sparsity`` is a number in [0, 1)."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        raise TypeError(f"sparsity must be a number in [0, 1), got {type(sparsity).__name__}")
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-
-
-def check_no_nan(method: str, scores: dict, what: str = "layers") -> None:
-    """Refuse NaN scores: ``sp.topk_mask`` would rank them lowest, so the masks would be decided
-    by position (one layer kept whole, another emptied) without a word.
-
-    Args:
-        method: the method's name, for the message. scores: ``{layer name: scores}``.
-
-    Raises:
-        ValueError: naming the method and the layers with NaN scores.
-    """
-    bad = [n for n, s in scores.items() if bool(torch.isnan(s).any())]
-    if bad:
-        raise nan_error(method, bad, len(scores), what)
-
-
-def nan_error(method: str, bad: list, total: int, what: str = "layers") -> ValueError:
-    """The error of :func:`check_no_nan` for the ``bad`` of ``total`` score tensors."""
-    return ValueError(f"prune: method {method!r} gave NaN scores in {len(bad)} of {total} "
-                      f"{what} ({', '.join(map(str, bad[:5]))}); no masks from them: check the "
-                      "model's weights, the data and the method's options (a corrupt predictor "
-                      "file, a too large learning rate)")
-
-
-def check_min_per_layer(min_per_layer, scope):
-    """The ``min_per_layer`` option (weights, or channels when structured) and its scope."""
-    if isinstance(min_per_layer, bool) or not isinstance(min_per_layer, int):
-        raise TypeError(f"prune: min_per_layer must be an int, got "
-                        f"{type(min_per_layer).__name__}")
-    if min_per_layer < 0 or (min_per_layer and scope != "global"):
-        raise ValueError(f"prune: min_per_layer must be >= 0 and goes with scope='global', got "
-                         f"{min_per_layer} with scope={scope!r}")
+        return score_group(model, method, data, loss_fn, group, options, local=score_weights)
+    return score_weights(model, method, data, loss_fn=loss_fn, **options)
 
 
 def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
@@ -170,7 +88,7 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
             ``sparsity`` counts the weights removed including the input columns that die with
             a pruned channel (closest from above at channel granularity), or with
             ``unit="channels"`` the channels. See
-            :func:`sparsepai.structured.channels.prune_channels`.
+            :func:`sparsepai.structured.prune.prune_channels`.
         **options: the method's options, plus ``prunable``, ``scope`` (``"global"``, default, or
             ``"layer"``: every layer keeps the same fraction) and ``min_per_layer`` (with global
             scope, at least this many weights kept in every layer, against layer collapse;
@@ -185,40 +103,17 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
     check_call("prune", model, method, loss_fn, structured)
     data = reiterable(data)
     if group is not None:
-        from sparsepai.distributed.pruning import prune_group
+        return prune_group(model, method, sparsity, data, structured, loss_fn, group, options,
+                           local=_prune_local)
+    return _prune_local(model, method, sparsity, data, structured=structured, loss_fn=loss_fn,
+                        **options)
 
-        return prune_group(model, method, sparsity, data, structured, loss_fn, group, options)
-    check_sparsity(sparsity)
+
+def _prune_local(model, method, sparsity, data=None, *, structured=False, loss_fn=None,
+                 **options) -> dict:
+    """``sp.prune`` in one process (on every rank, under ``group=``)."""
     if structured:
-        from sparsepai.structured.channels import prune_channels
-
+        check_sparsity(sparsity)
         with explain_inference_mode("prune", method):
             return prune_channels(model, method, sparsity, data, default_loss(loss_fn), options)
-    options = dict(options)
-    scope = options.pop("scope", "global")
-    min_per_layer = options.pop("min_per_layer", 0)
-    if scope not in SCOPES:
-        raise ValueError(f"prune: scope must be 'global' or 'layer', got {scope!r}")
-    check_min_per_layer(min_per_layer, scope)
-    m = get_method(method)
-    names = prunable_names(model, options.pop("prunable", None))
-    cfg = make_config(m, options)
-    params = dict(model.named_parameters())
-    keep = keep_count(params, names, sparsity)
-    forced = sum(min(min_per_layer, params[n].numel()) for n in names)
-    if forced > keep:
-        raise ValueError(f"prune: min_per_layer={min_per_layer} keeps {forced} weights, more "
-                         f"than the {keep} the sparsity allows")
-    def thresh(scores, keep):  # every round of an iterative method too
-        check_no_nan(method, scores)
-        return threshold(scores, keep, scope=scope, min_per_layer=min_per_layer)
-
-    with explain_inference_mode("prune", method), torch.enable_grad():
-        masks = m.masks(private_copy(model, names), names, data, default_loss(loss_fn), cfg, keep,
-                        thresh)
-    masks = {n: masks[n].to(params[n].device) for n in names}
-    for n in names:
-        if not bool(masks[n].any()):
-            warnings.warn(f"prune: layer {n!r} is fully pruned (layer collapse); consider "
-                          "min_per_layer=... or a lower sparsity", RuntimeWarning, stacklevel=2)
-    return masks
+    return prune_weights(model, method, sparsity, data, loss_fn=loss_fn, **options)

@@ -10,7 +10,7 @@ arguments skips the finished rounds, redoes the interrupted one from its start a
 same bytes as an uninterrupted run (same machine, same thread count: float summation order).
 The rounds run on the one iterative pruning engine (``sparsepai.core.iterative.prune_rounds``,
 which lottery tickets use too) with a checkpointing observer; every epoch trains through the one
-training loop (``sparsepai.experiments.train.train_pass``).
+training loop (``sparsepai.core.train.train_pass``).
 """
 
 from __future__ import annotations
@@ -26,16 +26,13 @@ from tqdm.auto import tqdm
 
 from sparsepai import _io
 from sparsepai.autosparse.dataset import FORMAT, VERSION, IRPDataset, round_path
-from sparsepai.masks.threshold import threshold
-from sparsepai.core.registry import (
-    default_loss,
-    get_method,
-    loss_grads,
-    private_copy,
-    prunable_names,
-    reiterable,
-)
 from sparsepai.core.iterative import prune_rounds
+from sparsepai.core.loss import default_loss, loss_grads
+from sparsepai.core.model import private_copy, reiterable
+from sparsepai.core.prunable import prunable_names
+from sparsepai.core.registry import get_method
+from sparsepai.core.train import loader, train_pass
+from sparsepai.masks.threshold import threshold
 
 CRITERIA = ("magnitude", "snip")
 
@@ -105,8 +102,6 @@ def _batches(data, cfg: IRPConfig, seed: int, shuffle: bool = True):
     A Dataset is batched with a loader seeded by ``seed``. Any other iterable is iterated as it
     is, after seeding torch's global RNG (a DataLoader without its own generator draws its
     shuffle from it) and reseeding a DataLoader's own generator if it has one."""
-    from sparsepai.experiments.data import loader
-
     torch.manual_seed(seed)
     if _is_dataset(data):
         return loader(data, cfg.batch_size, shuffle=shuffle, seed=seed)
@@ -214,8 +209,6 @@ def _diff(a, b, prefix="") -> list[str]:
 
 def _train_round(work, init, mask, data, loss_fn, cfg: IRPConfig, r: int, progress: bool) -> list:
     from sparsepai.optim import MaskedSGD
-    from sparsepai.experiments.train import train_pass
-
     work.load_state_dict(init)  # rewind: weights and buffers to iteration 0
     opt = MaskedSGD(work.named_parameters(), mask, lr=cfg.lr, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)

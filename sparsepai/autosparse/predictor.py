@@ -278,7 +278,8 @@ class Predictor:
             ``{name: scores}`` shaped like the weights, for ``sp.topk_mask``.
         """
         from sparsepai.autosparse.irp import initial_grads
-        from sparsepai.core.registry import default_loss, prunable_names
+        from sparsepai.core.loss import default_loss
+        from sparsepai.core.prunable import prunable_names
 
         names = list(names) if names is not None else prunable_names(model)
         self.check_layer_types(_layer_types(model, names), unseen_layers)

@@ -86,9 +86,9 @@ def check_options(args, options: dict) -> None:
 
 
 def run(args) -> int:
+    from sparsepai.api import prune
     from sparsepai.experiments.data import loader
     from sparsepai.masks.io import save_masks
-    from sparsepai.pruning import prune
 
     options = check(args)
     model, (train_set, _, _) = common.model_and_data(args)

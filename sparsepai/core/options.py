@@ -8,10 +8,13 @@ in a ``TypeError`` (wrong type) or ``ValueError`` (out of range).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import types
 import typing
+
+import torch
 
 
 def option(default, *, at_least=None, above=None, below=None, choices=None):
@@ -103,3 +106,84 @@ def make_config(method, options: dict):
         _check_range(method.name, name, v, fields[name].metadata)
         checked[name] = v
     return method.config(**checked)
+
+
+def check_sparsity(sparsity):
+    """A clear error unless ``sparsity`` is a number in [0, 1)."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        raise TypeError(f"sparsity must be a number in [0, 1), got {type(sparsity).__name__}")
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+
+
+def check_min_per_layer(min_per_layer, scope):
+    """The ``min_per_layer`` option (weights, or channels when structured) and its scope."""
+    if isinstance(min_per_layer, bool) or not isinstance(min_per_layer, int):
+        raise TypeError(f"prune: min_per_layer must be an int, got "
+                        f"{type(min_per_layer).__name__}")
+    if min_per_layer < 0 or (min_per_layer and scope != "global"):
+        raise ValueError(f"prune: min_per_layer must be >= 0 and goes with scope='global', got "
+                         f"{min_per_layer} with scope={scope!r}")
+
+
+# what each method needs of the weights' values: said when a model on the meta device has none
+_NEEDS = {"random": "draws masks for the weights' real tensors",
+          "magnitude": "ranks the weights' values"}
+
+
+def check_call(what: str, model, method, loss_fn, structured: bool = False) -> None:
+    """The arguments every ``sp.score``/``sp.prune`` call shares, checked before any work
+    (``group=`` is checked by :mod:`sparsepai.distributed.pruning`)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{what}: model must be a torch.nn.Module, got {type(model).__name__}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"{what}: loss_fn must be callable as loss_fn(logits, targets), got "
+                        f"{type(loss_fn).__name__} {loss_fn!r}")
+    if any(p.is_meta for p in model.parameters()):
+        if structured:
+            raise ValueError(f"{what}: the model is on the meta device (no weights); structured "
+                             "pruning scores real weights on an example: materialise the model "
+                             "(model.to_empty(device='cpu') then initialise or load its weights) "
+                             "and pass example_inputs= (or data) on that device")
+        need = _NEEDS.get(method, "takes gradients of the weights' values on data")
+        raise ValueError(f"{what}: the model is on the meta device (no weight values); method "
+                         f"{method!r} {need}: materialise it first (model.to_empty(device=...) "
+                         "then initialise or load its weights)")
+
+
+@contextlib.contextmanager
+def explain_inference_mode(what: str, method):
+    """A failure inside ``torch.inference_mode()`` explained: gradients cannot be taken there
+    (``torch.enable_grad`` lifts ``no_grad``, not inference mode)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not torch.is_inference_mode_enabled():
+            raise
+        raise RuntimeError(f"{what}: method {method!r} takes gradients, which "
+                           "torch.inference_mode() forbids (torch.enable_grad cannot lift it, "
+                           f"as it lifts no_grad); call {what} outside the inference_mode "
+                           "block") from exc
+
+
+def check_no_nan(method: str, scores: dict, what: str = "layers") -> None:
+    """Refuse NaN scores: ``sp.topk_mask`` would rank them lowest, so the masks would be decided
+    by position (one layer kept whole, another emptied) without a word.
+
+    Args:
+        method: the method's name, for the message. scores: ``{layer name: scores}``.
+
+    Raises:
+        ValueError: naming the method and the layers with NaN scores.
+    """
+    bad = [n for n, s in scores.items() if bool(torch.isnan(s).any())]
+    if bad:
+        raise nan_error(method, bad, len(scores), what)
+
+
+def nan_error(method: str, bad: list, total: int, what: str = "layers") -> ValueError:
+    """The error of :func:`check_no_nan` for the ``bad`` of ``total`` score tensors."""
+    return ValueError(f"prune: method {method!r} gave NaN scores in {len(bad)} of {total} "
+                      f"{what} ({', '.join(map(str, bad[:5]))}); no masks from them: check the "
+                      "model's weights, the data and the method's options (a corrupt predictor "
+                      "file, a too large learning rate)")

@@ -15,6 +15,8 @@ import os
 
 import torch
 
+from sparsepai.distributed.sharded import _dtensor_like
+
 _PREFIX = "sparsepai.masks/"  # keys in the checkpoint: this prefix + the mask's name
 
 
@@ -84,8 +86,6 @@ def load_sharded_masks(path, model: torch.nn.Module, *, group=None) -> dict:
             another shape).
     """
     import torch.distributed.checkpoint as dcp
-
-    from sparsepai.distributed.sharded import _dtensor_like
 
     shapes = _saved_shapes(path)
     params = dict(model.named_parameters())

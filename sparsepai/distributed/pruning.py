@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
-
+from sparsepai.core.options import check_sparsity
 from sparsepai.distributed._comm import (all_gather_ints, check_group, check_same, digest,
                                          stable_repr)
+from sparsepai.distributed.replicated import averaging
+from sparsepai.distributed.sharded import is_sharded, prune_sharded, score_sharded
 
 NO_EXCHANGE = ("random", "magnitude", "synflow")  # data-free: identical without averaging
 
@@ -70,16 +71,13 @@ def _check_identical(where, tensors, group):
 
 
 def _averaging(method, group):
-    from sparsepai.distributed.replicated import averaging
-
     return contextlib.nullcontext() if method in NO_EXCHANGE else averaging(group)
 
 
-def score_group(model, method, data, loss_fn, group, options) -> dict:
-    """``sp.score(..., group=group)``; see the module docstring."""
-    from sparsepai.distributed.sharded import is_sharded, score_sharded
-    from sparsepai.api import score
-
+def score_group(model, method, data, loss_fn, group, options, *, local) -> dict:
+    """``sp.score(..., group=group)``; see the module docstring. ``local(model, method, data,
+    loss_fn=, **options)`` scores a replicated model in one process (``sparsepai.api`` passes
+    it, so this layer imports no pruning driver)."""
     check_group("sparsepai.score", group)
     sharded = is_sharded(model)
     inner, prefix = (model, "") if sharded else _unwrap(model)
@@ -87,16 +85,16 @@ def score_group(model, method, data, loss_fn, group, options) -> dict:
     if sharded:
         return score_sharded(inner, method, data, loss_fn, group, options)
     with _averaging(method, group):
-        out = score(inner, method, data, loss_fn=loss_fn, **_strip_prunable(options, prefix))
+        out = local(inner, method, data, loss_fn=loss_fn, **_strip_prunable(options, prefix))
     _check_identical("sparsepai.score", list(out.values()), group)
     return {prefix + n: s for n, s in out.items()}
 
 
-def prune_group(model, method, sparsity, data, structured, loss_fn, group, options) -> dict:
-    """``sp.prune(..., group=group)``; see the module docstring."""
-    from sparsepai.distributed.sharded import is_sharded, prune_sharded
-    from sparsepai.api import check_sparsity, prune
-
+def prune_group(model, method, sparsity, data, structured, loss_fn, group, options, *,
+                local) -> dict:
+    """``sp.prune(..., group=group)``; see the module docstring. ``local(model, method,
+    sparsity, data, structured=, loss_fn=, **options)`` prunes a replicated model in one process
+    (``sparsepai.api`` passes it)."""
     check_group("sparsepai.prune", group)
     sharded = is_sharded(model)
     inner, prefix = (model, "") if sharded else _unwrap(model)
@@ -109,7 +107,7 @@ def prune_group(model, method, sparsity, data, structured, loss_fn, group, optio
                              "supported; prune the replicated model (group=) before sharding")
         return prune_sharded(inner, method, sparsity, data, loss_fn, group, options)
     with _averaging(method, group):
-        masks = prune(inner, method, sparsity, data, structured=structured, loss_fn=loss_fn,
+        masks = local(inner, method, sparsity, data, structured=structured, loss_fn=loss_fn,
                       **_strip_prunable(options, prefix))
     _check_identical("sparsepai.prune", list(masks.values()), group)
     return {prefix + n: m for n, m in masks.items()}

@@ -1,7 +1,8 @@
 """Replicated models under ``group=``: gradients averaged over the ranks, as DDP would.
 
-Every method computes its gradients on a private copy of the model (``pruning.base.
-private_copy``). Inside :func:`averaging` that copy is wrapped so that every parameter enters
+Every method computes its gradients on a private copy of the model
+(``sparsepai.core.model.private_copy``, which runs :func:`sync_gradients_of` on it: registered
+below). Inside :func:`averaging` that copy is wrapped so that every parameter enters
 the forward pass through :class:`_SyncGrad`: the identity forward, and a backward that averages
 the incoming gradient over the group (:class:`_AllMean`, itself differentiable to any order).
 So every gradient a method asks for (``torch.autograd.grad`` or ``backward``, once or through
@@ -27,6 +28,8 @@ import contextlib
 import contextvars
 
 import torch
+
+from sparsepai.core.model import register_copy_hook
 
 _GROUP: contextvars.ContextVar = contextvars.ContextVar("sparsepai_replicated_group", default=None)
 
@@ -109,3 +112,6 @@ def sync_gradients_of(model: torch.nn.Module) -> torch.nn.Module:
     model.register_forward_hook(leave, always_call=True)
     setattr(model, _MARK, True)
     return model
+
+
+register_copy_hook(sync_gradients_of)

@@ -10,7 +10,7 @@ exactly equal scores. Scores and masks are ``DTensor``s placed like their parame
 
 Methods: ``magnitude``, ``snip``, ``force`` and first-order ``prospr``, each the registry's own
 saliency (and FORCE's schedule) run on the sharded model: the one place that makes gradients,
-``pruning.base.loss_grads``, takes them by ``backward`` for sharded parameters
+``sparsepai.core.loss.loss_grads``, takes them by ``backward`` for sharded parameters
 (:func:`backward_grads`), and thresholding is the global one above. The full ProsPr
 meta-gradient would differentiate through FSDP's all-gathers, which FSDP2's sharded parameters
 do not support (they are not in the autograd graph of the forward); it raises a clear error.
@@ -25,7 +25,12 @@ import warnings
 
 import torch
 
+from sparsepai.core.loss import default_loss, register_sharded_grads
+from sparsepai.core.options import make_config, nan_error
+from sparsepai.core.prunable import keep_count, prunable_names
+from sparsepai.core.registry import get_method
 from sparsepai.distributed._comm import comm_device
+from sparsepai.ops.topk import topk_mask
 
 SHARDED_METHODS = ("magnitude", "snip", "force", "prospr")
 
@@ -91,7 +96,7 @@ def backward_grads(loss: torch.Tensor, wrt) -> list:
     """dL/dw for sharded parameters ``wrt`` (``DTensor`` gradients placed like them), by
     ``loss.backward()``: FSDP2's sharded parameters are not in the forward's autograd graph, their
     gradients arrive through FSDP's reduce-scatter (which averages the ranks' gradients, as for
-    training). ``pruning.base.loss_grads`` calls this for them; other parameters' ``.grad`` may
+    training). ``sparsepai.core.loss.loss_grads`` calls this for them (registered below); other parameters' ``.grad`` may
     accumulate meanwhile (the callers here restore the model afterwards)."""
     wrt = list(wrt)
     for t in wrt:
@@ -103,14 +108,14 @@ def backward_grads(loss: torch.Tensor, wrt) -> list:
     return out
 
 
+register_sharded_grads(backward_grads)
+
+
 def _threshold(params, group, method: str):
     """``threshold(scores, keep)`` for ``Method.masks``: one global top-k over the local shards of
     every rank, masks as ``DTensor``s placed like their parameters. NaN scores in any rank's
     shard raise on every rank (never ranked lowest, never a rank left waiting)."""
     import torch.distributed as dist
-
-    from sparsepai.ops.topk import topk_mask
-    from sparsepai.api import nan_error
 
     def threshold(scores: dict, keep: int) -> dict:
         names = list(scores)
@@ -129,7 +134,7 @@ def _threshold(params, group, method: str):
 @contextlib.contextmanager
 def _scoring(model, names):
     """The sharded model, scored in place: restored afterwards, the named weights (frozen ones
-    too) requiring gradients meanwhile, as ``pruning.base.private_copy`` makes them."""
+    too) requiring gradients meanwhile, as ``sparsepai.core.model.private_copy`` makes them."""
     params = dict(model.named_parameters())
     with _restored(model), torch.enable_grad():
         for p in params.values():
@@ -141,8 +146,6 @@ def _scoring(model, names):
 
 def _method(method, options):
     """The registry's method and its checked config, for the methods sharded models support."""
-    from sparsepai.core.registry import get_method, make_config
-
     if method not in SHARDED_METHODS:
         get_method(method)  # an unknown name gets the registry's message
         raise ValueError(f"sparsepai.prune: method {method!r} is not supported on FSDP2-sharded "
@@ -158,8 +161,6 @@ def _method(method, options):
 
 
 def _prepare(model, method, loss_fn, group, options):
-    from sparsepai.core.registry import default_loss, prunable_names
-
     options = dict(options)
     names = prunable_names(model, options.pop("prunable", None))
     m, cfg = _method(method, options)
@@ -180,8 +181,6 @@ def prune_sharded(model, method, sparsity, data, loss_fn, group, options) -> dic
     """``sp.prune(..., group=)`` for a sharded model: ``{name: DTensor bool mask}`` keeping
     exactly ``N - round(sparsity * N)`` of the N prunable weights over all ranks."""
     import torch.distributed as dist
-
-    from sparsepai.core.registry import keep_count
 
     for opt in ("scope", "min_per_layer"):
         if opt in options:

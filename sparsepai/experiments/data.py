@@ -28,6 +28,8 @@ import os
 import torch
 from torch.utils.data import TensorDataset
 
+from sparsepai.core.train import loader  # noqa: F401 (the datasets' loader; callers import it here)
+
 NAMES = ("digits", "mnist", "cifar10", "cifar100", "tinyimagenet")
 
 
@@ -305,10 +307,3 @@ def load_dataset(name: str, data_root: str | None = None, download: bool = False
     if name == "tinyimagenet":
         return _tinyimagenet(data_root, download)
     raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(NAMES)}")
-
-
-def loader(dataset, batch_size: int, shuffle: bool, seed: int = 0):
-    """A DataLoader whose shuffling is reproducible from ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                       generator=g, drop_last=False)

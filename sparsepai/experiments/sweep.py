@@ -71,9 +71,9 @@ def check_config(cfg: SweepConfig) -> None:
         ValueError: an unknown model, dataset or method (naming it and the valid ones), no
             sparsities or seeds, or a sparsity outside ``[0, 1)``.
     """
+    from sparsepai.core.registry import get_method
     from sparsepai.experiments.data import NAMES as DATASETS
     from sparsepai.experiments.models import NAMES as MODELS
-    from sparsepai.core.registry import get_method
 
     if cfg.model not in MODELS:
         raise ValueError(f"sweep: unknown model {cfg.model!r}; valid models: {', '.join(MODELS)}")
@@ -252,10 +252,11 @@ def run_one(cfg: SweepConfig, label: str, sparsity: float, seed: int, data, prog
         The result row. For after-training methods the model trains from the ticket's rewind
         weights and ``prune_seconds`` is the whole shared run.
     """
+    from sparsepai.api import prune
     from sparsepai.experiments.data import loader
     from sparsepai.experiments.models import get_model
-    from sparsepai.pruning import prune, prune_after_training
     from sparsepai.experiments.train import train
+    from sparsepai.pruning import prune_after_training
 
     train_set, test_set, info = data
     method, options = resolve(cfg, label)

@@ -1,7 +1,5 @@
-"""Training and evaluation of a (masked) network: the one training loop. :func:`train_pass` is
-one pass over batches with a given optimizer; :func:`train` (the recipes and the command line),
-the after-training baselines (``sparsepai/pruning/after_training.py``) and IRP
-(``sparsepai/autosparse/irp.py``) all step through it."""
+"""Training and evaluation of a (masked) network for the recipes and the command line:
+:func:`train` steps through the one training loop, ``sparsepai.core.train.train_pass``."""
 
 from __future__ import annotations
 
@@ -10,6 +8,8 @@ import time
 
 import torch
 from tqdm.auto import tqdm
+
+from sparsepai.core.train import PassStats, loader, train_pass  # noqa: F401 (PassStats: callers import it here)
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -40,71 +40,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: lr must be > 0, got {self.lr!r}")
 
 
-@dataclasses.dataclass(frozen=True)
-class PassStats:
-    """What one :func:`train_pass` saw.
-
-    Args:
-        loss_sum: sum over the trained batches of the mean batch loss times the batch size.
-        samples: samples trained on (skipped batches not counted).
-        batches: batches drawn from the iterable, skipped ones included.
-    """
-
-    loss_sum: float
-    samples: int
-    batches: int
-
-    @property
-    def mean_loss(self) -> float:
-        """The mean loss per trained sample (0 when nothing was trained)."""
-        return self.loss_sum / max(1, self.samples)
-
-
-def train_pass(model: torch.nn.Module, opt: torch.optim.Optimizer, batches, loss_fn, what: str,
-               *, skip: int = 0, before_batch=None) -> PassStats:
-    """One pass of ``opt`` steps over ``batches``, the model as it is (the caller sets train
-    mode).
-
-    Args:
-        model: the network, stepped in place.
-        opt: its optimizer (a masked one keeps pruned weights at zero).
-        batches: an iterable of ``(inputs, targets)``; inputs as for ``sp.score`` (tensor, tuple
-            or dict), targets a tensor whose first dimension is the batch size.
-        loss_fn: ``loss_fn(logits, targets)`` -> scalar tensor, mean over the batch.
-        what: names the caller in errors (a non-finite loss raises ``FloatingPointError``, an
-            empty ``batches`` ``ValueError``).
-        skip: draw but do not train the first ``skip`` batches (a run resumed at an iteration).
-        before_batch: ``before_batch(i)`` is called before the i-th batch drawn (0-based,
-            skipped ones included), e.g. to record the model at an iteration.
-
-    Returns:
-        :class:`PassStats`.
-    """
-    from sparsepai.core.registry import batch_loss
-
-    total, samples, seen = 0.0, 0, 0
-    for x, y in batches:
-        if before_batch is not None:
-            before_batch(seen)
-        seen += 1
-        if seen <= skip:
-            continue
-        opt.zero_grad(set_to_none=True)
-        loss = batch_loss(model, (x, y), loss_fn, what)
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(y)
-        samples += len(y)
-    if seen == 0:
-        raise ValueError(f"{what}: data yielded no batches")
-    return PassStats(total, samples, seen)
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, batch_size: int = 512) -> float:
     """Top-1 accuracy (fraction) of ``model`` on ``dataset``."""
-    from sparsepai.experiments.data import loader
-
     was = model.training
     model.eval()
     correct = total = 0

@@ -9,6 +9,10 @@ import torch
 # the attribute holding a parameter's bool keep-mask, where the masked optimizers find it
 MASK_ATTR = "_sparsepai_mask"
 
+# channel masks -> element masks, registered by sparsepai.structured (see
+# register_channel_masks)
+_CHANNEL_MASKS: list = []
+
 
 @torch.no_grad()
 def apply_masks(model: torch.nn.Module, masks: Mapping[str, torch.Tensor]) -> torch.nn.Module:
@@ -63,7 +67,7 @@ def check_masks(model: torch.nn.Module, masks: Mapping[str, torch.Tensor], where
     """
     params = dict(model.named_parameters())
     if is_channel_masks(masks, params):
-        channel_plan(model, masks, where)
+        channel_element_masks(model, masks, where)
         return True
     unknown = sorted(set(masks) - set(params))
     if unknown:
@@ -80,13 +84,23 @@ def check_masks(model: torch.nn.Module, masks: Mapping[str, torch.Tensor], where
     return False
 
 
-def channel_plan(model: torch.nn.Module, channel_masks: Mapping[str, torch.Tensor], where: str):
-    """The structured plan of ``channel_masks`` on ``model`` (the one call into the channel
-    graph, for applying and for checking mask files)."""
-    from sparsepai.structured.channels import resolve
-    from sparsepai.structured.graph import analyse
+def register_channel_masks(element_masks) -> None:
+    """Turn channel masks into element masks with ``element_masks(model, channel_masks, where)
+    -> {parameter name: bool mask}`` (raising ``ValueError`` for masks that do not fit the
+    model). ``sparsepai.structured`` registers it on import: the channel graph sits above this
+    package, which so imports none of it."""
+    _CHANNEL_MASKS[:] = [element_masks]
 
-    return resolve(analyse(model), dict(channel_masks), where)
+
+def channel_element_masks(model: torch.nn.Module, channel_masks: Mapping[str, torch.Tensor],
+                          where: str) -> dict:
+    """The element masks of ``channel_masks`` on ``model`` (the one call into the channel graph,
+    for applying and for checking mask files)."""
+    if not _CHANNEL_MASKS:
+        raise ValueError(f"{where}: channel masks need the channel graph: import "
+                         "sparsepai.structured first (sp.apply_masks, sp.save_masks and "
+                         "sp.load_masks do)")
+    return _CHANNEL_MASKS[0](model, dict(channel_masks), where)
 
 
 def _put(params, masks):
@@ -98,9 +112,7 @@ def _put(params, masks):
 
 
 def _apply_channel_masks(model, channel_masks):
-    from sparsepai.structured.channels import weight_masks
-
-    masks = weight_masks(model, channel_plan(model, channel_masks, "apply_masks"))
+    masks = channel_element_masks(model, channel_masks, "apply_masks")
     _put(dict(model.named_parameters()), masks)
     model.sparsepai_masks = masks
     model.sparsepai_channel_masks = {n: m.clone() for n, m in channel_masks.items()}

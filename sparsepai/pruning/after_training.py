@@ -26,19 +26,15 @@ import dataclasses
 import torch
 from tqdm.auto import tqdm
 
-from sparsepai.masks.threshold import threshold
-from sparsepai.api import check_sparsity
-from sparsepai.core.registry import (
-    default_loss,
-    get_method,
-    keep_count,
-    private_copy,
-    prunable_names,
-    reiterable,
-    register,
-)
 from sparsepai.core.iterative import prune_rounds
-from sparsepai.core.options import make_config, option
+from sparsepai.core.loss import default_loss
+from sparsepai.core.model import private_copy, reiterable
+from sparsepai.core.options import check_sparsity, make_config, option
+from sparsepai.core.prunable import keep_count, prunable_names
+from sparsepai.core.registry import get_method, register
+from sparsepai.core.train import train_pass
+from sparsepai.masks.threshold import threshold
+from sparsepai.optim import MaskedSGD
 
 METHODS = ("lottery", "magnitude_after_training")
 
@@ -91,9 +87,6 @@ def _train(model, masks, data, loss_fn, cfg, what, start=0, record_at=None):
         ``(params, state)``: the trained parameters by name, and the state dict after
         ``record_at`` optimizer steps (None when ``record_at`` is None).
     """
-    from sparsepai.optim import MaskedSGD
-    from sparsepai.experiments.train import train_pass
-
     params = dict(model.named_parameters())
     opt = MaskedSGD(model.named_parameters(), masks or {}, lr=cfg.lr, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)

@@ -9,9 +9,11 @@ import dataclasses
 
 import torch
 
-from sparsepai.core.registry import register, summed_grads, take_batches
 from sparsepai.core.iterative import Rounds, exponential
+from sparsepai.core.loss import summed_grads
+from sparsepai.core.model import take_batches
 from sparsepai.core.options import option
+from sparsepai.core.registry import register
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,8 +9,10 @@ import dataclasses
 
 import torch
 
-from sparsepai.core.registry import loss_grads, register, summed_grads, take_batches
+from sparsepai.core.loss import loss_grads, summed_grads
+from sparsepai.core.model import take_batches
 from sparsepai.core.options import option
+from sparsepai.core.registry import register
 from sparsepai.pruning.second_order import second_order
 
 

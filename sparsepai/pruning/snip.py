@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from sparsepai.core.registry import register, summed_grads, take_batches
+from sparsepai.core.loss import summed_grads
+from sparsepai.core.model import take_batches
 from sparsepai.core.options import option
+from sparsepai.core.registry import register
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from sparsepai.core.registry import model_logits, register, take_batches
 from sparsepai.core.iterative import Rounds, exponential
+from sparsepai.core.model import model_logits, take_batches
 from sparsepai.core.options import option
+from sparsepai.core.registry import register
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,18 @@
-"""Structured (channel) pruning: the channel dependency graph (``graph``), channel masks and
-structured scoring (``channels``), and ``slim``, which builds the physically smaller model."""
+"""Structured (channel) pruning.
 
-from sparsepai.structured.graph import TraceError, analyse
+- The channel dependency graph: its model (``graph``), built by ``analysis.analyse`` from a
+  ``torch.export`` capture (``capture``, ``opgraph``, ``oplayers``, ``opshape``, ``opvalues``,
+  ``heads``, ``probe``) or a ``torch.fx`` trace (``fxgraph``).
+- Channel masks: their geometry (``channels``), applying them to the dense model (``apply``,
+  plugged into ``sparsepai.masks`` on import), scoring and thresholding them (``prune``, with
+  ``cost`` weighting).
+- ``slim``: the physically smaller model (``narrow`` narrows layers; ``slim_layers`` holds the
+  channel-sparse layers).
+"""
+
+from sparsepai.structured import apply as _apply  # noqa: F401 (registers channel masks with sparsepai.masks)
+from sparsepai.structured.analysis import analyse
+from sparsepai.structured.graph import TraceError
 from sparsepai.structured.slim import load_slim, save_slim, slim
 from sparsepai.structured.slim_layers import ChannelScatter, ChannelSparseConv2d, ChannelSparseLinear
 

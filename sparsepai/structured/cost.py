@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from sparsepai.core.model import private_copy, take_batches
 from sparsepai.structured.channels import prunable_modules, rows_first
 
 
@@ -49,8 +50,6 @@ def channel_costs(model, graph, data) -> dict:
     """Multiply-adds per sample that one channel of each group costs: its rows in the producers
     and depthwise members, and its columns in the layers that read it (spatial sizes from one
     forward pass on the first batch)."""
-    from sparsepai.core.registry import private_copy, take_batches
-
     (x, _), = take_batches(data, 1, "cost_weighting")
     work = private_copy(model)
     spatial = {}

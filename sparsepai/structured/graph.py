@@ -12,15 +12,13 @@ the graph does not understand, are *dead*: their group is not prunable (never si
 Two builders fill this model: :mod:`~sparsepai.structured.opgraph` (the default) walks the ATen
 operations of a ``torch.export`` capture on an example input, so any module is seen as the ops
 it performs; :mod:`~sparsepai.structured.fxgraph` (the fallback when no example input is known)
-walks a ``torch.fx`` trace over known module types. Graphs are cached per architecture, so
-``sp.slim``/``sp.apply_masks`` after ``sp.prune`` reuse the graph the capture built.
+walks a ``torch.fx`` trace over known module types. :func:`~sparsepai.structured.analysis.analyse` picks the builder and caches graphs per architecture,
+so ``sp.slim``/``sp.apply_masks`` after ``sp.prune`` reuse the graph the capture built.
 """
 
 from __future__ import annotations
 
 import dataclasses
-
-from torch import nn
 
 
 class TraceError(RuntimeError):
@@ -301,69 +299,6 @@ class Builder:
 def _key(rec):
     """Records of one layer: a read or member module (and the tensors a member narrows)."""
     return (rec[0], tuple(rec[3])) if len(rec) == 5 else rec[0]
-
-
-# ------------------------------------------------------------------------------------------
-# entry point and cache
-
-_CACHE: dict = {}
-_CACHE_SIZE = 16
-
-
-def fingerprint(model: nn.Module) -> tuple:
-    """What the graph of a model depends on besides its input: its class, module types and
-    parameter and buffer shapes."""
-    mods = tuple((n, type(m).__qualname__) for n, m in model.named_modules())
-    tensors = tuple((n, tuple(t.shape)) for n, t in model.state_dict(keep_vars=True).items())
-    return (type(model).__qualname__, mods, tensors)
-
-
-def analyse(model: nn.Module, example_inputs=None, norm_streams: bool | None = None
-            ) -> ChannelGraph:
-    """The channel groups of ``model``.
-
-    Args:
-        model: any module (left untouched).
-        example_inputs: an input to capture the model on: a tensor, a tuple of positional
-            arguments or a dict of keyword arguments. Without one, the graph last built for this
-            architecture is reused, or else a ``torch.fx`` trace over known module types is
-            tried.
-        norm_streams: also prune the channels whose only obstacle is a layer norm over them
-            (a transformer's or ConvNeXt's hidden size) or a group norm (the same channels of
-            every group), and the embeddings that write them. The norm's statistics then run
-            over the kept channels only, so the slim model is *not* the masked dense model:
-            an approximation, opt-in. None (default): False when building, and whichever the
-            reused graph was built with.
-
-    Returns:
-        A :class:`ChannelGraph`.
-
-    Raises:
-        TraceError: naming the module that could not be captured, and what to pass.
-        ValueError: ``norm_streams`` differs from the reused graph's and no input is given.
-    """
-    key = fingerprint(model)
-    if example_inputs is None:
-        if key in _CACHE:
-            graph = _CACHE[key]
-            if norm_streams is not None and graph.norm_streams != bool(norm_streams):
-                raise ValueError(f"the channel graph kept for this model was built with "
-                                 f"norm_streams={graph.norm_streams}; pass example_inputs= to "
-                                 f"build one with norm_streams={bool(norm_streams)}")
-            return graph
-        if norm_streams:
-            raise ValueError("norm_streams=True needs the operator-level graph: pass "
-                             "example_inputs=")
-        from sparsepai.structured.fxgraph import analyse_fx
-
-        return analyse_fx(model)
-    from sparsepai.structured.opgraph import analyse_export
-
-    graph = analyse_export(model, example_inputs, bool(norm_streams))
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = graph
-    return graph
 
 
 def flat_args(args):

@@ -13,6 +13,11 @@ from __future__ import annotations
 import math
 
 from sparsepai.structured.graph import Seg
+from sparsepai.structured.opvalues import _bind, _Info, _shape
+
+# the attributes holding an attention module's head counts (scaled when heads are pruned)
+HEAD_ATTRS = ("num_heads", "num_attention_heads", "num_key_value_heads", "num_kv_heads",
+              "n_heads", "n_kv_heads", "all_head_size", "attn_dim")
 
 
 def _nonunit(shape):
@@ -52,8 +57,6 @@ def fused_split(walker, ins, x, outs):
     leading dim tiles the channels (query, key, value), each part ``H`` heads of ``D``. Only
     when an ancestor of the producer holds ``H`` in a head-count attribute (which slim
     updates); None otherwise."""
-    from sparsepai.structured.slim import HEAD_ATTRS
-
     if ins is None or outs is None or x.hd is not None or x.pend is not None or \
             x.tdim is not None or x.factor != 1 or len(x.segs) != 1 or not x.segs[0].origin:
         return None
@@ -78,8 +81,6 @@ def attention(walker, node):
     head, linking the query, key and value spaces to it (a query space writes ``r * D`` rows
     per unit with ``r`` query heads per key/value head) and making the output a new space of
     ``r * D`` features per unit (what the output projection reads). Anything else kills."""
-    from sparsepai.structured.opvalues import _bind, _Info, _shape
-
     a = _bind(node)
     q, k, v = (walker.get(a[n]) for n in ("query", "key", "value"))
     mask = walker.get(a.get("attn_mask"))

@@ -22,11 +22,12 @@ import operator
 import torch
 from torch import nn
 
+from sparsepai.structured import oplayers, opshape
 from sparsepai.structured.capture import PREFIX, capture
 from sparsepai.structured.graph import Builder, ChannelGraph, Seg, flat_args as _flat
-from sparsepai.structured import oplayers, opshape
-from sparsepai.structured.probe import output_shapes, unfollowed
+from sparsepai.structured.heads import attention
 from sparsepai.structured.opvalues import _Info, _Param, _bind, _norm_dim, _shape
+from sparsepai.structured.probe import output_shapes, unfollowed
 
 # f(0) == 0: a pruned (zero) channel stays zero
 _PASS = {"relu", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "hardswish", "mish",
@@ -358,8 +359,6 @@ RULES = {
 
 
 def _attention(walker, node, name):
-    from sparsepai.structured.heads import attention
-
     return attention(walker, node)
 
 

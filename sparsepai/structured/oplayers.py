@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from sparsepai.core.registry import PRUNABLE_TYPES, is_linear_alias
+from sparsepai.core.prunable import PRUNABLE_TYPES, is_linear_alias
 from sparsepai.structured.graph import Seg
 from sparsepai.structured.opvalues import _bind, _Info, _Param, _shape
 

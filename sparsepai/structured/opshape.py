@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from sparsepai.structured.graph import Seg
+from sparsepai.structured.heads import fused_split, reshape_heads
 from sparsepai.structured.opvalues import _Info, _Param, _bind, _norm_dim, _shape
 
 
@@ -20,8 +21,6 @@ def view(w, node, name=None):
     ins, outs = _shape(node.args[0]), _shape(node)
     out = _reshape(ins, x, outs) if x.hd is None and x.pend is None else None
     if out is None:
-        from sparsepai.structured.heads import fused_split, reshape_heads
-
         out = reshape_heads(ins, x, outs) or fused_split(w, ins, x, outs)
     if out is None:
         w.kill(x)

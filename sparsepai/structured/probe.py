@@ -21,6 +21,9 @@ import torch
 from torch import nn
 
 from sparsepai.structured.capture import _tensors, split_inputs
+from sparsepai.structured.channels import resolve
+from sparsepai.structured.heads import HEAD_ATTRS
+from sparsepai.structured.narrow import narrow_model
 
 
 def _meta(x):
@@ -58,9 +61,6 @@ def output_shapes(ep) -> list:
 
 def _narrowed(model, graph, groups):
     """A meta copy of ``model`` with the last unit of every group of ``groups`` pruned."""
-    from sparsepai.structured.channels import resolve
-    from sparsepai.structured.slim import narrow_model
-
     masks = {}
     for g in groups:
         units = torch.ones(g.size, dtype=torch.bool)
@@ -75,8 +75,6 @@ def _owner(graph, g, mods) -> str:
     """For a group of attention heads: the module whose forward holds all of its narrowing
     (the nearest common ancestor of its projections and of the module keeping the head
     count); "" (the model) for any other group."""
-    from sparsepai.structured.slim import HEAD_ATTRS
-
     if not g.expand or any(isinstance(mods[p], nn.modules.conv._ConvNd) for p in g.producers):
         return ""
     names = [n.split(".") for n in g.producers + [r.module for r in graph.reads

@@ -8,7 +8,8 @@ import sys
 import torch
 
 import sparsepai as sp
-import sparsepai.core.registry
+import sparsepai.core.loss
+import sparsepai.core.model
 from sparsepai.core.registry import REGISTRY, get_method
 from tests.tiny_nets import batches, mlp
 
@@ -28,9 +29,9 @@ def test_scores_come_from_the_signed_saliency():
     for name in ("snip", "grasp", "prospr", "synflow", "force"):
         m = get_method(name)
         cfg = m.config()
-        work = sparsepai.core.registry.private_copy(model, names)
+        work = sparsepai.core.model.private_copy(model, names)
         with torch.enable_grad():
-            sal = m.saliency(work, names, data, sparsepai.core.registry.default_loss(None), cfg)
+            sal = m.saliency(work, names, data, sparsepai.core.loss.default_loss(None), cfg)
         got = sp.score(model, name, data)
         for n in names:
             want = sal[n].abs() if m.absolute else sal[n]

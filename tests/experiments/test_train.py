@@ -78,7 +78,7 @@ def test_train_pass_skips_and_reports_against_a_plain_sgd_loop():
 
     import torch
 
-    from sparsepai.experiments.train import train_pass
+    from sparsepai.core.train import train_pass
 
     g = torch.Generator().manual_seed(1)
     data = [(torch.randn(5, 4, generator=g, dtype=torch.float64),
@@ -115,7 +115,7 @@ def test_train_pass_errors_name_the_caller():
     import pytest
     import torch
 
-    from sparsepai.experiments.train import train_pass
+    from sparsepai.core.train import train_pass
 
     model = _net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

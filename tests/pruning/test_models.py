@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sparsepai as sp
-import sparsepai.core.registry
+import sparsepai.core.prunable
 from tests.tiny_nets import batches, mlp
 
 METHODS = [("random", {}), ("magnitude", {}), ("snip", {}), ("grasp", {}),
@@ -114,7 +114,7 @@ def test_linear_layers_under_another_name_are_prunable_by_default():
     # only a 2-D weight whose nf matches is taken for a linear layer
     odd = Conv1D(5, 4)
     odd.nf = 4
-    assert not sparsepai.core.registry.is_linear_alias(odd)
+    assert not sparsepai.core.prunable.is_linear_alias(odd)
 
 
 def test_outputs_without_logits_are_a_clear_error():

@@ -5,7 +5,7 @@ import torchvision
 from torch import nn
 
 from sparsepai.experiments.models import get_model
-from sparsepai.structured.graph import analyse
+from sparsepai.structured.analysis import analyse
 
 
 class CatNet(nn.Module):

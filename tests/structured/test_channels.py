@@ -9,8 +9,8 @@ from torch import nn
 from torch.func import functional_call
 
 import sparsepai as sp
+from sparsepai.structured.analysis import analyse
 from sparsepai.structured.channels import kept_weights, resolve, weight_masks
-from sparsepai.structured.graph import analyse
 from tests.structured.helpers import build
 
 
@@ -63,7 +63,7 @@ def test_snip_channel_scores_equal_gate_gradients():
     x = torch.randn(4, 2, 8, 8)
     data = _data(x)
     graph = analyse(model, x)
-    from sparsepai.structured.channels import group_scores
+    from sparsepai.structured.prune import group_scores
 
     got = group_scores(model, graph, "snip", data, nn.functional.cross_entropy, {})
     want = _gate_scores(copy.deepcopy(model), data)
@@ -80,7 +80,7 @@ def test_prospr_channel_meta_gradient_against_unrolled_oracle():
     x = torch.randn(4, 2, 8, 8)
     data = _data(x, 3)
     graph = analyse(model, x)
-    from sparsepai.structured.channels import group_scores
+    from sparsepai.structured.prune import group_scores
 
     lr, steps = 0.1, 2
     got = group_scores(model, graph, "prospr", data, nn.functional.cross_entropy,
@@ -225,8 +225,8 @@ def test_cost_weighting_prefers_cheap_channels():
     model, x = build("resnet20")
     data = _data(x, 1)
     graph = analyse(model, x)
-    from sparsepai.structured.channels import group_scores
     from sparsepai.structured.cost import channel_costs
+    from sparsepai.structured.prune import group_scores
 
     plain = group_scores(model, graph, "snip", data, nn.functional.cross_entropy, {})
     weighted = group_scores(model, graph, "snip", data, nn.functional.cross_entropy,
@@ -245,8 +245,8 @@ def test_cost_weighting_prefers_cheap_channels():
 def test_tempered_cost_weighting_divides_by_a_power_of_the_cost(method):
     """cost_weighting=alpha divides by (cost / mean cost) ** alpha for any method: 0.5 is the
     geometric middle of plain (0) and 3SP's weighting (1)."""
-    from sparsepai.structured.channels import group_scores
     from sparsepai.structured.cost import channel_costs
+    from sparsepai.structured.prune import group_scores
 
     model, x = build("resnet20")
     data = _data(x, 4)

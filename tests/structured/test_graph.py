@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from sparsepai.experiments.models import get_model
-from sparsepai.structured.graph import analyse
+from sparsepai.structured.analysis import analyse
 
 
 def _group_of(graph, name):

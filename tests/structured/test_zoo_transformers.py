@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import sparsepai as sp
-from sparsepai.structured.graph import analyse
+from sparsepai.structured.analysis import analyse
 from tests.structured.test_slim import close
 
 tf = pytest.importorskip("transformers")

@@ -4,7 +4,7 @@
 #              (pip install --no-build-isolation --no-deps -e .: no venv, no downloads;
 #              CUDA kernels for this GPU's architecture only, to keep it short);
 #   2. tests   every CUDA- and Triton-parametrised test, on the GPU: the `device`-parametrised
-#              tests' cuda cases, tests/triton (Triton kernels on CUDA tensors, through the
+#              tests' cuda cases, tests/ops/*_triton.py and test_compile_ptx.py (Triton kernels on CUDA tensors, through the
 #              public API), the dispatch table's tests;
 #   3. bench   benchmarks/bench_gpu.py: topk_mask at 1e9 float32 against torch.topk /
 #              torch.kthvalue and a read-pass memory floor; masked SGD/AdamW against torch's
@@ -71,10 +71,10 @@ run_tests() {  # name, timeout, pytest args...
 }
 if [ $GPU -eq 1 ]; then
   run_tests tests_cuda 150 tests/ops tests/optim tests/test_package.py -k cuda
-  run_tests tests_triton 150 tests/triton tests/ops/test_dispatch.py \
+  run_tests tests_triton 150 tests/ops/test_topk_triton.py tests/ops/test_masked_optim_triton.py tests/ops/test_compile_ptx.py tests/ops/test_dispatch.py \
     "tests/ops/test_channel_sparse.py::test_triton_kernels_match_reference"
 else
-  run_tests tests_cpu 300 tests/ops/test_dispatch.py tests/triton \
+  run_tests tests_cpu 300 tests/ops/test_dispatch.py tests/ops/test_topk_triton.py tests/ops/test_masked_optim_triton.py tests/ops/test_compile_ptx.py \
     "tests/ops/test_channel_sparse.py::test_triton_kernels_match_reference"
 fi
 

@@ -7,7 +7,7 @@ The stable API is ``__all__``: the kernels (``topk_mask``, ``kth_largest``, ``To
 ``has_extension``), masks (``apply_masks``, ``save_masks``, ``load_masks``), pruning (``score``,
 ``prune``), deployment (``slim``, and ``sparsify`` where this build has it) and the ``optim``,
 ``autosparse`` and ``distributed`` packages. The other packages (``ops``, ``masks``, ``core``,
-``pruning``, ``structured``, ``triton``) are the library's inside, importable but free to
+``pruning``, ``structured``) are the library's inside, importable but free to
 change; ``experiments`` holds the lab: the training recipes, sweeps and reports, datasets and the
 literature's small models.
 """
@@ -40,7 +40,7 @@ if importlib.util.find_spec(_LAZY["sparsify"]) is None:
 # stable public packages
 _PUBLIC_PACKAGES = ("autosparse", "distributed", "optim")
 # importable packages outside the stable API: the library's inside, and the lab (experiments)
-_OTHER_PACKAGES = ("core", "experiments", "masks", "ops", "pruning", "structured", "triton")
+_OTHER_PACKAGES = ("core", "experiments", "masks", "ops", "pruning", "structured")
 
 __all__ = sorted(list(_LAZY) + list(_PUBLIC_PACKAGES))
 

@@ -23,8 +23,7 @@ PACKAGE = ROOT / "sparsepai"
 # Lowest first. A module belongs to the layer of its longest matching prefix.
 LAYERS = (
     ("sparsepai._io", "sparsepai._ext"),  # leaves: atomic files, the compiled extension
-    ("sparsepai.ops", "sparsepai.triton", "sparsepai.masks.bits"),  # ops (and the bit layout
-    # the optimizer kernels read)
+    ("sparsepai.ops",),  # ops: faces, dispatch, references, Triton kernels, the mask bit layout
     ("sparsepai.masks",),  # apply, threshold, io
     ("sparsepai.core",),  # registry, model call, losses and gradients, options, training pass
     ("sparsepai.optim",),

@@ -11,8 +11,8 @@ Names load on first use, so importing one module here never imports the others.
 import importlib
 
 _LAZY = {
-    "pack_mask": "sparsepai.masks.bits",
-    "unpack_mask": "sparsepai.masks.bits",
+    "pack_mask": "sparsepai.ops.bits",
+    "unpack_mask": "sparsepai.ops.bits",
     "MASK_ATTR": "sparsepai.masks.apply",
     "apply_masks": "sparsepai.masks.apply",
     "save_masks": "sparsepai.masks.io",

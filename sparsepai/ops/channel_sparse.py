@@ -5,7 +5,7 @@ forward and backward, as one op: a slimmed branch of a residual network reads th
 keeps and writes the channels it computes into a wider stream. The op is
 ``sparsepai::channel_sparse_conv2d`` (schema in csrc/ops.cpp); CPU kernel csrc/cpu/
 channel_sparse.cpp (gather, native convolution, scatter); CUDA: the implicit-GEMM Triton kernels
-of sparsepai/triton/channel_sparse.py registered here as the op's CUDA kernel; the oracle is
+of sparsepai/ops/channel_sparse_triton.py registered here as the op's CUDA kernel; the oracle is
 :func:`channel_sparse_conv2d_ref`. The dispatch table (sparsepai/ops/dispatch.py) chooses.
 """
 
@@ -121,7 +121,7 @@ def _register():
 
     op = "channel_sparse_conv2d"
     if not dispatch.available("cuda", op, "cuda") and dispatch.available("triton", op, "cuda"):
-        from sparsepai.triton import channel_sparse as tk
+        from sparsepai.ops import channel_sparse_triton as tk
 
         @torch.library.register_kernel(_OP, "cuda")
         def _(x, weight, bias, in_idx, out_idx, out_channels, stride, padding, dilation):

@@ -62,17 +62,17 @@ _ENV = "SPARSEPAI_BACKEND"
 # (channel_sparse_conv2d's Triton kernels are registered as the op's CUDA kernel instead, so that
 # autograd goes through the op).
 OPS = {
-    "topk_mask": ("sparsepai.triton.topk:topk_mask_triton", "sparsepai.ops.topk_ref:topk_mask_ref"),
-    "kth_largest": ("sparsepai.triton.topk:kth_largest_triton",
+    "topk_mask": ("sparsepai.ops.topk_triton:topk_mask_triton", "sparsepai.ops.topk_ref:topk_mask_ref"),
+    "kth_largest": ("sparsepai.ops.topk_triton:kth_largest_triton",
                     "sparsepai.ops.topk_ref:kth_largest_ref"),
-    "key_histogram": ("sparsepai.triton.topk:key_histogram_triton",
+    "key_histogram": ("sparsepai.ops.topk_triton:key_histogram_triton",
                       "sparsepai.ops.topk_ref:key_histogram_ref"),
-    "threshold_masks": ("sparsepai.triton.topk:threshold_masks_triton",
+    "threshold_masks": ("sparsepai.ops.topk_triton:threshold_masks_triton",
                         "sparsepai.ops.topk_ref:threshold_masks_ref"),
-    "first_nan": ("sparsepai.triton.topk:first_nan_triton", "sparsepai.ops.topk_ref:first_nan_ref"),
-    "masked_sgd_": ("sparsepai.triton.masked_optim:masked_sgd_triton",
+    "first_nan": ("sparsepai.ops.topk_triton:first_nan_triton", "sparsepai.ops.topk_ref:first_nan_ref"),
+    "masked_sgd_": ("sparsepai.ops.masked_optim_triton:masked_sgd_triton",
                     "sparsepai.ops.masked_optim_ref:masked_sgd_ref"),
-    "masked_adamw_": ("sparsepai.triton.masked_optim:masked_adamw_triton",
+    "masked_adamw_": ("sparsepai.ops.masked_optim_triton:masked_adamw_triton",
                       "sparsepai.ops.masked_optim_ref:masked_adamw_ref"),
     "channel_sparse_conv2d": (None, "sparsepai.ops.channel_sparse:channel_sparse_conv2d_ref"),
 }

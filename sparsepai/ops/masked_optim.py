@@ -3,7 +3,7 @@
 The Python face of the ``sparsepai::masked_sgd_`` / ``masked_adamw_`` ops (schemas in
 csrc/ops.cpp): fake implementations, and the choice through the dispatch table
 (sparsepai/ops/dispatch.py) between the C++ CPU/CUDA kernels, the Triton kernels
-(sparsepai/triton/masked_optim.py) and the references (sparsepai/ops/masked_optim_ref.py).
+(sparsepai/ops/masked_optim_triton.py) and the references (sparsepai/ops/masked_optim_ref.py).
 ``sparsepai.optim.MaskedSGD``/``MaskedAdamW`` call :func:`step_function` once per planned bucket
 (tensors of one device and dtype) and the returned function at every step.
 

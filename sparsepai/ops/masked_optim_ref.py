@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from sparsepai.optim.masks import unpack_mask
+from sparsepai.ops.bits import unpack_mask
 
 
 def _f(t):

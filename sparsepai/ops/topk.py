@@ -2,7 +2,7 @@
 
 The Python face of the ``sparsepai::topk_mask`` family of ops: argument checks, fake
 implementations, and the call through the dispatch table (sparsepai/ops/dispatch.py), which
-chooses the C++ CPU/CUDA kernels, the Triton kernels (sparsepai/triton/topk.py) or the
+chooses the C++ CPU/CUDA kernels, the Triton kernels (sparsepai/ops/topk_triton.py) or the
 references (sparsepai/ops/topk_ref.py).
 """
 

@@ -1,6 +1,6 @@
 """Masked optimizers: pruned weights held at exactly zero, at (almost) no cost."""
 
 from sparsepai.optim.masked import MaskedAdamW, MaskedSGD
-from sparsepai.masks.bits import pack_mask, unpack_mask
+from sparsepai.ops.bits import pack_mask, unpack_mask
 
 __all__ = ["MaskedAdamW", "MaskedSGD", "pack_mask", "unpack_mask"]

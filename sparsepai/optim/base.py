@@ -11,7 +11,7 @@ from typing import Mapping
 import torch
 
 from sparsepai.masks.apply import MASK_ATTR as _MASK_ATTR
-from sparsepai.masks.bits import pack_mask, unpack_mask
+from sparsepai.ops.bits import pack_mask, unpack_mask
 from sparsepai.ops import masked_optim
 from sparsepai.optim.paths import PathChooser, resolve_path
 

@@ -105,11 +105,11 @@ def test_bad_input(bad, match):
 
 @pytest.mark.parametrize("case", CASES)
 def test_triton_kernels_match_reference(case):
-    from sparsepai.triton import has_triton
+    from sparsepai.ops._triton import has_triton
 
     if not has_triton():
         pytest.skip("triton not installed")
-    from sparsepai.triton import channel_sparse as tk
+    from sparsepai.ops import channel_sparse_triton as tk
 
     # on a GPU the kernels need CUDA tensors; without one they run under TRITON_INTERPRET=1
     dev = "cuda" if torch.cuda.is_available() else "cpu"

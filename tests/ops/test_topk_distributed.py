@@ -77,7 +77,7 @@ def _triton_worker(rank):
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_two_gloo_ranks_through_the_triton_backend():
-    from sparsepai.triton import has_triton
+    from sparsepai.ops._triton import has_triton
 
     if not has_triton() or os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("gloo shards are CPU tensors: Triton runs them under TRITON_INTERPRET=1 only")

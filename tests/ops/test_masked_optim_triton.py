@@ -8,7 +8,7 @@ import torch
 
 from sparsepai.ops import dispatch
 from sparsepai.optim import MaskedAdamW, MaskedSGD
-from sparsepai.triton import has_triton
+from sparsepai.ops._triton import has_triton
 
 pytestmark = pytest.mark.skipif(not has_triton(), reason="Triton not installed")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"

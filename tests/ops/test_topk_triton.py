@@ -14,7 +14,7 @@ from sparsepai.ops.topk_ref import (
     threshold_masks_ref,
     topk_mask_ref,
 )
-from sparsepai.triton import has_triton
+from sparsepai.ops._triton import has_triton
 
 pytestmark = pytest.mark.skipif(not has_triton(), reason="Triton not installed")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from sparsepai.triton import has_triton, require_triton
+from sparsepai.ops._triton import has_triton, require_triton
 
 BLOCK = 1024
 

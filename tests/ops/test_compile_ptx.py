@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from sparsepai.triton import has_triton
+from sparsepai.ops._triton import has_triton
 
 pytestmark = pytest.mark.skipif(not has_triton(), reason="triton not installed")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,9 +35,9 @@ def _compile(fn, types, constexprs, arch):
 
 
 def _kernels():
-    from sparsepai.triton import channel_sparse as cs
-    from sparsepai.triton import masked_optim as mo
-    from sparsepai.triton import topk as tk
+    from sparsepai.ops import channel_sparse_triton as cs
+    from sparsepai.ops import masked_optim_triton as mo
+    from sparsepai.ops import topk_triton as tk
 
     conv = dict(KH=3, KW=3, BM=32, BN=16, BK=16)
     idx = {"in_idx": "*i64", "out_idx": "*i64"}
@@ -96,7 +96,7 @@ def _compile_all():
 @pytest.fixture(scope="module")
 def compiled():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = "from tests.triton.test_compile_ptx import _compile_all; _compile_all()"
+    code = "from tests.ops.test_compile_ptx import _compile_all; _compile_all()"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        cwd=ROOT, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from sparsepai.triton import has_triton
+from sparsepai.ops._triton import has_triton
 
 if has_triton():
     import triton

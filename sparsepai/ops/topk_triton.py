@@ -20,7 +20,7 @@ import torch
 
 from sparsepai.ops._radix import key_to_value, radix_select, signed64
 from sparsepai.ops.topk_ref import common_dtype, key_bits, nan_code
-from sparsepai.triton import has_triton, require_triton
+from sparsepai.ops._triton import has_triton, require_triton
 
 _ABS_INF = {
     torch.float16: 0x7C00,

@@ -48,7 +48,8 @@ def check_finite(loss: torch.Tensor, what: str):
 
 def batch_loss(model, batch, loss_fn, what: str, state: dict | None = None) -> torch.Tensor:
     """``loss_fn(logits, targets)`` for one ``(inputs, targets)`` batch (see
-    :func:`~sparsepai.core.model.call` for ``state``); a non-finite loss raises ``FloatingPointError`` naming ``what``."""
+    :func:`~sparsepai.core.model.call` for ``state``); a non-finite loss raises
+    ``FloatingPointError`` naming ``what``."""
     x, y = batch
     loss = loss_fn(model_logits(model, x, state), y)
     if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):

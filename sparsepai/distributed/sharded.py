@@ -96,8 +96,9 @@ def backward_grads(loss: torch.Tensor, wrt) -> list:
     """dL/dw for sharded parameters ``wrt`` (``DTensor`` gradients placed like them), by
     ``loss.backward()``: FSDP2's sharded parameters are not in the forward's autograd graph, their
     gradients arrive through FSDP's reduce-scatter (which averages the ranks' gradients, as for
-    training). ``sparsepai.core.loss.loss_grads`` calls this for them (registered below); other parameters' ``.grad`` may
-    accumulate meanwhile (the callers here restore the model afterwards)."""
+    training). ``sparsepai.core.loss.loss_grads`` calls this for them (registered below);
+    other parameters' ``.grad`` may accumulate meanwhile (the callers here restore the model
+    afterwards)."""
     wrt = list(wrt)
     for t in wrt:
         t.grad = None

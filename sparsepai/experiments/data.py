@@ -28,7 +28,7 @@ import os
 import torch
 from torch.utils.data import TensorDataset
 
-from sparsepai.core.train import loader  # noqa: F401 (the datasets' loader; callers import it here)
+from sparsepai.core.train import loader  # noqa: F401 (the datasets' loader)
 
 NAMES = ("digits", "mnist", "cifar10", "cifar100", "tinyimagenet")
 

@@ -9,7 +9,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from sparsepai.core.train import PassStats, loader, train_pass  # noqa: F401 (PassStats: callers import it here)
+# PassStats and train_pass: the one training loop, imported here by callers of the recipes
+from sparsepai.core.train import PassStats, loader, train_pass  # noqa: F401
 
 OPTIMIZERS = ("sgd", "adamw")
 

@@ -7,19 +7,24 @@ reference (``reference``, also the test oracle):
 ========================  ====================  =======================  ===========================
 ops                       C++ ``cpu``/``cuda``  ``triton``               ``reference``
 ========================  ====================  =======================  ===========================
-``topk_mask``,            csrc/cpu/topk.cpp,    sparsepai/triton/        sparsepai/ops/topk_ref.py
-``kth_largest``,          csrc/cuda/topk.cu     topk.py (``first_nan``:
-``key_histogram``,                              plain torch)
-``threshold_masks``,
+``topk_mask``,            csrc/cpu/topk.cpp,    sparsepai/ops/           sparsepai/ops/topk_ref.py
+``kth_largest``,          csrc/cuda/topk.cu     topk_triton.py
+``key_histogram``,                              (``first_nan``: plain
+``threshold_masks``,                            torch)
 ``first_nan``
-``masked_sgd_``,          csrc/cpu/             sparsepai/triton/        sparsepai/ops/
-``masked_adamw_``         masked_optim.cpp,     masked_optim.py          masked_optim_ref.py
+``masked_sgd_``,          csrc/cpu/             sparsepai/ops/           sparsepai/ops/
+``masked_adamw_``         masked_optim.cpp,     masked_optim_triton.py   masked_optim_ref.py
                           csrc/cuda/
                           masked_optim.cu
-``channel_sparse_conv2d`` csrc/cpu/             sparsepai/triton/        sparsepai/ops/
-(+ ``_backward``)         channel_sparse.cpp    channel_sparse.py (as    channel_sparse.py
-                          (no C++ CUDA)         the op's CUDA kernel)
+``channel_sparse_conv2d`` csrc/cpu/             sparsepai/ops/           sparsepai/ops/
+(+ ``_backward``)         channel_sparse.cpp    channel_sparse_triton.py channel_sparse.py
+                          (no C++ CUDA)         (as the op's CUDA
+                                                kernel)
 ========================  ====================  =======================  ===========================
+
+Each op family's files share its name: ``topk*``, ``masked_optim*`` (``masked_sgd_`` and
+``masked_adamw_``), ``channel_sparse*``, in csrc/cpu, csrc/cuda, sparsepai/ops and tests/ops
+(tests/ops/test_<family>*.py run every available backend, forced: tests/ops/grid.py).
 
 Schemas: csrc/ops.cpp. Python faces (argument checks, fake implementations, the call through
 this table): sparsepai/ops/topk.py, masked_optim.py, channel_sparse.py; the distributed driver
@@ -62,14 +67,16 @@ _ENV = "SPARSEPAI_BACKEND"
 # (channel_sparse_conv2d's Triton kernels are registered as the op's CUDA kernel instead, so that
 # autograd goes through the op).
 OPS = {
-    "topk_mask": ("sparsepai.ops.topk_triton:topk_mask_triton", "sparsepai.ops.topk_ref:topk_mask_ref"),
+    "topk_mask": ("sparsepai.ops.topk_triton:topk_mask_triton",
+                  "sparsepai.ops.topk_ref:topk_mask_ref"),
     "kth_largest": ("sparsepai.ops.topk_triton:kth_largest_triton",
                     "sparsepai.ops.topk_ref:kth_largest_ref"),
     "key_histogram": ("sparsepai.ops.topk_triton:key_histogram_triton",
                       "sparsepai.ops.topk_ref:key_histogram_ref"),
     "threshold_masks": ("sparsepai.ops.topk_triton:threshold_masks_triton",
                         "sparsepai.ops.topk_ref:threshold_masks_ref"),
-    "first_nan": ("sparsepai.ops.topk_triton:first_nan_triton", "sparsepai.ops.topk_ref:first_nan_ref"),
+    "first_nan": ("sparsepai.ops.topk_triton:first_nan_triton",
+                  "sparsepai.ops.topk_ref:first_nan_ref"),
     "masked_sgd_": ("sparsepai.ops.masked_optim_triton:masked_sgd_triton",
                     "sparsepai.ops.masked_optim_ref:masked_sgd_ref"),
     "masked_adamw_": ("sparsepai.ops.masked_optim_triton:masked_adamw_triton",

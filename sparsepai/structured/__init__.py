@@ -10,7 +10,8 @@
   channel-sparse layers).
 """
 
-from sparsepai.structured import apply as _apply  # noqa: F401 (registers channel masks with sparsepai.masks)
+# registers channel masks with sparsepai.masks
+from sparsepai.structured import apply as _apply  # noqa: F401
 from sparsepai.structured.analysis import analyse
 from sparsepai.structured.graph import TraceError
 from sparsepai.structured.slim import load_slim, save_slim, slim

@@ -12,8 +12,9 @@ the graph does not understand, are *dead*: their group is not prunable (never si
 Two builders fill this model: :mod:`~sparsepai.structured.opgraph` (the default) walks the ATen
 operations of a ``torch.export`` capture on an example input, so any module is seen as the ops
 it performs; :mod:`~sparsepai.structured.fxgraph` (the fallback when no example input is known)
-walks a ``torch.fx`` trace over known module types. :func:`~sparsepai.structured.analysis.analyse` picks the builder and caches graphs per architecture,
-so ``sp.slim``/``sp.apply_masks`` after ``sp.prune`` reuse the graph the capture built.
+walks a ``torch.fx`` trace over known module types. :func:`~sparsepai.structured.analysis.analyse`
+picks the builder and caches graphs per architecture, so ``sp.slim``/``sp.apply_masks`` after
+``sp.prune`` reuse the graph the capture built.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """channel_sparse_conv2d against its reference: forward, backward, opcheck, compile, bad input,
-and the Triton kernels under the interpreter."""
+and the Triton kernels under the interpreter. Every test runs on the grid of tests/ops/grid.py
+(each available backend forced)."""
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch
 from sparsepai._ext import has_op
 from sparsepai.ops.channel_sparse import channel_sparse_conv2d, channel_sparse_conv2d_ref
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+OPS = ("channel_sparse_conv2d",)
 needs_op = pytest.mark.skipif(not has_op("channel_sparse_conv2d", "cpu"),
                               reason="compiled extension not built")
 
@@ -34,7 +35,6 @@ def _idx_on(device, *idx):
 
 
 @needs_op
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_forward_backward_match_reference(device, case, dtype):

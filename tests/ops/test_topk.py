@@ -1,4 +1,5 @@
-"""sp.topk_mask / sp.kth_largest against the concatenate-and-stable-sort oracle."""
+"""sp.topk_mask / sp.kth_largest and their building blocks against the concatenate-and-stable-sort
+oracle. Every test runs on the grid of tests/ops/grid.py (each available backend forced)."""
 
 import math
 
@@ -15,6 +16,7 @@ from sparsepai.ops.topk_ref import (
     topk_mask_ref,
 )
 
+OPS = ("topk_mask", "kth_largest", "key_histogram", "threshold_masks", "first_nan")
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 needs_ext = pytest.mark.skipif(not has_extension(), reason="compiled extension not built")
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import sparsepai as sp
-from sparsepai._ext import has_extension
 from sparsepai.ops import masked_optim_ref as ref
 from sparsepai.optim import MaskedAdamW, MaskedSGD, pack_mask
 from tests.optim.helpers import (LAYOUTS, SHAPES, dense_state, grads_for, make_masks, make_params,
@@ -158,21 +157,6 @@ def test_grad_scaler_skips_inf_steps():
     assert torch.equal(model.weight, before)
 
 
-@pytest.mark.skipif(not has_extension(), reason="compiled extension not built")
-def test_opcheck_masked_ops():
-    ps = [torch.randn(70), torch.randn(3, 5)]
-    gs = [torch.randn(70), torch.randn(3, 5)]
-    ws = [pack_mask(torch.rand(70) < 0.5), torch.empty(0, dtype=torch.int64)]
-    bufs = [torch.zeros(70), torch.zeros(3, 5)]
-    torch.library.opcheck(torch.ops.sparsepai.masked_sgd_.default,
-                          (ps, gs, bufs, ws, 0.1, 0.9, 0.0, 0.0, False, False, True))
-    m = [torch.zeros(70), torch.zeros(3, 5)]
-    v = [torch.zeros(70), torch.zeros(3, 5)]
-    torch.library.opcheck(torch.ops.sparsepai.masked_adamw_.default,
-                          (ps, gs, m, v, [], ws, [1.0, 1.0], 1e-3, 0.9, 0.999, 1e-2, 1e-8, False,
-                           False))
-
-
 def test_float64_params_use_float64_math():
     masks = make_masks()
     ours, theirs, ps, qs = run_pair(
@@ -183,30 +167,3 @@ def test_float64_params_use_float64_math():
     for p, q in zip(ps, qs):
         assert p.dtype == torch.float64
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-13)
-
-
-@pytest.mark.skipif(not has_extension(), reason="compiled extension not built")
-def test_ops_with_compact_state():
-    keep = torch.rand(200) < 0.1
-    k = int(keep.sum())
-    ps = [torch.randn(200) * keep]
-    gs = [torch.randn(200)]
-    ws = [pack_mask(keep)]
-    torch.library.opcheck(torch.ops.sparsepai.masked_sgd_.default,
-                          (ps, gs, [torch.randn(k)], ws, 0.1, 0.9, 0.0, 0.0, False, False, False))
-    torch.library.opcheck(torch.ops.sparsepai.masked_adamw_.default,
-                          (ps, gs, [torch.randn(k)], [torch.rand(k)], [], ws, [2.0], 1e-3, 0.9,
-                           0.999, 1e-2, 1e-8, False, False))
-    # the op against the reference, compact state in both
-    b1, b2 = [torch.randn(k)], None
-    b2 = [b1[0].clone()]
-    p1, p2 = [ps[0].clone()], [ps[0].clone()]
-    torch.ops.sparsepai.masked_sgd_(p1, gs, b1, ws, 0.1, 0.9, 0.1, 1e-2, False, False, False)
-    ref.masked_sgd_ref(p2, gs, b2, ws, 0.1, 0.9, 0.1, 1e-2, False, False, False)
-    assert torch.equal(p1[0], p2[0]) and torch.equal(b1[0], b2[0])
-    with pytest.raises(ValueError, match=r"masked_sgd_: momentum_buffers\[0\] is compact with"):
-        torch.ops.sparsepai.masked_sgd_(p1, gs, [torch.zeros(k + 1)], ws, 0.1, 0.9, 0.0, 0.0,
-                                        False, False, False)
-    with pytest.raises(ValueError, match="mix compact and dense"):
-        torch.ops.sparsepai.masked_adamw_(p1, gs, [torch.zeros(k)], [torch.zeros(200)], [], ws,
-                                          [1.0], 1e-3, 0.9, 0.999, 0.0, 1e-8, False, False)

@@ -4,7 +4,8 @@ Every import of every module under ``sparsepai/`` is read with ``ast`` (module l
 functions, under ``TYPE_CHECKING``) and checked against :data:`LAYERS`, lowest first: a module
 may import its own layer and the layers below it, never one above. Inside a layer, packages must
 not form a circle either (``pruning`` and ``structured`` share a layer and import neither each
-other). The facade ``sparsepai/__init__.py`` (lazy names) is the one module above every layer.
+other), and no modules anywhere import each other around a circle. The facade ``sparsepai/__init__.py`` (lazy names) is the one module above every layer; importing
+it counts as importing :mod:`sparsepai.api`.
 
 Plugging in upward goes through registration instead of imports: ``sparsepai.distributed``
 registers its gradient averaging and sharded gradients with ``sparsepai.core``, and
@@ -46,7 +47,7 @@ def module_name(path: pathlib.Path, root: pathlib.Path = ROOT) -> str:
 
 def imports(package: pathlib.Path = PACKAGE) -> list[tuple[str, str, int]]:
     """``(importer, imported, line)`` for every import of a ``sparsepai`` module, at any depth
-    (an ``from a import b`` of a submodule ``a.b`` counts as importing ``a.b``)."""
+    (``from a import b`` of a submodule ``a.b`` counts as importing ``a.b``)."""
     root = package.parent
     modules = {module_name(p, root): p for p in package.rglob("*.py")}
     out = []
@@ -62,8 +63,10 @@ def imports(package: pathlib.Path = PACKAGE) -> list[tuple[str, str, int]]:
                     module = ".".join(base + ([node.module] if node.module else []))
                 else:
                     module = node.module or ""
-                targets = [module] + [f"{module}.{a.name}" for a in node.names
-                                      if f"{module}.{a.name}" in modules]
+                subs = [f"{module}.{a.name}" for a in node.names
+                        if f"{module}.{a.name}" in modules]
+                # ``from pkg import sub`` imports the submodule; any other name, the module
+                targets = subs + ([module] if len(subs) < len(node.names) else [])
             else:
                 continue
             for t in targets:
@@ -93,9 +96,10 @@ def package_of(module: str) -> str:
 def upward_imports(edges) -> list[str]:
     bad = []
     for src, dst, line in edges:
-        if src == "sparsepai" or dst == "sparsepai":
+        if src == "sparsepai":
             continue  # the facade
-        ls, ld = layer_of(src), layer_of(dst)
+        # importing the facade reaches the whole API: only the API's layer and those above may
+        ls, ld = layer_of(src), layer_of("sparsepai.api" if dst == "sparsepai" else dst)
         if ls is None or ld is None:
             bad.append(f"{src}:{line} -> {dst}: a module in no layer (add it to LAYERS)")
         elif ld > ls:
@@ -130,12 +134,49 @@ def package_cycles(edges) -> list[list[str]]:
     return cycles
 
 
+def module_cycles(edges) -> list[list[str]]:
+    """Groups of modules that import each other, directly or around a circle (strongly
+    connected components of more than one module)."""
+    graph: dict = {}
+    for src, dst, _ in edges:
+        if src != dst and "sparsepai" not in (src, dst):
+            graph.setdefault(src, set()).add(dst)
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+                on.discard(group[-1])
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
 def test_every_module_is_in_a_layer_and_imports_downward():
     assert upward_imports(imports()) == []
 
 
 def test_no_circles_between_packages():
     assert package_cycles(imports()) == []
+
+
+def test_no_circles_between_modules():
+    assert module_cycles(imports()) == []
 
 
 def test_the_check_catches_a_planted_upward_import(tmp_path):
@@ -154,4 +195,6 @@ def test_the_check_catches_a_planted_upward_import(tmp_path):
                for b in upward_imports(edges))
     assert any("sparsepai.core" in c and "sparsepai.distributed" in c
                for c in package_cycles(edges))
+    assert any("sparsepai.core.loss" in c and "sparsepai.distributed.sharded" in c
+               for c in module_cycles(edges))
     assert os.path.exists(PACKAGE / "core" / "loss.py")  # the real package untouched

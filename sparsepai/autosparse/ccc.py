@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from sparsepai.autosparse.dataset import IRPDataset
+
 
 def _flat(x, names=None) -> torch.Tensor:
     if isinstance(x, dict):
@@ -58,8 +60,6 @@ def ccc_report(dir_a: str, dir_b: str) -> dict:
     Raises:
         ValueError: the runs are over different weights (names or shapes) or round counts.
     """
-    from sparsepai.autosparse.dataset import IRPDataset
-
     a, b = IRPDataset.load(dir_a), IRPDataset.load(dir_b)
     if a.description["shapes"] != b.description["shapes"]:
         raise ValueError(f"ccc: {dir_a} and {dir_b} are runs over different models (weight names "

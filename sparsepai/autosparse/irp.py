@@ -33,6 +33,7 @@ from sparsepai.core.prunable import prunable_names
 from sparsepai.core.registry import get_method
 from sparsepai.core.train import loader, train_pass
 from sparsepai.masks.threshold import threshold
+from sparsepai.optim import MaskedSGD
 
 CRITERIA = ("magnitude", "snip")
 
@@ -208,7 +209,6 @@ def _diff(a, b, prefix="") -> list[str]:
 
 
 def _train_round(work, init, mask, data, loss_fn, cfg: IRPConfig, r: int, progress: bool) -> list:
-    from sparsepai.optim import MaskedSGD
     work.load_state_dict(init)  # rewind: weights and buffers to iteration 0
     opt = MaskedSGD(work.named_parameters(), mask, lr=cfg.lr, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)

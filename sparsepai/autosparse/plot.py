@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from sparsepai import _io
+from sparsepai.autosparse.features import model_features
 
 
 def _binned(x, y, bins=30):
@@ -40,8 +41,6 @@ def plot_learned_function(predictor, path: str, dataset=None, extent: float = 3.
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from sparsepai.autosparse.features import model_features
 
     feats = predictor.features
     unit = f"{predictor.config.normalization} RMS"

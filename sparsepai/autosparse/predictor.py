@@ -29,6 +29,10 @@ from sparsepai.autosparse.features import (
     NORMALIZATIONS,
     model_features,
 )
+from sparsepai.autosparse.irp import initial_grads
+from sparsepai.core.loss import default_loss
+from sparsepai.core.prunable import prunable_names
+from sparsepai.experiments.models import get_model
 
 BACKBONES = ("mlp", "resnet18", "vgg19")
 KIND = "autosparse-predictor"
@@ -136,8 +140,6 @@ class LiftNet(nn.Module):
 
     def __init__(self, in_dim: int, lift_hidden: int, image_size: int, backbone: str):
         super().__init__()
-        from sparsepai.experiments.models import get_model
-
         self.image_size = image_size
         self.lift = nn.Sequential(nn.Linear(in_dim, lift_hidden), nn.ReLU(),
                                   nn.Linear(lift_hidden, 3 * image_size * image_size))
@@ -277,10 +279,6 @@ class Predictor:
         Returns:
             ``{name: scores}`` shaped like the weights, for ``sp.topk_mask``.
         """
-        from sparsepai.autosparse.irp import initial_grads
-        from sparsepai.core.loss import default_loss
-        from sparsepai.core.prunable import prunable_names
-
         names = list(names) if names is not None else prunable_names(model)
         self.check_layer_types(_layer_types(model, names), unseen_layers)
         params = dict(model.named_parameters())

@@ -22,8 +22,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from sparsepai.experiments.report import table, write_summary
-    from sparsepai.experiments.slim_line import SlimLine, line_text, run_slim_line, summarize_line
+    from sparsepai.experiments.report import line_text, table, write_summary
+    from sparsepai.experiments.slim_line import SlimLine, run_slim_line, summarize_line
     from sparsepai.experiments.sweep import run_sweep
 
     cfg = sweep.config(args)

@@ -9,12 +9,7 @@ import io
 import json
 import os
 import statistics
-from typing import TYPE_CHECKING
-
 from sparsepai import _io
-
-if TYPE_CHECKING:
-    from sparsepai.experiments.sweep import SweepConfig
 
 CSV_FIELDS = ("method", "sparsity", "seed", "test_acc", "prune_seconds", "kept", "prunable",
               "train_loss", "rounds")
@@ -29,7 +24,7 @@ def summarize(rows):
             for k, v in groups.items()}
 
 
-def table(rows, cfg: SweepConfig) -> str:
+def table(rows, cfg) -> str:
     s = summarize(rows)
     w = max([11] + [len(m) + 1 for m in cfg.methods])
     head = f"{'method':<{w}}" + "".join(f"{100 * x:>14.1f}%" for x in cfg.sparsities)
@@ -51,7 +46,7 @@ def table(rows, cfg: SweepConfig) -> str:
     return "\n".join(lines)
 
 
-def write_summary(rows, cfg: SweepConfig, out_dir: str, command: str | None = None,
+def write_summary(rows, cfg, out_dir: str, command: str | None = None,
                   structured: dict | None = None):
     """Write ``results.csv``, ``results.json``, ``table.txt`` and ``accuracy_vs_sparsity.png``
     into ``out_dir`` (each atomically).
@@ -61,8 +56,9 @@ def write_summary(rows, cfg: SweepConfig, out_dir: str, command: str | None = No
         cfg: the sweep's config.
         out_dir: an existing folder.
         command: the command line, recorded in results.json.
-        structured: the demo's structured line (``slim_line.summarize_line``): added to
-            results.json, the table and, as a second panel, the plot.
+        structured: the demo's structured line (``slim_line.summarize_line``, printed by
+            :func:`line_text`): added to results.json, the table and, as a second panel, the
+            plot.
     """
     text = io.StringIO(newline="")
     w = csv.DictWriter(text, fieldnames=list(CSV_FIELDS))
@@ -77,14 +73,24 @@ def write_summary(rows, cfg: SweepConfig, out_dir: str, command: str | None = No
         "runs": rows, "structured": structured}, indent=1).encode())
     text = table(rows, cfg)
     if structured:
-        from sparsepai.experiments.slim_line import line_text
-
         text += "\n\n" + line_text(structured)
     _io.atomic_write_bytes(os.path.join(out_dir, "table.txt"), (text + "\n").encode())
     plot(rows, cfg, os.path.join(out_dir, "accuracy_vs_sparsity.png"), structured)
 
 
-def plot(rows, cfg: SweepConfig, path: str, structured: dict | None = None):
+def line_text(s: dict) -> str:
+    """The printed line: dense against slim, accuracy and training seconds side by side."""
+    d, m = s["dense"], s["slim"]
+    return (f"structured, {100 * s['sparsity']:g}% of weights removed ({s['method']} channels, "
+            f"sp.slim), seeds {s['seeds']}:\n"
+            f"  {'dense':<6}{100 * d['acc']:6.2f} +- {100 * d['acc_std']:.2f} %  "
+            f"{d['seconds']:7.1f} s training  {d['params']:>9,} weights\n"
+            f"  {'slim':<6}{100 * m['acc']:6.2f} +- {100 * m['acc_std']:.2f} %  "
+            f"{m['seconds']:7.1f} s training  {m['params']:>9,} weights  "
+            f"({s['speedup']:.2f}x faster, {100 * (m['acc'] - d['acc']):+.2f} points)")
+
+
+def plot(rows, cfg, path: str, structured: dict | None = None):
     import matplotlib
 
     matplotlib.use("Agg")

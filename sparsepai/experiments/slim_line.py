@@ -16,7 +16,12 @@ import statistics
 
 import torch
 
+import sparsepai as sp
+from sparsepai.experiments.data import load_dataset, loader
+from sparsepai.experiments.models import get_model
 from sparsepai.experiments.sweep import SweepConfig, append_row, load_rows
+from sparsepai.experiments.train import train
+from sparsepai.structured.cost import default_weighting
 
 LOG_FILE = "structured.jsonl"
 
@@ -44,12 +49,6 @@ def run_slim_line(cfg: SweepConfig, out_dir: str, line: SlimLine = SlimLine(),
         The rows of this line (old and new): ``{"kind": "dense" | "slim", "method",
         "sparsity", "seed", "test_acc", "train_seconds", "params"}``.
     """
-    import sparsepai as sp
-    from sparsepai.experiments.data import load_dataset, loader
-    from sparsepai.experiments.models import get_model
-    from sparsepai.experiments.train import train
-
-    from sparsepai.structured.cost import default_weighting
 
     # the masks' cost weighting is the method's default, which has changed (ProsPr's became
     # compute-weighted): slim rows of another weighting are another line (old rows lack the
@@ -103,15 +102,3 @@ def summarize_line(rows) -> dict | None:
                      "seconds": statistics.mean(r["train_seconds"] for r in rs),
                      "params": rs[0]["params"]}
     return out
-
-
-def line_text(s: dict) -> str:
-    """The printed line: dense against slim, accuracy and training seconds side by side."""
-    d, m = s["dense"], s["slim"]
-    return (f"structured, {100 * s['sparsity']:g}% of weights removed ({s['method']} channels, "
-            f"sp.slim), seeds {s['seeds']}:\n"
-            f"  {'dense':<6}{100 * d['acc']:6.2f} +- {100 * d['acc_std']:.2f} %  "
-            f"{d['seconds']:7.1f} s training  {d['params']:>9,} weights\n"
-            f"  {'slim':<6}{100 * m['acc']:6.2f} +- {100 * m['acc_std']:.2f} %  "
-            f"{m['seconds']:7.1f} s training  {m['params']:>9,} weights  "
-            f"({s['speedup']:.2f}x faster, {100 * (m['acc'] - d['acc']):+.2f} points)")

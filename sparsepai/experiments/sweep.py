@@ -17,8 +17,15 @@ import torch
 from tqdm.auto import tqdm
 
 from sparsepai import _io
+from sparsepai.api import prune
+from sparsepai.core.registry import get_method
+from sparsepai.experiments.data import NAMES as DATASETS
+from sparsepai.experiments.data import load_dataset, loader
+from sparsepai.experiments.models import NAMES as MODELS
+from sparsepai.experiments.models import get_model
 from sparsepai.experiments.report import write_summary
-from sparsepai.experiments.train import TrainConfig
+from sparsepai.experiments.train import TrainConfig, train
+from sparsepai.pruning import prune_after_training
 
 ALL_METHODS = ("random", "magnitude", "snip", "grasp", "synflow", "force", "prospr")
 # baselines that train first: one train-prune-rewind run per seed serves every sparsity
@@ -71,10 +78,6 @@ def check_config(cfg: SweepConfig) -> None:
         ValueError: an unknown model, dataset or method (naming it and the valid ones), no
             sparsities or seeds, or a sparsity outside ``[0, 1)``.
     """
-    from sparsepai.core.registry import get_method
-    from sparsepai.experiments.data import NAMES as DATASETS
-    from sparsepai.experiments.models import NAMES as MODELS
-
     if cfg.model not in MODELS:
         raise ValueError(f"sweep: unknown model {cfg.model!r}; valid models: {', '.join(MODELS)}")
     if cfg.dataset not in DATASETS:
@@ -252,12 +255,6 @@ def run_one(cfg: SweepConfig, label: str, sparsity: float, seed: int, data, prog
         The result row. For after-training methods the model trains from the ticket's rewind
         weights and ``prune_seconds`` is the whole shared run.
     """
-    from sparsepai.api import prune
-    from sparsepai.experiments.data import loader
-    from sparsepai.experiments.models import get_model
-    from sparsepai.experiments.train import train
-    from sparsepai.pruning import prune_after_training
-
     train_set, test_set, info = data
     method, options = resolve(cfg, label)
     torch.manual_seed(seed)

@@ -11,6 +11,8 @@ from tqdm.auto import tqdm
 
 # PassStats and train_pass: the one training loop, imported here by callers of the recipes
 from sparsepai.core.train import PassStats, loader, train_pass  # noqa: F401
+from sparsepai.masks.apply import apply_masks
+from sparsepai.optim.masked import MaskedAdamW, MaskedSGD
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -63,10 +65,6 @@ def train_epochs(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainC
     but not evaluation, up to the end of this epoch; ``step_seconds``: this epoch's time per
     batch, a list). Several models can so be trained in lockstep, epoch by epoch (the
     time-to-accuracy benchmark does, so that a change of machine load hits them alike)."""
-    from sparsepai.experiments.data import loader
-    from sparsepai.masks.apply import apply_masks
-    from sparsepai.optim.masked import MaskedAdamW, MaskedSGD
-
     if masks:
         apply_masks(model, masks)
     params = model.named_parameters()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from sparsepai.ops.topk import topk_mask
+
 SCOPES = ("global", "layer")
 
 
@@ -37,8 +39,6 @@ def layer_counts(sizes, keep: int) -> list[int]:
 def protect(scores: list, min_per_layer: int) -> list:
     """Copies of ``scores`` whose best ``min_per_layer`` entries per tensor are raised to +inf,
     so that a global top-k keeps them first (NaN ranks lowest)."""
-    from sparsepai.ops.topk import topk_mask
-
     out = []
     for s in scores:
         s = s.detach().clone()
@@ -68,8 +68,6 @@ def threshold(scores, keep: int, *, scope: str = "global", min_per_layer: int = 
     Shapes:
         ``masks[i].shape == scores[i].shape``.
     """
-    from sparsepai.ops.topk import topk_mask
-
     names = list(scores) if isinstance(scores, Mapping) else None
     tensors = [scores[n] for n in names] if names is not None else list(scores)
     if scope not in SCOPES:

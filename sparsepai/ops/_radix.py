@@ -11,6 +11,8 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from sparsepai.ops.topk_ref import _FORMATS
+
 DIGIT_BITS = 16
 
 
@@ -65,8 +67,6 @@ def radix_select(
 
 def key_to_value(key: int, largest: bool, nan: int, dtype: torch.dtype) -> float:
     """The value of a key (inverse of the key transform); NaN keys give -inf/+inf."""
-    from sparsepai.ops.topk_ref import _FORMATS
-
     ity, bits, sign, _ = _FORMATS[dtype]
     full = (1 << bits) - 1
     if key == nan_key(nan, largest, bits) and nan in (1, 2):

@@ -59,6 +59,8 @@ import os
 
 import torch
 
+from sparsepai._ext import has_extension, has_op
+
 BACKENDS = ("cpu", "cuda", "triton", "reference")
 _ENV = "SPARSEPAI_BACKEND"
 
@@ -100,8 +102,6 @@ _override: list = []  # use_backend() stack
 def _cpp(op: str, device_type: str) -> bool:
     key = (op, device_type)
     if key not in _CPP:
-        from sparsepai._ext import has_op
-
         # Asked once, before anything registers Python kernels: ops/channel_sparse.py fills
         # channel_sparse_conv2d's CUDA slot with the Triton kernels after asking this table.
         _CPP[key] = has_op(op, device_type)
@@ -149,8 +149,6 @@ def _why_not(backend: str, op: str, device_type: str) -> str | None:
     if triton_fn is None and not (op == "channel_sparse_conv2d" and device_type == "cuda"):
         return f"{op} has no Triton implementation"
     if op == "channel_sparse_conv2d":
-        from sparsepai._ext import has_extension
-
         if not has_extension():
             return "channel_sparse_conv2d's Triton kernels need the compiled extension's schema"
     if not _triton_installed():

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from sparsepai.core.registry import register
+from sparsepai.autosparse.predictor import Predictor
 from sparsepai.core.options import option
+from sparsepai.core.registry import register
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,8 +29,6 @@ class AutoSparseConfig:
 
 
 def resolve_predictor(predictor):
-    from sparsepai.autosparse.predictor import Predictor
-
     if predictor is None:
         raise ValueError("method 'autosparse' needs predictor=... (a Predictor or the path of a "
                          "saved one, from sp.autosparse.train_predictor)")

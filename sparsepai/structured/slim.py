@@ -20,6 +20,7 @@ import copy
 import torch
 from torch import nn
 
+from sparsepai import _io
 from sparsepai.structured.analysis import analyse
 from sparsepai.structured.channels import resolve
 from sparsepai.structured.narrow import _idx, _retie, _tied, narrow_model
@@ -96,8 +97,6 @@ def save_slim(model: nn.Module, path: str) -> None:
         model: a model returned by :func:`slim`.
         path: the ``.safetensors`` file to write (missing folders are created).
     """
-    from sparsepai import _io
-
     masks = getattr(model, SLIM_ATTR, None)
     if masks is None:
         raise ValueError("save_slim: the model was not made by sp.slim (no channel masks)")
@@ -122,8 +121,6 @@ def load_slim(path: str, model: nn.Module, example_inputs=None) -> nn.Module:
         FileNotFoundError: no such file. ValueError: a truncated, corrupt or non-safetensors
             file, not a slim model, or one of another architecture; naming ``path``.
     """
-    from sparsepai import _io
-
     tensors, meta = _io.read_tensors(path, "slim model")
     if meta.get("format") != FORMAT:
         raise ValueError(f"load_slim: {path} is not a sparsepai slim model (format "

@@ -15,7 +15,7 @@ from tests.autosparse.helpers import folder_bytes, tiny_conv, tiny_data, tiny_mo
 
 IRP = dict(rounds=3, epochs_per_round=1, prune_fraction=0.4, batch_size=16, progress=False)
 # every training step's loss is checked by base.batch_loss (the one loop, recipes.train_pass)
-base_module = importlib.import_module("sparsepai.core.registry")
+base_module = importlib.import_module("sparsepai.core.loss")
 
 
 def test_schedule_prunes_a_fraction_of_the_remaining():

@@ -45,7 +45,7 @@ def test_structured_prune_slim_then_train(tmp_path):
 
 
 # every check below must fire before the model is even built
-_WORK = [("sparsepai.cli.common", "model_and_data"), ("sparsepai.pruning", "prune")]
+_WORK = [("sparsepai.cli.common", "model_and_data"), ("sparsepai.api", "prune")]
 
 
 @pytest.mark.parametrize("flag", ["--out", "--slim-out"])

@@ -46,7 +46,8 @@ def test_demo_on_a_tiny_budget_resumes_only_identical_settings(tmp_path):
     assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
 
 
-_WORK = [("sparsepai.experiments.sweep", "run_one"), ("sparsepai.experiments.data", "load_dataset")]
+_WORK = [("sparsepai.experiments.sweep", "run_one"), ("sparsepai.experiments.sweep", "load_dataset"),
+         ("sparsepai.experiments.data", "load_dataset")]
 
 
 def test_bogus_method_fails_before_the_dense_baseline(capsys, monkeypatch, tmp_path):

@@ -8,7 +8,8 @@ import torch
 
 import sparsepai as sp
 from sparsepai.experiments import slim_line
-from sparsepai.experiments.slim_line import SlimLine, line_text, run_slim_line, summarize_line
+from sparsepai.experiments.report import line_text
+from sparsepai.experiments.slim_line import SlimLine, run_slim_line, summarize_line
 from sparsepai.experiments.sweep import SweepConfig
 from sparsepai.experiments.train import TrainConfig
 
@@ -46,7 +47,7 @@ def test_line_matches_the_pipeline_by_hand_and_resumes(tmp_path, monkeypatch):
     # structured 50% of the weights: about half of them left (input columns die too)
     assert by["slim"]["params"] < 0.6 * by["dense"]["params"]
     # a rerun reads them back and trains nothing
-    monkeypatch.setattr("sparsepai.experiments.train.train", _boom)
+    monkeypatch.setattr("sparsepai.experiments.slim_line.train", _boom)
     again = run_slim_line(CFG, str(tmp_path), LINE, progress=False)
     assert again == rows
     # another sparsity is another line: it would train
@@ -72,14 +73,14 @@ def test_slim_rows_of_another_cost_weighting_are_not_reused(tmp_path, monkeypatc
         trained.append(sum(p.numel() for p in model.parameters()))
         return {"test_acc": 0.75, "train_seconds": [2.0]}
 
-    monkeypatch.setattr("sparsepai.experiments.train.train", fake_train)
+    monkeypatch.setattr("sparsepai.experiments.slim_line.train", fake_train)
     cfg = dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, epochs=1))
     rows = run_slim_line(cfg, str(tmp_path), SlimLine("prospr", 0.9), progress=False)
     by = {r["kind"]: r for r in rows}
     assert len(trained) == 1 and by["dense"]["test_acc"] == 0.5  # only the slim one retrained
     assert by["slim"]["test_acc"] == 0.75 and by["slim"]["cost_weighting"] is True
     # and that row is reused by the next run
-    monkeypatch.setattr("sparsepai.experiments.train.train", _boom)
+    monkeypatch.setattr("sparsepai.experiments.slim_line.train", _boom)
     assert run_slim_line(cfg, str(tmp_path), SlimLine("prospr", 0.9), progress=False) == rows
 
 

@@ -34,7 +34,7 @@ def test_other_settings_are_refused(tmp_path, monkeypatch):
                                 train=dataclasses.replace(CFG.train, optimizer="adamw"))
     # the old rows must not be relabelled as lenet5/AdamW results: refused before any work
     monkeypatch.setattr(sweep, "run_one", _boom)
-    monkeypatch.setattr("sparsepai.experiments.data.load_dataset", _boom)
+    monkeypatch.setattr("sparsepai.experiments.sweep.load_dataset", _boom)
     with pytest.raises(ValueError) as e:
         run_sweep(other, str(out), progress=False)
     msg = str(e.value)
@@ -59,7 +59,7 @@ def test_bad_methods_fail_before_any_training(tmp_path, monkeypatch):
     import dataclasses
 
     monkeypatch.setattr(sweep, "run_one", _boom)
-    monkeypatch.setattr("sparsepai.experiments.data.load_dataset", _boom)
+    monkeypatch.setattr("sparsepai.experiments.sweep.load_dataset", _boom)
     bogus = dataclasses.replace(CFG, methods=("magnitude", "bogus"))
     with pytest.raises(ValueError, match="sweep: unknown pruning method 'bogus'; valid methods"):
         run_sweep(bogus, str(tmp_path / "out"), progress=False)

@@ -10,6 +10,7 @@ average pooling and one linear classifier), ``resnet20`` (Frankle et al. 2021), 
 from __future__ import annotations
 
 from sparsepai.experiments.models.small import LeNet5, ResNet20, SmallConv
+from sparsepai.experiments.models.torchvision_cifar import cifar_resnet, cifar_vgg
 
 NAMES = ("resnet18", "resnet34", "resnet50", "vgg11", "vgg13", "vgg16", "vgg19", "resnet20",
          "lenet5", "smallconv")
@@ -29,12 +30,8 @@ def get_model(name: str, num_classes: int = 10, in_channels: int = 3, image_size
         ``(B, num_classes)``.
     """
     if name.startswith("resnet") and name != "resnet20":
-        from sparsepai.experiments.models.torchvision_cifar import cifar_resnet
-
         return cifar_resnet(name, num_classes, in_channels)
     if name.startswith("vgg"):
-        from sparsepai.experiments.models.torchvision_cifar import cifar_vgg
-
         return cifar_vgg(name, num_classes, in_channels)
     if name == "resnet20":
         return ResNet20(num_classes, in_channels)

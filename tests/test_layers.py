@@ -23,7 +23,8 @@ PACKAGE = ROOT / "sparsepai"
 
 # Lowest first. A module belongs to the layer of its longest matching prefix.
 LAYERS = (
-    ("sparsepai._io", "sparsepai._ext"),  # leaves: atomic files, the compiled extension
+    ("sparsepai._io", "sparsepai._ext", "sparsepai._comm"),  # leaves: atomic files, the compiled
+    # extension, process-group helpers
     ("sparsepai.ops",),  # ops: faces, dispatch, references, Triton kernels, the mask bit layout
     ("sparsepai.masks",),  # apply, threshold, io
     ("sparsepai.core",),  # registry, model call, losses and gradients, options, training pass

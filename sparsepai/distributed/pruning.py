@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import contextlib
 
+from sparsepai._comm import all_gather_ints, check_group, check_same, digest, stable_repr
 from sparsepai.core.options import check_sparsity
-from sparsepai.distributed._comm import (all_gather_ints, check_group, check_same, digest,
-                                         stable_repr)
 from sparsepai.distributed.replicated import averaging
 from sparsepai.distributed.sharded import is_sharded, prune_sharded, score_sharded
 

@@ -25,11 +25,11 @@ import warnings
 
 import torch
 
+from sparsepai._comm import comm_device
 from sparsepai.core.loss import default_loss, register_sharded_grads
 from sparsepai.core.options import make_config, nan_error
 from sparsepai.core.prunable import keep_count, prunable_names
 from sparsepai.core.registry import get_method
-from sparsepai.distributed._comm import comm_device
 from sparsepai.ops.topk import topk_mask
 
 SHARDED_METHODS = ("magnitude", "snip", "force", "prospr")

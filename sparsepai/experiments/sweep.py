@@ -311,7 +311,6 @@ def run_sweep(cfg: SweepConfig, out_dir: str, progress: bool = True,
 
 
 def _run_sweep(cfg: SweepConfig, out_dir: str, progress: bool, command: str | None) -> list:
-
     _io.atomic_write_json(os.path.join(out_dir, CONFIG_FILE), _as_json(cfg))
     log = os.path.join(out_dir, LOG_FILE)
     rows = load_rows(log)

@@ -13,8 +13,8 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from sparsepai._comm import check_group
 from sparsepai._ext import has_extension
-from sparsepai.distributed._comm import check_group
 from sparsepai.ops import dispatch
 from sparsepai.ops.topk_dist import topk_distributed
 from sparsepai.ops.topk_ref import NAN_MODES, common_dtype

@@ -30,7 +30,7 @@ def test_sync_is_inert_outside_a_group_call():
 
 
 def test_digest_is_exact_and_order_sensitive():
-    from sparsepai.distributed._comm import digest
+    from sparsepai._comm import digest
 
     a = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
     b = torch.tensor([0.0, 2.0, 1.0], dtype=torch.float64)

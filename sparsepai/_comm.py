@@ -1,7 +1,7 @@
-"""Small collectives shared by the distributed pruning paths: the device a group communicates
-on, an all-gather of a few integers, the check that every rank called with the same arguments,
-and exact digests of tensors (integer sums of their bit patterns, so equal tensors give equal
-digests on any thread count)."""
+"""Small collectives shared by the distributed pruning paths and the ops' group checks: the
+device a group communicates on, the check of a group argument, an all-gather of a few integers,
+the check that every rank called with the same arguments, and exact digests of tensors (integer
+sums of their bit patterns, so equal tensors give equal digests on any thread count)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ import pytest
 from tests.cli.helpers import main, no_work
 
 _WORK = [("sparsepai.cli.common", "model_and_data"), ("sparsepai.experiments.data", "load_dataset"),
-         ("sparsepai.pruning", "prune"), ("sparsepai.autosparse.irp", "irp"),
+         ("sparsepai.experiments.sweep", "load_dataset"),
+         ("sparsepai.api", "prune"), ("sparsepai.autosparse.irp", "irp"),
          ("sparsepai.autosparse.training", "train_predictor"),
          ("sparsepai.experiments.sweep", "run_one")]
 

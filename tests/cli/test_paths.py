@@ -8,7 +8,7 @@ import pytest
 
 from tests.cli.helpers import main, no_work
 
-_WORK = [("sparsepai.cli.common", "model_and_data"), ("sparsepai.pruning", "prune"),
+_WORK = [("sparsepai.cli.common", "model_and_data"), ("sparsepai.api", "prune"),
          ("sparsepai.experiments.train", "train"),
          ("sparsepai.autosparse.training", "train_predictor"),
          ("sparsepai.autosparse.irp", "irp")]

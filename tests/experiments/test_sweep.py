@@ -89,7 +89,7 @@ def test_a_cut_line_does_not_swallow_the_next_row(tmp_path):
 def test_a_folder_of_someone_elses_files_is_refused(tmp_path, monkeypatch):
     # a user's results.csv and table.txt used to be overwritten, exit 0
     monkeypatch.setattr(sweep, "run_one", _boom)
-    monkeypatch.setattr("sparsepai.experiments.data.load_dataset", _boom)
+    monkeypatch.setattr("sparsepai.experiments.sweep.load_dataset", _boom)
     out = tmp_path / "mine"
     out.mkdir()
     (out / "results.csv").write_text("my results")
@@ -130,7 +130,7 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path, monkeypatch, c
     try:
         assert holder.stdout.readline().strip() == "holding"
         monkeypatch.setattr(sweep, "run_one", _boom)
-        monkeypatch.setattr("sparsepai.experiments.data.load_dataset", _boom)
+        monkeypatch.setattr("sparsepai.experiments.sweep.load_dataset", _boom)
         with pytest.raises(ValueError, match=f"another sweep \\(process {holder.pid}\\) is "
                                              "writing this folder"):
             run_sweep(CFG, str(out), progress=False)

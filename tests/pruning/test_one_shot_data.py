@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sparsepai as sp
-from sparsepai.core.registry import Replay, reiterable
+from sparsepai.core.model import Replay, reiterable
 from tests.tiny_nets import batches, convnet, mlp
 
 METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "force", "prospr"]

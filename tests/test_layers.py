@@ -31,7 +31,7 @@ LAYERS = (
     ("sparsepai.optim",),
     ("sparsepai.experiments.data", "sparsepai.experiments.models"),  # the lab's leaves
     ("sparsepai.autosparse",),
-    ("sparsepai.pruning", "sparsepai.structured"),
+    ("sparsepai.pruning", "sparsepai.structured", "sparsepai.sparse"),  # sparse: sp.sparsify
     ("sparsepai.distributed",),
     ("sparsepai.api",),  # sp.score / sp.prune / masks: composes the layers below
     ("sparsepai.experiments",),  # recipes: training, sweeps, reports

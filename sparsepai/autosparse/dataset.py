@@ -17,6 +17,8 @@ import os
 
 import torch
 
+from sparsepai import _io
+
 FORMAT = "sparsepai-irp"
 VERSION = 1
 
@@ -86,8 +88,6 @@ class IRPDataset:
         key = (file, prefix)
         if key not in self._cache:
             from safetensors import SafetensorError, safe_open
-
-            from sparsepai import _io
 
             path = os.path.join(self.directory, file)
             _io._check_exists(path, "IRP dataset")

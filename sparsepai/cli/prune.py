@@ -72,11 +72,12 @@ _GENERAL = ("prunable", "scope", "min_per_layer", "unit", "norm_streams", "cost_
 def check_options(args, options: dict) -> None:
     """The method's own options checked (types and ranges) and, with ``--structured``, the
     method one that prunes channels: before the data loads."""
-    from sparsepai.core.registry import get_method, make_config
+    from sparsepai.core.options import make_config
+    from sparsepai.core.registry import get_method
 
     try:
         if args.structured:
-            from sparsepai.structured.channels import check_method
+            from sparsepai.structured.prune import check_method
 
             check_method(args.method)
         make_config(get_method(args.method), {k: v for k, v in options.items()

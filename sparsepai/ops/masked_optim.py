@@ -72,6 +72,51 @@ def masked_adamw_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masks, 
                                                weight_decay, eps, amsgrad, maximize)
 
 
+# The calls a step makes under torch.compile: opaque ops whatever the backend, so that Dynamo
+# neither traces a Python implementation (the references index compact state by mask: data-
+# dependent shapes) nor reads numbers out of tensors (``.tolist()`` breaks the graph, and a number
+# passed on to a kernel is specialised: one recompilation per step count). Inside, the dispatch
+# table's implementation runs eagerly.
+
+@torch.library.custom_op("sparsepai::compiled_masked_sgd_",
+                         mutates_args=("params", "momentum_buffers"))
+def compiled_masked_sgd_(params: list[torch.Tensor], grads: list[torch.Tensor],
+                         momentum_buffers: list[torch.Tensor], masks: list[torch.Tensor],
+                         lr: float, momentum: float, dampening: float, weight_decay: float,
+                         nesterov: bool, maximize: bool, is_first_step: bool) -> None:
+    """:func:`masked_sgd_` as one opaque op: how a step under ``torch.compile`` calls it."""
+    masked_sgd_(params, grads, momentum_buffers, masks, lr, momentum, dampening, weight_decay,
+                nesterov, maximize, is_first_step)
+
+
+@compiled_masked_sgd_.register_fake
+def _(params, grads, momentum_buffers, masks, lr, momentum, dampening, weight_decay, nesterov,
+      maximize, is_first_step):
+    return None
+
+
+@torch.library.custom_op("sparsepai::compiled_masked_adamw_",
+                         mutates_args=("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"))
+def compiled_masked_adamw_(params: list[torch.Tensor], grads: list[torch.Tensor],
+                           exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+                           max_exp_avg_sqs: list[torch.Tensor], masks: list[torch.Tensor],
+                           steps: list[torch.Tensor], lr: float, beta1: float, beta2: float,
+                           weight_decay: float, eps: float, amsgrad: bool,
+                           maximize: bool) -> None:
+    """:func:`masked_adamw_` as one opaque op, with the step counts as the 0-d
+    ``state["step"]`` tensors (already counting this step), read inside: how a step under
+    ``torch.compile`` calls it."""
+    masked_adamw_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masks,
+                  [float(t) for t in steps], lr, beta1, beta2, weight_decay, eps, amsgrad,
+                  maximize)
+
+
+@compiled_masked_adamw_.register_fake
+def _(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masks, steps, lr, beta1, beta2,
+      weight_decay, eps, amsgrad, maximize):
+    return None
+
+
 def _register_fakes():
     """The ops mutate their arguments in place and return nothing: so do their fakes."""
     if not has_extension() or not hasattr(torch.ops.sparsepai, "masked_sgd_"):

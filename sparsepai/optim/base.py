@@ -178,6 +178,9 @@ class _Masked:
             if words is None:
                 continue
             keep = unpack_mask(words, _local(p).shape)
+            # counted here, eagerly, for _kept_count: a count read inside a compiled step would
+            # be data-dependent
+            self._kept_counts[p] = (words, int(keep.sum()))
             _local(p).masked_fill_(~keep, 0)
             for key in self._state_names():
                 t = self.state.get(p, {}).get(key)
@@ -327,14 +330,20 @@ class _Masked:
             yield build([it])[0], it[0]
 
     def _run_calls(self, gi, group, build, run):
-        """Runs ``run(call)`` over the calls of :meth:`_calls`, timing the measured ones."""
-        clock = self._chooser.clock
+        """Runs ``run(call)`` over the calls of :meth:`_calls`, timing the measured ones.
+
+        Only the measuring steps read the clock: once the paths are chosen a step calls no
+        timer, so ``torch.compile(opt.step, fullgraph=True)`` can trace it."""
         for plan, p in self._calls(gi, group, build):
+            if p is None:
+                for call in plan:
+                    run(call)
+                continue
+            clock = self._chooser.clock
             t0 = clock()
             for call in plan:
                 run(call)
-            if p is not None:
-                self._chooser.record(p, clock() - t0)
+            self._chooser.record(p, clock() - t0)
 
     def _end_step(self):
         if self._chooser.end_step():

@@ -116,6 +116,8 @@ class MaskedSGD(_Masked, torch.optim.SGD):
     def _call_sgd(self, group, call):
         ps, ws, bufs, first, step_fn = call
         ps, gs, bufs = _locals(ps), _locals(self._grads(ps, group)), _locals(bufs)
+        if torch.compiler.is_compiling():  # one opaque op, whatever the backend
+            step_fn = masked_optim.compiled_masked_sgd_
         step_fn(ps, gs, bufs, ws, group["lr"], group["momentum"], group["dampening"],
                 group["weight_decay"], group["nesterov"], group["maximize"], first)
 
@@ -178,5 +180,9 @@ class MaskedAdamW(_Masked, torch.optim.AdamW):
         m, v, vmax = _locals(m), _locals(v), _locals(vmax)
         torch._foreach_add_(steps_t, 1.0)
         beta1, beta2 = group["betas"]
-        step_fn(ps, gs, m, v, vmax, ws, torch.stack(steps_t).tolist(), group["lr"], beta1, beta2,
-                group["weight_decay"], group["eps"], group["amsgrad"], group["maximize"])
+        args = (group["lr"], beta1, beta2, group["weight_decay"], group["eps"], group["amsgrad"],
+                group["maximize"])
+        if torch.compiler.is_compiling():  # the counts stay tensors (see compiled_masked_adamw_)
+            masked_optim.compiled_masked_adamw_(ps, gs, m, v, vmax, ws, steps_t, *args)
+        else:
+            step_fn(ps, gs, m, v, vmax, ws, torch.stack(steps_t).tolist(), *args)

@@ -62,7 +62,7 @@ class PathChooser:
     def __init__(self, path: str, clock=time.perf_counter):
         self.path = path
         self.clock = clock
-        self.steps = 0  # steps taken since the masks were (re)set
+        self.steps = 0  # steps taken since the masks were (re)set, up to the commit
         self.times: dict = {}  # tensor -> ([dense seconds], [sparse seconds])
         self.decided: dict = {}  # tensor -> True (sparse) / False (dense)
 
@@ -85,7 +85,8 @@ class PathChooser:
     def end_step(self) -> bool:
         """Counts a step; commits after the last measuring one. Returns whether some tensor
         takes another layout in the next step than in this one (the optimizer then relayouts)."""
-        if self.path != "auto":
+        if self.path != "auto" or self.steps > len(SCHEDULE):
+            # decided: the count stops, so a compiled step sees a constant (traced once)
             return False
         was = SCHEDULE[self.steps - 1] if self.measuring() else False
         self.steps += 1

@@ -13,8 +13,12 @@ Environment switches (all optional)::
     SPARSEPAI_DEBUG=1              -O0 -g, for debuggers and sanitizers
     MAX_JOBS=2                     parallel compile jobs for ninja (default 2)
 
-Build with ``pip install --no-build-isolation -e .`` so the extension is compiled against the
-torch already installed (an isolated build would fetch another torch).
+The package metadata is pyproject.toml's ``[project]`` table; this file only describes the
+extension. The extension compiles against the torch the build sees: with
+``pip install --no-build-isolation .`` the installed one; with build isolation (pip's default)
+buildtools/backend.py asks for the same version as the installed one. Next to the extension the
+build writes ``sparsepai/_build_info.py`` (the torch it was built against, the compiler, the
+kernels), which ``sparsepai info`` and the load-failure warning read.
 """
 
 import glob
@@ -22,7 +26,7 @@ import os
 import shutil
 import subprocess
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -94,21 +98,62 @@ def _extensions():
             extra_compile_args={"cxx": cxx},
             extra_link_args=["-fopenmp"],
         )
-    print(f"sparsepai: building {'CPU + CUDA' if use_cuda else 'CPU'} kernels"
+    kernels = "CPU + CUDA" if use_cuda else "CPU"
+    print(f"sparsepai: building {kernels} kernels"
           + (f" (CUDA_HOME={cuda_home})" if use_cuda else ""))
-    return [ext], {"build_ext": ce.BuildExtension.with_options(use_ninja=True)}
+    info = _build_info(kernels, use_cuda)
+    return [ext], {"build_ext": _with_build_info(ce.BuildExtension.with_options(use_ninja=True),
+                                                 info)}
+
+
+def _compiler_version(cxx):
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60)
+        return out.stdout.splitlines()[0].strip()
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return cxx
+
+
+def _build_info(kernels, use_cuda):
+    """What ``sparsepai/_build_info.py`` records about this build."""
+    import torch
+
+    cxx = os.environ.get("CXX", "c++")  # what torch.utils.cpp_extension compiles with
+    return {
+        "TORCH_VERSION": torch.__version__,
+        "TORCH_CUDA_VERSION": torch.version.cuda,
+        "CUDA_ARCHS": os.environ.get("TORCH_CUDA_ARCH_LIST") if use_cuda else None,
+        "KERNELS": kernels,
+        "COMPILER": _compiler_version(cxx.split()[0]),
+        "DEBUG": _flag("SPARSEPAI_DEBUG", "0") in ("1", "true", "yes"),
+    }
+
+
+def _with_build_info(base, info):
+    """``base`` (torch's build_ext) that also writes ``_build_info.py`` next to the extension,
+    in the build tree (wheels) and, for in-place and editable builds, in the source tree."""
+    text = ('"""What sparsepai._C was built with (written by setup.py; not tracked by git)."""\n\n'
+            + "".join(f"{k} = {v!r}\n" for k, v in info.items()))
+
+    class BuildExt(base):
+        def run(self):
+            super().run()
+            dirs = set()
+            for inplace in {0, int(bool(self.inplace or getattr(self, "editable_mode", False)))}:
+                old, self.inplace = self.inplace, inplace
+                try:
+                    dirs.add(os.path.dirname(self.get_ext_fullpath("sparsepai._C")))
+                finally:
+                    self.inplace = old
+            for d in dirs:
+                os.makedirs(d, exist_ok=True)
+                with open(os.path.join(d, "_build_info.py"), "w") as f:
+                    f.write(text)
+
+    return BuildExt
 
 
 ext_modules, cmdclass = _extensions()
 
-setup(
-    name="sparsepai",
-    version="0.1.0",
-    description="Pruning neural networks at initialization: kernels and methods",
-    packages=find_packages(include=["sparsepai", "sparsepai.*"]),
-    python_requires=">=3.10",
-    install_requires=["torch", "tqdm", "safetensors"],
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-    entry_points={"console_scripts": ["sparsepai=sparsepai.cli:main"]},
-)
+# metadata: pyproject.toml
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

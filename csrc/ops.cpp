@@ -51,12 +51,56 @@ TORCH_LIBRARY(sparsepai, m) {
 }
 
 // Importing the Python module sparsepai._C loads this library and so runs the registrations
-// above; the module itself defines nothing.
+// above. The module itself holds two functions for `sparsepai info`: what the binary was built
+// against, and the CPU instruction-set level its kernels use.
 #include <Python.h>
+
+#if __has_include(<torch/headeronly/version.h>)
+#include <torch/headeronly/version.h>
+#else
+#include <torch/version.h>
+#endif
+
+#include "core/cpu_isa.h"
+
+namespace {
+
+#if defined(__clang__)
+constexpr const char* kCompiler = "clang " __clang_version__;
+#elif defined(__GNUC__)
+constexpr const char* kCompiler = "gcc " __VERSION__;
+#else
+constexpr const char* kCompiler = "unknown";
+#endif
+
+#ifdef SPARSEPAI_WITH_CUDA
+constexpr int kWithCuda = 1;
+#else
+constexpr int kWithCuda = 0;
+#endif
+
+PyObject* build_info(PyObject*, PyObject*) {
+  return Py_BuildValue("{s:s,s:s,s:O}", "torch", TORCH_VERSION, "compiler", kCompiler, "cuda",
+                       kWithCuda ? Py_True : Py_False);
+}
+
+PyObject* cpu_isa(PyObject*, PyObject*) {
+  static const char* const names[] = {"baseline", "AVX2", "AVX-512"};
+  return PyUnicode_FromString(names[sparsepai::core::isa_level()]);
+}
+
+PyMethodDef methods[] = {
+    {"build_info", build_info, METH_NOARGS,
+     "{'torch': headers' version, 'compiler': ..., 'cuda': CUDA kernels built}"},
+    {"cpu_isa", cpu_isa, METH_NOARGS,
+     "The instruction-set level of the CPU kernels: 'baseline', 'AVX2' or 'AVX-512'"},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
 
 extern "C" {
 PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);
 }
 }

@@ -11,6 +11,7 @@ with ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> exi
     sparsepai irp     iterative rewind pruning (AutoSparse's data), crash-safe and resumable
     sparsepai ccc     concordance of the survival scores of two IRP runs
     sparsepai train-predictor   fit an AutoSparse predictor to IRP runs
+    sparsepai info    versions, build, CPU ISA, CUDA/Triton, and the backend of each op
 
 Errors are one line on stderr: exit status 2 for bad arguments (checked before any work), 1 for
 failures; ``--debug`` shows the traceback instead.
@@ -26,7 +27,8 @@ from sparsepai.cli.common import UsageError
 
 # command -> module of sparsepai.cli
 COMMANDS = {"demo": "demo", "prune": "prune", "train": "train", "sweep": "sweep",
-            "bench": "bench", "irp": "irp", "ccc": "ccc", "train-predictor": "train_predictor"}
+            "bench": "bench", "irp": "irp", "ccc": "ccc", "train-predictor": "train_predictor",
+            "info": "info"}
 # failures whose message says it all; anything else also points at --debug
 _PLAIN = (ValueError, TypeError, OSError, FloatingPointError)
 

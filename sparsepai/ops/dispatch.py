@@ -247,6 +247,23 @@ def table() -> dict:
     return out
 
 
+def explain(op: str, device_type: str) -> tuple[str, list[str]]:
+    """Why ``op`` on ``device_type`` tensors runs where it does: ``(backend, skipped)``, the
+    backend chosen now (or the message a call would raise) and, for each backend preferred over
+    it under ``auto``, why it was passed over (what ``sparsepai info`` prints)."""
+    b = _TABLE.get((op, device_type)) or _resolve(op, device_type)
+    if isinstance(b, Exception):
+        return f"error: {b}", []
+    if forced() is not None:
+        return b, [f"forced by {'use_backend' if _override else _ENV}"]
+    skipped = []
+    for pref in _DEVICE_ORDER.get(device_type, ("reference",)):
+        if pref == b:
+            break
+        skipped.append(f"{pref}: {_why_not(pref, op, device_type)}")
+    return b, skipped
+
+
 @contextlib.contextmanager
 def use_backend(name: str | None):
     """Force ``name`` (a :data:`BACKENDS` entry, or ``"auto"``/None) inside the block, like

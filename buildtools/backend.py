@@ -19,7 +19,6 @@ import os
 import sysconfig
 from importlib import metadata
 
-from setuptools import build_meta as _orig
 from setuptools.build_meta import *  # noqa: F401,F403 - the other hooks, unchanged
 
 FALLBACK = "torch>=2.11"
@@ -51,14 +50,16 @@ def torch_requirement() -> str:
     return f"torch=={version}" if version else FALLBACK
 
 
+# setuptools' own get_requires_* run setup.py to collect setup_requires (we have none), and
+# setup.py imports torch, which is what these hooks are asked to provide: so they are not called.
 def get_requires_for_build_wheel(config_settings=None):
-    return _orig.get_requires_for_build_wheel(config_settings) + [torch_requirement()]
+    return [torch_requirement()]
 
 
 def get_requires_for_build_editable(config_settings=None):
-    return _orig.get_requires_for_build_editable(config_settings) + [torch_requirement()]
+    return [torch_requirement()]
 
 
 def get_requires_for_build_sdist(config_settings=None):
     # setup.py describes the extension with torch.utils.cpp_extension, also for an sdist
-    return _orig.get_requires_for_build_sdist(config_settings) + [torch_requirement()]
+    return [torch_requirement()]

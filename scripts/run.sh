@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine with nothing but Python:
 #   bash scripts/run.sh demo    set everything up, then run the main job (sparsepai demo)
-#   bash scripts/run.sh test    set everything up, then run the whole test suite
-#                               (sanitized C++ core tests + pytest); CI runs exactly this
+#   bash scripts/run.sh test    set everything up, fail unless the compiled extension loads,
+#                               then run the whole test suite (sanitized C++ core tests, this
+#                               site's build, pytest), then the pure-Python lane; CI runs exactly
+#                               this
+#   bash scripts/run.sh test-pure   the pure-Python lane alone: SPARSEPAI_PURE_PYTHON=1 (no
+#                               extension, every op its reference) over the tests that exercise
+#                               the package end to end (op tests would compare the reference
+#                               with itself there)
 #   bash scripts/run.sh docs    set up, then build the documentation site (build/site)
 #   bash scripts/run.sh setup   only set up
 # Setup is idempotent: a venv in .venv (or $SPARSEPAI_VENV) with the pinned requirements, and the
@@ -42,6 +48,20 @@ setup() {
   fi
 }
 
+require_extension() {
+  # a broken build must fail here, not pass as 10-100x slower reference ops
+  echo "== sparsepai info"
+  "$PY" -m sparsepai info --require-extension
+}
+
+PURE_TESTS=(tests/test_package.py tests/cli/test_info.py tests/optim tests/masks
+            tests/ops/test_dispatch.py)
+
+pure_tests() {
+  echo "== pytest, pure-Python lane (SPARSEPAI_PURE_PYTHON=1)"
+  SPARSEPAI_PURE_PYTHON=1 "$PY" -m pytest -q "${PURE_TESTS[@]}" "$@"
+}
+
 cpp_tests() {
   echo "== C++ core tests (ASan + UBSan)"
   cmake -S . -B build/cpp -DSPARSEPAI_SANITIZE=ON > build-cpp.log 2>&1 \
@@ -60,7 +80,11 @@ docs_build() {
 case "${1:-}" in
   setup) setup ;;
   demo) shift; setup; "$PY" -m sparsepai demo "$@" ;;
-  test) shift; setup; cpp_tests; docs_build; echo "== pytest"; "$PY" -m pytest -q "$@" ;;
+  test) shift; setup; require_extension; cpp_tests; docs_build; echo "== pytest"
+        "$PY" -m pytest -q "$@"
+        # the pure-Python lane with the whole suite only (arguments select tests of the first)
+        if [ $# -eq 0 ]; then pure_tests; fi ;;
+  test-pure) shift; setup; pure_tests "$@" ;;
   docs) shift; setup; docs_build ;;
-  *) echo "usage: bash scripts/run.sh {demo|test|docs|setup} [args...]" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/run.sh {demo|test|test-pure|docs|setup} [args...]" >&2; exit 2 ;;
 esac

@@ -4,9 +4,11 @@ A C++ extension of torch only loads into the torch it was compiled against (the 
 libtorch changes between releases). A build in an isolated environment (pip's default) installs
 the build requirements there; a fixed ``torch`` requirement would compile against whichever
 release pip picks, usually the newest, not the user's. So ``get_requires_for_build_*`` asks for
-exactly the torch installed in the environment pip installs into (``torch==<its version>``), and
-only where none is installed for a compatible one (``torch>=2.11``), which pip then also installs
-as sparsepai's dependency.
+the release of the torch installed in the environment pip installs into (``torch==2.13.0`` for
+an installed 2.13.0+cpu: the C++ ABI is the release's; the local label names the CUDA variant,
+which the index pip builds from may not have, and ``==2.13.0`` still prefers it where it does),
+and only where none is installed for a compatible one (``torch>=2.11``), which pip then also
+installs as sparsepai's dependency.
 
 ``SPARSEPAI_BUILD_TORCH`` overrides the requirement (e.g. ``torch==2.13.0``). Builds without
 isolation (``pip install --no-build-isolation .``) use the installed torch as it is and need no
@@ -47,7 +49,7 @@ def torch_requirement() -> str:
     if override:
         return override
     version = _installed_torch()
-    return f"torch=={version}" if version else FALLBACK
+    return f"torch=={version.split('+')[0]}" if version else FALLBACK
 
 
 # setuptools' own get_requires_* run setup.py to collect setup_requires (we have none), and

@@ -63,11 +63,30 @@ def _load() -> tuple[bool, str | None, str | None]:
     # then the extension itself, which registers the ops
     importlib.import_module("torch")
     try:
-        importlib.import_module("sparsepai._C")
+        c = importlib.import_module("sparsepai._C")
     except ImportError as exc:
         cause, fix = _diagnose(exc)
         return False, cause, fix
+    _check_release(c)
     return True, None, None
+
+
+def _release(version: str) -> str:
+    return version.split("+")[0]
+
+
+def _check_release(c) -> None:
+    """Warns when the extension loaded into another torch release than its headers': the
+    symbols it needs may all exist there (it loads), but torch promises no C++ ABI across
+    releases, so a layout that changed would corrupt memory instead of failing."""
+    import torch
+
+    built = c.build_info()["torch"]
+    if _release(built) != _release(torch.__version__):
+        warnings.warn(f"sparsepai: sparsepai._C was built against torch {built} but torch "
+                      f"{torch.__version__} is running; it loaded, but torch keeps no C++ ABI "
+                      f"across releases. Fix: rebuild it against torch {torch.__version__}: "
+                      f"{REBUILD}", RuntimeWarning, stacklevel=4)
 
 
 def has_extension() -> bool:

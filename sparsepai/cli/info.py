@@ -58,7 +58,7 @@ def collect() -> dict:
         "torch": torch.__version__,
         "extension": ext,
         "torch_mismatch": bool(ext["built_against"]) and ext["loaded"]
-        and not torch.__version__.startswith(ext["built_against"].split("+")[0]),
+        and ext["built_against"].split("+")[0] != torch.__version__.split("+")[0],
         "cuda": {"available": cuda, "torch_cuda": torch.version.cuda,
                  "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
                  if cuda else []},

@@ -115,3 +115,28 @@ def test_info_forced_backend():
     assert info["forced_backend"] == "reference"
     assert all(d["cpu"] == {"backend": "reference", "skipped": ["forced by SPARSEPAI_BACKEND"]}
                for d in info["ops"].values())
+
+
+_OTHER_RELEASE = """
+import sys, warnings
+import torch
+import sparsepai._C as C
+# the extension as it would load beside another torch release than its headers'
+C.build_info = lambda: {"torch": "2.0.0", "compiler": "gcc 1.0", "cuda": False}
+warnings.simplefilter("always")
+from sparsepai.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not has_extension(), reason="compiled extension not built")
+def test_info_extension_from_another_torch_release():
+    p = _info("info", "--json", code=_OTHER_RELEASE)
+    info = _json(p)
+    assert info["extension"]["loaded"] and info["torch_mismatch"]
+    assert info["extension"]["built_against"] == "2.0.0"
+    warned = [line for line in p.stderr.splitlines() if "RuntimeWarning" in line]
+    assert len(warned) == 1, p.stderr
+    assert "built against torch 2.0.0" in warned[0] and "Fix: rebuild it" in warned[0]
+    text = _info("info", code=_OTHER_RELEASE).stdout
+    assert "WARNING" in text and "built against torch 2.0.0" in text

@@ -143,8 +143,6 @@ def _why_not(backend: str, op: str, device_type: str) -> str | None:
         if device_type != backend:
             return f"the C++ {backend.upper()} kernels do not run on {device_type} tensors"
         if not _cpp(op, backend):
-            from sparsepai._ext import has_extension
-
             if not has_extension():
                 return "the compiled extension is not loaded"
             return f"the extension was built without a {backend.upper()} kernel for {op}"

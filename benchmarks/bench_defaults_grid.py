@@ -1,0 +1,463 @@
+"""The defaults grid: every contender on protocols it was not tuned for, judged by its worst cell.
+
+A cell is one training protocol: a model (``lenet5``, ``smallconv``, ``resnet20``, ``vgg11``), an
+initialisation (``default``: PyTorch's own ``reset_parameters``; ``he``: the He-normal init of
+``sparsepai.models``), a budget (epochs, SGD or AdamW, cosine schedule or constant rate) and the
+scoring data (``k`` batches of 128 per scoring batch: ProsPr's and SNIP's option ``batches``).
+Cells vary one axis at a time around a short base protocol (2 epochs of the MNIST split, SGD with
+momentum 0.9, lr 0.05, weight decay 5e-4, cosine, batch 128, 1 scoring batch; LeNet-5
+3 epochs), plus corners.
+
+Data: the MNIST split (``../shared/data/mnist``: first 8,000 images train, last 2,000 evaluate;
+28x28, VGG-11 zero-padded to 32x32). Every run prunes at initialisation, trains with the one
+training loop (``sparsepai.recipes.train.train``) and records the final test accuracy.
+
+Unstructured cells run the contenders of ``CONTENDERS`` at 95% and 98%; structured cells
+(``structured`` in the cell name) run the dense model and structured ProsPr at 90%
+(``STRUCTURED``), slimmed with ``sp.slim``, and time each model's training step on one thread,
+interleaved, with ``/tmp/sparsepai-timing.lock`` held (speedup = dense median step / slim median
+step, same run).
+
+Resumable: each finished run is one line of ``<out>/runs.jsonl``; rerunning skips finished
+runs. A run recorded with other settings for its cell is refused. ``--cells`` chooses and orders
+the cells (the cells that decide the defaults first); ``--summarize`` only rewrites
+``table.md``, ``summary.json`` and ``grid.png`` from the runs.
+
+    python benchmarks/bench_defaults_grid.py --cells lenet5-default resnet20-he
+    python benchmarks/bench_defaults_grid.py --summarize
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from machine import cpu_name  # noqa: E402
+from sparsepai import _io  # noqa: E402
+
+OUT = os.path.join(HERE, "results", "defaults_grid")
+MNIST = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "mnist")
+COLLAPSE = 0.2
+SPARSITIES = (0.95, 0.98)
+STRUCTURED_SPARSITY = 0.9
+TIMING_LOCK = "/tmp/sparsepai-timing.lock"
+
+# label: (method, options); every ProsPr label names its batch protocol explicitly, so the
+# results do not depend on the library's defaults at the time of the run
+CONTENDERS = {
+    "prospr_m1": ("prospr", {"same_batch": False}),  # the paper: M + 1 distinct batches
+    "prospr_same": ("prospr", {"same_batch": True}),  # the official code: one batch
+    "prospr_fo": ("prospr", {"first_order": True, "same_batch": False}),
+    "prospr_fo_same": ("prospr", {"first_order": True, "same_batch": True}),
+    "prospr_lr0.01_same": ("prospr", {"inner_lr": 0.01, "same_batch": True}),
+    "prospr_lr1_same": ("prospr", {"inner_lr": 1.0, "same_batch": True}),
+    "snip": ("snip", {}),
+    "synflow": ("synflow", {}),
+    "magnitude": ("magnitude", {}),
+    "random": ("random", {}),
+}
+# structured ProsPr at 90% (label: options); "cost" is cost_weighting, "min8" min_per_layer=8
+STRUCTURED = {
+    "dense": None,
+    "s_cost1": {"cost_weighting": True},
+    "s_cost0.5": {"cost_weighting": 0.5},
+    "s_cost1_min8": {"cost_weighting": True, "min_per_layer": 8},
+    "s_cost0.5_min8": {"cost_weighting": 0.5, "min_per_layer": 8},
+}
+SCORED = ("prospr", "snip")  # methods whose scoring data is `batches` batches
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One protocol. ``batches``: scoring batches per D_m (ProsPr) or per gradient (SNIP)."""
+
+    model: str
+    init: str = "default"
+    epochs: int = 2
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    cosine: bool = True
+    batches: int = 1
+    seeds: tuple = (0, 1, 2, 3, 4)
+    contenders: tuple = tuple(CONTENDERS)
+
+
+_R20 = tuple(c for c in CONTENDERS if c != "random")
+_SMALL = ("prospr_m1", "prospr_same", "prospr_fo", "prospr_fo_same", "snip", "synflow",
+          "magnitude")
+_STRUCT = tuple(STRUCTURED)
+# name -> cell; the order is the default run order (the cells that decide the defaults first)
+CELLS = {
+    "lenet5-default": Cell("lenet5", epochs=3),
+    "resnet20-he": Cell("resnet20", "he", seeds=(0, 1, 2), contenders=_R20),
+    "lenet5-he": Cell("lenet5", "he", epochs=3),
+    "resnet20-default": Cell("resnet20", "default", seeds=(0, 1, 2), contenders=_SMALL),
+    "lenet5-default-adamw": Cell("lenet5", epochs=3, optimizer="adamw", lr=1e-3),
+    "lenet5-default-long": Cell("lenet5", epochs=8),
+    "lenet5-default-constant": Cell("lenet5", epochs=3, cosine=False),
+    "lenet5-default-b4": Cell("lenet5", epochs=3, batches=4),
+    "lenet5-default-b16": Cell("lenet5", epochs=3, batches=16),
+    "structured-resnet20-he": Cell("resnet20", "he", seeds=(0, 1), contenders=_STRUCT),
+    "smallconv-default": Cell("smallconv", seeds=(0, 1, 2), contenders=_SMALL),
+    "smallconv-he": Cell("smallconv", "he", seeds=(0, 1, 2), contenders=_SMALL),
+    "resnet20-he-adamw": Cell("resnet20", "he", optimizer="adamw", lr=1e-3, seeds=(0, 1, 2),
+                              contenders=_SMALL),
+    "resnet20-he-b4": Cell("resnet20", "he", batches=4, seeds=(0, 1, 2), contenders=_SMALL),
+    "lenet5-he-adamw-long-constant": Cell("lenet5", "he", epochs=8, optimizer="adamw", lr=1e-3,
+                                          cosine=False),
+    "structured-resnet20-he-long": Cell("resnet20", "he", epochs=8, seeds=(0, 1),
+                                        contenders=_STRUCT),
+    "structured-lenet5-default": Cell("lenet5", epochs=3, seeds=(0, 1, 2), contenders=_STRUCT),
+    "resnet20-he-long": Cell("resnet20", "he", epochs=8, seeds=(0, 1, 2),
+                             contenders=("prospr_m1", "prospr_same", "prospr_fo", "snip",
+                                         "magnitude")),
+    "vgg11-he": Cell("vgg11", "he", seeds=(0, 1), contenders=("prospr_m1", "prospr_same",
+                                                               "prospr_fo", "snip", "magnitude")),
+}
+
+
+def settings(name: str) -> dict:
+    """What a run of cell ``name`` depends on (its rows carry it; a mismatch is refused)."""
+    c = CELLS[name]
+    return {"model": c.model, "init": c.init, "epochs": c.epochs, "optimizer": c.optimizer,
+            "lr": c.lr, "cosine": c.cosine, "batches": c.batches, "batch_size": 128,
+            "dataset": "mnist-split", "image_size": 32 if c.model == "vgg11" else 28}
+
+
+def load_data(root: str, image_size: int):
+    import torch
+    import torch.nn.functional as F
+
+    from sparsepai.data import load_dataset
+
+    train, test, _ = load_dataset("mnist", root)
+    if image_size == 28:
+        return train, test
+    pad = (image_size - 28) // 2
+
+    def convert(ds):
+        xs = torch.stack([ds[i][0] for i in range(len(ds))])
+        ys = torch.tensor([int(ds[i][1]) for i in range(len(ds))])
+        return torch.utils.data.TensorDataset(F.pad(xs, (pad, pad, pad, pad)), ys)
+
+    return convert(train), convert(test)
+
+
+def build_model(st: dict, seed: int):
+    """The cell's model for ``seed``, freshly initialised (``default``: every module's own
+    ``reset_parameters``, as ``torch.nn`` builds it)."""
+    import torch
+
+    from sparsepai.models import get_model
+
+    torch.manual_seed(seed)
+    model = get_model(st["model"], 10, 1, st["image_size"])
+    if st["init"] == "default":
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if m is not model and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    return model
+
+
+def scoring_data(train_set, seed: int, k: int) -> list:
+    """Enough batches of 128 for any contender: two shuffled passes' worth, cut to 4k + 4."""
+    import itertools
+
+    from sparsepai.data import loader
+
+    both = itertools.chain(loader(train_set, 128, shuffle=True, seed=seed),
+                           loader(train_set, 128, shuffle=True, seed=seed + 10_000))
+    return list(itertools.islice(both, 4 * k + 4))
+
+
+def run_unstructured(st, label, sparsity, seed, data) -> dict:
+    import sparsepai as sp
+    from sparsepai.recipes.train import train
+
+    train_set, test_set = data
+    method, options = CONTENDERS[label]
+    options = dict(options)
+    if method in SCORED and st["batches"] > 1:
+        options["batches"] = st["batches"]
+    if method == "random":
+        options["seed"] = seed
+    model = build_model(st, seed)
+    t0 = time.perf_counter()
+    masks = sp.prune(model, method, sparsity, scoring_data(train_set, seed, st["batches"]),
+                     **options)
+    prune_s = time.perf_counter() - t0
+    res = train(model, masks, train_set, test_set, train_config(st, seed), progress=False)
+    return {"test_acc": res["test_acc"], "curve": res["test_acc_curve"],
+            "prune_seconds": round(prune_s, 3), "train_seconds": round(res["train_seconds"][-1], 1)}
+
+
+def train_config(st, seed):
+    from sparsepai.recipes.train import TrainConfig
+
+    return TrainConfig(epochs=st["epochs"], batch_size=st["batch_size"],
+                       optimizer=st["optimizer"], lr=st["lr"], momentum=0.9,
+                       weight_decay=5e-4, cosine=st["cosine"], seed=seed)
+
+
+@contextlib.contextmanager
+def timing_lock():
+    with open(TIMING_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def step_times(models: dict, batch, rounds: int = 3, steps: int = 5) -> dict:
+    """Median seconds of one training step per model, interleaved rounds, the timing lock held."""
+    import bench_step_time
+
+    with timing_lock():
+        times = bench_step_time.time_steps(models, batch, 1, rounds, steps)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def run_structured(st, label, seed, data) -> dict:
+    import copy
+
+    import torch
+
+    import sparsepai as sp
+    from sparsepai.recipes.train import train
+
+    train_set, test_set = data
+    dense = build_model(st, seed)
+    t0 = time.perf_counter()
+    if STRUCTURED[label] is None:
+        model, options = dense, {}
+    else:
+        options = STRUCTURED[label]
+        masks = sp.prune(dense, "prospr", STRUCTURED_SPARSITY,
+                         scoring_data(train_set, seed, st["batches"]), structured=True,
+                         **options)
+        model = sp.slim(dense, masks)
+    prune_s = time.perf_counter() - t0
+    ref = build_model(st, seed)  # the dense model of the same seed, for a same-run step ratio
+    x, y = next(iter(torch.utils.data.DataLoader(train_set, batch_size=128)))
+    med = step_times({"dense": ref, label: copy.deepcopy(model)}, (x, y))
+    res = train(model, None, train_set, test_set, train_config(st, seed), progress=False)
+    return {"test_acc": res["test_acc"], "curve": res["test_acc_curve"],
+            "prune_seconds": round(prune_s, 3), "train_seconds": round(res["train_seconds"][-1], 1),
+            "params": sum(p.numel() for p in model.parameters()),
+            "step_seconds": med[label], "dense_step_seconds": med["dense"],
+            "speedup": med["dense"] / med[label]}
+
+
+def plan(cells) -> list:
+    """(cell, label, sparsity, seed) in run order: per cell, seed by seed, every contender at a
+    sparsity before the next, so a partial cell has whole seeds."""
+    out = []
+    for name in cells:
+        c = CELLS[name]
+        sps = (STRUCTURED_SPARSITY,) if name.startswith("structured") else SPARSITIES
+        out += [(name, lab, s, seed) for seed in c.seeds for s in sps for lab in c.contenders]
+    return out
+
+
+def load_runs(path):
+    from sparsepai.recipes.sweep import load_rows
+
+    rows = load_rows(path)
+    for r in rows:
+        if r["cell"] in CELLS and r["settings"] != settings(r["cell"]):
+            raise SystemExit(f"{os.path.relpath(path)}: cell {r['cell']!r} was run with other "
+                             "settings; use another --out")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# summary
+
+def summarize(rows) -> dict:
+    """{cell: {label: {sparsity: {mean, min, std, n, collapsed, ...}}}}."""
+    out = {}
+    for r in rows:
+        out.setdefault(r["cell"], {}).setdefault(r["label"], {}).setdefault(
+            f"{r['sparsity']:g}", []).append(r)
+    for cell, labs in out.items():
+        for lab, by_s in labs.items():
+            for s, rs in by_s.items():
+                acc = [r["test_acc"] for r in rs]
+                d = {"mean": statistics.mean(acc), "min": min(acc),
+                     "std": statistics.pstdev(acc) if len(acc) > 1 else 0.0, "n": len(acc),
+                     "collapsed": sum(a < COLLAPSE for a in acc),
+                     "seeds": [r["seed"] for r in rs]}
+                if "speedup" in rs[0]:
+                    d["speedup"] = statistics.median(r["speedup"] for r in rs)
+                by_s[s] = d
+    return out
+
+
+def verdict(summary) -> list:
+    """Per unstructured ProsPr contender, the cells where it misses a target: a collapse at 95%
+    where SNIP has none, or a mean below SNIP's (95% and 98%); and per structured contender the
+    cells where it loses more than 2 points against dense or is slower than 2x."""
+    lines = []
+    for lab in [c for c in CONTENDERS if c.startswith("prospr")]:
+        fails, cells = [], 0
+        for cell, labs in summary.items():
+            if cell.startswith("structured") or lab not in labs or "snip" not in labs:
+                continue
+            cells += 1
+            for s in ("0.95", "0.98"):
+                a, b = labs[lab].get(s), labs["snip"].get(s)
+                if not a or not b:
+                    continue
+                if s == "0.95" and a["collapsed"] and not b["collapsed"]:
+                    fails.append(f"{cell} {s}: {a['collapsed']}/{a['n']} collapsed")
+                if a["mean"] < b["mean"]:
+                    fails.append(f"{cell} {s}: {100 * a['mean']:.1f} < SNIP "
+                                 f"{100 * b['mean']:.1f} (gap {100 * (b['mean'] - a['mean']):.1f})")
+        lines.append(f"- `{lab}` ({cells} cells): " + (
+            "meets every target" if not fails else f"{len(fails)} misses: " + "; ".join(fails)))
+    for lab in [c for c in STRUCTURED if c != "dense"]:
+        fails, cells = [], 0
+        for cell, labs in summary.items():
+            if not cell.startswith("structured") or lab not in labs or "dense" not in labs:
+                continue
+            cells += 1
+            a, d = labs[lab]["0.9"], labs["dense"]["0.9"]
+            gap = 100 * (d["mean"] - a["mean"])
+            if gap > 2 or a["speedup"] < 2:
+                fails.append(f"{cell}: -{gap:.2f} points at {a['speedup']:.2f}x")
+        if cells:
+            lines.append(f"- `{lab}` ({cells} cells): " + (
+                "meets every target" if not fails else "misses " + "; ".join(fails)))
+    return lines
+
+
+def table(summary) -> str:
+    lines = []
+    for cell in [c for c in CELLS if c in summary] + sorted(set(summary) - set(CELLS)):
+        labs = summary[cell]
+        st = settings(cell) if cell in CELLS else {}
+        lines += ["", f"### {cell}", "", ", ".join(f"{k} {v}" for k, v in st.items()), ""]
+        if cell.startswith("structured"):
+            lines += ["| contender | acc % mean | min | seeds | step speedup vs dense |",
+                      "| --- | --- | --- | --- | --- |"]
+            for lab in [x for x in STRUCTURED if x in labs]:
+                d = labs[lab]["0.9"]
+                lines.append(f"| {lab} | {100 * d['mean']:.2f} | {100 * d['min']:.2f} | {d['n']} | "
+                             f"{d.get('speedup', 1.0):.2f}x |")
+            continue
+        lines += ["| contender | 95%: mean [min] (collapsed/n) | 98%: mean [min] (collapsed/n) |",
+                  "| --- | --- | --- |"]
+        for lab in [x for x in CONTENDERS if x in labs]:
+            cells = []
+            for s in ("0.95", "0.98"):
+                d = labs[lab].get(s)
+                cells.append(f"{100 * d['mean']:.1f} [{100 * d['min']:.1f}] "
+                             f"({d['collapsed']}/{d['n']})" if d else "-")
+            lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(summary, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in CELLS if c in summary and not c.startswith("structured")]
+    labs = [c for c in CONTENDERS if c != "random"]
+    if not cells:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(cells) + 2.5), sharey=True)
+    colors = plt.get_cmap("tab10").colors
+    for ax, s in zip(axes, ("0.95", "0.98")):
+        for i, lab in enumerate(labs):
+            ys, xs, lo = [], [], []
+            for j, cell in enumerate(cells):
+                d = summary[cell].get(lab, {}).get(s)
+                if d:
+                    ys.append(j + (i - len(labs) / 2) * 0.07)
+                    xs.append(100 * d["mean"])
+                    lo.append(100 * d["min"])
+            ax.scatter(xs, ys, color=colors[i % 10], marker="o" if i < 10 else "s", s=18,
+                       label=lab)
+            ax.scatter(lo, ys, color=colors[i % 10], marker="|", s=30)
+        ax.set_yticks(range(len(cells)))
+        ax.set_yticklabels(cells, fontsize=8)
+        ax.set(xlabel="test accuracy % (dot: mean over seeds; bar: worst seed)",
+               title=f"{float(s):.0%} sparsity")
+        ax.grid(True, alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    _io.save_figure(path, fig, dpi=110)
+    plt.close(fig)
+
+
+def report(rows, out, command):
+    s = summarize(rows)
+    head = [f"# defaults grid (MNIST split; CPU: {cpu_name()}; one thread per run, a shared "
+            "machine)", "", f"command: `{command}`", "",
+            "Cells not listed have not been run. Accuracy: final test accuracy, %.", "",
+            "## targets (worst cell)", ""] + verdict(s)
+    _io.atomic_write_bytes(os.path.join(out, "table.md"),
+                           ("\n".join(head) + "\n" + table(s) + "\n").encode())
+    _io.atomic_write_json(os.path.join(out, "summary.json"),
+                          {"command": command, "cpu": cpu_name(),
+                           "cells": {c: settings(c) for c in s if c in CELLS},
+                           "summary": s})
+    plot(s, os.path.join(out, "grid.png"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    ap.add_argument("--data-root", default=MNIST)
+    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--summarize", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    os.makedirs(args.out, exist_ok=True)
+    log = os.path.join(args.out, "runs.jsonl")
+    rows = load_runs(log)
+    command = "python benchmarks/bench_defaults_grid.py " + " ".join(
+        a if a != args.data_root else "<mnist>" for a in sys.argv[1:])
+    if not args.summarize:
+        from sparsepai.recipes.sweep import append_row
+
+        done = {(r["cell"], r["label"], r["sparsity"], r["seed"]) for r in rows}
+        data, size = None, None
+        for key in [p for p in plan(args.cells) if p not in done]:
+            cell, label, sparsity, seed = key
+            st = settings(cell)
+            if size != st["image_size"]:
+                data, size = load_data(os.path.abspath(args.data_root), st["image_size"]), \
+                    st["image_size"]
+            if cell.startswith("structured"):
+                res = run_structured(st, label, seed, data)
+            else:
+                res = run_unstructured(st, label, sparsity, seed, data)
+            row = {"cell": cell, "label": label, "sparsity": sparsity, "seed": seed, **res,
+                   "settings": st, "cpu": cpu_name(), "load": os.getloadavg()[0]}
+            rows.append(row)
+            append_row(log, row)
+            print(f"{cell} {label} {sparsity:g} seed {seed}: {100 * res['test_acc']:.2f}%"
+                  + (f" {res['speedup']:.2f}x" if "speedup" in res else ""), flush=True)
+    report(rows, args.out, command)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@
 - ``apply``: :func:`apply_masks` puts masks on a model (``MASK_ATTR`` on each parameter).
 - ``io``: :func:`save_masks` / :func:`load_masks`, safetensors with JSON metadata.
 - ``threshold``: scores to keep-masks (global / per layer / minimum per layer).
+- ``ablate``: sanity-check ablations of masks (shuffle within layers, re-initialise, invert).
 
 Names load on first use, so importing one module here never imports the others.
 """
@@ -18,6 +19,9 @@ _LAZY = {
     "save_masks": "sparsepai.masks.io",
     "load_masks": "sparsepai.masks.io",
     "read_masks": "sparsepai.masks.io",
+    "shuffle_masks": "sparsepai.masks.ablate",
+    "invert_masks": "sparsepai.masks.ablate",
+    "reinit_": "sparsepai.masks.ablate",
 }
 
 __all__ = sorted(_LAZY)

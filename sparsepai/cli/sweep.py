@@ -20,7 +20,25 @@ def add_arguments(p, *, seeds=(0, 1, 2), out: str = "sparsepai-sweep") -> None:
                    default=[0.9, 0.95, 0.98, 0.99], help="sparsities (0.9 0.95 0.98 0.99)")
     p.add_argument("--seeds", nargs="+", type=int, default=list(seeds),
                    help=f"seeds {list(seeds)}")
+    p.add_argument("--ablations", type=ablations, default=(),
+                   help="sanity checks beside every method, comma-separated: shuffle (kept "
+                        "positions shuffled within each layer), reinit (same masks, weights drawn "
+                        "afresh), invert (lowest scores kept at the same per-layer counts)")
     p.add_argument("--out", default=out, help=f"results folder ({out})")
+
+
+def ablations(text: str) -> tuple:
+    """``"shuffle,reinit"`` -> ``("shuffle", "reinit")``, each checked."""
+    import argparse
+
+    from sparsepai.masks.ablate import ABLATIONS
+
+    names = tuple(a.strip() for a in text.split(",") if a.strip())
+    bad = [a for a in names if a not in ABLATIONS]
+    if bad or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"--ablations: distinct names of {', '.join(ABLATIONS)} "
+                                         f"separated by commas, got {text!r}")
+    return names
 
 
 def run(args) -> int:
@@ -58,7 +76,8 @@ def config(args):
     common.check_model_data(args)
     cfg = SweepConfig(model=args.model, dataset=args.dataset, data_root=args.data_root,
                       methods=tuple(args.methods), sparsities=tuple(args.sparsities),
-                      seeds=tuple(args.seeds), train=common.train_config(args))
+                      seeds=tuple(args.seeds), train=common.train_config(args),
+                      ablations=tuple(args.ablations))
     try:
         check_config(cfg)
         check_out_dir(cfg, args.out)

@@ -12,7 +12,7 @@ import statistics
 from sparsepai import _io
 
 CSV_FIELDS = ("method", "sparsity", "seed", "test_acc", "prune_seconds", "kept", "prunable",
-              "train_loss", "rounds")
+              "train_loss", "rounds", "ablation")
 
 
 def summarize(rows):
@@ -25,22 +25,25 @@ def summarize(rows):
 
 
 def table(rows, cfg) -> str:
+    from sparsepai.experiments.sweep import row_labels
+
     s = summarize(rows)
-    w = max([11] + [len(m) + 1 for m in cfg.methods])
+    methods = row_labels(cfg)
+    w = max([11] + [len(m) + 1 for m in methods])
     head = f"{'method':<{w}}" + "".join(f"{100 * x:>14.1f}%" for x in cfg.sparsities)
     lines = [f"test accuracy (%), mean +- std over seeds {list(cfg.seeds)}; columns: sparsity",
              head]
     if ("dense", 0.0) in s:
         m, sd, _ = s[("dense", 0.0)]
         lines.append(f"{'dense':<{w}}" + f"{100 * m:>9.2f} +- {100 * sd:.2f}  (no pruning)")
-    for method in cfg.methods:
+    for method in methods:
         cells = []
         for x in cfg.sparsities:
             v = s.get((method, x))
             cells.append(f"{100 * v[0]:>9.2f} +-{100 * v[1]:>4.1f}" if v else f"{'-':>15}")
         lines.append(f"{method:<{w}}" + "".join(cells))
     short = sorted({f"{k[0]} ({v[2]} of {len(cfg.seeds)})" for k, v in s.items()
-                    if (k[0] in cfg.methods or k[0] == "dense") and v[2] < len(cfg.seeds)})
+                    if (k[0] in methods or k[0] == "dense") and v[2] < len(cfg.seeds)})
     if short:
         lines.append("fewer runs than seeds (runs of seeds): " + ", ".join(short))
     return "\n".join(lines)
@@ -103,12 +106,21 @@ def plot(rows, cfg, path: str, structured: dict | None = None):
         _plot_line(ax2, structured)
     else:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    from sparsepai.experiments.sweep import row_labels, split_ablation
+
     xs = [100 * (1 - x) for x in cfg.sparsities]  # percent of weights remaining
-    for method in cfg.methods:
+    color, styles = {}, {None: ("-", "o"), "shuffle": (":", "s"), "reinit": ("--", "^"),
+                         "invert": ("-.", "v")}
+    for method in row_labels(cfg):
+        base, ablation = split_ablation(method)
         pts = [(x, s[(method, sp_)]) for x, sp_ in zip(xs, cfg.sparsities) if (method, sp_) in s]
-        if pts:
-            ax.errorbar([p[0] for p in pts], [100 * p[1][0] for p in pts],
-                        yerr=[100 * p[1][1] for p in pts], marker="o", capsize=3, label=method)
+        if pts:  # an ablated variant: its method's colour, its own line style
+            ls, marker = styles[ablation]
+            bar = ax.errorbar([p[0] for p in pts], [100 * p[1][0] for p in pts],
+                              yerr=[100 * p[1][1] for p in pts], marker=marker, capsize=3,
+                              label=method, ls=ls, color=color.get(base),
+                              lw=1 if ablation else 1.5)
+            color.setdefault(base, bar.lines[0].get_color())
     if ("dense", 0.0) in s:
         ax.axhline(100 * s[("dense", 0.0)][0], color="k", ls="--", lw=1, label="dense")
     ax.set_xscale("log")

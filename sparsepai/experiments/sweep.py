@@ -39,6 +39,10 @@ class SweepConfig:
     ``methods`` are labels: a method name, or a label defined in ``method_options`` as
     ``(label, method, {option: value})`` (e.g. ``("lottery_k25", "lottery",
     {"rewind_iteration": 25})``), so one method can appear with several settings.
+    ``ablations``: sanity checks (``sparsepai.masks.ablate``) run beside every method pruned at
+    initialisation, as labels ``"<label>+shuffle"`` (kept positions shuffled within each
+    layer), ``"<label>+reinit"`` (the same masks on weights drawn afresh from the model's own
+    init) and ``"<label>+invert"`` (the lowest scores kept at the same per-layer counts).
     """
 
     model: str = "smallconv"
@@ -51,6 +55,11 @@ class SweepConfig:
     dense_baseline: bool = True
     train: TrainConfig = TrainConfig(epochs=15, batch_size=64, lr=0.05)
     method_options: tuple = ()
+    ablations: tuple = ()
+
+
+# a re-initialised model draws its weights with the run's seed plus this (not the same weights)
+REINIT_SEED_OFFSET = 10_000
 
 
 def resolve(cfg: SweepConfig, label: str) -> tuple:
@@ -69,6 +78,25 @@ LOCK_FILE = ".sparsepai-sweep.lock"
 def labels(cfg: SweepConfig) -> list:
     """``(label, method, options)`` of every entry of ``cfg.methods``."""
     return [(label, *resolve(cfg, label)) for label in cfg.methods]
+
+
+def row_labels(cfg: SweepConfig) -> list:
+    """The labels of the sweep's rows in report order: each method, then its ablated variants
+    (``"<label>+<ablation>"``; after-training methods have none)."""
+    out = []
+    for label, method, _ in labels(cfg):
+        out.append(label)
+        if method not in AFTER_TRAINING:
+            out += [f"{label}+{a}" for a in cfg.ablations]
+    return out
+
+
+def split_ablation(label: str) -> tuple:
+    """``(method label, ablation or None)`` of a row label."""
+    from sparsepai.masks.ablate import ABLATIONS
+
+    base, plus, a = label.rpartition("+")
+    return (base, a) if plus and a in ABLATIONS else (label, None)
 
 
 def check_config(cfg: SweepConfig) -> None:
@@ -90,6 +118,12 @@ def check_config(cfg: SweepConfig) -> None:
             except ValueError as exc:
                 raise ValueError(f"sweep: label {label!r}: {exc}" if label != method else
                                  f"sweep: {exc}") from None
+    from sparsepai.masks.ablate import ABLATIONS
+
+    bad = [a for a in cfg.ablations if a not in ABLATIONS]
+    if bad or len(set(cfg.ablations)) != len(cfg.ablations):
+        raise ValueError(f"sweep: ablations must be distinct names of {', '.join(ABLATIONS)}, "
+                         f"got {list(cfg.ablations)}")
     if not cfg.methods and not cfg.dense_baseline:
         raise ValueError("sweep: nothing to run (no methods, no dense baseline)")
     if not cfg.sparsities or not cfg.seeds:
@@ -105,7 +139,10 @@ def check_config(cfg: SweepConfig) -> None:
 
 
 def _as_json(cfg: SweepConfig) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples -> lists, as on disk
+    out = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples -> lists, as on disk
+    if not cfg.ablations:  # folders written before ablations existed stay resumable
+        del out["ablations"]
+    return out
 
 
 def check_out_dir(cfg: SweepConfig, out_dir: str) -> None:
@@ -135,6 +172,8 @@ def check_out_dir(cfg: SweepConfig, out_dir: str) -> None:
     except (OSError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path}: unreadable sweep config ({exc}); use another folder") from None
     new = _as_json(cfg)
+    if isinstance(old, dict) and old.get("ablations") == []:
+        del old["ablations"]  # no ablations, written either way
     if old != new:
         diff = _differences(old, new)
         raise ValueError(f"{out_dir}: holds a sweep with other settings ({'; '.join(diff[:4])}); "
@@ -256,6 +295,7 @@ def run_one(cfg: SweepConfig, label: str, sparsity: float, seed: int, data, prog
         weights and ``prune_seconds`` is the whole shared run.
     """
     train_set, test_set, info = data
+    label, ablation = split_ablation(label)
     method, options = resolve(cfg, label)
     torch.manual_seed(seed)
     model = get_model(cfg.model, info.num_classes, info.in_channels, info.image_size)
@@ -276,13 +316,39 @@ def run_one(cfg: SweepConfig, label: str, sparsity: float, seed: int, data, prog
         if method != "dense":
             masks = prune(model, method, sparsity, batches, **options)
         prune_s = time.perf_counter() - t0
+        if ablation:
+            masks = _ablate(cfg, model, masks, ablation, method, options, seed, data)
+            extra = {"ablation": ablation}
     result = train(model, masks, train_set, test_set,
                    dataclasses.replace(cfg.train, seed=seed), progress=progress)
     kept = sum(int(m.sum()) for m in masks.values()) if masks else None
     total = sum(int(m.numel()) for m in masks.values()) if masks else None
-    return {"method": label, "sparsity": sparsity, "seed": seed, "test_acc": result["test_acc"],
+    return {"method": label + (f"+{ablation}" if ablation else ""), "sparsity": sparsity, "seed": seed, "test_acc": result["test_acc"],
             "prune_seconds": prune_s, "kept": kept, "prunable": total,
             "train_loss": result["train_loss"][-1] if result["train_loss"] else None, **extra}
+
+
+def _ablate(cfg: SweepConfig, model, masks, ablation, method, options, seed, data):
+    """The ablated masks (``reinit``: the model's weights redrawn in place)."""
+    from sparsepai.data import loader
+    from sparsepai.masks.ablate import invert_masks, reinit_, shuffle_masks
+    from sparsepai.models import get_model
+    from sparsepai.pruning import score
+
+    train_set, _, info = data
+    if ablation == "shuffle":
+        return shuffle_masks(masks, seed=seed)
+    if ablation == "invert":  # the same scores again (same model and batches), lowest kept
+        opts = {k: v for k, v in options.items() if k not in ("scope", "min_per_layer")}
+        batches = loader(train_set, cfg.prune_batch_size, shuffle=True, seed=seed)
+        return invert_masks(score(model, method, batches, **opts), masks)
+
+    def own_init(m):  # the architecture's own initialisation, drawn under reinit_'s seed
+        m.load_state_dict(get_model(cfg.model, info.num_classes, info.in_channels,
+                                    info.image_size).state_dict())
+
+    reinit_(model, seed=seed + REINIT_SEED_OFFSET, init=own_init)
+    return masks
 
 
 def run_sweep(cfg: SweepConfig, out_dir: str, progress: bool = True,
@@ -316,7 +382,7 @@ def _run_sweep(cfg: SweepConfig, out_dir: str, progress: bool, command: str | No
     rows = load_rows(log)
     done = {(r["method"], r["sparsity"], r["seed"]) for r in rows}
     plan = [("dense", 0.0, s) for s in cfg.seeds] if cfg.dense_baseline else []
-    plan += [(m, sp_, s) for s in cfg.seeds for sp_ in cfg.sparsities for m in cfg.methods]
+    plan += [(m, sp_, s) for s in cfg.seeds for sp_ in cfg.sparsities for m in row_labels(cfg)]
     todo = [p for p in plan if p not in done]
     data = load_dataset(cfg.dataset, cfg.data_root, seed=0)
     bar = tqdm(todo, desc=f"{cfg.model}/{cfg.dataset} sweep", disable=not progress)

@@ -65,3 +65,18 @@ def test_unwritable_out_folder(capsys, monkeypatch, tmp_path):
     assert code == 2 and "exists and is not a folder" in err
     code, _, err = main(capsys, "sweep", "--out", str(tmp_path / "f" / "sub"))
     assert code == 2 and "cannot be written" in err
+
+
+def test_ablations_option(capsys, monkeypatch, tmp_path):
+    from sparsepai.cli import sweep as cli_sweep
+
+    no_work(monkeypatch, *_WORK)
+    code, _, err = main(capsys, "sweep", "--ablations", "shuffle,flip", "--out",
+                        str(tmp_path / "s"))
+    assert code == 2 and "--ablations" in err and "flip" in err, err
+    import argparse
+
+    p = argparse.ArgumentParser()
+    cli_sweep.add_arguments(p)
+    args = p.parse_args(["--ablations", "shuffle, invert", "--out", str(tmp_path / "t")])
+    assert cli_sweep.config(args).ablations == ("shuffle", "invert")

@@ -148,3 +148,57 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path, monkeypatch, c
             pass
         assert (out / sweep.LOCK_FILE).exists()
     assert os.listdir(out) == []  # removed on exit
+
+def test_ablations_run_beside_each_method(tmp_path):
+    """Every method pruned at init gets its shuffled, re-initialised and inverted variants; the
+    shuffled and inverted masks keep the method's per-layer counts (checked on the rows' kept
+    counts), and the re-initialised model trains other weights than the plain run."""
+    import dataclasses
+
+    import torch
+
+    from sparsepai.data import load_dataset
+    from sparsepai.masks.ablate import ABLATIONS
+
+    cfg = dataclasses.replace(CFG, methods=("snip",), ablations=ABLATIONS, dense_baseline=False)
+    assert sweep.row_labels(cfg) == ["snip", "snip+shuffle", "snip+reinit", "snip+invert"]
+    rows = run_sweep(cfg, str(tmp_path / "s"), progress=False)
+    by = {r["method"]: r for r in rows}
+    assert set(by) == {"snip", "snip+shuffle", "snip+reinit", "snip+invert"}
+    assert len({r["kept"] for r in rows}) == 1
+    assert by["snip+invert"]["ablation"] == "invert" and "ablation" not in by["snip"]
+    # the masks behind the rows, rebuilt: per-layer counts equal, positions not
+    data = load_dataset("digits", None, seed=0)
+    seen = {}
+
+    def spy(model, masks, *a, **k):
+        seen[len(seen)] = ({n: m.clone() for n, m in (masks or {}).items()},
+                           {n: p.detach().clone() for n, p in model.named_parameters()})
+        return {"test_acc": 0.0, "train_loss": [0.0], "test_acc_curve": [0.0],
+                "train_seconds": [0.0]}
+
+    import sparsepai.recipes.train as train_mod
+
+    old = train_mod.train
+    train_mod.train = spy
+    try:
+        for label in sweep.row_labels(cfg):
+            sweep.run_one(cfg, label, 0.9, 0, data)
+    finally:
+        train_mod.train = old
+    (plain, w_plain), (shuf, _), (re, w_re), (inv, _) = (seen[i] for i in range(4))
+    for n in plain:
+        assert int(shuf[n].sum()) == int(plain[n].sum()) == int(inv[n].sum())
+        assert torch.equal(re[n], plain[n])  # reinit: the same masks
+    assert any(not torch.equal(shuf[n], plain[n]) for n in plain)
+    assert any(not torch.equal(inv[n], plain[n]) for n in plain)
+    assert all(not torch.equal(w_re[n], w_plain[n]) for n in plain)  # ... on other weights
+    table = (tmp_path / "s" / "table.txt").read_text()
+    assert all(lab in table for lab in sweep.row_labels(cfg))
+
+
+def test_bad_ablation_is_refused():
+    import dataclasses
+
+    with pytest.raises(ValueError, match="sweep: ablations must be distinct names"):
+        sweep.check_config(dataclasses.replace(CFG, ablations=("shuffle", "flip")))

@@ -93,7 +93,8 @@ class Cell:
     contenders: tuple = tuple(CONTENDERS)
 
 
-_R20 = tuple(c for c in CONTENDERS if c != "random")
+_R20 = ("prospr_m1", "prospr_same", "prospr_fo", "prospr_lr0.01_same", "snip", "synflow",
+        "magnitude")
 _SMALL = ("prospr_m1", "prospr_same", "prospr_fo", "prospr_fo_same", "snip", "synflow",
           "magnitude")
 _STRUCT = tuple(STRUCTURED)

@@ -62,6 +62,11 @@ CONTENDERS = {
     "prospr_fo_same": ("prospr", {"first_order": True, "same_batch": True}),
     "prospr_lr0.01_same": ("prospr", {"inner_lr": 0.01, "same_batch": True}),
     "prospr_lr1_same": ("prospr", {"inner_lr": 1.0, "same_batch": True}),
+    # the scale-aware inner step: every tensor's first step moves it by inner_lr of its norm
+    "prospr_rel0.01": ("prospr", {"inner_step": "relative", "inner_lr": 0.01,
+                                  "same_batch": False}),
+    "prospr_rel0.05": ("prospr", {"inner_step": "relative", "inner_lr": 0.05,
+                                  "same_batch": False}),
     "snip": ("snip", {}),
     "synflow": ("synflow", {}),
     "magnitude": ("magnitude", {}),
@@ -93,10 +98,10 @@ class Cell:
     contenders: tuple = tuple(CONTENDERS)
 
 
-_R20 = ("prospr_m1", "prospr_same", "prospr_fo", "prospr_lr0.01_same", "snip", "synflow",
-        "magnitude")
-_SMALL = ("prospr_m1", "prospr_same", "prospr_fo", "prospr_fo_same", "snip", "synflow",
-          "magnitude")
+_R20 = ("prospr_m1", "prospr_same", "prospr_fo", "prospr_lr0.01_same", "prospr_rel0.01",
+        "prospr_rel0.05", "snip", "synflow", "magnitude")
+_SMALL = ("prospr_m1", "prospr_same", "prospr_fo", "prospr_rel0.01", "prospr_rel0.05", "snip",
+          "synflow", "magnitude")
 _STRUCT = tuple(STRUCTURED)
 # name -> cell; the order is the default run order (the cells that decide the defaults first)
 CELLS = {

@@ -429,6 +429,8 @@ def report(rows, out, command):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=None,
+                    help="run only these of each cell's seeds (the others on a later call)")
     ap.add_argument("--data-root", default=MNIST)
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--summarize", action="store_true")
@@ -446,7 +448,9 @@ def main():
 
         done = {(r["cell"], r["label"], r["sparsity"], r["seed"]) for r in rows}
         data, size = None, None
-        for key in [p for p in plan(args.cells) if p not in done]:
+        todo = [p for p in plan(args.cells) if p not in done
+                and (args.seeds is None or p[3] in args.seeds)]
+        for key in todo:
             cell, label, sparsity, seed = key
             st = settings(cell)
             if size != st["image_size"]:

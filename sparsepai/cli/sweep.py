@@ -42,12 +42,14 @@ def ablations(text: str) -> tuple:
 
 
 def run(args) -> int:
+    import sys
+
     from sparsepai.experiments.report import table
     from sparsepai.experiments.sweep import run_sweep
 
     cfg = config(args)
     with lock(args.out):
-        rows = run_sweep(cfg, args.out)
+        rows = run_sweep(cfg, args.out, command="sparsepai " + " ".join(sys.argv[1:]))
     print(table(rows, cfg))
     print(f"\nresults, config and plot in {args.out}/")
     return 0

@@ -149,6 +149,7 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path, monkeypatch, c
         assert (out / sweep.LOCK_FILE).exists()
     assert os.listdir(out) == []  # removed on exit
 
+
 def test_ablations_run_beside_each_method(tmp_path):
     """Every method pruned at init gets its shuffled, re-initialised and inverted variants; the
     shuffled and inverted masks keep the method's per-layer counts (checked on the rows' kept

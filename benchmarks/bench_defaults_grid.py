@@ -98,30 +98,30 @@ class Cell:
     contenders: tuple = tuple(CONTENDERS)
 
 
-_R20 = ("prospr_m1", "prospr_same", "prospr_fo", "prospr_lr0.01_same", "prospr_rel0.01",
-        "prospr_rel0.05", "snip", "synflow", "magnitude")
-_SMALL = ("prospr_m1", "prospr_same", "prospr_fo", "prospr_rel0.01", "prospr_rel0.05", "snip",
-          "synflow", "magnitude")
+# the contenders of every cell but the first (which has all of them)
+_MAIN = ("prospr_m1", "prospr_same", "prospr_fo", "prospr_lr0.01_same", "prospr_rel0.01",
+         "prospr_rel0.05", "snip", "synflow", "magnitude")
 _STRUCT = tuple(STRUCTURED)
 # name -> cell; the order is the default run order (the cells that decide the defaults first)
 CELLS = {
     "lenet5-default": Cell("lenet5", epochs=3),
-    "resnet20-he": Cell("resnet20", "he", seeds=(0, 1, 2), contenders=_R20),
-    "lenet5-he": Cell("lenet5", "he", epochs=3),
-    "resnet20-default": Cell("resnet20", "default", seeds=(0, 1, 2), contenders=_SMALL),
-    "lenet5-default-adamw": Cell("lenet5", epochs=3, optimizer="adamw", lr=1e-3),
-    "lenet5-default-long": Cell("lenet5", epochs=8),
-    "lenet5-default-constant": Cell("lenet5", epochs=3, cosine=False),
-    "lenet5-default-b4": Cell("lenet5", epochs=3, batches=4),
-    "lenet5-default-b16": Cell("lenet5", epochs=3, batches=16),
+    "resnet20-he": Cell("resnet20", "he", seeds=(0, 1, 2), contenders=_MAIN),
+    "lenet5-he": Cell("lenet5", "he", epochs=3, contenders=_MAIN + ("random",)),
+    "resnet20-default": Cell("resnet20", "default", seeds=(0, 1, 2), contenders=_MAIN),
+    "lenet5-default-adamw": Cell("lenet5", epochs=3, optimizer="adamw", lr=1e-3,
+                                 contenders=_MAIN),
+    "lenet5-default-long": Cell("lenet5", epochs=8, contenders=_MAIN),
+    "lenet5-default-constant": Cell("lenet5", epochs=3, cosine=False, contenders=_MAIN),
+    "lenet5-default-b4": Cell("lenet5", epochs=3, batches=4, contenders=_MAIN),
+    "lenet5-default-b16": Cell("lenet5", epochs=3, batches=16, contenders=_MAIN),
     "structured-resnet20-he": Cell("resnet20", "he", seeds=(0, 1), contenders=_STRUCT),
-    "smallconv-default": Cell("smallconv", seeds=(0, 1, 2), contenders=_SMALL),
-    "smallconv-he": Cell("smallconv", "he", seeds=(0, 1, 2), contenders=_SMALL),
+    "smallconv-default": Cell("smallconv", seeds=(0, 1, 2), contenders=_MAIN),
+    "smallconv-he": Cell("smallconv", "he", seeds=(0, 1, 2), contenders=_MAIN),
     "resnet20-he-adamw": Cell("resnet20", "he", optimizer="adamw", lr=1e-3, seeds=(0, 1, 2),
-                              contenders=_SMALL),
-    "resnet20-he-b4": Cell("resnet20", "he", batches=4, seeds=(0, 1, 2), contenders=_SMALL),
+                              contenders=_MAIN),
+    "resnet20-he-b4": Cell("resnet20", "he", batches=4, seeds=(0, 1, 2), contenders=_MAIN),
     "lenet5-he-adamw-long-constant": Cell("lenet5", "he", epochs=8, optimizer="adamw", lr=1e-3,
-                                          cosine=False),
+                                          cosine=False, contenders=_MAIN),
     "structured-resnet20-he-long": Cell("resnet20", "he", epochs=8, seeds=(0, 1),
                                         contenders=_STRUCT),
     "structured-lenet5-default": Cell("lenet5", epochs=3, seeds=(0, 1, 2), contenders=_STRUCT),

@@ -101,13 +101,16 @@ class Cell:
 # the contenders of every cell but the first (which has all of them)
 _MAIN = ("prospr_m1", "prospr_same", "prospr_fo", "prospr_lr0.01_same", "prospr_rel0.01",
          "prospr_rel0.05", "snip", "synflow", "magnitude")
+# ResNet-20: without the relative step at 0.05 (seed 0 at 95%: 46.7 against the paper
+# protocol's 70.1; larger inner steps hurt this network)
+_RESNET = tuple(c for c in _MAIN if c != "prospr_rel0.05")
 _STRUCT = tuple(STRUCTURED)
 # name -> cell; the order is the default run order (the cells that decide the defaults first)
 CELLS = {
     "lenet5-default": Cell("lenet5", epochs=3),
-    "resnet20-he": Cell("resnet20", "he", seeds=(0, 1, 2), contenders=_MAIN),
+    "resnet20-he": Cell("resnet20", "he", seeds=(0, 1, 2), contenders=_RESNET),
     "lenet5-he": Cell("lenet5", "he", epochs=3, contenders=_MAIN + ("random",)),
-    "resnet20-default": Cell("resnet20", "default", seeds=(0, 1, 2), contenders=_MAIN),
+    "resnet20-default": Cell("resnet20", "default", seeds=(0, 1, 2), contenders=_RESNET),
     "lenet5-default-adamw": Cell("lenet5", epochs=3, optimizer="adamw", lr=1e-3,
                                  contenders=_MAIN),
     "lenet5-default-long": Cell("lenet5", epochs=8, contenders=_MAIN),

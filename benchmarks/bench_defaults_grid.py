@@ -72,13 +72,18 @@ CONTENDERS = {
     "magnitude": ("magnitude", {}),
     "random": ("random", {}),
 }
-# structured ProsPr at 90% (label: options); "cost" is cost_weighting, "min8" min_per_layer=8
+# structured ProsPr at 90% (label: options); "cost" is cost_weighting, "min8" min_per_layer=8,
+# "fo" the first-order score; every label names its ProsPr options explicitly
+_FULL = {"first_order": False, "same_batch": False}
 STRUCTURED = {
     "dense": None,
-    "s_cost1": {"cost_weighting": True},
-    "s_cost0.5": {"cost_weighting": 0.5},
-    "s_cost1_min8": {"cost_weighting": True, "min_per_layer": 8},
-    "s_cost0.5_min8": {"cost_weighting": 0.5, "min_per_layer": 8},
+    "s_cost1": {**_FULL, "cost_weighting": True},
+    "s_cost0.5": {**_FULL, "cost_weighting": 0.5},
+    "s_cost1_min8": {**_FULL, "cost_weighting": True, "min_per_layer": 8},
+    "s_cost0.5_min8": {**_FULL, "cost_weighting": 0.5, "min_per_layer": 8},
+    "s_fo_cost1": {**_FULL, "first_order": True, "cost_weighting": True},
+    "s_fo_cost0.5_min8": {**_FULL, "first_order": True, "cost_weighting": 0.5,
+                          "min_per_layer": 8},
 }
 SCORED = ("prospr", "snip")  # methods whose scoring data is `batches` batches
 

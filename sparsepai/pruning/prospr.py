@@ -16,7 +16,9 @@ version needs no graph through the steps and steps the private copy of the model
 read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. The batches follow
 :class:`ProsprConfig` (``same_batch=False`` by default): D_0..D_M, M + 1 distinct batches (the
 paper's formulation); ``same_batch=True`` (the official code's protocol) makes D_0 serve every
-step and the meta-loss. ``batches=k`` makes each D_m k consecutive batches of ``data`` (one
+step and the meta-loss. The default score is the first-order one (``first_order=True``): the
+worst cells of ``benchmarks/bench_defaults_grid.py`` (docs/guides/choosing-a-method.md) chose
+it; ``first_order=False`` gives the paper's full meta-gradient. ``batches=k`` makes each D_m k consecutive batches of ``data`` (one
 larger batch).
 """
 
@@ -37,11 +39,13 @@ from sparsepai.pruning.second_order import second_order
 @dataclasses.dataclass(frozen=True)
 class ProsprConfig:
     """Args: meta_steps: M, the inner SGD steps; inner_lr, inner_momentum: the inner SGD;
-    first_order: the first-order approximation instead of the full meta-gradient;
+    first_order: the first-order approximation |grad L(w_M, D_M) * w_init| (the default: it
+    kept ProsPr at or above SNIP in every cell of benchmarks/bench_defaults_grid.py where the
+    full meta-gradient collapsed on ResNet-20 at 98%; docs/guides/choosing-a-method.md);
+    False: the paper's full meta-gradient through the M steps;
     same_batch: the official code's protocol (mil-ad/prospr without --new-data-in-inner): the
-    first batch D_0 serves every inner step and the meta-loss (more robust at PyTorch's default
-    initialization: benchmarks/results/prospr_robust.md); False (the default, the protocol the
-    public API defines): M + 1 distinct batches D_0..D_M;
+    first batch D_0 serves every inner step and the meta-loss; False (the default, the paper's
+    formulation): M + 1 distinct batches D_0..D_M;
     batches: how many batches of ``data`` make each D_m (concatenated into one larger batch);
     inner_step: ``"sgd"`` (every tensor steps with ``inner_lr``) or ``"relative"`` (a
     scale-aware step: each tensor's learning rate is ``inner_lr * |p_0| / |g_0|``, its norm at
@@ -54,7 +58,7 @@ class ProsprConfig:
     meta_steps: int = option(3, at_least=0)
     inner_lr: float = option(0.1, above=0)
     inner_momentum: float = option(0.0, at_least=0, below=1)
-    first_order: bool = False
+    first_order: bool = True
     same_batch: bool = False
     batches: int = option(1, at_least=1)
     inner_step: str = option("sgd", choices=("sgd", "relative"))

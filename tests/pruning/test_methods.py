@@ -40,7 +40,7 @@ def test_prospr_full_meta_gradient_matches_unrolled(M, momentum):
     model = mlp()
     data = batches(M + 1)
     got = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, inner_momentum=momentum,
-                   same_batch=False)
+                   same_batch=False, first_order=False)
     want = unrolled_prospr(model, data, M, 0.5, momentum)
     assert list(got) == ["0.weight", "2.weight"]
     for n in want:
@@ -55,7 +55,7 @@ def test_prospr_meta_gradient_by_finite_differences():
     model = mlp()
     data = batches(3)
     got = sp.score(model, "prospr", data, meta_steps=2, inner_lr=0.3,
-                   same_batch=False)["2.weight"]
+                   same_batch=False, first_order=False)["2.weight"]
 
     def meta_loss(scale_entry, h):
         m = copy.deepcopy(model)

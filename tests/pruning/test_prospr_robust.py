@@ -39,13 +39,15 @@ def official_protocol(model, batch, M, lr):
 def test_same_batch_is_the_official_protocol(M):
     model = mlp()
     data = batches(M + 1)
-    got = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, same_batch=True)
+    got = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, same_batch=True,
+                   first_order=False)
     want = official_protocol(model, data[0], M, 0.5)
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12)
-    # the default is the API's protocol (M + 1 distinct batches), which differs
-    default = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5)
-    distinct = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, same_batch=False)
+    # the default batch protocol is the paper's (M + 1 distinct batches), which differs
+    default = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, first_order=False)
+    distinct = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, same_batch=False,
+                        first_order=False)
     for n in want:
         assert torch.equal(default[n], distinct[n])
     assert not torch.allclose(distinct["0.weight"], got["0.weight"])
@@ -65,7 +67,7 @@ def test_same_batch_needs_and_reads_only_the_first_batch():
 def test_same_batch_by_finite_differences():
     model = mlp()
     (x, y), = batches(1)
-    got = sp.score(model, "prospr", [(x, y)], meta_steps=2, inner_lr=0.3,
+    got = sp.score(model, "prospr", [(x, y)], meta_steps=2, inner_lr=0.3, first_order=False,
                    same_batch=True)["2.weight"]
 
     def meta_loss(entry, h):
@@ -122,9 +124,10 @@ def test_batches_concatenates_consecutive_batches(same_batch):
     joined = [(torch.cat([x for x, _ in data[i:i + k]]), torch.cat([y for _, y in data[i:i + k]]))
               for i in range(0, len(data), k)]
     got = sp.score(model, "prospr", data, meta_steps=M, inner_lr=0.5, batches=k,
-                   same_batch=same_batch)
+                   same_batch=same_batch, first_order=False)
     want = (official_protocol(model, joined[0], M, 0.5) if same_batch else
-            sp.score(model, "prospr", joined, meta_steps=M, inner_lr=0.5, same_batch=False))
+            sp.score(model, "prospr", joined, meta_steps=M, inner_lr=0.5, same_batch=False,
+                     first_order=False))
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12)
 

@@ -85,7 +85,7 @@ def test_prospr_channel_meta_gradient_against_unrolled_oracle():
     lr, steps = 0.1, 2
     got = group_scores(model, graph, "prospr", data, nn.functional.cross_entropy,
                        {"meta_steps": steps, "inner_lr": lr, "same_batch": False,
-                        "cost_weighting": False})
+                        "first_order": False, "cost_weighting": False})
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     c = {"c1": torch.ones(6, requires_grad=True), "c2": torch.ones(5, requires_grad=True)}

@@ -1,0 +1,51 @@
+"""ProsPr's defaults, chosen by the worst cells of benchmarks/bench_defaults_grid.py, pinned; the
+paper's protocol (full meta-gradient, M + 1 distinct batches) and the official code's (one batch)
+stay selectable by options."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import sparsepai as sp
+from sparsepai.pruning.prospr import ProsprConfig
+from tests.tiny_nets import batches, mlp
+
+
+def test_defaults_are_pinned():
+    d = {f.name: f.default for f in dataclasses.fields(ProsprConfig)}
+    assert d == {"meta_steps": 3, "inner_lr": 0.1, "inner_momentum": 0.0, "first_order": True,
+                 "same_batch": False, "batches": 1, "inner_step": "sgd"}
+
+
+def test_default_score_is_first_order_on_distinct_batches():
+    model, data = mlp(), batches(4)
+    default = sp.score(model, "prospr", data)
+    fo = sp.score(model, "prospr", data, first_order=True, same_batch=False)
+    full = sp.score(model, "prospr", data, first_order=False)
+    for n in default:
+        assert torch.equal(default[n], fo[n])
+    assert not torch.allclose(default["0.weight"], full["0.weight"])
+    # the default reads D_0..D_3: the meta-batch D_3 changes the scores
+    other = data[:3] + batches(1, seed=9)
+    assert not torch.equal(sp.score(model, "prospr", other)["0.weight"], default["0.weight"])
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_the_papers_protocol_reads_m_plus_one_batches(first_order):
+    model, data = mlp(), batches(4)
+    with pytest.raises(ValueError, match="needs 4 batches"):
+        sp.score(model, "prospr", data[:3], first_order=first_order, same_batch=False)
+    a = sp.score(model, "prospr", data, first_order=first_order, same_batch=False)
+    b = sp.score(model, "prospr", data[:3] + batches(1, seed=9), first_order=first_order,
+                 same_batch=False)
+    assert not torch.equal(a["2.weight"], b["2.weight"])
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_the_official_protocol_reads_one_batch(first_order):
+    model, data = mlp(), batches(4)
+    one = sp.score(model, "prospr", data[:1], first_order=first_order, same_batch=True)
+    many = sp.score(model, "prospr", data, first_order=first_order, same_batch=True)
+    for n in one:
+        assert torch.equal(one[n], many[n])

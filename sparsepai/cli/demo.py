@@ -22,18 +22,21 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     from sparsepai.experiments.report import line_text, table, write_summary
     from sparsepai.experiments.slim_line import SlimLine, run_slim_line, summarize_line
     from sparsepai.experiments.sweep import run_sweep
 
     cfg = sweep.config(args)
+    command = "sparsepai " + " ".join(sys.argv[1:])
     with sweep.lock(args.out):
-        rows = run_sweep(cfg, args.out)
+        rows = run_sweep(cfg, args.out, command=command)
         print(table(rows, cfg))
         if args.structured_sparsity > 0:
             line = summarize_line(run_slim_line(cfg, args.out,
                                                 SlimLine(sparsity=args.structured_sparsity)))
-            write_summary(rows, cfg, args.out, structured=line)
+            write_summary(rows, cfg, args.out, command, structured=line)
             print("\n" + line_text(line))
     print(f"\nresults, config and plot in {args.out}/")
     return 0

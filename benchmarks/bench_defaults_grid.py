@@ -441,6 +441,10 @@ def main():
     ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
     ap.add_argument("--seeds", nargs="+", type=int, default=None,
                     help="run only these of each cell's seeds (the others on a later call)")
+    ap.add_argument("--contenders", nargs="+", default=None,
+                    help="run only these of each cell's contenders (the others on a later call)")
+    ap.add_argument("--sparsities", nargs="+", type=float, default=None,
+                    help="run only these sparsities (the others on a later call)")
     ap.add_argument("--data-root", default=MNIST)
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--summarize", action="store_true")
@@ -459,7 +463,9 @@ def main():
         done = {(r["cell"], r["label"], r["sparsity"], r["seed"]) for r in rows}
         data, size = None, None
         todo = [p for p in plan(args.cells) if p not in done
-                and (args.seeds is None or p[3] in args.seeds)]
+                and (args.seeds is None or p[3] in args.seeds)
+                and (args.contenders is None or p[1] in args.contenders)
+                and (args.sparsities is None or p[2] in args.sparsities)]
         for key in todo:
             cell, label, sparsity, seed = key
             st = settings(cell)

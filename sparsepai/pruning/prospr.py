@@ -42,7 +42,8 @@ class ProsprConfig:
     first_order: the first-order approximation |grad L(w_M, D_M) * w_init| (the default: it
     kept ProsPr at or above SNIP in every cell of benchmarks/bench_defaults_grid.py where the
     full meta-gradient collapsed on ResNet-20 at 98%; docs/guides/choosing-a-method.md);
-    False: the paper's full meta-gradient through the M steps;
+    False: the paper's full meta-gradient through the M steps (structured ProsPr's default:
+    ``sparsepai.structured.prune.CHANNEL_DEFAULTS``);
     same_batch: the official code's protocol (mil-ad/prospr without --new-data-in-inner): the
     first batch D_0 serves every inner step and the meta-loss; False (the default, the paper's
     formulation): M + 1 distinct batches D_0..D_M;

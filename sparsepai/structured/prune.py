@@ -30,6 +30,13 @@ def check_method(method) -> None:
                          f"; got {method!r}")
 
 
+# Method options whose structured default differs from the unstructured one. Channel ProsPr keeps
+# the full meta-gradient: its defaults (cost weighting included) were measured with it
+# (benchmarks/bench_time_to_accuracy.py); first order is ProsPr's unstructured default
+# (benchmarks/bench_defaults_grid.py), and first_order=True is an option here.
+CHANNEL_DEFAULTS = {"prospr": {"first_order": False}}
+
+
 def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     """Per prunable group, one score per channel (higher = more important).
 
@@ -46,7 +53,7 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     must then have a batch to measure the feature-map sizes.
     """
     groups = graph.prunable_groups()
-    options = dict(options)
+    options = {**CHANNEL_DEFAULTS.get(method, {}), **options}
     alpha = cost.cost_exponent(options.pop("cost_weighting", cost.default_weighting(method)))
     check_method(method)
     m = get_method(method)

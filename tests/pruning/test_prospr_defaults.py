@@ -49,3 +49,24 @@ def test_the_official_protocol_reads_one_batch(first_order):
     many = sp.score(model, "prospr", data, first_order=first_order, same_batch=True)
     for n in one:
         assert torch.equal(one[n], many[n])
+
+
+def test_channel_prospr_keeps_the_full_meta_gradient_by_default():
+    """Structured ProsPr's defaults were measured with the full meta-gradient: it stays its
+    default there; first order is an option."""
+    from sparsepai.structured.prune import group_scores
+    from sparsepai.structured.graph import analyse
+    from tests.tiny_nets import convnet
+
+    model = convnet()
+    data = batches(4, shape=(1, 8, 8), classes=10, dtype=torch.float32)
+    graph = analyse(model, data[0][0])
+    loss = torch.nn.functional.cross_entropy
+
+    def scores(**o):
+        return group_scores(model, graph, "prospr", data, loss, {"cost_weighting": False, **o})
+
+    default, full, fo = scores(), scores(first_order=False), scores(first_order=True)
+    for gid in default:
+        assert torch.equal(default[gid], full[gid])
+    assert any(not torch.allclose(default[g], fo[g]) for g in default)

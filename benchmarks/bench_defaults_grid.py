@@ -328,13 +328,16 @@ def verdict(summary) -> list:
     cells where it loses more than 2 points against dense or is slower than 2x."""
     lines = []
     for lab in [c for c in CONTENDERS if c.startswith("prospr")]:
-        fails, cells = [], 0
+        fails, cells, missing = [], 0, []
         for cell, labs in summary.items():
             if cell.startswith("structured") or lab not in labs or "snip" not in labs:
                 continue
             cells += 1
             for s in ("0.95", "0.98"):
                 a, b = labs[lab].get(s), labs["snip"].get(s)
+                if not a or not b or a["n"] < b["n"]:
+                    missing.append(f"{cell} {s}" + (f" ({a['n']} of {b['n']} seeds)" if a and b
+                                                   else ""))
                 if not a or not b:
                     continue
                 if s == "0.95" and a["collapsed"] and not b["collapsed"]:
@@ -343,7 +346,8 @@ def verdict(summary) -> list:
                     fails.append(f"{cell} {s}: {100 * a['mean']:.1f} < SNIP "
                                  f"{100 * b['mean']:.1f} (gap {100 * (b['mean'] - a['mean']):.1f})")
         lines.append(f"- `{lab}` ({cells} cells): " + (
-            "meets every target" if not fails else f"{len(fails)} misses: " + "; ".join(fails)))
+            "meets every target" if not fails else f"{len(fails)} misses: " + "; ".join(fails))
+            + (f"; incomplete: {', '.join(missing)}" if missing else ""))
     for lab in [c for c in STRUCTURED if c != "dense"]:
         fails, cells = [], 0
         for cell, labs in summary.items():

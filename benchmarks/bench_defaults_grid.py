@@ -53,20 +53,21 @@ SPARSITIES = (0.95, 0.98)
 STRUCTURED_SPARSITY = 0.9
 TIMING_LOCK = "/tmp/sparsepai-timing.lock"
 
-# label: (method, options); every ProsPr label names its batch protocol explicitly, so the
-# results do not depend on the library's defaults at the time of the run
+# label: (method, options); every ProsPr label names its score and batch protocol explicitly, so
+# the results do not depend on the library's defaults at the time of the run (rows record them)
 CONTENDERS = {
-    "prospr_m1": ("prospr", {"same_batch": False}),  # the paper: M + 1 distinct batches
-    "prospr_same": ("prospr", {"same_batch": True}),  # the official code: one batch
+    "prospr_m1": ("prospr", {"first_order": False, "same_batch": False}),  # the paper
+    "prospr_same": ("prospr", {"first_order": False, "same_batch": True}),  # the official code
     "prospr_fo": ("prospr", {"first_order": True, "same_batch": False}),
     "prospr_fo_same": ("prospr", {"first_order": True, "same_batch": True}),
-    "prospr_lr0.01_same": ("prospr", {"inner_lr": 0.01, "same_batch": True}),
-    "prospr_lr1_same": ("prospr", {"inner_lr": 1.0, "same_batch": True}),
+    "prospr_lr0.01_same": ("prospr", {"first_order": False, "inner_lr": 0.01,
+                                      "same_batch": True}),
+    "prospr_lr1_same": ("prospr", {"first_order": False, "inner_lr": 1.0, "same_batch": True}),
     # the scale-aware inner step: every tensor's first step moves it by inner_lr of its norm
-    "prospr_rel0.01": ("prospr", {"inner_step": "relative", "inner_lr": 0.01,
-                                  "same_batch": False}),
-    "prospr_rel0.05": ("prospr", {"inner_step": "relative", "inner_lr": 0.05,
-                                  "same_batch": False}),
+    "prospr_rel0.01": ("prospr", {"first_order": False, "inner_step": "relative",
+                                  "inner_lr": 0.01, "same_batch": False}),
+    "prospr_rel0.05": ("prospr", {"first_order": False, "inner_step": "relative",
+                                  "inner_lr": 0.05, "same_batch": False}),
     "snip": ("snip", {}),
     "synflow": ("synflow", {}),
     "magnitude": ("magnitude", {}),
@@ -215,7 +216,7 @@ def run_unstructured(st, label, sparsity, seed, data) -> dict:
                      **options)
     prune_s = time.perf_counter() - t0
     res = train(model, masks, train_set, test_set, train_config(st, seed), progress=False)
-    return {"test_acc": res["test_acc"], "curve": res["test_acc_curve"],
+    return {"test_acc": res["test_acc"], "curve": res["test_acc_curve"], "options": options,
             "prune_seconds": round(prune_s, 3), "train_seconds": round(res["train_seconds"][-1], 1)}
 
 

@@ -229,22 +229,35 @@ def train_config(st, seed):
 
 
 @contextlib.contextmanager
-def timing_lock():
+def timing_lock(wait_s: float = 90.0):
+    """The machine's timing lock, waited for up to ``wait_s`` seconds; yields whether it is held
+    (another job may hold it for long: the timing then runs without it, and the row says so)."""
     with open(TIMING_LOCK, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        deadline = time.monotonic() + wait_s
+        held = False
+        while not held:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
         try:
-            yield
+            yield held
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            if held:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def step_times(models: dict, batch, rounds: int = 3, steps: int = 5) -> dict:
-    """Median seconds of one training step per model, interleaved rounds, the timing lock held."""
+def step_times(models: dict, batch, rounds: int = 3, steps: int = 5) -> tuple:
+    """Median seconds of one training step per model (interleaved rounds) and whether the
+    timing lock was held."""
     import bench_step_time
 
-    with timing_lock():
+    with timing_lock() as held:
         times = bench_step_time.time_steps(models, batch, 1, rounds, steps)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in times.items()}, held
 
 
 def run_structured(st, label, seed, data) -> dict:
@@ -269,13 +282,13 @@ def run_structured(st, label, seed, data) -> dict:
     prune_s = time.perf_counter() - t0
     ref = build_model(st, seed)  # the dense model of the same seed, for a same-run step ratio
     x, y = next(iter(torch.utils.data.DataLoader(train_set, batch_size=128)))
-    med = step_times({"dense": ref, label: copy.deepcopy(model)}, (x, y))
+    med, held = step_times({"dense": ref, label: copy.deepcopy(model)}, (x, y))
     res = train(model, None, train_set, test_set, train_config(st, seed), progress=False)
     return {"test_acc": res["test_acc"], "curve": res["test_acc_curve"],
             "prune_seconds": round(prune_s, 3), "train_seconds": round(res["train_seconds"][-1], 1),
             "params": sum(p.numel() for p in model.parameters()),
             "step_seconds": med[label], "dense_step_seconds": med["dense"],
-            "speedup": med["dense"] / med[label]}
+            "speedup": med["dense"] / med[label], "timing_lock": held}
 
 
 def plan(cells) -> list:

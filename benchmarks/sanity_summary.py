@@ -104,6 +104,8 @@ def plot(found, path):
                         marker=marker, label=label, lw=2 if a is None else 1)
                 for x, (_, v) in zip(xs, pts):
                     ax.scatter([x] * len(v), [100 * y for y in v], color=color, s=6, alpha=0.4)
+            if method not in cfg["methods"]:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
             ax.set_title(f"{cfg['model']}: {method}", fontsize=9)
             ax.set_xticks([100 * s for s in cfg["sparsities"]])
             ax.grid(True, alpha=0.3)

@@ -2,7 +2,7 @@
 
 A cell is one training protocol: a model (``lenet5``, ``smallconv``, ``resnet20``, ``vgg11``), an
 initialisation (``default``: PyTorch's own ``reset_parameters``; ``he``: the He-normal init of
-``sparsepai.models``), a budget (epochs, SGD or AdamW, cosine schedule or constant rate) and the
+``sparsepai.experiments.models``), a budget (epochs, SGD or AdamW, cosine schedule or constant rate) and the
 scoring data (``k`` batches of 128 per scoring batch: ProsPr's and SNIP's option ``batches``).
 Cells vary one axis at a time around a short base protocol (2 epochs of the MNIST split, SGD with
 momentum 0.9, lr 0.05, weight decay 5e-4, cosine, batch 128, 1 scoring batch; LeNet-5
@@ -10,7 +10,7 @@ momentum 0.9, lr 0.05, weight decay 5e-4, cosine, batch 128, 1 scoring batch; Le
 
 Data: the MNIST split (``../shared/data/mnist``: first 8,000 images train, last 2,000 evaluate;
 28x28, VGG-11 zero-padded to 32x32). Every run prunes at initialisation, trains with the one
-training loop (``sparsepai.recipes.train.train``) and records the final test accuracy.
+training loop (``sparsepai.experiments.train.train``) and records the final test accuracy.
 
 Unstructured cells run the contenders of ``CONTENDERS`` at 95% and 98%; structured cells
 (``structured`` in the cell name) run the dense model and structured ProsPr at 90%
@@ -156,7 +156,7 @@ def load_data(root: str, image_size: int):
     import torch
     import torch.nn.functional as F
 
-    from sparsepai.data import load_dataset
+    from sparsepai.experiments.data import load_dataset
 
     train, test, _ = load_dataset("mnist", root)
     if image_size == 28:
@@ -176,7 +176,7 @@ def build_model(st: dict, seed: int):
     ``reset_parameters``, as ``torch.nn`` builds it)."""
     import torch
 
-    from sparsepai.models import get_model
+    from sparsepai.experiments.models import get_model
 
     torch.manual_seed(seed)
     model = get_model(st["model"], 10, 1, st["image_size"])
@@ -192,7 +192,7 @@ def scoring_data(train_set, seed: int, k: int) -> list:
     """Enough batches of 128 for any contender: two shuffled passes' worth, cut to 4k + 4."""
     import itertools
 
-    from sparsepai.data import loader
+    from sparsepai.experiments.data import loader
 
     both = itertools.chain(loader(train_set, 128, shuffle=True, seed=seed),
                            loader(train_set, 128, shuffle=True, seed=seed + 10_000))
@@ -201,7 +201,7 @@ def scoring_data(train_set, seed: int, k: int) -> list:
 
 def run_unstructured(st, label, sparsity, seed, data) -> dict:
     import sparsepai as sp
-    from sparsepai.recipes.train import train
+    from sparsepai.experiments.train import train
 
     train_set, test_set = data
     method, options = CONTENDERS[label]
@@ -221,7 +221,7 @@ def run_unstructured(st, label, sparsity, seed, data) -> dict:
 
 
 def train_config(st, seed):
-    from sparsepai.recipes.train import TrainConfig
+    from sparsepai.experiments.train import TrainConfig
 
     return TrainConfig(epochs=st["epochs"], batch_size=st["batch_size"],
                        optimizer=st["optimizer"], lr=st["lr"], momentum=0.9,
@@ -266,7 +266,7 @@ def run_structured(st, label, seed, data) -> dict:
     import torch
 
     import sparsepai as sp
-    from sparsepai.recipes.train import train
+    from sparsepai.experiments.train import train
 
     train_set, test_set = data
     dense = build_model(st, seed)
@@ -303,7 +303,7 @@ def plan(cells) -> list:
 
 
 def load_runs(path):
-    from sparsepai.recipes.sweep import load_rows
+    from sparsepai.experiments.sweep import load_rows
 
     rows = load_rows(path)
     for r in rows:
@@ -476,7 +476,7 @@ def main():
     command = "python benchmarks/bench_defaults_grid.py " + " ".join(
         a if a != args.data_root else "<mnist>" for a in sys.argv[1:])
     if not args.summarize:
-        from sparsepai.recipes.sweep import append_row
+        from sparsepai.experiments.sweep import append_row
 
         done = {(r["cell"], r["label"], r["sparsity"], r["seed"]) for r in rows}
         data, size = None, None

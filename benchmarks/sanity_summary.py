@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from machine import cpu_name  # noqa: E402
 from sparsepai import _io  # noqa: E402
-from sparsepai.recipes.sweep import load_rows, split_ablation  # noqa: E402
+from sparsepai.experiments.sweep import load_rows, split_ablation  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "sanity_checks")
 ABLATIONS = ("shuffle", "reinit", "invert")

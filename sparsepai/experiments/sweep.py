@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sparsepai import _io
-from sparsepai.api import prune
+from sparsepai.api import prune, score
 from sparsepai.core.registry import get_method
 from sparsepai.experiments.data import NAMES as DATASETS
 from sparsepai.experiments.data import load_dataset, loader
@@ -330,10 +330,7 @@ def run_one(cfg: SweepConfig, label: str, sparsity: float, seed: int, data, prog
 
 def _ablate(cfg: SweepConfig, model, masks, ablation, method, options, seed, data):
     """The ablated masks (``reinit``: the model's weights redrawn in place)."""
-    from sparsepai.data import loader
     from sparsepai.masks.ablate import invert_masks, reinit_, shuffle_masks
-    from sparsepai.models import get_model
-    from sparsepai.pruning import score
 
     train_set, _, info = data
     if ablation == "shuffle":

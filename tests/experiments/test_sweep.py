@@ -158,7 +158,7 @@ def test_ablations_run_beside_each_method(tmp_path):
 
     import torch
 
-    from sparsepai.data import load_dataset
+    from sparsepai.experiments.data import load_dataset
     from sparsepai.masks.ablate import ABLATIONS
 
     cfg = dataclasses.replace(CFG, methods=("snip",), ablations=ABLATIONS, dense_baseline=False)
@@ -178,15 +178,13 @@ def test_ablations_run_beside_each_method(tmp_path):
         return {"test_acc": 0.0, "train_loss": [0.0], "test_acc_curve": [0.0],
                 "train_seconds": [0.0]}
 
-    import sparsepai.recipes.train as train_mod
-
-    old = train_mod.train
-    train_mod.train = spy
+    old = sweep.train
+    sweep.train = spy
     try:
         for label in sweep.row_labels(cfg):
             sweep.run_one(cfg, label, 0.9, 0, data)
     finally:
-        train_mod.train = old
+        sweep.train = old
     (plain, w_plain), (shuf, _), (re, w_re), (inv, _) = (seen[i] for i in range(4))
     for n in plain:
         assert int(shuf[n].sum()) == int(plain[n].sum()) == int(inv[n].sum())

@@ -29,7 +29,7 @@ def test_shuffle_keeps_counts_moves_positions_and_is_deterministic():
 
 
 def test_shuffle_permutes_coupled_channel_masks_alike():
-    from sparsepai.models import ResNet20
+    from sparsepai.experiments.models import ResNet20
 
     torch.manual_seed(0)
     model = ResNet20(10, 1, width=4)
@@ -89,7 +89,7 @@ def test_reinit_changes_weights_not_masks_and_is_seeded():
 
 
 def test_reinit_with_the_models_own_init():
-    from sparsepai.models.small import kaiming_init
+    from sparsepai.experiments.models.small import kaiming_init
 
     model = convnet()
     reinit_(model, seed=0, init=kaiming_init)

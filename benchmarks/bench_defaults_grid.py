@@ -2,7 +2,8 @@
 
 A cell is one training protocol: a model (``lenet5``, ``smallconv``, ``resnet20``, ``vgg11``), an
 initialisation (``default``: PyTorch's own ``reset_parameters``; ``he``: the He-normal init of
-``sparsepai.experiments.models``), a budget (epochs, SGD or AdamW, cosine schedule or constant rate) and the
+``sparsepai.experiments.models``), a budget (epochs, SGD or AdamW, cosine schedule or constant
+rate) and the
 scoring data (``k`` batches of 128 per scoring batch: ProsPr's and SNIP's option ``batches``).
 Cells vary one axis at a time around a short base protocol (2 epochs of the MNIST split, SGD with
 momentum 0.9, lr 0.05, weight decay 5e-4, cosine, batch 128, 1 scoring batch; LeNet-5

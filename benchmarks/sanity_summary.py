@@ -2,7 +2,7 @@
 (Frankle et al., ICLR 2021), from sweeps run with ``sparsepai sweep --ablations
 shuffle,reinit,invert`` (one folder per model under ``benchmarks/results/sanity_checks``).
 
-    python benchmarks/sanity_summary.py   # -> benchmarks/results/sanity_checks/{table.md,sanity.png}
+    python benchmarks/sanity_summary.py  # -> benchmarks/results/sanity_checks/table.md, sanity.png
 
 For each model, method and sparsity: the plain masks' mean accuracy over seeds and each
 ablation's difference to it (points). A method whose masks carry information beyond its

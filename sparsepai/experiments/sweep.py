@@ -323,7 +323,8 @@ def run_one(cfg: SweepConfig, label: str, sparsity: float, seed: int, data, prog
                    dataclasses.replace(cfg.train, seed=seed), progress=progress)
     kept = sum(int(m.sum()) for m in masks.values()) if masks else None
     total = sum(int(m.numel()) for m in masks.values()) if masks else None
-    return {"method": label + (f"+{ablation}" if ablation else ""), "sparsity": sparsity, "seed": seed, "test_acc": result["test_acc"],
+    return {"method": label + (f"+{ablation}" if ablation else ""), "sparsity": sparsity,
+            "seed": seed, "test_acc": result["test_acc"],
             "prune_seconds": prune_s, "kept": kept, "prunable": total,
             "train_loss": result["train_loss"][-1] if result["train_loss"] else None, **extra}
 

@@ -18,8 +18,8 @@ read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. The batches follo
 paper's formulation); ``same_batch=True`` (the official code's protocol) makes D_0 serve every
 step and the meta-loss. The default score is the first-order one (``first_order=True``): the
 worst cells of ``benchmarks/bench_defaults_grid.py`` (docs/guides/choosing-a-method.md) chose
-it; ``first_order=False`` gives the paper's full meta-gradient. ``batches=k`` makes each D_m k consecutive batches of ``data`` (one
-larger batch).
+it; ``first_order=False`` gives the paper's full meta-gradient. ``batches=k`` makes each D_m k
+consecutive batches of ``data`` (one larger batch).
 """
 
 from __future__ import annotations

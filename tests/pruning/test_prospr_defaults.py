@@ -55,7 +55,7 @@ def test_channel_prospr_keeps_the_full_meta_gradient_by_default():
     """Structured ProsPr's defaults were measured with the full meta-gradient: it stays its
     default there; first order is an option."""
     from sparsepai.structured.prune import group_scores
-    from sparsepai.structured.graph import analyse
+    from sparsepai.structured.analysis import analyse
     from tests.tiny_nets import convnet
 
     model = convnet()

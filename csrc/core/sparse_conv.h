@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <vector>
 
 #include "cpu_isa.h"
@@ -78,10 +79,32 @@ inline void sp_dot_rows(T* gw, int64_t r0, int64_t r1, const int64_t* row_ptr,
 
 inline int64_t sp_round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-template <class T>
-std::unique_ptr<T[]> sp_buffer(int64_t n) {
-  return std::unique_ptr<T[]>(new T[size_t(std::max<int64_t>(n, 1))]);  // uninitialised
-}
+// Scratch buffers kept between calls: a fresh 20 MB buffer per call costs its page faults
+// again every time (measured: more than the whole forward pass of a 95% sparse layer).
+class SpWorkspace {
+ public:
+  enum Slot { kIn, kOut, kBase, kGrad, kW, kRowOf, kCount };
+  template <class T>
+  T* get(Slot slot, int64_t n) {
+    const size_t bytes = size_t(std::max<int64_t>(n, 1)) * sizeof(T);
+    Buf& b = bufs_[slot];
+    if (b.bytes < bytes) {
+      b.p.reset(static_cast<char*>(::operator new(bytes, std::align_val_t(64))));
+      b.bytes = bytes;
+    }
+    return reinterpret_cast<T*>(b.p.get());
+  }
+
+ private:
+  struct Free {
+    void operator()(char* p) const { ::operator delete(p, std::align_val_t(64)); }
+  };
+  struct Buf {
+    std::unique_ptr<char, Free> p;
+    size_t bytes = 0;
+  };
+  Buf bufs_[kCount];
+};
 
 struct SpConvGeom {
   int64_t n = 0, c = 0, h = 0, w = 0;  // input (N, C, H, W)
@@ -251,19 +274,19 @@ void sp_conv_bases(const SpConvGeom& g, int64_t nnz, const int32_t* col, int64_t
 template <class T, class Par>
 void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_ptr,
                            const int32_t* col, const T* values, const T* bias, T* y,
-                           const Par& par) {
+                           SpWorkspace& ws, const Par& par) {
   const int64_t nnz = row_ptr[g.o];
-  auto in = sp_buffer<T>(g.c * g.phases * g.q + g.e + kSpTile);
-  auto out = sp_buffer<T>(g.o * g.qr);
-  auto base = sp_buffer<int64_t>(nnz);
-  sp_pack_input(g, x, in.get(), par);
-  sp_conv_bases(g, nnz, col, base.get(), par);
-  sp_run_gather(out.get(), g.qr, g.o, row_ptr, base.get(), values, in.get(), g.qr,
+  T* in = ws.get<T>(SpWorkspace::kIn, g.c * g.phases * g.q + g.e + kSpTile);
+  T* out = ws.get<T>(SpWorkspace::kOut, g.o * g.qr);
+  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+  sp_pack_input(g, x, in, par);
+  sp_conv_bases(g, nnz, col, base, par);
+  sp_run_gather(out, g.qr, g.o, row_ptr, base, values, in, g.qr,
                 sp_q_block<T>(g.c * g.phases, g.qr), par);
   par.for_range(g.n * g.o, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / g.o, oc = t % g.o;
-      const T* s = out.get() + oc * g.qr + n * g.plane;
+      const T* s = out + oc * g.qr + n * g.plane;
       T* d = y + t * g.oh * g.ow;
       const T add = bias ? bias[oc] : T(0);
       for (int64_t r = 0; r < g.oh; ++r)
@@ -286,28 +309,29 @@ void sp_rows_of(int64_t rows, const int64_t* row_ptr, int64_t* row_of, const Par
 template <class T, class Par>
 void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const int64_t* row_ptr,
                             const int32_t* col, const T* values, const int64_t* t_ptr,
-                            const int32_t* t_idx, T* gx, T* gw, const Par& par) {
+                            const int32_t* t_idx, T* gx, T* gw, SpWorkspace& ws,
+                            const Par& par) {
   const int64_t nnz = row_ptr[g.o];
   const int64_t gs = g.e + g.qr;
-  auto gbuf = sp_buffer<T>(g.o * gs);
-  sp_pack_grad(g, gy, gbuf.get(), par);
+  T* gbuf = ws.get<T>(SpWorkspace::kGrad, g.o * gs);
+  sp_pack_grad(g, gy, gbuf, par);
   if (gw != nullptr) {
-    auto in = sp_buffer<T>(g.c * g.phases * g.q + g.e + kSpTile);
-    auto base = sp_buffer<int64_t>(nnz);
-    sp_pack_input(g, x, in.get(), par);
-    sp_conv_bases(g, nnz, col, base.get(), par);
-    sp_run_dot(gw, nnz, g.o, row_ptr, base.get(), gbuf.get() + g.e, gs, in.get(), g.qr,
+    T* in = ws.get<T>(SpWorkspace::kIn, g.c * g.phases * g.q + g.e + kSpTile);
+    int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+    sp_pack_input(g, x, in, par);
+    sp_conv_bases(g, nnz, col, base, par);
+    sp_run_dot(gw, nnz, g.o, row_ptr, base, gbuf + g.e, gs, in, g.qr,
                sp_q_block<T>(g.c * g.phases, g.qr), par);
   }
   if (gx == nullptr) return;
   // rows (ic, phase): the kept weights of input channel ic whose tap has that phase, reading
   // the output gradient of their output channel at minus the tap offset
   const int64_t rows = g.c * g.phases, kk = g.kh * g.kw;
-  auto row_of = sp_buffer<int64_t>(nnz);
-  sp_rows_of(g.o, row_ptr, row_of.get(), par);
+  int64_t* row_of = ws.get<int64_t>(SpWorkspace::kRowOf, nnz);
+  sp_rows_of(g.o, row_ptr, row_of, par);
   std::vector<int64_t> rp(size_t(rows + 1), 0);
-  auto base = sp_buffer<int64_t>(nnz);
-  auto w = sp_buffer<T>(nnz);
+  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+  T* w = ws.get<T>(SpWorkspace::kW, nnz);
   par.for_range(g.c, [&](int64_t b, int64_t e) {
     for (int64_t ic = b; ic < e; ++ic)
       for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
@@ -329,8 +353,8 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
       }
     }
   });
-  auto gin = sp_buffer<T>(rows * g.qr);
-  sp_run_gather(gin.get(), g.qr, rows, rp.data(), base.get(), w.get(), gbuf.get(), g.qr,
+  T* gin = ws.get<T>(SpWorkspace::kOut, rows * g.qr);
+  sp_run_gather(gin, g.qr, rows, rp.data(), base, w, gbuf, g.qr,
                 sp_q_block<T>(g.o, g.qr), par);
   par.for_range(g.n * g.c, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
@@ -380,18 +404,18 @@ void sp_pack_tokens(const T* x, int64_t tokens, int64_t features, int64_t qr, T*
 template <class T, class Par>
 void sparse_linear_forward(int64_t tokens, int64_t in_f, int64_t out_f, const T* x,
                            const int64_t* row_ptr, const int32_t* col, const T* values,
-                           const T* bias, T* y, const Par& par) {
+                           const T* bias, T* y, SpWorkspace& ws, const Par& par) {
   const int64_t nnz = row_ptr[out_f], qr = sp_round_up(tokens, kSpTile);
-  auto in = sp_buffer<T>(in_f * qr + kSpTile);
-  auto out = sp_buffer<T>(out_f * qr);
-  auto base = sp_buffer<int64_t>(nnz);
-  sp_pack_tokens(x, tokens, in_f, qr, in.get(), par);
+  T* in = ws.get<T>(SpWorkspace::kIn, in_f * qr + kSpTile);
+  T* out = ws.get<T>(SpWorkspace::kOut, out_f * qr);
+  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+  sp_pack_tokens(x, tokens, in_f, qr, in, par);
   par.for_range(nnz, [&](int64_t b, int64_t e) {
     for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
   });
-  sp_run_gather(out.get(), qr, out_f, row_ptr, base.get(), values, in.get(), qr,
+  sp_run_gather(out, qr, out_f, row_ptr, base, values, in, qr,
                 sp_q_block<T>(in_f, qr), par);
-  sp_transpose(out.get(), out_f, tokens, qr, y, out_f, par);
+  sp_transpose(out, out_f, tokens, qr, y, out_f, par);
   if (bias != nullptr)
     par.for_range(tokens, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t)
@@ -403,35 +427,34 @@ template <class T, class Par>
 void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T* x, const T* gy,
                             const int64_t* row_ptr, const int32_t* col, const T* values,
                             const int64_t* t_ptr, const int32_t* t_idx, T* gx, T* gw,
-                            const Par& par) {
+                            SpWorkspace& ws, const Par& par) {
   const int64_t nnz = row_ptr[out_f], qr = sp_round_up(tokens, kSpTile);
-  auto g = sp_buffer<T>(out_f * qr + kSpTile);
-  sp_pack_tokens(gy, tokens, out_f, qr, g.get(), par);
+  T* g = ws.get<T>(SpWorkspace::kGrad, out_f * qr + kSpTile);
+  sp_pack_tokens(gy, tokens, out_f, qr, g, par);
   if (gw != nullptr) {
-    auto in = sp_buffer<T>(in_f * qr + kSpTile);
-    auto base = sp_buffer<int64_t>(nnz);
-    sp_pack_tokens(x, tokens, in_f, qr, in.get(), par);
+    T* in = ws.get<T>(SpWorkspace::kIn, in_f * qr + kSpTile);
+    int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+    sp_pack_tokens(x, tokens, in_f, qr, in, par);
     par.for_range(nnz, [&](int64_t b, int64_t e) {
       for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
     });
-    sp_run_dot(gw, nnz, out_f, row_ptr, base.get(), g.get(), qr, in.get(), qr,
+    sp_run_dot(gw, nnz, out_f, row_ptr, base, g, qr, in, qr,
                sp_q_block<T>(in_f, qr), par);
   }
   if (gx == nullptr) return;
-  auto row_of = sp_buffer<int64_t>(nnz);
-  sp_rows_of(out_f, row_ptr, row_of.get(), par);
-  auto base = sp_buffer<int64_t>(nnz);
-  auto w = sp_buffer<T>(nnz);
+  int64_t* row_of = ws.get<int64_t>(SpWorkspace::kRowOf, nnz);
+  sp_rows_of(out_f, row_ptr, row_of, par);
+  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+  T* w = ws.get<T>(SpWorkspace::kW, nnz);
   par.for_range(nnz, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       base[t] = row_of[t_idx[t]] * qr;
       w[t] = values[t_idx[t]];
     }
   });
-  auto gin = sp_buffer<T>(in_f * qr);
-  sp_run_gather(gin.get(), qr, in_f, t_ptr, base.get(), w.get(), g.get(), qr,
-                sp_q_block<T>(out_f, qr), par);
-  sp_transpose(gin.get(), in_f, tokens, qr, gx, in_f, par);
+  T* gin = ws.get<T>(SpWorkspace::kOut, in_f * qr);
+  sp_run_gather(gin, qr, in_f, t_ptr, base, w, g, qr, sp_q_block<T>(out_f, qr), par);
+  sp_transpose(gin, in_f, tokens, qr, gx, in_f, par);
 }
 
 }  // namespace core

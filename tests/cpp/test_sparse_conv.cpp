@@ -79,11 +79,12 @@ void check_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k
   for (auto& v : gy) v = T(u(gen));
   for (auto& v : bias) v = T(u(gen));
   ThreadPar par{threads};
+  SpWorkspace ws;
   std::vector<T> y(gy.size()), gx(x.size()), gw(vals.size());
   sparse_conv2d_forward<T>(g, x.data(), m.row_ptr.data(), m.col.data(), vals.data(), bias.data(),
-                           y.data(), par);
+                           y.data(), ws, par);
   sparse_conv2d_backward<T>(g, x.data(), gy.data(), m.row_ptr.data(), m.col.data(), vals.data(),
-                            m.t_ptr.data(), m.t_idx.data(), gx.data(), gw.data(), par);
+                            m.t_ptr.data(), m.t_idx.data(), gx.data(), gw.data(), ws, par);
   // direct loops in double
   std::vector<double> ry(y.size(), 0), rgx(x.size(), 0), rgw_dense(m.dense.size(), 0);
   for (int64_t nn = 0; nn < n; ++nn)
@@ -132,12 +133,13 @@ void check_linear(int64_t tokens, int64_t in_f, int64_t out_f, double density, i
   for (auto& v : gy) v = T(u(gen));
   for (auto& v : bias) v = T(u(gen));
   ThreadPar par{threads};
+  SpWorkspace ws;
   std::vector<T> y(gy.size()), gx(x.size()), gw(vals.size());
   sparse_linear_forward<T>(tokens, in_f, out_f, x.data(), m.row_ptr.data(), m.col.data(),
-                           vals.data(), bias.data(), y.data(), par);
+                           vals.data(), bias.data(), y.data(), ws, par);
   sparse_linear_backward<T>(tokens, in_f, out_f, x.data(), gy.data(), m.row_ptr.data(),
                             m.col.data(), vals.data(), m.t_ptr.data(), m.t_idx.data(), gx.data(),
-                            gw.data(), par);
+                            gw.data(), ws, par);
   const double tol = sizeof(T) == 4 ? 2e-4 : 1e-11;
   int bad = 0;
   for (int64_t t = 0; t < tokens; ++t)

@@ -55,18 +55,20 @@ TORCH_LIBRARY(sparsepai, m) {
   // input feature), values [nnz] (the trainable parameter). The backward passes also take the
   // transpose, CSC by input channel: t_ptr [C + 1] int64, t_idx [nnz] int32 (positions in the
   // CSR arrays). weight_shape: the dense (O, C, KH, KW). The weight gradient is [nnz], at the
-  // kept positions only.
+  // kept positions only. The forward ops take the transpose too (unused there) so that their
+  // autograd formula finds it among the inputs.
   m.def(
-      "sparse_conv2d(Tensor input, Tensor values, Tensor row_ptr, Tensor col, Tensor? bias, "
-      "int[4] weight_shape, int[2] stride, int[2] padding, int[2] dilation) -> Tensor");
+      "sparse_conv2d(Tensor input, Tensor values, Tensor row_ptr, Tensor col, Tensor t_ptr, "
+      "Tensor t_idx, Tensor? bias, int[4] weight_shape, int[2] stride, int[2] padding, "
+      "int[2] dilation) -> Tensor");
   m.def(
       "sparse_conv2d_backward(Tensor grad_out, Tensor input, Tensor values, Tensor row_ptr, "
       "Tensor col, Tensor t_ptr, Tensor t_idx, int[4] weight_shape, int[2] stride, "
       "int[2] padding, int[2] dilation, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // input (..., in_features) -> (..., row_ptr.numel() - 1)
   m.def(
-      "sparse_linear(Tensor input, Tensor values, Tensor row_ptr, Tensor col, Tensor? bias, "
-      "int in_features) -> Tensor");
+      "sparse_linear(Tensor input, Tensor values, Tensor row_ptr, Tensor col, Tensor t_ptr, "
+      "Tensor t_idx, Tensor? bias, int in_features) -> Tensor");
   m.def(
       "sparse_linear_backward(Tensor grad_out, Tensor input, Tensor values, Tensor row_ptr, "
       "Tensor col, Tensor t_ptr, Tensor t_idx, int in_features, bool[3] output_mask) -> "

@@ -155,8 +155,10 @@ template <class T, class Par>
 void sp_run_gather(T* dst, int64_t dst_stride, int64_t rows, const int64_t* row_ptr,
                    const int64_t* base, const T* w, const T* src, int64_t qr, int64_t qb,
                    const Par& par) {
-  constexpr int64_t kRows = 8;
+  constexpr int64_t kRows = int64_t(1) << 30;  // all rows in one task (see gather_rows)
   if (qr <= 0 || rows <= 0) return;
+  (void)qb;
+  qb = 4 * kSpTile;
   const int64_t nqb = (qr + qb - 1) / qb, nrb = (rows + kRows - 1) / kRows;
   par.for_range(nqb * nrb, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {

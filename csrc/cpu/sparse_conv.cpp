@@ -118,6 +118,7 @@ core::SpConvGeom conv_geom(const char* op, const at::Tensor& input, at::IntArray
 
 at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values,
                              const at::Tensor& row_ptr, const at::Tensor& col,
+                             const at::Tensor& /*t_ptr*/, const at::Tensor& /*t_idx*/,
                              const std::optional<at::Tensor>& bias, at::IntArrayRef weight_shape,
                              at::IntArrayRef stride, at::IntArrayRef padding,
                              at::IntArrayRef dilation) {
@@ -179,6 +180,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
 
 at::Tensor sparse_linear_cpu(const at::Tensor& input, const at::Tensor& values,
                              const at::Tensor& row_ptr, const at::Tensor& col,
+                             const at::Tensor& /*t_ptr*/, const at::Tensor& /*t_idx*/,
                              const std::optional<at::Tensor>& bias, int64_t in_features) {
   const char* op = "sparse_linear";
   check_float(op, input, values, bias);

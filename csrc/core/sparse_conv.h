@@ -42,6 +42,21 @@ namespace core {
 // Every q range is a multiple of this many elements; every buffer has this much slack.
 constexpr int64_t kSpTile = 64;
 
+// The source rows a tile of q reads (rows of `stride` elements from `offset`): gather_rows
+// prefetches each one `ahead` elements beyond the tile. Without it the rows, one stream per
+// input channel (64 to 512 of them), outnumber what the hardware prefetchers track and the
+// loads wait on memory (measured: half the forward pass of a 95% sparse ResNet-18 layer).
+struct SpPrefetch {
+  int64_t rows = 0, stride = 0, offset = 0, ahead = 0;
+};
+
+template <class T>
+inline void sp_prefetch_tile(const T* src, const SpPrefetch& pf, int64_t q, int64_t bytes) {
+  const char* p = reinterpret_cast<const char*>(src + pf.offset + q + pf.ahead);
+  for (int64_t r = 0; r < pf.rows; ++r, p += pf.stride * int64_t(sizeof(T)))
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 3);
+}
+
 namespace isa_base {
 #include "sparse_conv_blocks.inc"
 }  // namespace isa_base
@@ -66,8 +81,8 @@ SP_ISA_END
 template <class T>
 inline void sp_gather_rows(T* dst, int64_t dst_stride, int64_t r0, int64_t r1,
                            const int64_t* row_ptr, const int64_t* base, const T* w, const T* src,
-                           int64_t q0, int64_t q1) {
-  SP_ISA_DISPATCH(gather_rows<T>, dst, dst_stride, r0, r1, row_ptr, base, w, src, q0, q1);
+                           int64_t q0, int64_t q1, const SpPrefetch& pf) {
+  SP_ISA_DISPATCH(gather_rows<T>, dst, dst_stride, r0, r1, row_ptr, base, w, src, q0, q1, pf);
 }
 
 template <class T>
@@ -149,12 +164,17 @@ inline int64_t sp_q_block(int64_t src_rows, int64_t qr) {
   return std::min(qr, std::max(kSpTile, sp_round_up(std::min<int64_t>(want, 4096), kSpTile)));
 }
 
+// Prefetch 4 tiles ahead along every source row.
+inline SpPrefetch sp_ahead(int64_t rows, int64_t stride, int64_t offset) {
+  return SpPrefetch{rows, stride, offset, 4 * kSpTile};
+}
+
 // dst rows [0, rows) of stride dst_stride, q in [0, qr), in blocks of qb, parallel over
 // (q block, group of 8 rows) with the q blocks outermost, so one thread keeps its source block.
 template <class T, class Par>
 void sp_run_gather(T* dst, int64_t dst_stride, int64_t rows, const int64_t* row_ptr,
                    const int64_t* base, const T* w, const T* src, int64_t qr, int64_t qb,
-                   const Par& par) {
+                   const SpPrefetch& pf, const Par& par) {
   constexpr int64_t kRows = int64_t(1) << 30;  // all rows in one task (see gather_rows)
   if (qr <= 0 || rows <= 0) return;
   (void)qb;
@@ -164,7 +184,7 @@ void sp_run_gather(T* dst, int64_t dst_stride, int64_t rows, const int64_t* row_
     for (int64_t t = b; t < e; ++t) {
       const int64_t i = t / nrb, k = t % nrb;
       sp_gather_rows(dst, dst_stride, k * kRows, std::min(rows, (k + 1) * kRows), row_ptr, base,
-                     w, src, i * qb, std::min(qr, (i + 1) * qb));
+                     w, src, i * qb, std::min(qr, (i + 1) * qb), pf);
     }
   });
 }
@@ -284,7 +304,7 @@ void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_p
   sp_pack_input(g, x, in, par);
   sp_conv_bases(g, nnz, col, base, par);
   sp_run_gather(out, g.qr, g.o, row_ptr, base, values, in, g.qr,
-                sp_q_block<T>(g.c * g.phases, g.qr), par);
+                sp_q_block<T>(g.c * g.phases, g.qr), sp_ahead(g.c * g.phases, g.q, 0), par);
   par.for_range(g.n * g.o, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / g.o, oc = t % g.o;
@@ -356,8 +376,8 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     }
   });
   T* gin = ws.get<T>(SpWorkspace::kOut, rows * g.qr);
-  sp_run_gather(gin, g.qr, rows, rp.data(), base, w, gbuf, g.qr,
-                sp_q_block<T>(g.o, g.qr), par);
+  sp_run_gather(gin, g.qr, rows, rp.data(), base, w, gbuf, g.qr, sp_q_block<T>(g.o, g.qr),
+                sp_ahead(g.o, gs, g.e), par);
   par.for_range(g.n * g.c, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / g.c, ic = t % g.c;
@@ -415,8 +435,8 @@ void sparse_linear_forward(int64_t tokens, int64_t in_f, int64_t out_f, const T*
   par.for_range(nnz, [&](int64_t b, int64_t e) {
     for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
   });
-  sp_run_gather(out, qr, out_f, row_ptr, base, values, in, qr,
-                sp_q_block<T>(in_f, qr), par);
+  sp_run_gather(out, qr, out_f, row_ptr, base, values, in, qr, sp_q_block<T>(in_f, qr),
+                sp_ahead(in_f, qr, 0), par);
   sp_transpose(out, out_f, tokens, qr, y, out_f, par);
   if (bias != nullptr)
     par.for_range(tokens, [&](int64_t b, int64_t e) {
@@ -455,7 +475,8 @@ void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T
     }
   });
   T* gin = ws.get<T>(SpWorkspace::kOut, in_f * qr);
-  sp_run_gather(gin, qr, in_f, t_ptr, base, w, g, qr, sp_q_block<T>(out_f, qr), par);
+  sp_run_gather(gin, qr, in_f, t_ptr, base, w, g, qr, sp_q_block<T>(out_f, qr),
+                sp_ahead(out_f, qr, 0), par);
   sp_transpose(gin, in_f, tokens, qr, gx, in_f, par);
 }
 

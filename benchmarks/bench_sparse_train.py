@@ -21,7 +21,7 @@ End to end (``--e2e``): one training step (zero_grad, forward, cross-entropy, ba
 batch ``--batch``) with masks from ``--e2e-method`` at each ``--e2e-sparsities``: dense,
 masked dense, and ``sp.sparsify`` (measured on the batch).
 
-    python benchmarks/bench_sparse_train.py                 # -> benchmarks/results/sparse_train.*
+    python benchmarks/bench_sparse_train.py                 # -> benchmarks/results/sparse_train/results.*
     python benchmarks/bench_sparse_train.py --quick         # fewer shapes and rounds
 
 Holds /tmp/sparsepai-timing.lock while timing. The pruning data are random CIFAR-shaped
@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from machine import cpu_name  # noqa: E402
 
 LOCK = "/tmp/sparsepai-timing.lock"
-OUT = os.path.join(HERE, "results", "sparse_train")
+OUT = os.path.join(HERE, "results", "sparse_train", "results")
 
 # (name, C, O, H, k, stride, padding) at CIFAR resolution
 RESNET18 = [("r18.l1", 64, 64, 32, 3, 1, 1), ("r18.l2.down", 64, 128, 32, 3, 2, 1),

@@ -195,7 +195,7 @@ def pai_densities(method, sparsity, batch):
     g = torch.Generator().manual_seed(1)
     data = [(torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,),
                                                                        generator=g))
-            for _ in range(2)]
+            for _ in range(4)]  # ProsPr takes 4 batches
     masks = sp.prune(model, method, sparsity, data)
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
     out = {}
@@ -253,6 +253,29 @@ def row_of(name, kind, masks, x, runs, info, args, rates, tokens):
     return row
 
 
+def kept_flop_fraction(model, masks, x):
+    """FLOPs of the masked Conv2d/Linear layers at their kept density over their dense FLOPs,
+    on input ``x``: the step's compute floor relative to dense (the rest of the step aside)."""
+    import torch
+
+    dense, kept, hooks = [0.0], [0.0], []
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            def hook(mod, inp, out, name=name):
+                f = 2.0 * mod.weight.numel() * out.numel() / out.shape[1]
+                dense[0] += f
+                mk = masks.get(name + ".weight")
+                kept[0] += f * (float(mk.float().mean()) if mk is not None else 1.0)
+            hooks.append(m.register_forward_hook(hook))
+    with torch.no_grad():
+        model.eval()
+        model(x)
+        model.train()
+    for h in hooks:
+        h.remove()
+    return kept[0] / dense[0]
+
+
 def e2e(args):
     import torch
 
@@ -269,9 +292,11 @@ def e2e(args):
             torch.manual_seed(0)
             base = get_model(name, num_classes=10, in_channels=3, image_size=32)
             data = [(torch.randn(args.batch, 3, 32, 32, generator=g),
-                     torch.randint(0, 10, (args.batch,), generator=g)) for _ in range(2)]
+                     torch.randint(0, 10, (args.batch,), generator=g)) for _ in range(4)]
             masks = sp.prune(base, args.e2e_method, sparsity, data)
             import copy
+
+            flop_fraction = kept_flop_fraction(base, masks, x)
 
             dense = copy.deepcopy(base)
             masked = sp.apply_masks(copy.deepcopy(base), masks)
@@ -305,11 +330,12 @@ def e2e(args):
                    "layers": len(sparse.sparsepai_sparsify_report),
                    **{f"{k}_ms": v * 1e3 for k, v in med.items()},
                    "speedup_vs_dense": med["dense"] / med["sparse"],
-                   "speedup_vs_masked": med["masked"] / med["sparse"]}
+                   "speedup_vs_masked": med["masked"] / med["sparse"],
+                   "kept_flop_fraction": flop_fraction}
             print(f"{name} {args.e2e_method}@{sparsity}: " + " ".join(
                 f"{k} {v * 1e3:.0f} ms" for k, v in med.items())
                 + f" -> {row['speedup_vs_dense']:.2f}x dense ({swapped}/{row['layers']} layers "
-                  "sparse)", flush=True)
+                  f"sparse; conv/linear FLOPs kept {flop_fraction:.3f})", flush=True)
             rows.append(row)
     return rows
 
@@ -336,12 +362,13 @@ def write(results, path):
                          f"{r['ours_over_floor']:.1f} |")
     if results["e2e"]:
         lines.append("\n| model | masks | sparsity | dense ms | masked ms | sparsify ms | vs dense "
-                     "| layers sparse |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+                     "| layers sparse | conv/linear FLOPs kept |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
         for r in results["e2e"]:
             lines.append(f"| {r['model']} | {r['method']} | {r['sparsity']} | {r['dense_ms']:.0f} "
                          f"| {r['masked_ms']:.0f} | {r['sparse_ms']:.0f} | "
-                         f"{r['speedup_vs_dense']:.2f}x | {r['swapped_layers']}/{r['layers']} |")
+                         f"{r['speedup_vs_dense']:.2f}x | {r['swapped_layers']}/{r['layers']} | "
+                         f"{r.get('kept_flop_fraction', float('nan')):.3f} |")
     _io.atomic_write_bytes(path + ".md", ("\n".join(lines) + "\n").encode())
 
 

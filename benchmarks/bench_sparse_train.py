@@ -438,7 +438,10 @@ def main():
         e2e_rows = e2e(args) if args.e2e else []
         load_after = os.getloadavg()
     results = {"machine": cpu_name(l3=True), "threads": args.threads, "batch": args.batch,
-               "command": "python benchmarks/bench_sparse_train.py " + " ".join(sys.argv[1:]),
+               # the command as typed, with --out relative to the repository (no machine paths)
+               "command": "python benchmarks/bench_sparse_train.py " + " ".join(
+                   os.path.relpath(a, os.path.dirname(HERE)) if a == args.out else a
+                   for a in sys.argv[1:]),
                "torch": torch.__version__, "sparseprop": sparseprop_status,
                "gemm_gflops": rates[0] / 1e9, "copy_gbytes_per_s": rates[1] / 1e9,
                "load_before": [round(v, 1) for v in load_before],

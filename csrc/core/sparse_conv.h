@@ -164,6 +164,17 @@ inline int64_t sp_q_block(int64_t src_rows, int64_t qr) {
   return std::min(qr, std::max(kSpTile, sp_round_up(std::min<int64_t>(want, 4096), kSpTile)));
 }
 
+// par.for_range for enough work, else one call on this thread: every parallel region costs a
+// wake-up and a barrier, which on a loaded machine waits for a descheduled thread.
+template <class Par, class F>
+void sp_for(const Par& par, int64_t n, int64_t work, F&& f) {
+  if (work < (int64_t(1) << 16)) {
+    if (n > 0) f(int64_t(0), n);
+  } else {
+    par.for_range(n, f);
+  }
+}
+
 // Prefetch 4 tiles ahead along every source row.
 inline SpPrefetch sp_ahead(int64_t rows, int64_t stride, int64_t offset) {
   return SpPrefetch{rows, stride, offset, 4 * kSpTile};
@@ -284,7 +295,7 @@ template <class Par>
 void sp_conv_bases(const SpConvGeom& g, int64_t nnz, const int32_t* col, int64_t* base,
                    const Par& par) {
   const int64_t kk = g.kh * g.kw;
-  par.for_range(nnz, [&](int64_t b, int64_t e) {
+  sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
     for (int64_t j = b; j < e; ++j) {
       const int64_t ic = col[j] / kk, i = (col[j] / g.kw) % g.kh, k = col[j] % g.kw;
       base[j] = (ic * g.phases + g.tap_phase(i, k)) * g.q + g.tap_offset(i, k);
@@ -320,7 +331,7 @@ void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_p
 // The row of every CSR position.
 template <class Par>
 void sp_rows_of(int64_t rows, const int64_t* row_ptr, int64_t* row_of, const Par& par) {
-  par.for_range(rows, [&](int64_t b, int64_t e) {
+  sp_for(par, rows, row_ptr[rows], [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r)
       for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) row_of[j] = r;
   });
@@ -354,7 +365,7 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   std::vector<int64_t> rp(size_t(rows + 1), 0);
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
   T* w = ws.get<T>(SpWorkspace::kW, nnz);
-  par.for_range(g.c, [&](int64_t b, int64_t e) {
+  sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
     for (int64_t ic = b; ic < e; ++ic)
       for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
         const int64_t c = col[t_idx[t]];
@@ -362,7 +373,7 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
       }
   });
   for (int64_t r = 0; r < rows; ++r) rp[size_t(r + 1)] += rp[size_t(r)];
-  par.for_range(g.c, [&](int64_t b, int64_t e) {
+  sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
     std::vector<int64_t> next(size_t(g.phases));
     for (int64_t ic = b; ic < e; ++ic) {
       for (int64_t p = 0; p < g.phases; ++p) next[size_t(p)] = rp[size_t(ic * g.phases + p)];
@@ -383,11 +394,15 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
       const int64_t n = t / g.c, ic = t % g.c;
       T* d = gx + t * g.h * g.w;
       for (int64_t y = 0; y < g.h; ++y) {
-        const int64_t yp = y + g.ph;
-        for (int64_t x = 0; x < g.w; ++x) {
-          const int64_t xp = x + g.pw;
-          const int64_t row = ic * g.phases + (yp % g.sh) * g.sw + xp % g.sw;
-          d[y * g.w + x] = gin[row * g.qr + n * g.plane + (yp / g.sh) * g.wq + xp / g.sw];
+        const int64_t yp = y + g.ph, a = yp % g.sh;
+        T* dr = d + y * g.w;
+        // columns x with (x + pw) % sw == b, read at (x + pw) / sw (no division per element)
+        for (int64_t b = 0; b < g.sw; ++b) {
+          const T* sr = gin + (ic * g.phases + a * g.sw + b) * g.qr + n * g.plane +
+                        (yp / g.sh) * g.wq;
+          const int64_t x0 = ((b - g.pw) % g.sw + g.sw) % g.sw;
+          int64_t c = (x0 + g.pw) / g.sw;
+          for (int64_t x = x0; x < g.w; x += g.sw, ++c) dr[x] = sr[c];
         }
       }
     }
@@ -432,7 +447,7 @@ void sparse_linear_forward(int64_t tokens, int64_t in_f, int64_t out_f, const T*
   T* out = ws.get<T>(SpWorkspace::kOut, out_f * qr);
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
   sp_pack_tokens(x, tokens, in_f, qr, in, par);
-  par.for_range(nnz, [&](int64_t b, int64_t e) {
+  sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
     for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
   });
   sp_run_gather(out, qr, out_f, row_ptr, base, values, in, qr, sp_q_block<T>(in_f, qr),
@@ -457,7 +472,7 @@ void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T
     T* in = ws.get<T>(SpWorkspace::kIn, in_f * qr + kSpTile);
     int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
     sp_pack_tokens(x, tokens, in_f, qr, in, par);
-    par.for_range(nnz, [&](int64_t b, int64_t e) {
+    sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
       for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
     });
     sp_run_dot(gw, nnz, out_f, row_ptr, base, g, qr, in, qr,
@@ -468,7 +483,7 @@ void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T
   sp_rows_of(out_f, row_ptr, row_of, par);
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
   T* w = ws.get<T>(SpWorkspace::kW, nnz);
-  par.for_range(nnz, [&](int64_t b, int64_t e) {
+  sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       base[t] = row_of[t_idx[t]] * qr;
       w[t] = values[t_idx[t]];

@@ -6,18 +6,10 @@
 #include <torch/library.h>
 
 #include "../core/sparse_conv.h"
+#include "aten_par.h"
 
 namespace sparsepai {
 namespace {
-
-struct AtenPar {
-  int max_threads() const { return at::get_num_threads(); }
-  int thread_id() const { return at::get_thread_num(); }
-  template <class F>
-  void for_range(int64_t n, F&& f) const {
-    if (n > 0) at::parallel_for(0, n, 1, f);
-  }
-};
 
 // Each calling thread keeps its scratch buffers between calls (sparse_conv.h says why).
 core::SpWorkspace& workspace() {

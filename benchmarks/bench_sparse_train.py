@@ -188,7 +188,7 @@ def pai_densities(method, sparsity, batch):
     import torch
 
     import sparsepai as sp
-    from sparsepai.models import get_model
+    from sparsepai.experiments.models import get_model
 
     torch.manual_seed(0)
     model = get_model("resnet18", num_classes=10, in_channels=3, image_size=32)
@@ -280,7 +280,7 @@ def e2e(args):
     import torch
 
     import sparsepai as sp
-    from sparsepai.models import get_model
+    from sparsepai.experiments.models import get_model
     from sparsepai.optim.masked import MaskedSGD
 
     rows = []

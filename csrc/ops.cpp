@@ -48,7 +48,33 @@ TORCH_LIBRARY(sparsepai, m) {
       "channel_sparse_conv2d_backward(Tensor grad_out, Tensor input, Tensor weight, "
       "Tensor in_idx, Tensor out_idx, int[2] stride, int[2] padding, int[2] dilation, "
       "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+
+  // Unstructured-sparse convolution and linear layers (sparsepai/ops/sparse_conv.py,
+  // sparse_linear.py): the weight is CSR by output channel, row_ptr [O + 1] int64, col [nnz]
+  // int32 (flat index ic * KH * KW + kh * KW + kw of the dense weight; for a linear layer the
+  // input feature), values [nnz] (the trainable parameter). The backward passes also take the
+  // transpose, CSC by input channel: t_ptr [C + 1] int64, t_idx [nnz] int32 (positions in the
+  // CSR arrays). weight_shape: the dense (O, C, KH, KW). The weight gradient is [nnz], at the
+  // kept positions only. The forward ops take the transpose too (unused there) so that their
+  // autograd formula finds it among the inputs.
+  m.def(
+      "sparse_conv2d(Tensor input, Tensor values, Tensor row_ptr, Tensor col, Tensor t_ptr, "
+      "Tensor t_idx, Tensor? bias, int[4] weight_shape, int[2] stride, int[2] padding, "
+      "int[2] dilation) -> Tensor");
+  m.def(
+      "sparse_conv2d_backward(Tensor grad_out, Tensor input, Tensor values, Tensor row_ptr, "
+      "Tensor col, Tensor t_ptr, Tensor t_idx, int[4] weight_shape, int[2] stride, "
+      "int[2] padding, int[2] dilation, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // input (..., in_features) -> (..., row_ptr.numel() - 1)
+  m.def(
+      "sparse_linear(Tensor input, Tensor values, Tensor row_ptr, Tensor col, Tensor t_ptr, "
+      "Tensor t_idx, Tensor? bias, int in_features) -> Tensor");
+  m.def(
+      "sparse_linear_backward(Tensor grad_out, Tensor input, Tensor values, Tensor row_ptr, "
+      "Tensor col, Tensor t_ptr, Tensor t_idx, int in_features, bool[3] output_mask) -> "
+      "(Tensor, Tensor, Tensor)");
 }
+
 
 // Importing the Python module sparsepai._C loads this library and so runs the registrations
 // above. The module itself holds two functions for `sparsepai info`: what the binary was built

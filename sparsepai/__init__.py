@@ -40,7 +40,7 @@ if importlib.util.find_spec(_LAZY["sparsify"]) is None:
 # stable public packages
 _PUBLIC_PACKAGES = ("autosparse", "distributed", "optim")
 # importable packages outside the stable API: the library's inside, and the lab (experiments)
-_OTHER_PACKAGES = ("core", "experiments", "masks", "ops", "pruning", "structured")
+_OTHER_PACKAGES = ("core", "experiments", "masks", "ops", "pruning", "sparse", "structured")
 
 __all__ = sorted(list(_LAZY) + list(_PUBLIC_PACKAGES))
 

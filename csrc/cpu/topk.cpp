@@ -4,19 +4,11 @@
 #include <torch/library.h>
 
 #include "../core/topk_fused.h"
+#include "aten_par.h"
 #include "../topk_common.h"
 
 namespace sparsepai {
 namespace {
-
-struct AtenPar {
-  int max_threads() const { return at::get_num_threads(); }
-  int thread_id() const { return at::get_thread_num(); }
-  template <class F>
-  void for_range(int64_t n, F&& f) const {
-    if (n > 0) at::parallel_for(0, n, 1, f);
-  }
-};
 
 // Raises ValueError naming the first tensor that holds a NaN (only called when there is one).
 void raise_nan(const ScoreTable& tab, const std::vector<core::Chunk>& chunks, const char* op) {

@@ -20,6 +20,9 @@ ops                       C++ ``cpu``/``cuda``  ``triton``               ``refer
 (+ ``_backward``)         channel_sparse.cpp    channel_sparse_triton.py channel_sparse.py
                           (no C++ CUDA)         (as the op's CUDA
                                                 kernel)
+``sparse_conv2d``,        csrc/cpu/             none                     sparsepai/ops/
+``sparse_linear``         sparse_conv.cpp                                 sparse_conv_ref.py
+(+ ``_backward``)         (no C++ CUDA)
 ========================  ====================  =======================  ===========================
 
 Each op family's files share its name: ``topk*``, ``masked_optim*`` (``masked_sgd_`` and
@@ -27,7 +30,8 @@ Each op family's files share its name: ``topk*``, ``masked_optim*`` (``masked_sg
 (tests/ops/test_<family>*.py run every available backend, forced: tests/ops/grid.py).
 
 Schemas: csrc/ops.cpp. Python faces (argument checks, fake implementations, the call through
-this table): sparsepai/ops/topk.py, masked_optim.py, channel_sparse.py; the distributed driver
+this table): sparsepai/ops/topk.py, masked_optim.py, channel_sparse.py, sparse_conv.py,
+sparse_linear.py; the distributed driver
 sparsepai/ops/topk_dist.py calls the building blocks (``key_histogram``, ``threshold_masks``,
 ``first_nan``) through the table too.
 
@@ -84,6 +88,8 @@ OPS = {
     "masked_adamw_": ("sparsepai.ops.masked_optim_triton:masked_adamw_triton",
                       "sparsepai.ops.masked_optim_ref:masked_adamw_ref"),
     "channel_sparse_conv2d": (None, "sparsepai.ops.channel_sparse:channel_sparse_conv2d_ref"),
+    "sparse_conv2d": (None, "sparsepai.ops.sparse_conv_ref:sparse_conv2d_ref"),
+    "sparse_linear": (None, "sparsepai.ops.sparse_conv_ref:sparse_linear_ref"),
 }
 # ops whose Triton kernels run on CPU tensors under TRITON_INTERPRET=1
 _INTERPRETABLE = {"topk_mask", "kth_largest", "key_histogram", "threshold_masks", "first_nan",

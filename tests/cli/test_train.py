@@ -35,3 +35,31 @@ def test_results_written(capsys, tmp_path):
     res = json.loads(out.read_text())
     assert res["config"]["epochs"] == 1 and len(res["train_loss"]) == 1
     assert f"test accuracy {100 * res['test_acc']:.2f}%" in stdout
+
+
+def test_sparse_kernels_needs_masks(capsys, monkeypatch):
+    no_work(monkeypatch, *_WORK)
+    code, _, err = main(capsys, "train", "--epochs", "1", "--sparse-kernels")
+    assert code == 2 and "--sparse-kernels needs --masks" in err, err
+
+
+def test_sparse_kernels_train_and_report(capsys, tmp_path):
+    import json
+
+    from sparsepai._ext import has_op
+
+    if not has_op("sparse_conv2d", "cpu"):
+        pytest.skip("compiled extension not built")
+    masks = tmp_path / "m.safetensors"
+    code, _, err = main(capsys, "prune", "--model", "smallconv", "--method", "magnitude",
+                        "--sparsity", "0.9", "--out", str(masks))
+    assert code == 0, err
+    out = tmp_path / "r.json"
+    code, stdout, err = main(capsys, "train", "--model", "smallconv", "--epochs", "1",
+                             "--batch-size", "256", "--masks", str(masks), "--sparse-kernels",
+                             "--out", str(out))
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    rows = res["sparse_kernels"]
+    assert rows and all({"name", "swapped", "reason"} <= set(r) for r in rows)
+    assert "sparse kernels:" in stdout and rows[0]["name"] in stdout

@@ -1,0 +1,457 @@
+"""Unstructured-sparse training on the CPU: per-layer forward + backward and whole training steps.
+
+Per layer (forward plus backward: input and weight gradients), same run, contenders interleaved
+round by round (order rotated), medians:
+
+- ``dense``: ``torch.nn.functional.conv2d``/``linear`` (oneDNN) with the dense weight;
+- ``masked``: the masked dense layer (the weight multiplied by its mask in the graph);
+- ``ours``: ``sparsepai.ops.sparse_conv2d``/``sparse_linear``;
+- ``sparseprop``: SparseProp's layers (``sparseprop==0.1.14``), when it is installed.
+
+Shapes: ResNet-18's and VGG-16's CIFAR convolutions (batch ``--batch``) and a transformer MLP
+(768 -> 3072 -> 768 at 512 and 2048 tokens), at uniform random masks of the densities in
+``--densities`` and at the per-layer densities that ProsPr, SNIP and magnitude pruning give
+ResNet-18 at 95% (``--pai``). Each row also gives the layer's floor: the FLOPs at the kept
+density (forward, input and weight gradient: 3 x 2 x nnz x N x OH x OW) at the machine's
+measured dense GEMM rate, or the activations every implementation must read and write (x and
+y forward; dy, x and dx backward) at its measured copy bandwidth, whichever is longer.
+
+End to end (``--e2e``): one training step (zero_grad, forward, cross-entropy, backward,
+``MaskedSGD`` step with momentum 0.9, weight decay 5e-4) of ResNet-18 and VGG-16 (CIFAR shapes,
+batch ``--batch``) with masks from ``--e2e-method`` at each ``--e2e-sparsities``: dense,
+masked dense, and ``sp.sparsify`` (measured on the batch).
+
+    python benchmarks/bench_sparse_train.py                 # -> benchmarks/results/sparse_train/results.*
+    python benchmarks/bench_sparse_train.py --quick         # fewer shapes and rounds
+
+Holds /tmp/sparsepai-timing.lock while timing. The pruning data are random CIFAR-shaped
+batches (no dataset here): the masks' per-layer densities, not their accuracy, matter for time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from machine import cpu_name  # noqa: E402
+
+LOCK = "/tmp/sparsepai-timing.lock"
+OUT = os.path.join(HERE, "results", "sparse_train", "results")
+
+# (name, C, O, H, k, stride, padding) at CIFAR resolution
+RESNET18 = [("r18.l1", 64, 64, 32, 3, 1, 1), ("r18.l2.down", 64, 128, 32, 3, 2, 1),
+            ("r18.l2", 128, 128, 16, 3, 1, 1), ("r18.l2.sc", 64, 128, 32, 1, 2, 0),
+            ("r18.l3.down", 128, 256, 16, 3, 2, 1), ("r18.l3", 256, 256, 8, 3, 1, 1),
+            ("r18.l4.down", 256, 512, 8, 3, 2, 1), ("r18.l4", 512, 512, 4, 3, 1, 1)]
+VGG16 = [("vgg.64", 64, 64, 32, 3, 1, 1), ("vgg.128a", 64, 128, 16, 3, 1, 1),
+         ("vgg.128", 128, 128, 16, 3, 1, 1), ("vgg.256a", 128, 256, 8, 3, 1, 1),
+         ("vgg.256", 256, 256, 8, 3, 1, 1), ("vgg.512a", 256, 512, 4, 3, 1, 1),
+         ("vgg.512", 512, 512, 4, 3, 1, 1), ("vgg.512s", 512, 512, 2, 3, 1, 1)]
+MLP = [("mlp.up", 768, 3072), ("mlp.down", 3072, 768)]
+
+
+@contextlib.contextmanager
+def timing_lock():
+    with open(LOCK, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def machine_rates():
+    """(dense GEMM FLOP/s, copy bytes/s) measured now: the floor's two rates."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    big = torch.empty(64 << 20 >> 2)
+    dst = torch.empty_like(big)
+    ts, tc = [], []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        dst.copy_(big)
+        tc.append(time.perf_counter() - t0)
+    return 2 * 2048 ** 3 / min(ts), 2 * big.numel() * 4 / min(tc)
+
+
+def sparseprop_layers(kind, weight, mask, stride, padding):
+    """SparseProp's layers for the masked weight, {variant: module}: convolutions vectorised over
+    the batch and (stride 1) over the output width, as its own per-shape choice tries; empty when
+    it is not installed or does not take the shape (square kernels, strides 1 and 2)."""
+    try:
+        import sparseprop.modules as spm
+    except Exception:
+        return {}
+    out = {}
+    w = (weight * mask).contiguous()
+    try:
+        if kind == "conv":
+            if weight.shape[2] != weight.shape[3] or stride not in (1, 2):
+                return {}
+            out["sparseprop"] = spm.SparseConv2d(w.clone(), padding=padding, stride=stride,
+                                                 vectorizing_over_on=False)
+            if stride == 1:
+                out["sparseprop_on"] = spm.SparseConv2d(w.clone(), padding=padding, stride=stride,
+                                                        vectorizing_over_on=True)
+        else:
+            out["sparseprop"] = spm.SparseLinear(w.clone())
+    except Exception as exc:  # a shape it refuses: no column
+        print(f"sparseprop: {type(exc).__name__}: {exc}", flush=True)
+        return {}
+    return out
+
+
+def layer_case(kind, shape, density, batch, tokens=None, mask=None, seed=0):
+    """The inputs and contenders of one per-layer row."""
+    import torch
+    import torch.nn.functional as F
+
+    from sparsepai.ops.sparse_conv import sparse_conv2d, sparse_layout
+    from sparsepai.ops.sparse_linear import sparse_linear
+
+    g = torch.Generator().manual_seed(seed)
+    if kind == "conv":
+        _, c, o, h, k, s, p = shape
+        x = torch.randn(batch, c, h, h, generator=g)
+        w = torch.randn(o, c, k, k, generator=g) * 0.05
+    else:
+        _, c, o = shape
+        x = torch.randn(tokens, c, generator=g)
+        w = torch.randn(o, c, generator=g) * 0.05
+        s = p = None
+    if mask is None:
+        mask = torch.rand(w.shape, generator=g) < density
+    lay = sparse_layout(mask)
+    vals = w.reshape(-1)[lay.index].clone().requires_grad_(True)
+    wd = (w * mask).requires_grad_(True)
+    wm = w.clone().requires_grad_(True)
+    fm = mask.to(w.dtype)
+    if kind == "conv":
+        ws = tuple(w.shape)
+        runs = {"dense": (lambda x: F.conv2d(x, wd, None, s, p), [wd]),
+                "masked": (lambda x: F.conv2d(x, wm * fm, None, s, p), [wm]),
+                "ours": (lambda x: sparse_conv2d(x, vals, lay, None, ws, s, p), [vals])}
+    else:
+        runs = {"dense": (lambda x: F.linear(x, wd), [wd]),
+                "masked": (lambda x: F.linear(x, wm * fm), [wm]),
+                "ours": (lambda x: sparse_linear(x, vals, lay, None, c), [vals])}
+    for name, layer in sparseprop_layers(kind, w, mask, s, p).items():
+        runs[name] = (layer, list(layer.parameters()))
+    out_elems = runs["dense"][0](x).numel()
+    nnz = int(mask.sum())
+    per_out = out_elems // o
+    flops = 3 * 2 * nnz * per_out
+    traffic = 4 * (3 * x.numel() + 2 * out_elems)
+    return x, runs, dict(nnz=nnz, density=nnz / mask.numel(), flops=flops, bytes=traffic)
+
+
+def time_runs(x, runs, rounds):
+    """Median seconds of forward + backward per contender, interleaved round by round."""
+    import torch
+
+    xs = x.clone().requires_grad_(True)
+    grads = {}
+    times = {k: [] for k in runs}
+    names = list(runs)
+    for r in range(rounds + 1):  # round 0 warms up
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            fn, params = runs[name]
+            for prm in params + [xs]:
+                prm.grad = None
+            t0 = time.perf_counter()
+            y = fn(xs)
+            if name not in grads:
+                grads[name] = torch.randn_like(y)
+            y.backward(grads[name])
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def pai_densities(method, sparsity, batch):
+    """Per-layer densities ProsPr/SNIP/magnitude give ResNet-18 (CIFAR shapes) at ``sparsity``,
+    keyed like RESNET18's rows (the first layer of each shape)."""
+    import torch
+
+    import sparsepai as sp
+    from sparsepai.experiments.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("resnet18", num_classes=10, in_channels=3, image_size=32)
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,),
+                                                                       generator=g))
+            for _ in range(4)]  # ProsPr takes 4 batches
+    masks = sp.prune(model, method, sparsity, data)
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    out = {}
+    for row in RESNET18:
+        _, c, o, h, k, s, p = row
+        for n, m in convs:
+            if (m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0]) == (c, o, k, s):
+                key = n + ".weight"
+                if key in masks:
+                    out[row[0]] = masks[key]
+                    break
+    return out, masks
+
+
+def per_layer(args, rates):
+    import torch
+
+    rows = []
+    shapes = [("conv", r) for r in RESNET18 + (VGG16 if not args.quick else [])]
+    shapes += [("linear", m) for m in MLP]
+    for kind, shape in shapes:
+        for density in args.densities:
+            toks = args.tokens if kind == "linear" else [None]
+            for t in toks:
+                x, runs, info = layer_case(kind, shape, density, args.batch, t)
+                rows.append(row_of(shape[0], kind, "random", x, runs, info, args, rates, t))
+    for method in args.pai:
+        masks, _ = pai_densities(method, 0.95, args.batch)
+        for shape in RESNET18:
+            if shape[0] not in masks:
+                continue
+            x, runs, info = layer_case("conv", shape, None, args.batch, mask=masks[shape[0]])
+            rows.append(row_of(shape[0], "conv", f"{method}@95", x, runs, info, args, rates,
+                               None))
+    del torch
+    return rows
+
+
+def row_of(name, kind, masks, x, runs, info, args, rates, tokens):
+    t = time_runs(x, runs, args.rounds)
+    if "sparseprop_on" in t:  # its best variant for the shape, as its own auto choice
+        t["sparseprop"] = min(t["sparseprop"], t.pop("sparseprop_on"))
+    gemm, bw = rates
+    floor = max(info["flops"] / gemm, info["bytes"] / bw)
+    row = {"layer": name, "kind": kind, "masks": masks, "density": round(info["density"], 4),
+           "tokens": tokens, **{f"{k}_ms": v * 1e3 for k, v in t.items()},
+           "floor_ms": floor * 1e3, "speedup_vs_dense": t["dense"] / t["ours"],
+           "ours_over_floor": t["ours"] / floor}
+    if "sparseprop" in t:
+        row["speedup_vs_sparseprop"] = t["sparseprop"] / t["ours"]
+    print(f"{name:<12} {masks:<12} d={info['density']:.3f} "
+          + " ".join(f"{k} {v * 1e3:7.2f}" for k, v in t.items())
+          + f" | {row['speedup_vs_dense']:.2f}x dense, {row['ours_over_floor']:.1f}x floor",
+          flush=True)
+    return row
+
+
+def kept_flop_fraction(model, masks, x):
+    """FLOPs of the masked Conv2d/Linear layers at their kept density over their dense FLOPs,
+    on input ``x``: the step's compute floor relative to dense (the rest of the step aside)."""
+    import torch
+
+    dense, kept, hooks = [0.0], [0.0], []
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            def hook(mod, inp, out, name=name):
+                f = 2.0 * mod.weight.numel() * out.numel() / out.shape[1]
+                dense[0] += f
+                mk = masks.get(name + ".weight")
+                kept[0] += f * (float(mk.float().mean()) if mk is not None else 1.0)
+            hooks.append(m.register_forward_hook(hook))
+    with torch.no_grad():
+        model.eval()
+        model(x)
+        model.train()
+    for h in hooks:
+        h.remove()
+    return kept[0] / dense[0]
+
+
+def e2e(args):
+    import torch
+
+    import sparsepai as sp
+    from sparsepai.experiments.models import get_model
+    from sparsepai.optim.masked import MaskedSGD
+
+    rows = []
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(args.batch, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (args.batch,), generator=g)
+    for name in args.e2e_models:
+        for sparsity in args.e2e_sparsities:
+            torch.manual_seed(0)
+            base = get_model(name, num_classes=10, in_channels=3, image_size=32)
+            data = [(torch.randn(args.batch, 3, 32, 32, generator=g),
+                     torch.randint(0, 10, (args.batch,), generator=g)) for _ in range(4)]
+            masks = sp.prune(base, args.e2e_method, sparsity, data)
+            import copy
+
+            flop_fraction = kept_flop_fraction(base, masks, x)
+
+            dense = copy.deepcopy(base)
+            masked = sp.apply_masks(copy.deepcopy(base), masks)
+            sparse = sp.apply_masks(copy.deepcopy(base), masks)
+            sp.sparsify(sparse, masks, example_inputs=x)
+            swapped = sum(e.swapped for e in sparse.sparsepai_sparsify_report)
+            names = dict(sparse.named_parameters())
+            models = {"dense": (dense, MaskedSGD(dense.named_parameters(), {}, lr=0.01,
+                                                  momentum=0.9, weight_decay=5e-4)),
+                      "masked": (masked, MaskedSGD(masked.named_parameters(), masks, lr=0.01,
+                                                    momentum=0.9, weight_decay=5e-4)),
+                      "sparse": (sparse, MaskedSGD(sparse.named_parameters(),
+                                                    {k: m for k, m in masks.items()
+                                                     if k in names},
+                                                    lr=0.01, momentum=0.9, weight_decay=5e-4))}
+            times = {k: [] for k in models}
+            order = list(models)
+            for r in range(args.e2e_steps + 1):
+                for k in order[r % 3:] + order[:r % 3]:
+                    model, opt = models[k]
+                    model.train()
+                    t0 = time.perf_counter()
+                    opt.zero_grad(set_to_none=True)
+                    torch.nn.functional.cross_entropy(model(x), y).backward()
+                    opt.step()
+                    if r:
+                        times[k].append(time.perf_counter() - t0)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            row = {"model": name, "method": args.e2e_method, "sparsity": sparsity,
+                   "swapped_layers": swapped,
+                   "layers": len(sparse.sparsepai_sparsify_report),
+                   **{f"{k}_ms": v * 1e3 for k, v in med.items()},
+                   "speedup_vs_dense": med["dense"] / med["sparse"],
+                   "speedup_vs_masked": med["masked"] / med["sparse"],
+                   "kept_flop_fraction": flop_fraction}
+            print(f"{name} {args.e2e_method}@{sparsity}: " + " ".join(
+                f"{k} {v * 1e3:.0f} ms" for k, v in med.items())
+                + f" -> {row['speedup_vs_dense']:.2f}x dense ({swapped}/{row['layers']} layers "
+                  f"sparse; conv/linear FLOPs kept {flop_fraction:.3f})", flush=True)
+            rows.append(row)
+    return rows
+
+
+def write(results, path):
+    from sparsepai import _io
+
+    _io.atomic_write_json(path + ".json", results)
+    lines = [f"# Sparse training on the CPU\n", f"Machine: {results['machine']}; torch threads "
+             f"{results['threads']}; load before {results['load_before']}, after "
+             f"{results['load_after']}.\n", f"Command: `{results['command']}`\n"]
+    if results["layers"]:
+        has_sp = any("sparseprop_ms" in r for r in results["layers"])
+        lines.append("| layer | masks | density | dense ms | masked ms | ours ms | "
+                     + ("SparseProp ms | " if has_sp else "")
+                     + "floor ms | ours vs dense | ours / floor |")
+        lines.append("|" + "---|" * (9 + has_sp))
+        for r in results["layers"]:
+            name = r["layer"] + (f" ({r['tokens']} tok)" if r["tokens"] else "")
+            lines.append(f"| {name} | {r['masks']} | {r['density']:.3f} | {r['dense_ms']:.2f} | "
+                         f"{r['masked_ms']:.2f} | {r['ours_ms']:.2f} | "
+                         + (f"{r.get('sparseprop_ms', float('nan')):.2f} | " if has_sp else "")
+                         + f"{r['floor_ms']:.2f} | {r['speedup_vs_dense']:.2f}x | "
+                         f"{r['ours_over_floor']:.1f} |")
+    if results["e2e"]:
+        lines.append("\n| model | masks | sparsity | dense ms | masked ms | sparsify ms | vs dense "
+                     "| layers sparse | conv/linear FLOPs kept |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for r in results["e2e"]:
+            lines.append(f"| {r['model']} | {r['method']} | {r['sparsity']} | {r['dense_ms']:.0f} "
+                         f"| {r['masked_ms']:.0f} | {r['sparse_ms']:.0f} | "
+                         f"{r['speedup_vs_dense']:.2f}x | {r['swapped_layers']}/{r['layers']} | "
+                         f"{r.get('kept_flop_fraction', float('nan')):.3f} |")
+    _io.atomic_write_bytes(path + ".md", ("\n".join(lines) + "\n").encode())
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = [r for r in results["layers"] if r["masks"] == "random" and r["kind"] == "conv"]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for layer in dict.fromkeys(r["layer"] for r in rows):
+        pts = sorted((r["density"], r["speedup_vs_dense"]) for r in rows if r["layer"] == layer)
+        ax.plot([1 - d for d, _ in pts], [s for _, s in pts], marker="o", label=layer)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("sparsity (uniform random masks)")
+    ax.set_ylabel("forward + backward speed-up vs dense")
+    ax.set_yscale("log")
+    ax.set_title(f"sparsepai sparse kernels, batch {results['batch']}, "
+                 f"{results['threads']} threads")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    from sparsepai import _io
+
+    _io.save_figure(path + ".png", fig, dpi=110)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--densities", type=lambda s: [float(v) for v in s.split(",")],
+                   default=[0.2, 0.1, 0.05, 0.02])
+    p.add_argument("--tokens", type=lambda s: [int(v) for v in s.split(",")],
+                   default=[512, 2048])
+    p.add_argument("--pai", type=lambda s: [v for v in s.split(",") if v],
+                   default=["prospr", "snip", "magnitude"])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--e2e", action="store_true", help="also time whole training steps")
+    p.add_argument("--e2e-models", type=lambda s: s.split(","), default=["resnet18", "vgg16"])
+    p.add_argument("--e2e-sparsities", type=lambda s: [float(v) for v in s.split(",")],
+                   default=[0.9, 0.95, 0.98])
+    p.add_argument("--e2e-method", default="snip")
+    p.add_argument("--e2e-steps", type=int, default=5)
+    p.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="ResNet-18 and MLP shapes only")
+    p.add_argument("--no-lock", action="store_true",
+                   help="do not wait for the timing lock (smoke runs; numbers not for reporting)")
+    p.add_argument("--out", default=OUT)
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        import sparseprop  # noqa: F401
+        sparseprop_status = "installed"
+    except Exception as exc:  # recorded: why the column is missing
+        sparseprop_status = f"not available: {type(exc).__name__}: {exc}"
+    with (contextlib.nullcontext() if args.no_lock else timing_lock()):
+        load_before = os.getloadavg()
+        rates = machine_rates()
+        layers = [] if args.no_layers else per_layer(args, rates)
+        e2e_rows = e2e(args) if args.e2e else []
+        load_after = os.getloadavg()
+    results = {"machine": cpu_name(l3=True), "threads": args.threads, "batch": args.batch,
+               # the command as typed, with --out relative to the repository (no machine paths)
+               "command": "python benchmarks/bench_sparse_train.py " + " ".join(
+                   os.path.relpath(a, os.path.dirname(HERE)) if a == args.out else a
+                   for a in sys.argv[1:]),
+               "torch": torch.__version__, "sparseprop": sparseprop_status,
+               "gemm_gflops": rates[0] / 1e9, "copy_gbytes_per_s": rates[1] / 1e9,
+               "load_before": [round(v, 1) for v in load_before],
+               "load_after": [round(v, 1) for v in load_after],
+               "layers": layers, "e2e": e2e_rows}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    write(results, args.out)
+    plot(results, args.out)
+    print(f"wrote {args.out}.json/.md/.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,499 @@
+// Unstructured-sparse 2-d convolution and linear layers on the CPU: forward, input gradient and
+// weight gradient at the kept positions only. Torch-free; the extension's wrappers are
+// csrc/cpu/sparse_conv.cpp, the oracle sparsepai/ops/sparse_conv_ref.py.
+//
+// Weights: CSR by output channel. row_ptr[O + 1] (int64), col[nnz] (int32, the flat index
+// ic * KH * KW + kh * KW + kw of the dense weight; for a linear layer the input feature),
+// values[nnz]. The input gradient walks the transpose (CSC by input channel): t_ptr[C + 1]
+// (int64) and t_idx[nnz] (int32, positions in the CSR arrays), built once with the layout.
+//
+// The wide layout. The input is copied once per call into a zero-padded buffer split by stride
+// phase: row (ic, a, b) of the buffer holds, for every sample n one after the other, the plane
+// xp[n, ic, sh * R + a, sw * C + b] (R < Hq, C < Wq) of the padded input xp. Output position
+// (n, oh, ow) is q = n * Hq * Wq + oh * Wq + ow, and the weight (oc, ic, kh, kw) reads row
+// (ic, kh * dh % sh, kw * dw % sw) at q + (kh * dh / sh) * Wq + kw * dw / sw. So one kept weight
+// is one contiguous run of length N * Hq * Wq with one offset, for any stride, padding and
+// dilation: the same two inner loops (sparse_conv_blocks.inc) do the forward pass (rows = output
+// channels), the input gradient (rows = input channel and phase, reading the output gradient at
+// negative offsets) and the weight gradient (dot products). Positions q that are not outputs
+// (columns >= OW, rows >= OH) are computed and dropped; the output gradient is zero there, which
+// keeps them out of both gradients. The cost is (Hq * Wq) / (OH * OW) - 1 extra work (6% for a
+// 32x32 plane, 125% for a 4x4 plane with padding 1), no branches and no clipping in the loops.
+// A linear layer is the case N = 1, H = 1, W = tokens: its input is transposed to
+// feature-major rows instead.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "cpu_isa.h"
+
+#if SP_HAVE_ISA_DISPATCH
+#include <immintrin.h>
+#endif
+
+namespace sparsepai {
+namespace core {
+
+// Every q range is a multiple of this many elements; every buffer has this much slack.
+constexpr int64_t kSpTile = 64;
+
+// The source rows a tile of q reads (rows of `stride` elements from `offset`): gather_rows
+// prefetches each one `ahead` elements beyond the tile. Without it the rows, one stream per
+// input channel (64 to 512 of them), outnumber what the hardware prefetchers track and the
+// loads wait on memory (measured: half the forward pass of a 95% sparse ResNet-18 layer).
+struct SpPrefetch {
+  int64_t rows = 0, stride = 0, offset = 0, ahead = 0;
+};
+
+template <class T>
+inline void sp_prefetch_tile(const T* src, const SpPrefetch& pf, int64_t q, int64_t bytes) {
+  const char* p = reinterpret_cast<const char*>(src + pf.offset + q + pf.ahead);
+  for (int64_t r = 0; r < pf.rows; ++r, p += pf.stride * int64_t(sizeof(T)))
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 3);
+}
+
+namespace isa_base {
+#include "sparse_conv_blocks.inc"
+}  // namespace isa_base
+
+#if SP_HAVE_ISA_DISPATCH
+SP_ISA_BEGIN_AVX2
+#define SP_SC_AVX2 1
+namespace isa_avx2 {
+#include "sparse_conv_blocks.inc"
+}  // namespace isa_avx2
+#undef SP_SC_AVX2
+SP_ISA_END
+SP_ISA_BEGIN_AVX512
+#define SP_SC_AVX512 1
+namespace isa_avx512 {
+#include "sparse_conv_blocks.inc"
+}  // namespace isa_avx512
+#undef SP_SC_AVX512
+SP_ISA_END
+#endif
+
+template <class T>
+inline void sp_gather_rows(T* dst, int64_t dst_stride, int64_t r0, int64_t r1,
+                           const int64_t* row_ptr, const int64_t* base, const T* w, const T* src,
+                           int64_t q0, int64_t q1, const SpPrefetch& pf) {
+  SP_ISA_DISPATCH(gather_rows<T>, dst, dst_stride, r0, r1, row_ptr, base, w, src, q0, q1, pf);
+}
+
+template <class T>
+inline void sp_dot_rows(T* gw, int64_t r0, int64_t r1, const int64_t* row_ptr,
+                        const int64_t* base, const T* g, int64_t g_stride, const T* src,
+                        int64_t q0, int64_t q1) {
+  SP_ISA_DISPATCH(dot_rows<T>, gw, r0, r1, row_ptr, base, g, g_stride, src, q0, q1);
+}
+
+inline int64_t sp_round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Scratch buffers kept between calls: a fresh 20 MB buffer per call costs its page faults
+// again every time (measured: more than the whole forward pass of a 95% sparse layer).
+class SpWorkspace {
+ public:
+  enum Slot { kIn, kOut, kBase, kGrad, kW, kRowOf, kCount };
+  template <class T>
+  T* get(Slot slot, int64_t n) {
+    const size_t bytes = size_t(std::max<int64_t>(n, 1)) * sizeof(T);
+    Buf& b = bufs_[slot];
+    if (b.bytes < bytes) {
+      b.p.reset(static_cast<char*>(::operator new(bytes, std::align_val_t(64))));
+      b.bytes = bytes;
+    }
+    return reinterpret_cast<T*>(b.p.get());
+  }
+
+ private:
+  struct Free {
+    void operator()(char* p) const { ::operator delete(p, std::align_val_t(64)); }
+  };
+  struct Buf {
+    std::unique_ptr<char, Free> p;
+    size_t bytes = 0;
+  };
+  Buf bufs_[kCount];
+};
+
+struct SpConvGeom {
+  int64_t n = 0, c = 0, h = 0, w = 0;  // input (N, C, H, W)
+  int64_t o = 0, kh = 0, kw = 0;       // weight (O, C, KH, KW)
+  int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
+  // derived
+  int64_t oh = 0, ow = 0;  // output plane
+  int64_t hq = 0, wq = 0;  // one phase of the padded input
+  int64_t phases = 1;      // sh * sw
+  int64_t plane = 0;       // hq * wq
+  int64_t q = 0;           // n * plane: the run of one buffer row
+  int64_t qr = 0;          // q rounded up to kSpTile
+  int64_t e = 0;           // the largest tap offset
+
+  int64_t tap_phase(int64_t i, int64_t j) const {
+    return ((i * dh) % sh) * sw + (j * dw) % sw;
+  }
+  int64_t tap_offset(int64_t i, int64_t j) const { return ((i * dh) / sh) * wq + (j * dw) / sw; }
+};
+
+// False when the output would be empty (the kernel does not fit the padded input).
+inline bool sp_conv_geom(SpConvGeom& g) {
+  const int64_t hp = g.h + 2 * g.ph, wp = g.w + 2 * g.pw;
+  const int64_t ekh = g.dh * (g.kh - 1) + 1, ekw = g.dw * (g.kw - 1) + 1;
+  if (hp < ekh || wp < ekw) return false;
+  g.oh = (hp - ekh) / g.sh + 1;
+  g.ow = (wp - ekw) / g.sw + 1;
+  g.hq = (hp + g.sh - 1) / g.sh;
+  g.wq = (wp + g.sw - 1) / g.sw;
+  g.phases = g.sh * g.sw;
+  g.plane = g.hq * g.wq;
+  g.q = g.n * g.plane;
+  g.qr = sp_round_up(g.q, kSpTile);
+  g.e = g.tap_offset(g.kh - 1, g.kw - 1);
+  return true;
+}
+
+// Rows of a q block: enough that one block of all source rows stays in the L2 cache (~256 KiB).
+template <class T>
+inline int64_t sp_q_block(int64_t src_rows, int64_t qr) {
+  const int64_t want = (int64_t(256) << 10) / int64_t(sizeof(T)) / std::max<int64_t>(src_rows, 1);
+  return std::min(qr, std::max(kSpTile, sp_round_up(std::min<int64_t>(want, 4096), kSpTile)));
+}
+
+// par.for_range for enough work, else one call on this thread: every parallel region costs a
+// wake-up and a barrier, which on a loaded machine waits for a descheduled thread.
+template <class Par, class F>
+void sp_for(const Par& par, int64_t n, int64_t work, F&& f) {
+  if (work < (int64_t(1) << 16)) {
+    if (n > 0) f(int64_t(0), n);
+  } else {
+    par.for_range(n, f);
+  }
+}
+
+// Prefetch 4 tiles ahead along every source row.
+inline SpPrefetch sp_ahead(int64_t rows, int64_t stride, int64_t offset) {
+  return SpPrefetch{rows, stride, offset, 4 * kSpTile};
+}
+
+// dst rows [0, rows) of stride dst_stride, q in [0, qr), in blocks of qb, parallel over
+// (q block, group of 8 rows) with the q blocks outermost, so one thread keeps its source block.
+template <class T, class Par>
+void sp_run_gather(T* dst, int64_t dst_stride, int64_t rows, const int64_t* row_ptr,
+                   const int64_t* base, const T* w, const T* src, int64_t qr, int64_t qb,
+                   const SpPrefetch& pf, const Par& par) {
+  constexpr int64_t kRows = int64_t(1) << 30;  // all rows in one task (see gather_rows)
+  if (qr <= 0 || rows <= 0) return;
+  (void)qb;
+  qb = 4 * kSpTile;
+  const int64_t nqb = (qr + qb - 1) / qb, nrb = (rows + kRows - 1) / kRows;
+  par.for_range(nqb * nrb, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t i = t / nrb, k = t % nrb;
+      sp_gather_rows(dst, dst_stride, k * kRows, std::min(rows, (k + 1) * kRows), row_ptr, base,
+                     w, src, i * qb, std::min(qr, (i + 1) * qb), pf);
+    }
+  });
+}
+
+// gw[j] = sum over q in [0, qr) of g[row(j)][q] * src[base[j] + q]; parallel over q blocks into
+// one partial sum per thread, added in thread order.
+template <class T, class Par>
+void sp_run_dot(T* gw, int64_t nnz, int64_t rows, const int64_t* row_ptr, const int64_t* base,
+                const T* g, int64_t g_stride, const T* src, int64_t qr, int64_t qb,
+                const Par& par) {
+  if (qr <= 0) {
+    std::fill(gw, gw + nnz, T(0));
+    return;
+  }
+  const int64_t nqb = (qr + qb - 1) / qb;
+  const int threads = std::max(1, std::min<int>(par.max_threads(), int(nqb)));
+  std::vector<T> part(size_t(threads) * size_t(nnz), T(0));
+  par.for_range(nqb, [&](int64_t b, int64_t e) {
+    const int tid = std::min(par.thread_id(), threads - 1);
+    T* acc = part.data() + size_t(tid) * size_t(nnz);
+    for (int64_t i = b; i < e; ++i)
+      sp_dot_rows(acc, 0, rows, row_ptr, base, g, g_stride, src, i * qb, std::min(qr, (i + 1) * qb));
+  });
+  for (int64_t j = 0; j < nnz; ++j) {
+    T s = 0;
+    for (int t = 0; t < threads; ++t) s += part[size_t(t) * size_t(nnz) + size_t(j)];
+    gw[j] = s;
+  }
+}
+
+// ---- layout copies of the convolution -------------------------------------------------------
+
+// x (N, C, H, W) into the wide buffer [C * phases][q] (+ slack, zeroed here).
+template <class T, class Par>
+void sp_pack_input(const SpConvGeom& g, const T* x, T* buf, const Par& par) {
+  par.for_range(g.c * g.n, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t ic = t / g.n, n = t % g.n;
+      const T* xs = x + (n * g.c + ic) * g.h * g.w;
+      for (int64_t a = 0; a < g.sh; ++a)
+        for (int64_t bb = 0; bb < g.sw; ++bb) {
+          T* d = buf + (ic * g.phases + a * g.sw + bb) * g.q + n * g.plane;
+          // columns C with 0 <= sw * C + bb - pw < w
+          const int64_t c0 = std::min(g.wq, std::max<int64_t>(0, (g.pw - bb + g.sw - 1) / g.sw));
+          const int64_t c1 =
+              std::max(c0, std::min(g.wq, (g.w + g.pw - bb + g.sw - 1) / g.sw));
+          for (int64_t r = 0; r < g.hq; ++r) {
+            T* dr = d + r * g.wq;
+            const int64_t y = g.sh * r + a - g.ph;
+            if (y < 0 || y >= g.h) {
+              std::fill(dr, dr + g.wq, T(0));
+              continue;
+            }
+            std::fill(dr, dr + c0, T(0));
+            const T* xr = xs + y * g.w + (g.sw * c0 + bb - g.pw);
+            if (g.sw == 1) {
+              std::memcpy(dr + c0, xr, size_t(c1 - c0) * sizeof(T));
+            } else {
+              for (int64_t c = c0; c < c1; ++c) dr[c] = xr[(c - c0) * g.sw];
+            }
+            std::fill(dr + c1, dr + g.wq, T(0));
+          }
+        }
+    }
+  });
+  std::fill(buf + g.c * g.phases * g.q, buf + g.c * g.phases * g.q + g.e + kSpTile, T(0));
+}
+
+// The output gradient gy (N, O, OH, OW) into [O][e + qr] rows: q at e + q, zeros elsewhere.
+template <class T, class Par>
+void sp_pack_grad(const SpConvGeom& g, const T* gy, T* buf, const Par& par) {
+  const int64_t gs = g.e + g.qr;
+  par.for_range(g.o, [&](int64_t b, int64_t e) {
+    for (int64_t oc = b; oc < e; ++oc) {
+      T* row = buf + oc * gs;
+      std::fill(row, row + g.e, T(0));
+      for (int64_t n = 0; n < g.n; ++n) {
+        T* d = row + g.e + n * g.plane;
+        const T* s = gy + (n * g.o + oc) * g.oh * g.ow;
+        for (int64_t r = 0; r < g.hq; ++r) {
+          T* dr = d + r * g.wq;
+          if (r >= g.oh) {
+            std::fill(dr, dr + g.wq, T(0));
+            continue;
+          }
+          std::memcpy(dr, s + r * g.ow, size_t(g.ow) * sizeof(T));
+          std::fill(dr + g.ow, dr + g.wq, T(0));
+        }
+      }
+      std::fill(row + g.e + g.q, row + gs, T(0));
+    }
+  });
+}
+
+// Kept-weight offsets of the forward pass (and of the weight gradient) into the input buffer.
+template <class Par>
+void sp_conv_bases(const SpConvGeom& g, int64_t nnz, const int32_t* col, int64_t* base,
+                   const Par& par) {
+  const int64_t kk = g.kh * g.kw;
+  sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) {
+      const int64_t ic = col[j] / kk, i = (col[j] / g.kw) % g.kh, k = col[j] % g.kw;
+      base[j] = (ic * g.phases + g.tap_phase(i, k)) * g.q + g.tap_offset(i, k);
+    }
+  });
+}
+
+// y (N, O, OH, OW) = the sparse convolution of x (N, C, H, W), plus bias (or nullptr).
+template <class T, class Par>
+void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_ptr,
+                           const int32_t* col, const T* values, const T* bias, T* y,
+                           SpWorkspace& ws, const Par& par) {
+  const int64_t nnz = row_ptr[g.o];
+  T* in = ws.get<T>(SpWorkspace::kIn, g.c * g.phases * g.q + g.e + kSpTile);
+  T* out = ws.get<T>(SpWorkspace::kOut, g.o * g.qr);
+  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+  sp_pack_input(g, x, in, par);
+  sp_conv_bases(g, nnz, col, base, par);
+  sp_run_gather(out, g.qr, g.o, row_ptr, base, values, in, g.qr,
+                sp_q_block<T>(g.c * g.phases, g.qr), sp_ahead(g.c * g.phases, g.q, 0), par);
+  par.for_range(g.n * g.o, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t n = t / g.o, oc = t % g.o;
+      const T* s = out + oc * g.qr + n * g.plane;
+      T* d = y + t * g.oh * g.ow;
+      const T add = bias ? bias[oc] : T(0);
+      for (int64_t r = 0; r < g.oh; ++r)
+        for (int64_t c = 0; c < g.ow; ++c) d[r * g.ow + c] = s[r * g.wq + c] + add;
+    }
+  });
+}
+
+// The row of every CSR position.
+template <class Par>
+void sp_rows_of(int64_t rows, const int64_t* row_ptr, int64_t* row_of, const Par& par) {
+  sp_for(par, rows, row_ptr[rows], [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r)
+      for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) row_of[j] = r;
+  });
+}
+
+// gx (N, C, H, W) and/or gw (nnz, in CSR order) of the sparse convolution for the output
+// gradient gy (N, O, OH, OW); either output may be nullptr.
+template <class T, class Par>
+void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const int64_t* row_ptr,
+                            const int32_t* col, const T* values, const int64_t* t_ptr,
+                            const int32_t* t_idx, T* gx, T* gw, SpWorkspace& ws,
+                            const Par& par) {
+  const int64_t nnz = row_ptr[g.o];
+  const int64_t gs = g.e + g.qr;
+  T* gbuf = ws.get<T>(SpWorkspace::kGrad, g.o * gs);
+  sp_pack_grad(g, gy, gbuf, par);
+  if (gw != nullptr) {
+    T* in = ws.get<T>(SpWorkspace::kIn, g.c * g.phases * g.q + g.e + kSpTile);
+    int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+    sp_pack_input(g, x, in, par);
+    sp_conv_bases(g, nnz, col, base, par);
+    sp_run_dot(gw, nnz, g.o, row_ptr, base, gbuf + g.e, gs, in, g.qr,
+               sp_q_block<T>(g.c * g.phases, g.qr), par);
+  }
+  if (gx == nullptr) return;
+  // rows (ic, phase): the kept weights of input channel ic whose tap has that phase, reading
+  // the output gradient of their output channel at minus the tap offset
+  const int64_t rows = g.c * g.phases, kk = g.kh * g.kw;
+  int64_t* row_of = ws.get<int64_t>(SpWorkspace::kRowOf, nnz);
+  sp_rows_of(g.o, row_ptr, row_of, par);
+  std::vector<int64_t> rp(size_t(rows + 1), 0);
+  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+  T* w = ws.get<T>(SpWorkspace::kW, nnz);
+  sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
+    for (int64_t ic = b; ic < e; ++ic)
+      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
+        const int64_t c = col[t_idx[t]];
+        ++rp[size_t(ic * g.phases + g.tap_phase((c / g.kw) % g.kh, c % g.kw) + 1)];
+      }
+  });
+  for (int64_t r = 0; r < rows; ++r) rp[size_t(r + 1)] += rp[size_t(r)];
+  sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
+    std::vector<int64_t> next(size_t(g.phases));
+    for (int64_t ic = b; ic < e; ++ic) {
+      for (int64_t p = 0; p < g.phases; ++p) next[size_t(p)] = rp[size_t(ic * g.phases + p)];
+      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
+        const int64_t j = t_idx[t], c = col[j];
+        const int64_t i = (c % kk) / g.kw, k = c % g.kw;
+        const int64_t at = next[size_t(g.tap_phase(i, k))]++;
+        base[at] = row_of[j] * gs + g.e - g.tap_offset(i, k);
+        w[at] = values[j];
+      }
+    }
+  });
+  T* gin = ws.get<T>(SpWorkspace::kOut, rows * g.qr);
+  sp_run_gather(gin, g.qr, rows, rp.data(), base, w, gbuf, g.qr, sp_q_block<T>(g.o, g.qr),
+                sp_ahead(g.o, gs, g.e), par);
+  par.for_range(g.n * g.c, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t n = t / g.c, ic = t % g.c;
+      T* d = gx + t * g.h * g.w;
+      for (int64_t y = 0; y < g.h; ++y) {
+        const int64_t yp = y + g.ph, a = yp % g.sh;
+        T* dr = d + y * g.w;
+        // columns x with (x + pw) % sw == b, read at (x + pw) / sw (no division per element)
+        for (int64_t b = 0; b < g.sw; ++b) {
+          const T* sr = gin + (ic * g.phases + a * g.sw + b) * g.qr + n * g.plane +
+                        (yp / g.sh) * g.wq;
+          const int64_t x0 = ((b - g.pw) % g.sw + g.sw) % g.sw;
+          int64_t c = (x0 + g.pw) / g.sw;
+          for (int64_t x = x0; x < g.w; x += g.sw, ++c) dr[x] = sr[c];
+        }
+      }
+    }
+  });
+}
+
+// ---- linear layers: y (T, O) = x (T, I) W^T + b --------------------------------------------
+
+// dst[c][r] = src[r][c] for r < rows, c < cols (leading dimensions given), in 32 x 32 blocks.
+template <class T, class Par>
+void sp_transpose(const T* src, int64_t rows, int64_t cols, int64_t src_ld, T* dst,
+                  int64_t dst_ld, const Par& par) {
+  constexpr int64_t B = 32;
+  const int64_t nb = (cols + B - 1) / B;
+  par.for_range(nb, [&](int64_t b, int64_t e) {
+    for (int64_t cb = b; cb < e; ++cb)
+      for (int64_t r0 = 0; r0 < rows; r0 += B) {
+        const int64_t r1 = std::min(rows, r0 + B), c1 = std::min(cols, (cb + 1) * B);
+        for (int64_t c = cb * B; c < c1; ++c)
+          for (int64_t r = r0; r < r1; ++r) dst[c * dst_ld + r] = src[r * src_ld + c];
+      }
+  });
+}
+
+// x (tokens, in) into [in][qr] rows, zero-padded to qr (+ slack).
+template <class T, class Par>
+void sp_pack_tokens(const T* x, int64_t tokens, int64_t features, int64_t qr, T* buf,
+                    const Par& par) {
+  sp_transpose(x, tokens, features, features, buf, qr, par);
+  par.for_range(features, [&](int64_t b, int64_t e) {
+    for (int64_t f = b; f < e; ++f) std::fill(buf + f * qr + tokens, buf + (f + 1) * qr, T(0));
+  });
+  std::fill(buf + features * qr, buf + features * qr + kSpTile, T(0));
+}
+
+template <class T, class Par>
+void sparse_linear_forward(int64_t tokens, int64_t in_f, int64_t out_f, const T* x,
+                           const int64_t* row_ptr, const int32_t* col, const T* values,
+                           const T* bias, T* y, SpWorkspace& ws, const Par& par) {
+  const int64_t nnz = row_ptr[out_f], qr = sp_round_up(tokens, kSpTile);
+  T* in = ws.get<T>(SpWorkspace::kIn, in_f * qr + kSpTile);
+  T* out = ws.get<T>(SpWorkspace::kOut, out_f * qr);
+  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+  sp_pack_tokens(x, tokens, in_f, qr, in, par);
+  sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
+  });
+  sp_run_gather(out, qr, out_f, row_ptr, base, values, in, qr, sp_q_block<T>(in_f, qr),
+                sp_ahead(in_f, qr, 0), par);
+  sp_transpose(out, out_f, tokens, qr, y, out_f, par);
+  if (bias != nullptr)
+    par.for_range(tokens, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t)
+        for (int64_t o = 0; o < out_f; ++o) y[t * out_f + o] += bias[o];
+    });
+}
+
+template <class T, class Par>
+void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T* x, const T* gy,
+                            const int64_t* row_ptr, const int32_t* col, const T* values,
+                            const int64_t* t_ptr, const int32_t* t_idx, T* gx, T* gw,
+                            SpWorkspace& ws, const Par& par) {
+  const int64_t nnz = row_ptr[out_f], qr = sp_round_up(tokens, kSpTile);
+  T* g = ws.get<T>(SpWorkspace::kGrad, out_f * qr + kSpTile);
+  sp_pack_tokens(gy, tokens, out_f, qr, g, par);
+  if (gw != nullptr) {
+    T* in = ws.get<T>(SpWorkspace::kIn, in_f * qr + kSpTile);
+    int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+    sp_pack_tokens(x, tokens, in_f, qr, in, par);
+    sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
+    });
+    sp_run_dot(gw, nnz, out_f, row_ptr, base, g, qr, in, qr,
+               sp_q_block<T>(in_f, qr), par);
+  }
+  if (gx == nullptr) return;
+  int64_t* row_of = ws.get<int64_t>(SpWorkspace::kRowOf, nnz);
+  sp_rows_of(out_f, row_ptr, row_of, par);
+  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+  T* w = ws.get<T>(SpWorkspace::kW, nnz);
+  sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      base[t] = row_of[t_idx[t]] * qr;
+      w[t] = values[t_idx[t]];
+    }
+  });
+  T* gin = ws.get<T>(SpWorkspace::kOut, in_f * qr);
+  sp_run_gather(gin, qr, in_f, t_ptr, base, w, g, qr, sp_q_block<T>(out_f, qr),
+                sp_ahead(out_f, qr, 0), par);
+  sp_transpose(gin, in_f, tokens, qr, gx, in_f, par);
+}
+
+}  // namespace core
+}  // namespace sparsepai

@@ -1,0 +1,206 @@
+// The sparse convolution and linear kernels (csrc/core/sparse_conv.h, every ISA level via ctest)
+// against direct loops over the dense weight with the pruned entries zero: forward, input
+// gradient and weight gradient at the kept positions, for strides, padding, dilation, empty
+// rows and columns, fully pruned layers, and 1 and 3 threads.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "check.h"
+#include "core/sparse_conv.h"
+#include "thread_par.h"
+
+using namespace sparsepai::core;
+
+namespace {
+
+struct Csr {
+  std::vector<int64_t> row_ptr, t_ptr;
+  std::vector<int32_t> col, t_idx;
+  std::vector<double> dense;  // (O, K) with pruned entries zero
+};
+
+// A random mask at `density` over (rows, k); rows listed in `empty_rows` keep nothing.
+Csr random_csr(int64_t rows, int64_t k, int64_t cin, int64_t kk, double density, uint64_t seed,
+               std::mt19937_64& g, bool empty_rows) {
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::uniform_real_distribution<double> p(0, 1);
+  Csr s;
+  s.row_ptr.push_back(0);
+  s.dense.assign(size_t(rows * k), 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      if (empty_rows && r % 3 == 1) continue;
+      if (p(g) < density) {
+        s.col.push_back(int32_t(c));
+        s.dense[size_t(r * k + c)] = u(g);
+      }
+    }
+    s.row_ptr.push_back(int64_t(s.col.size()));
+  }
+  (void)seed;
+  // CSC by input channel (a block of kk consecutive columns)
+  s.t_ptr.assign(size_t(cin + 1), 0);
+  for (int32_t c : s.col) ++s.t_ptr[size_t(c / kk + 1)];
+  for (int64_t i = 0; i < cin; ++i) s.t_ptr[size_t(i + 1)] += s.t_ptr[size_t(i)];
+  s.t_idx.assign(s.col.size(), 0);
+  std::vector<int64_t> next(s.t_ptr.begin(), s.t_ptr.end() - 1);
+  for (size_t j = 0; j < s.col.size(); ++j) s.t_idx[size_t(next[size_t(s.col[j] / kk)]++)] = int32_t(j);
+  return s;
+}
+
+template <class T>
+std::vector<T> values_of(const Csr& s, int64_t k) {
+  std::vector<T> v;
+  for (size_t r = 0; r + 1 < s.row_ptr.size(); ++r)
+    for (int64_t j = s.row_ptr[r]; j < s.row_ptr[r + 1]; ++j)
+      v.push_back(T(s.dense[size_t(int64_t(r) * k + s.col[size_t(j)])]));
+  return v;
+}
+
+bool close(double a, double b, double tol) { return std::fabs(a - b) <= tol * (1 + std::fabs(b)); }
+
+template <class T>
+void check_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t kh, int64_t kw,
+                int64_t s, int64_t p, int64_t d, double density, bool empty_rows, int threads,
+                uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> u(-1, 1);
+  SpConvGeom g;
+  g.n = n, g.c = c, g.h = h, g.w = w, g.o = o, g.kh = kh, g.kw = kw;
+  g.sh = s, g.sw = s == 2 ? 1 : s, g.ph = p, g.pw = p == 0 ? 1 : p, g.dh = d, g.dw = 1;
+  CHECK(sp_conv_geom(g));
+  const int64_t kk = kh * kw;
+  Csr m = random_csr(o, c * kk, c, kk, density, seed, gen, empty_rows);
+  std::vector<T> vals = values_of<T>(m, c * kk);
+  std::vector<T> x(size_t(n * c * h * w)), gy(size_t(n * o * g.oh * g.ow)), bias(size_t(o), T(0));
+  for (auto& v : x) v = T(u(gen));
+  for (auto& v : gy) v = T(u(gen));
+  for (auto& v : bias) v = T(u(gen));
+  ThreadPar par{threads};
+  SpWorkspace ws;
+  std::vector<T> y(gy.size()), gx(x.size()), gw(vals.size());
+  sparse_conv2d_forward<T>(g, x.data(), m.row_ptr.data(), m.col.data(), vals.data(), bias.data(),
+                           y.data(), ws, par);
+  sparse_conv2d_backward<T>(g, x.data(), gy.data(), m.row_ptr.data(), m.col.data(), vals.data(),
+                            m.t_ptr.data(), m.t_idx.data(), gx.data(), gw.data(), ws, par);
+  // direct loops in double
+  std::vector<double> ry(y.size(), 0), rgx(x.size(), 0), rgw_dense(m.dense.size(), 0);
+  for (int64_t nn = 0; nn < n; ++nn)
+    for (int64_t oc = 0; oc < o; ++oc)
+      for (int64_t i = 0; i < g.oh; ++i)
+        for (int64_t j = 0; j < g.ow; ++j) {
+          double acc = double(bias[size_t(oc)]);
+          const double go = double(gy[size_t(((nn * o + oc) * g.oh + i) * g.ow + j)]);
+          for (int64_t ic = 0; ic < c; ++ic)
+            for (int64_t a = 0; a < kh; ++a)
+              for (int64_t b = 0; b < kw; ++b) {
+                const int64_t yy = i * g.sh - g.ph + a * g.dh, xx = j * g.sw - g.pw + b * g.dw;
+                if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
+                const size_t xi = size_t(((nn * c + ic) * h + yy) * w + xx);
+                const size_t wi = size_t(oc * c * kk + ic * kk + a * kw + b);
+                acc += m.dense[wi] * double(x[xi]);
+                rgx[xi] += m.dense[wi] * go;
+                rgw_dense[wi] += go * double(x[xi]);
+              }
+          ry[size_t(((nn * o + oc) * g.oh + i) * g.ow + j)] = acc;
+        }
+  const double tol = sizeof(T) == 4 ? 2e-4 : 1e-11;
+  int bad = 0;
+  for (size_t i = 0; i < y.size(); ++i) bad += !close(double(y[i]), ry[i], tol);
+  for (size_t i = 0; i < x.size(); ++i) bad += !close(double(gx[i]), rgx[i], tol);
+  for (int64_t r = 0; r < o; ++r)
+    for (int64_t j = m.row_ptr[size_t(r)]; j < m.row_ptr[size_t(r + 1)]; ++j)
+      bad += !close(double(gw[size_t(j)]), rgw_dense[size_t(r * c * kk + m.col[size_t(j)])],
+                    tol * 10);
+  if (bad)
+    std::fprintf(stderr, "conv n%lld c%lld %lldx%lld o%lld k%lldx%lld s%lld p%lld d%lld: %d bad\n",
+                 (long long)n, (long long)c, (long long)h, (long long)w, (long long)o,
+                 (long long)kh, (long long)kw, (long long)s, (long long)p, (long long)d, bad);
+  CHECK(bad == 0);
+}
+
+template <class T>
+void check_linear(int64_t tokens, int64_t in_f, int64_t out_f, double density, int threads,
+                  uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> u(-1, 1);
+  Csr m = random_csr(out_f, in_f, in_f, 1, density, seed, gen, true);
+  std::vector<T> vals = values_of<T>(m, in_f);
+  std::vector<T> x(size_t(tokens * in_f)), gy(size_t(tokens * out_f)), bias(size_t(out_f), T(0));
+  for (auto& v : x) v = T(u(gen));
+  for (auto& v : gy) v = T(u(gen));
+  for (auto& v : bias) v = T(u(gen));
+  ThreadPar par{threads};
+  SpWorkspace ws;
+  std::vector<T> y(gy.size()), gx(x.size()), gw(vals.size());
+  sparse_linear_forward<T>(tokens, in_f, out_f, x.data(), m.row_ptr.data(), m.col.data(),
+                           vals.data(), bias.data(), y.data(), ws, par);
+  sparse_linear_backward<T>(tokens, in_f, out_f, x.data(), gy.data(), m.row_ptr.data(),
+                            m.col.data(), vals.data(), m.t_ptr.data(), m.t_idx.data(), gx.data(),
+                            gw.data(), ws, par);
+  const double tol = sizeof(T) == 4 ? 2e-4 : 1e-11;
+  int bad = 0;
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t oc = 0; oc < out_f; ++oc) {
+      double acc = double(bias[size_t(oc)]);
+      for (int64_t i = 0; i < in_f; ++i) acc += m.dense[size_t(oc * in_f + i)] * double(x[size_t(t * in_f + i)]);
+      bad += !close(double(y[size_t(t * out_f + oc)]), acc, tol);
+    }
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t i = 0; i < in_f; ++i) {
+      double acc = 0;
+      for (int64_t oc = 0; oc < out_f; ++oc)
+        acc += m.dense[size_t(oc * in_f + i)] * double(gy[size_t(t * out_f + oc)]);
+      bad += !close(double(gx[size_t(t * in_f + i)]), acc, tol);
+    }
+  for (int64_t r = 0; r < out_f; ++r)
+    for (int64_t j = m.row_ptr[size_t(r)]; j < m.row_ptr[size_t(r + 1)]; ++j) {
+      double acc = 0;
+      for (int64_t t = 0; t < tokens; ++t)
+        acc += double(gy[size_t(t * out_f + r)]) * double(x[size_t(t * in_f + m.col[size_t(j)])]);
+      bad += !close(double(gw[size_t(j)]), acc, tol * 10);
+    }
+  if (bad)
+    std::fprintf(stderr, "linear t%lld in%lld out%lld: %d bad\n", (long long)tokens,
+                 (long long)in_f, (long long)out_f, bad);
+  CHECK(bad == 0);
+}
+
+}  // namespace
+
+TEST(conv_stride1_same_padding) {
+  check_conv<float>(3, 5, 9, 7, 6, 3, 3, 1, 1, 1, 0.3, false, 1, 1);
+  check_conv<double>(3, 5, 9, 7, 6, 3, 3, 1, 1, 1, 0.3, true, 3, 2);
+}
+
+TEST(conv_stride2_and_dilation) {
+  check_conv<float>(2, 4, 11, 10, 5, 3, 3, 2, 1, 1, 0.4, true, 2, 3);
+  check_conv<double>(2, 4, 11, 10, 5, 3, 3, 2, 1, 1, 0.4, false, 1, 4);
+  check_conv<double>(2, 3, 12, 9, 4, 3, 2, 1, 2, 2, 0.5, true, 3, 5);
+  check_conv<float>(1, 3, 13, 13, 4, 5, 5, 3, 2, 2, 0.5, false, 2, 6);
+}
+
+TEST(conv_1x1_and_no_padding) {
+  check_conv<float>(4, 8, 6, 6, 7, 1, 1, 1, 0, 1, 0.2, false, 3, 7);
+  check_conv<double>(4, 8, 6, 6, 7, 1, 1, 2, 0, 1, 0.2, true, 1, 8);
+  check_conv<double>(2, 3, 5, 5, 2, 3, 3, 1, 0, 1, 0.9, false, 2, 9);
+}
+
+TEST(conv_fully_pruned_and_dense) {
+  check_conv<double>(2, 3, 6, 6, 4, 3, 3, 1, 1, 1, 0.0, false, 2, 10);
+  check_conv<float>(2, 3, 6, 6, 4, 3, 3, 1, 1, 1, 1.0, false, 2, 11);
+}
+
+TEST(conv_empty_batch) { check_conv<float>(0, 3, 6, 6, 4, 3, 3, 1, 1, 1, 0.5, false, 2, 12); }
+
+TEST(linear) {
+  check_linear<float>(70, 33, 21, 0.3, 1, 13);
+  check_linear<double>(130, 17, 40, 0.2, 3, 14);
+  check_linear<double>(1, 5, 3, 1.0, 2, 15);
+  check_linear<float>(0, 5, 3, 0.5, 2, 16);
+  check_linear<double>(64, 9, 8, 0.0, 2, 17);
+}
+
+int main() { return run_all(); }

@@ -1,0 +1,165 @@
+"""sparse_conv2d and sparse_linear against their masked-dense references: forward, input,
+weight and bias gradients (float64 tight, float32 to rounding), opcheck, compile, empty batch,
+fully pruned rows, bad input."""
+
+import pytest
+import torch
+
+from sparsepai._ext import has_op
+from sparsepai.ops.sparse_conv import sparse_conv2d, sparse_layout
+from sparsepai.ops.sparse_conv_ref import sparse_conv2d_ref, sparse_linear_ref
+from sparsepai.ops.sparse_linear import sparse_linear
+
+needs_op = pytest.mark.skipif(not has_op("sparse_conv2d", "cpu"),
+                              reason="compiled extension not built")
+
+CONV_CASES = [
+    # (N, C, H, W, O, kh, kw, stride, padding, dilation, density, bias)
+    (3, 6, 9, 8, 5, 3, 3, 1, 1, 1, 0.2, True),
+    (2, 4, 11, 10, 7, 3, 3, 2, 1, 1, 0.3, False),
+    (2, 5, 7, 7, 4, 1, 1, 1, 0, 1, 0.5, True),
+    (1, 3, 12, 9, 4, 3, 2, (1, 2), (2, 0), (2, 1), 0.4, True),
+    (2, 8, 6, 6, 6, 3, 3, 1, 1, 1, 0.05, False),
+    (4, 3, 5, 5, 2, 5, 5, 3, 2, 1, 0.6, True),
+]
+
+
+def conv_case(case, dtype, seed=0):
+    n, c, h, w, o, kh, kw, s, p, d, dens, bias = case
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g, dtype=dtype)
+    mask = torch.rand(o, c, kh, kw, generator=g) < dens
+    mask[o // 2] = False  # a fully pruned output channel
+    weight = torch.randn(o, c, kh, kw, generator=g, dtype=dtype)
+    b = torch.randn(o, generator=g, dtype=dtype) if bias else None
+    lay = sparse_layout(mask)
+    values = weight.reshape(-1)[lay.index].clone()
+    return x, values, lay, b, (o, c, kh, kw), s, p, d
+
+
+def tol(dtype):
+    return dict(atol=1e-12, rtol=1e-12) if dtype == torch.float64 else dict(atol=1e-5, rtol=1e-5)
+
+
+def check_grads(fn, ref, leaves, dtype, seed=1):
+    a = [t.detach().clone().requires_grad_(True) for t in leaves]
+    b = [t.detach().clone().requires_grad_(True) for t in leaves]
+    y, r = fn(*a), ref(*b)
+    torch.testing.assert_close(y, r, **tol(dtype))
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    y.backward(gy)
+    r.backward(gy)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u.grad, v.grad, **tol(dtype))
+
+
+@needs_op
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_conv_matches_masked_dense(case, dtype):
+    x, values, lay, b, ws, s, p, d = conv_case(case, dtype)
+    leaves = [x, values] + ([b] if b is not None else [])
+
+    def fn(x, v, *bb):
+        return sparse_conv2d(x, v, lay, bb[0] if bb else None, ws, s, p, d)
+
+    def ref(x, v, *bb):
+        sp = (s, s) if isinstance(s, int) else s
+        pp = (p, p) if isinstance(p, int) else p
+        dd = (d, d) if isinstance(d, int) else d
+        return sparse_conv2d_ref(x, v, *lay[:4], bb[0] if bb else None, ws, sp, pp, dd)
+
+    check_grads(fn, ref, leaves, dtype)
+    # the reference itself against torch's conv2d with the masked dense weight
+    dense = torch.zeros(ws, dtype=dtype).reshape(-1).index_put((lay.index,), values).view(ws)
+    torch.testing.assert_close(ref(x, values, *([b] if b is not None else [])),
+                               torch.nn.functional.conv2d(x, dense, b, s, p, d), **tol(dtype))
+
+
+LINEAR_CASES = [((70, 33), 21, 0.3, True), ((2, 5, 16), 40, 0.1, False), ((1, 9), 3, 1.0, True),
+                ((130, 64), 96, 0.02, True)]
+
+
+@needs_op
+@pytest.mark.parametrize("case", LINEAR_CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_linear_matches_masked_dense(case, dtype):
+    shape, out_f, dens, bias = case
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g, dtype=dtype)
+    mask = torch.rand(out_f, shape[-1], generator=g) < dens
+    mask[0] = False
+    lay = sparse_layout(mask)
+    values = torch.randn(lay.index.numel(), generator=g, dtype=dtype)
+    b = torch.randn(out_f, generator=g, dtype=dtype) if bias else None
+    leaves = [x, values] + ([b] if bias else [])
+    check_grads(lambda x, v, *bb: sparse_linear(x, v, lay, bb[0] if bb else None, shape[-1]),
+                lambda x, v, *bb: sparse_linear_ref(x, v, *lay[:4], bb[0] if bb else None,
+                                                    shape[-1]),
+                leaves, dtype)
+
+
+@needs_op
+def test_opcheck():
+    for case in CONV_CASES[:3]:
+        x, values, lay, b, ws, s, p, d = conv_case(case, torch.float64)
+        s, p, d = [[v, v] if isinstance(v, int) else list(v) for v in (s, p, d)]
+        args = (x.requires_grad_(True), values.requires_grad_(True), *lay[:4],
+                None if b is None else b.requires_grad_(True), list(ws), s, p, d)
+        torch.library.opcheck(torch.ops.sparsepai.sparse_conv2d.default, args)
+    mask = torch.rand(7, 9) < 0.4
+    lay = sparse_layout(mask)
+    args = (torch.randn(5, 9, dtype=torch.float64, requires_grad=True),
+            torch.randn(lay.index.numel(), dtype=torch.float64, requires_grad=True), *lay[:4],
+            torch.randn(7, dtype=torch.float64, requires_grad=True), 9)
+    torch.library.opcheck(torch.ops.sparsepai.sparse_linear.default, args)
+
+
+@needs_op
+def test_compile_fullgraph():
+    x, values, lay, b, ws, s, p, d = conv_case(CONV_CASES[0], torch.float32)
+
+    def f(x, v):
+        return sparse_conv2d(x, v, lay, b, ws, s, p, d).relu().sum()
+
+    torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="aot_eager")(x, values),
+                               f(x, values))
+
+
+@needs_op
+def test_empty_batch_and_fully_pruned_layer():
+    x, values, lay, b, ws, s, p, d = conv_case(CONV_CASES[0], torch.float64)
+    xe = x[:0].clone().requires_grad_(True)
+    y = sparse_conv2d(xe, values, lay, b, ws, s, p, d)
+    assert y.shape == (0, ws[0], 9, 8)
+    y.sum().backward()
+    assert xe.grad.shape == xe.shape
+    none = sparse_layout(torch.zeros(ws, dtype=torch.bool))
+    xx = x.clone().requires_grad_(True)
+    y = sparse_conv2d(xx, values[:0], none, b, ws, s, p, d)
+    torch.testing.assert_close(y, b.view(1, -1, 1, 1).expand_as(y))
+    y.sum().backward()
+    assert bool((xx.grad == 0).all())
+
+
+@needs_op
+def test_bad_input_is_refused():
+    x, values, lay, b, ws, s, p, d = conv_case(CONV_CASES[0], torch.float32)
+    op = torch.ops.sparsepai.sparse_conv2d.default
+    geo = ([1, 1], [1, 1], [1, 1])
+    with pytest.raises(RuntimeError, match="channels"):
+        op(x[:, :3], values, *lay[:4], b, list(ws), *geo)
+    with pytest.raises(RuntimeError, match="dtypes differ"):
+        op(x, values.double(), *lay[:4], b, list(ws), *geo)
+    bad_col = lay.col.clone()
+    bad_col[0] = 10 ** 6
+    with pytest.raises(RuntimeError, match="outside"):
+        op(x, values, lay.row_ptr, bad_col, lay.t_ptr, lay.t_idx, b, list(ws), *geo)
+    with pytest.raises(RuntimeError, match="row_ptr"):
+        op(x, values, lay.row_ptr[:-1], lay.col, lay.t_ptr, lay.t_idx, b, list(ws), *geo)
+    with pytest.raises(RuntimeError, match="int32"):
+        op(x, values, lay.row_ptr, lay.col.long(), lay.t_ptr, lay.t_idx, b, list(ws), *geo)
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        op(x.half(), values.half(), *lay[:4], None, list(ws), *geo)
+    with pytest.raises(ValueError, match="bool"):
+        sparse_layout(torch.ones(3, 3))

@@ -4,21 +4,22 @@
 #include <torch/library.h>
 
 // Keys are order-preserving unsigned integers (csrc/core/radix_keys.h) passed through `int`
-// (int64) arguments bit for bit; nan is 0 = error, 1 = low, 2 = high.
+// (int64) arguments bit for bit; nan is 0 = error, 1 = low, 2 = high; transform is 0 = rank the
+// scores, 1 = rank |scores| (the key with the sign bit cleared: no |x| tensor is made).
 TORCH_LIBRARY(sparsepai, m) {
   // Global top-k over a list of tensors: (threshold, masks). Threshold is 0-d in the common
   // dtype of the scores.
-  m.def("topk_mask(Tensor[] scores, int k, bool largest, int nan) -> (Tensor, Tensor[])");
+  m.def("topk_mask(Tensor[] scores, int k, bool largest, int nan, int transform=0) -> (Tensor, Tensor[])");
   // The threshold alone.
-  m.def("kth_largest(Tensor[] scores, int k, bool largest, int nan) -> Tensor");
+  m.def("kth_largest(Tensor[] scores, int k, bool largest, int nan, int transform=0) -> Tensor");
   // int64 histogram of one radix digit of the keys, over keys whose higher bits equal prefix.
   m.def(
-      "key_histogram(Tensor[] scores, int shift, int bits, int prefix, bool largest, int nan) -> "
-      "Tensor");
+      "key_histogram(Tensor[] scores, int shift, int bits, int prefix, bool largest, int nan, "
+      "int transform=0) -> Tensor");
   // Masks key > threshold_key plus the first `budget` ties in position order.
   m.def(
-      "threshold_masks(Tensor[] scores, int threshold_key, int budget, bool largest, int nan) -> "
-      "Tensor[]");
+      "threshold_masks(Tensor[] scores, int threshold_key, int budget, bool largest, int nan, "
+      "int transform=0) -> Tensor[]");
   // int64 0-d tensor: index of the first tensor holding a NaN, or -1.
   m.def("first_nan(Tensor[] scores) -> Tensor");
 

@@ -55,7 +55,13 @@ struct ScoreTable {
   core::Dtype common = core::Dtype::kF32;
 };
 
-inline ScoreTable make_table(at::TensorList scores, const char* op) {
+inline void check_transform(int64_t transform, const char* op) {
+  TORCH_CHECK_VALUE(transform == core::kTransformNone || transform == core::kTransformAbs,
+                    "sparsepai.", op, ": transform must be 0 (none) or 1 (abs), got ", transform);
+}
+
+inline ScoreTable make_table(at::TensorList scores, const char* op, int64_t transform = 0) {
+  check_transform(transform, op);
   ScoreTable tab;
   tab.views.reserve(scores.size());
   for (size_t i = 0; i < scores.size(); ++i) {
@@ -68,6 +74,7 @@ inline ScoreTable make_table(at::TensorList scores, const char* op) {
     core::TensorView v;
     v.dtype = to_core_dtype(t, op, i);
     v.numel = t.numel();
+    v.abs = transform == core::kTransformAbs;
     if (!core::coalesce(v, int(t.dim()), t.sizes().data(), t.strides().data())) {
       t = t.contiguous();
       tab.keep.push_back(t);

@@ -20,6 +20,8 @@ namespace sparsepai {
 namespace core {
 
 enum NanMode : int { kNanError = 0, kNanLow = 1, kNanHigh = 2 };
+// What is ranked (the ops' `transform` argument): the values, or their magnitudes |x|.
+enum Transform : int { kTransformNone = 0, kTransformAbs = 1 };
 
 // Dtypes of the score tensors, as the core sees them.
 enum class Dtype : int { kF16 = 0, kBF16 = 1, kF32 = 2, kF64 = 3 };
@@ -218,6 +220,28 @@ SP_HD uint64_t load_key<Fp64Fmt>(const void* data, int64_t i, Dtype src, int nan
       bits = static_cast<const uint64_t*>(data)[i];
   }
   return order_key<Fp64Fmt>(bits, nan_mode, largest);
+}
+
+// Key of element `i` as load_key, of |x| when `abs`: the key of |x| is the key of x with the
+// sign bit cleared first (NaN stays NaN, -0.0 becomes +0.0), so no |x| tensor is ever made.
+template <class Fmt>
+SP_HD typename Fmt::Bits load_key_abs(const void* data, int64_t i, Dtype src, int nan_mode,
+                                      bool largest, bool abs) {
+  switch (src) {
+    case Dtype::kF16:
+    case Dtype::kBF16: {
+      const uint16_t r = uint16_t(static_cast<const uint16_t*>(data)[i] & (abs ? 0x7FFFu : 0xFFFFu));
+      return load_key<Fmt>(&r, 0, src, nan_mode, largest);
+    }
+    case Dtype::kF32: {
+      const uint32_t r = static_cast<const uint32_t*>(data)[i] & (abs ? 0x7FFFFFFFu : ~0u);
+      return load_key<Fmt>(&r, 0, src, nan_mode, largest);
+    }
+    default: {
+      const uint64_t r = static_cast<const uint64_t*>(data)[i] & (abs ? ~Fp64Fmt::kSign : ~0ull);
+      return load_key<Fmt>(&r, 0, src, nan_mode, largest);
+    }
+  }
 }
 
 // NaN test on element `i` of a buffer of dtype `src`.

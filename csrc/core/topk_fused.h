@@ -89,18 +89,18 @@ bool fused_pass(const std::vector<TensorView>& ts, const std::vector<Chunk>& chu
         int64_t got;
 #if SP_HAVE_AVX2_FUSED
         if constexpr (std::is_same_v<Fmt, Fp32Fmt>) {
-          if (isa_level() >= 1) {
+          if (isa_level() >= 1 && !v.abs) {
             got = fused_f32_avx2(src, ch.end - ch.begin, lo, width, hi, nkey, fk, gt, nn,
                                  m + ch.begin, sk.get(), sp.get());
           } else {
-            got = SP_ISA_CALL(fused_block<Fmt>, src, ch.end - ch.begin, lo, width, hi, nkey, fk,
-                              gt, nn, m + ch.begin, sk.get(), sp.get());
+            got = SP_ISA_CALL(fused_block<Fmt>, src, ch.end - ch.begin, lo, width, hi, nkey,
+                              fk.of(v), gt, nn, m + ch.begin, sk.get(), sp.get());
           }
         } else
 #endif
         {
-          got = SP_ISA_CALL(fused_block<Fmt>, src, ch.end - ch.begin, lo, width, hi, nkey, fk, gt,
-                            nn, m + ch.begin, sk.get(), sp.get());
+          got = SP_ISA_CALL(fused_block<Fmt>, src, ch.end - ch.begin, lo, width, hi, nkey,
+                            fk.of(v), gt, nn, m + ch.begin, sk.get(), sp.get());
         }
         keys.insert(keys.end(), sk.get(), sk.get() + got);
         pos.insert(pos.end(), sp.get(), sp.get() + got);

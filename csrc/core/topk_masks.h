@@ -49,7 +49,7 @@ void write_masks(const std::vector<TensorView>& ts, const std::vector<Chunk>& ch
       const TensorView& v = ts[ch.tensor];
 #if SP_HAVE_AVX512_DISPATCH
       if constexpr (std::is_same_v<Fmt, Fp32Fmt>) {
-        if (fast_path<Fmt>(v) && use_avx512()) {
+        if (fast_path<Fmt>(v) && !v.abs && use_avx512()) {
           ties[c] = mask_f32_avx512(static_cast<const B*>(v.data) + ch.begin, ch.end - ch.begin, T,
                                     fk.nk, fk.inv, m + ch.begin);
           continue;
@@ -58,7 +58,7 @@ void write_masks(const std::vector<TensorView>& ts, const std::vector<Chunk>& ch
 #endif
       if (fast_path<Fmt>(v)) {
         ties[c] = SP_ISA_CALL(mask_block<Fmt>, static_cast<const B*>(v.data) + ch.begin,
-                              ch.end - ch.begin, T, fk, m + ch.begin);
+                              ch.end - ch.begin, T, fk.of(v), m + ch.begin);
         continue;
       }
       int64_t eq = 0;

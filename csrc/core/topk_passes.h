@@ -85,7 +85,7 @@ std::vector<int64_t> key_histogram(const std::vector<TensorView>& ts,
       const Chunk& ch = chunks[c];
       if (fast_path<Fmt>(ts[ch.tensor])) {
         SP_ISA_CALL(hist_block<Fmt>, static_cast<const B*>(ts[ch.tensor].data) + ch.begin,
-                    ch.end - ch.begin, shift, bits, prefix, fk, h.data());
+                    ch.end - ch.begin, shift, bits, prefix, fk.of(ts[ch.tensor]), h.data());
         continue;
       }
       for_each_key<Fmt>(ts[ch.tensor], ch.begin, ch.end, nan_mode, largest,
@@ -166,8 +166,9 @@ std::vector<typename Fmt::Bits> sample_keys(const std::vector<TensorView>& ts, i
         const TensorView& v = ts[tens[b]];
         dispatch_dtype(v.dtype, [&](auto src) {
           constexpr Dtype S = decltype(src)::value;
-          out[size_t(j0 + b)] = key_of<Fmt, S>(
-              static_cast<const typename Storage<S>::T*>(v.data)[offs[b]], nan_mode, largest);
+          using T = typename Storage<S>::T;
+          out[size_t(j0 + b)] = key_of<Fmt, S>(static_cast<const T*>(v.data)[offs[b]], nan_mode,
+                                               largest, sign_keep<T>(v.abs));
         });
       }
     }

@@ -125,7 +125,7 @@ Selection<Fmt> select_kth(const std::vector<TensorView>& ts, const std::vector<C
       const TensorView& v = ts[ch.tensor];
 #if SP_HAVE_AVX512_DISPATCH
       if constexpr (std::is_same_v<Fmt, Fp32Fmt>) {
-        if (fast_path<Fmt>(v) && use_avx512()) {
+        if (fast_path<Fmt>(v) && !v.abs && use_avx512()) {
           // scratch (uninitialised, reused) with room for the full-width stores
           if (!scratch) scratch.reset(new B[size_t(kChunk) + 16]);
           const int64_t got = bracket_f32_avx512(static_cast<const B*>(v.data) + ch.begin,
@@ -139,7 +139,7 @@ Selection<Fmt> select_kth(const std::vector<TensorView>& ts, const std::vector<C
 #endif
       if (fast_path<Fmt>(v)) {
         SP_ISA_CALL(bracket_block<Fmt>, static_cast<const B*>(v.data) + ch.begin, ch.end - ch.begin,
-                    lo, width, hi, nkey, fk, gt, nn, mine);
+                    lo, width, hi, nkey, fk.of(v), gt, nn, mine);
       } else {
         for_each_key<Fmt>(v, ch.begin, ch.end, nan_mode, largest, [&](int64_t, B key) {
           gt += key > hi;

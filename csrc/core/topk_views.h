@@ -26,6 +26,7 @@ struct TensorView {
   int ndim = 1;
   int64_t sizes[kMaxDims] = {0};
   int64_t strides[kMaxDims] = {1};
+  bool abs = false;  // rank |x|: every key is computed with the element's sign bit cleared
 
   bool contiguous() const { return ndim == 1 && (strides[0] == 1 || sizes[0] <= 1); }
 };
@@ -143,10 +144,18 @@ inline void dispatch_dtype(Dtype d, F&& f) {
   }
 }
 
-// Key of a stored element of compile-time dtype Src in key format Fmt.
+// AND mask of a raw element: all ones, or everything but the sign bit for |x|.
+template <class T>
+inline T sign_keep(bool abs) {
+  return abs ? T(~T(T(1) << (sizeof(T) * 8 - 1))) : T(~T(0));
+}
+
+// Key of a stored element of compile-time dtype Src in key format Fmt (`keep`: sign_keep).
 template <class Fmt, Dtype Src>
-inline typename Fmt::Bits key_of(typename Storage<Src>::T raw, int nan_mode, bool largest) {
+inline typename Fmt::Bits key_of(typename Storage<Src>::T raw, int nan_mode, bool largest,
+                                 typename Storage<Src>::T keep) {
   using B = typename Fmt::Bits;
+  raw = typename Storage<Src>::T(raw & keep);
   if constexpr (std::is_same<B, typename Storage<Src>::T>::value) {
     return order_key<Fmt>(raw, nan_mode, largest);
   } else {
@@ -161,10 +170,17 @@ template <class Fmt>
 struct FastKey {
   using B = typename Fmt::Bits;
   using S = std::make_signed_t<B>;
-  B nk, inv;
+  B nk, inv, keep = B(~B(0));
   FastKey(int nan_mode, bool largest)
       : nk(nan_mode == kNanHigh ? B(~B(0)) : B(0)), inv(largest ? B(0) : B(~B(0))) {}
+  // The same keys for a view: of |x| when the view asks for it.
+  FastKey of(const TensorView& v) const {
+    FastKey f = *this;
+    f.keep = sign_keep<B>(v.abs);
+    return f;
+  }
   inline B operator()(B bits) const {
+    bits = B(bits & keep);
     const B flip = B(B(S(bits) >> (Fmt::kBits - 1)) | Fmt::kSign);
     const B abs = B(bits & B(~Fmt::kSign));
     B key = B(bits ^ flip);
@@ -187,8 +203,9 @@ inline void for_each_key(const TensorView& v, int64_t begin, int64_t end, int na
     constexpr Dtype S = decltype(src)::value;
     using T = typename Storage<S>::T;
     const T* p = static_cast<const T*>(v.data);
+    const T keep = sign_keep<T>(v.abs);
     for_each_offset(v, begin, end, [&](int64_t i, int64_t off) {
-      f(i, key_of<Fmt, S>(p[off], nan_mode, largest));
+      f(i, key_of<Fmt, S>(p[off], nan_mode, largest, keep));
     });
   });
 }

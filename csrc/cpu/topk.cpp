@@ -60,9 +60,10 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> topk_impl(const ScoreTable& tab,
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> run_topk(at::TensorList scores, int64_t k,
                                                          bool largest, int64_t nan,
-                                                         bool want_masks, const char* op) {
+                                                         int64_t transform, bool want_masks,
+                                                         const char* op) {
   check_nan_mode(nan, op);
-  const ScoreTable tab = make_table(scores, op);
+  const ScoreTable tab = make_table(scores, op, transform);
   check_k(k, tab.numel, op);
   std::tuple<at::Tensor, std::vector<at::Tensor>> out;
   core::dispatch_key_format(tab.common, [&](auto fmt) {
@@ -72,18 +73,20 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> run_topk(at::TensorList scores, 
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> topk_mask_cpu(at::TensorList scores, int64_t k,
-                                                              bool largest, int64_t nan) {
-  return run_topk(scores, k, largest, nan, true, "topk_mask");
+                                                              bool largest, int64_t nan,
+                                                              int64_t transform) {
+  return run_topk(scores, k, largest, nan, transform, true, "topk_mask");
 }
 
-at::Tensor kth_largest_cpu(at::TensorList scores, int64_t k, bool largest, int64_t nan) {
-  return std::get<0>(run_topk(scores, k, largest, nan, false, "kth_largest"));
+at::Tensor kth_largest_cpu(at::TensorList scores, int64_t k, bool largest, int64_t nan,
+                           int64_t transform) {
+  return std::get<0>(run_topk(scores, k, largest, nan, transform, false, "kth_largest"));
 }
 
 at::Tensor key_histogram_cpu(at::TensorList scores, int64_t shift, int64_t bits, int64_t prefix,
-                             bool largest, int64_t nan) {
+                             bool largest, int64_t nan, int64_t transform) {
   check_nan_mode(nan, "key_histogram");
-  ScoreTable tab = make_table(scores, "key_histogram");
+  ScoreTable tab = make_table(scores, "key_histogram", transform);
   const int kb = core::key_bits_for(tab.common);
   TORCH_CHECK_VALUE(bits >= 1 && bits <= 16 && shift >= 0 && shift + bits <= kb,
                     "sparsepai.key_histogram: need 1 <= bits <= 16 and 0 <= shift, shift + bits <= ",
@@ -101,10 +104,11 @@ at::Tensor key_histogram_cpu(at::TensorList scores, int64_t shift, int64_t bits,
 }
 
 std::vector<at::Tensor> threshold_masks_cpu(at::TensorList scores, int64_t threshold_key,
-                                            int64_t budget, bool largest, int64_t nan) {
+                                            int64_t budget, bool largest, int64_t nan,
+                                            int64_t transform) {
   check_nan_mode(nan, "threshold_masks");
   TORCH_CHECK_VALUE(budget >= 0, "sparsepai.threshold_masks: budget must be >= 0, got ", budget);
-  ScoreTable tab = make_table(scores, "threshold_masks");
+  ScoreTable tab = make_table(scores, "threshold_masks", transform);
   const auto chunks = core::make_chunks(tab.views);
   std::vector<at::Tensor> masks = empty_masks(scores);
   core::dispatch_key_format(tab.common, [&](auto fmt) {

@@ -40,7 +40,7 @@ __device__ __forceinline__ int64_t elem_offset(const TensorView& v, int64_t i) {
 template <class Fmt>
 __device__ __forceinline__ typename Fmt::Bits key_at(const TensorView& v, int64_t i, int nan_mode,
                                                      bool largest) {
-  return core::load_key<Fmt>(v.data, elem_offset(v, i), v.dtype, nan_mode, largest);
+  return core::load_key_abs<Fmt>(v.data, elem_offset(v, i), v.dtype, nan_mode, largest, v.abs);
 }
 
 // Digit histogram of keys whose bits above shift + bits equal prefix. Block b handles chunk b.
@@ -153,9 +153,9 @@ at::Tensor to_device_bytes(const void* p, size_t n, const at::Device& dev) {
   return host.to(dev, /*non_blocking=*/false);
 }
 
-DeviceTables make_device_tables(at::TensorList scores, const char* op) {
+DeviceTables make_device_tables(at::TensorList scores, const char* op, int64_t transform = 0) {
   DeviceTables d;
-  d.tab = make_table(scores, op);
+  d.tab = make_table(scores, op, transform);
   d.chunks = core::make_chunks(d.tab.views);
   const at::Device dev = scores[0].device();
   d.views_dev = to_device_bytes(d.tab.views.data(), d.tab.views.size() * sizeof(TensorView), dev);
@@ -261,12 +261,13 @@ std::vector<at::Tensor> empty_masks(at::TensorList scores) {
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> run_topk(at::TensorList scores, int64_t k,
                                                          bool largest, int64_t nan,
-                                                         bool want_masks, const char* op) {
+                                                         int64_t transform, bool want_masks,
+                                                         const char* op) {
   check_nan_mode(nan, op);
   TORCH_CHECK_VALUE(!scores.empty(), "sparsepai.", op, ": needs at least one tensor");
   const at::Device dev = scores[0].device();
   c10::cuda::CUDAGuard guard(dev);
-  DeviceTables d = make_device_tables(scores, op);
+  DeviceTables d = make_device_tables(scores, op, transform);
   check_k(k, d.tab.numel, op);
   if (nan == core::kNanError) {
     const int64_t t = device_first_nan(d, dev);
@@ -292,20 +293,22 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> run_topk(at::TensorList scores, 
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> topk_mask_cuda(at::TensorList scores, int64_t k,
-                                                               bool largest, int64_t nan) {
-  return run_topk(scores, k, largest, nan, true, "topk_mask");
+                                                               bool largest, int64_t nan,
+                                                               int64_t transform) {
+  return run_topk(scores, k, largest, nan, transform, true, "topk_mask");
 }
 
-at::Tensor kth_largest_cuda(at::TensorList scores, int64_t k, bool largest, int64_t nan) {
-  return std::get<0>(run_topk(scores, k, largest, nan, false, "kth_largest"));
+at::Tensor kth_largest_cuda(at::TensorList scores, int64_t k, bool largest, int64_t nan,
+                            int64_t transform) {
+  return std::get<0>(run_topk(scores, k, largest, nan, transform, false, "kth_largest"));
 }
 
 at::Tensor key_histogram_cuda(at::TensorList scores, int64_t shift, int64_t bits, int64_t prefix,
-                              bool largest, int64_t nan) {
+                              bool largest, int64_t nan, int64_t transform) {
   check_nan_mode(nan, "key_histogram");
   const at::Device dev = scores[0].device();
   c10::cuda::CUDAGuard guard(dev);
-  DeviceTables d = make_device_tables(scores, "key_histogram");
+  DeviceTables d = make_device_tables(scores, "key_histogram", transform);
   const int kb = core::key_bits_for(d.tab.common);
   TORCH_CHECK_VALUE(bits >= 1 && bits <= 16 && shift >= 0 && shift + bits <= kb,
                     "sparsepai.key_histogram: need 1 <= bits <= 16 and 0 <= shift, shift + bits <= ",
@@ -320,12 +323,13 @@ at::Tensor key_histogram_cuda(at::TensorList scores, int64_t shift, int64_t bits
 }
 
 std::vector<at::Tensor> threshold_masks_cuda(at::TensorList scores, int64_t threshold_key,
-                                             int64_t budget, bool largest, int64_t nan) {
+                                             int64_t budget, bool largest, int64_t nan,
+                                             int64_t transform) {
   check_nan_mode(nan, "threshold_masks");
   TORCH_CHECK_VALUE(budget >= 0, "sparsepai.threshold_masks: budget must be >= 0, got ", budget);
   const at::Device dev = scores[0].device();
   c10::cuda::CUDAGuard guard(dev);
-  DeviceTables d = make_device_tables(scores, "threshold_masks");
+  DeviceTables d = make_device_tables(scores, "threshold_masks", transform);
   std::vector<at::Tensor> masks = empty_masks(scores);
   core::dispatch_key_format(d.tab.common, [&](auto fmt) {
     using Fmt = decltype(fmt);

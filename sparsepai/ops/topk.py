@@ -17,7 +17,7 @@ from sparsepai._comm import check_group
 from sparsepai._ext import has_extension
 from sparsepai.ops import dispatch
 from sparsepai.ops.topk_dist import topk_distributed
-from sparsepai.ops.topk_ref import NAN_MODES, common_dtype
+from sparsepai.ops.topk_ref import NAN_MODES, TRANSFORMS, common_dtype
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -38,7 +38,7 @@ class TopkResult(NamedTuple):
     kept: int
 
 
-def _check_args(scores, k, nan, op):
+def _check_args(scores, k, nan, op, transform="none"):
     if isinstance(scores, torch.Tensor):
         scores = [scores]
     if not isinstance(scores, Sequence):
@@ -78,6 +78,8 @@ def _check_args(scores, k, nan, op):
             raise TypeError(f"sparsepai.{op}: k must be an int, got {type(k).__name__}") from None
     if nan not in NAN_MODES:
         raise ValueError(f"sparsepai.{op}: nan must be 'error', 'low' or 'high', got {nan!r}")
+    if transform not in TRANSFORMS:
+        raise ValueError(f"sparsepai.{op}: transform must be 'none' or 'abs', got {transform!r}")
     return scores, k
 
 
@@ -97,6 +99,7 @@ def topk_mask(
     *,
     largest: bool = True,
     nan: str = "error",
+    transform: str = "none",
     group=None,
 ) -> TopkResult:
     """Keep exactly ``k`` of all scores, globally over many tensors, without concatenating them.
@@ -108,6 +111,10 @@ def topk_mask(
         largest: keep the k largest (default) or the k smallest.
         nan: ``"error"`` raises ValueError naming the tensor holding a NaN; ``"low"`` ranks NaN
             below every number, ``"high"`` above. -0.0 and +0.0 tie.
+        transform: ``"none"`` ranks the scores; ``"abs"`` ranks their magnitudes ``|x|``
+            without making an ``|x|`` tensor (the kernels clear each element's sign bit before
+            its key), so magnitude pruning costs no score memory. The threshold is then a
+            magnitude.
         group: a ``torch.distributed`` process group; each rank passes its own shard, and k,
             the threshold and the tie order (rank, then list position, then flat index) are
             global.
@@ -120,19 +127,20 @@ def topk_mask(
         ``masks[i].shape == scores[i].shape``, dtype bool; ``threshold`` is 0-d in the common
         dtype of the scores (their dtype, or float32/float64 for mixed dtypes).
     """
-    scores, k = _check_args(scores, k, nan, "topk_mask")
+    scores, k = _check_args(scores, k, nan, "topk_mask", transform)
     _check_largest(largest, "topk_mask")
+    code = TRANSFORMS[transform]
     if group is not None:
         check_group("sparsepai.topk_mask", group)
     if group is not None:
-        thr, masks = topk_distributed(scores, k, largest, NAN_MODES[nan], group, True)
+        thr, masks = topk_distributed(scores, k, largest, NAN_MODES[nan], group, True, code)
         return TopkResult(thr, masks, k)
     n = sum(s.numel() for s in scores)
     _check_k(k, n, "topk_mask")
     if not scores:
         return TopkResult(torch.tensor(float("inf") if largest else float("-inf")), [], 0)
     thr, masks = dispatch.call("topk_mask", scores[0].device.type, scores, k, largest,
-                               NAN_MODES[nan])
+                               NAN_MODES[nan], code)
     return TopkResult(thr, list(masks), k)
 
 
@@ -142,24 +150,27 @@ def kth_largest(
     *,
     largest: bool = True,
     nan: str = "error",
+    transform: str = "none",
     group=None,
 ) -> torch.Tensor:
     """The threshold of :func:`topk_mask` alone (0-d tensor), without building masks.
 
-    ``largest=False`` gives the k-th smallest. Same arguments and rules as :func:`topk_mask`.
+    ``largest=False`` gives the k-th smallest (of ``|x|`` with ``transform="abs"``). Same
+    arguments and rules as :func:`topk_mask`.
     """
-    scores, k = _check_args(scores, k, nan, "kth_largest")
+    scores, k = _check_args(scores, k, nan, "kth_largest", transform)
     _check_largest(largest, "kth_largest")
+    code = TRANSFORMS[transform]
     if group is not None:
         check_group("sparsepai.kth_largest", group)
     if group is not None:
-        return topk_distributed(scores, k, largest, NAN_MODES[nan], group, False)[0]
+        return topk_distributed(scores, k, largest, NAN_MODES[nan], group, False, code)[0]
     n = sum(s.numel() for s in scores)
     _check_k(k, n, "kth_largest")
     if not scores:
         return torch.tensor(float("inf") if largest else float("-inf"))
     return dispatch.call("kth_largest", scores[0].device.type, scores, k, largest,
-                         NAN_MODES[nan])
+                         NAN_MODES[nan], code)
 
 
 def _register_fakes():
@@ -177,19 +188,19 @@ def _register_fakes():
         return [torch.empty(s.shape, dtype=torch.bool, device=s.device) for s in scores]
 
     @torch.library.register_fake(lib + "topk_mask")
-    def _(scores, k, largest, nan):
+    def _(scores, k, largest, nan, transform=0):
         return _thr(scores), _masks(scores)
 
     @torch.library.register_fake(lib + "kth_largest")
-    def _(scores, k, largest, nan):
+    def _(scores, k, largest, nan, transform=0):
         return _thr(scores)
 
     @torch.library.register_fake(lib + "key_histogram")
-    def _(scores, shift, bits, prefix, largest, nan):
+    def _(scores, shift, bits, prefix, largest, nan, transform=0):
         return torch.empty(1 << bits, dtype=torch.int64, device=scores[0].device)
 
     @torch.library.register_fake(lib + "threshold_masks")
-    def _(scores, threshold_key, budget, largest, nan):
+    def _(scores, threshold_key, budget, largest, nan, transform=0):
         return _masks(scores)
 
     @torch.library.register_fake(lib + "first_nan")

@@ -18,7 +18,7 @@ _DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.flo
 _CODE_DTYPES = {v: k for k, v in _DTYPE_CODES.items()}
 
 
-def topk_distributed(scores, k, largest, nan, group, want_masks):
+def topk_distributed(scores, k, largest, nan, group, want_masks, transform=0):
     import torch.distributed as dist
 
     rank = dist.get_rank(group)
@@ -40,13 +40,15 @@ def topk_distributed(scores, k, largest, nan, group, want_masks):
         dmask |= 1 << _DTYPE_CODES[s.dtype]
     dev = scores[0].device.type if scores else "cpu"
     first_nan = int(dispatch.call("first_nan", dev, scores)) if nan == 0 and scores else -1
-    info = gather([sum(s.numel() for s in scores), dmask, first_nan, k, int(largest), nan])
+    info = gather([sum(s.numel() for s in scores), dmask, first_nan, k, int(largest), nan,
+                   transform])
     for r, row in enumerate(info):  # a rank with other arguments would silently select wrongly
         if row[3:] != info[0][3:]:
             raise ValueError(f"sparsepai.topk_mask: every rank of the group must pass the same "
-                             f"k, largest and nan; rank {r} passed (k={row[3]}, "
-                             f"largest={bool(row[4])}, nan={row[5]}), rank 0 (k={info[0][3]}, "
-                             f"largest={bool(info[0][4])}, nan={info[0][5]})")
+                             f"k, largest, nan and transform; rank {r} passed (k={row[3]}, "
+                             f"largest={bool(row[4])}, nan={row[5]}, transform={row[6]}), rank 0 "
+                             f"(k={info[0][3]}, largest={bool(info[0][4])}, nan={info[0][5]}, "
+                             f"transform={info[0][6]})")
     n = sum(r[0] for r in info)
     if not 0 <= k <= n:
         raise ValueError(f"sparsepai.topk_mask: k must be in [0, {n}] (all ranks' scores), got {k}")
@@ -73,7 +75,7 @@ def topk_distributed(scores, k, largest, nan, group, want_masks):
     def hist_fn(shift, bits, prefix):
         if scores:
             local = dispatch.call("key_histogram", dev, scores, shift, bits, signed64(prefix),
-                                  largest, nan)
+                                  largest, nan, transform)
         else:
             local = torch.zeros(1 << bits, dtype=torch.int64)
         glob = local.to(comm_dev, copy=True)
@@ -90,5 +92,5 @@ def topk_distributed(scores, k, largest, nan, group, want_masks):
     if not scores:
         return thr, []
     masks = dispatch.call("threshold_masks", dev, scores, signed64(sel.key), budget, largest,
-                          nan)
+                          nan, transform)
     return thr, list(masks)

@@ -11,6 +11,13 @@ from __future__ import annotations
 import torch
 
 NAN_MODES = {"error": 0, "low": 1, "high": 2}
+# What the ops rank: the scores, or their magnitudes (the kernels clear each element's sign bit
+# before its key; the references take ``.abs()``, a copy).
+TRANSFORMS = {"none": 0, "abs": 1}
+
+
+def _transformed(scores, transform: int):
+    return [s.abs() for s in scores] if transform == 1 else list(scores)
 
 # dtype -> (integer view dtype, key bits, sign bit, |inf| bits)
 _FORMATS = {
@@ -78,7 +85,9 @@ def _unsigned_order(key: torch.Tensor, bits: int) -> torch.Tensor:
     return key ^ torch.iinfo(torch.int64).min
 
 
-def key_histogram_ref(scores, shift: int, bits: int, prefix: int, largest: bool, nan: int):
+def key_histogram_ref(scores, shift: int, bits: int, prefix: int, largest: bool, nan: int,
+                      transform: int = 0):
+    scores = _transformed(scores, transform)
     dtype = common_dtype(s.dtype for s in scores)
     kb = key_bits(dtype)
     hist = torch.zeros(1 << bits, dtype=torch.int64)
@@ -103,7 +112,9 @@ def _keys_cat(scores, nan, largest):
     return keys, dtype, kb
 
 
-def threshold_masks_ref(scores, threshold_key: int, budget: int, largest: bool, nan: int):
+def threshold_masks_ref(scores, threshold_key: int, budget: int, largest: bool, nan: int,
+                        transform: int = 0):
+    scores = _transformed(scores, transform)
     keys, _, kb = _keys_cat(scores, nan, largest)
     t = _to_signed(threshold_key & ((1 << 64) - 1), 64) if kb == 64 else threshold_key
     t = t ^ torch.iinfo(torch.int64).min if kb == 64 else t
@@ -126,15 +137,16 @@ def first_nan_ref(scores) -> torch.Tensor:
     return torch.tensor(-1, dtype=torch.int64)
 
 
-def topk_mask_ref(scores, k: int, largest: bool = True, nan="error"):
+def topk_mask_ref(scores, k: int, largest: bool = True, nan="error", transform: int = 0):
     """(threshold, masks) by concatenation and a stable sort: the oracle.
 
-    ``nan`` is a policy name or its code (the op's argument).
+    ``nan`` is a policy name or its code (the op's argument); ``transform`` 1 ranks ``|scores|``.
 
     Sort order: NaN handling per ``nan``, -0.0 == +0.0, ties by position (list order, then
     row-major flat index), which a stable sort of the concatenation gives directly.
     """
     code = nan_code(nan)
+    scores = _transformed(scores, transform)
     dtype = common_dtype(s.dtype for s in scores)
     device = scores[0].device if len(scores) else torch.device("cpu")
     n = sum(s.numel() for s in scores)
@@ -176,5 +188,5 @@ def topk_mask_ref(scores, k: int, largest: bool = True, nan="error"):
     return torch.tensor(thr, dtype=dtype, device=device), masks
 
 
-def kth_largest_ref(scores, k: int, largest: bool = True, nan="error"):
-    return topk_mask_ref(scores, k, largest, nan)[0]
+def kth_largest_ref(scores, k: int, largest: bool = True, nan="error", transform: int = 0):
+    return topk_mask_ref(scores, k, largest, nan, transform)[0]

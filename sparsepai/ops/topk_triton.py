@@ -43,10 +43,11 @@ if has_triton():
 
     @triton.jit
     def _keys(x_ptr, offs, valid, KEY_BITS: tl.constexpr, ABS_INF: tl.constexpr,
-              NAN_HIGH: tl.constexpr, LARGEST: tl.constexpr):
-        """Order-preserving keys (csrc/core/radix_keys.h) of the scores at ``offs``, as int64:
-        the unsigned key for 16/32-bit formats, the key's bit pattern for 64-bit ones (right
-        shifts then sign-fill, but only into bits the callers mask off)."""
+              NAN_HIGH: tl.constexpr, LARGEST: tl.constexpr, ABS: tl.constexpr):
+        """Order-preserving keys (csrc/core/radix_keys.h) of the scores at ``offs`` (of their
+        magnitudes when ``ABS``: the sign bit cleared first), as int64: the unsigned key for
+        16/32-bit formats, the key's bit pattern for 64-bit ones (right shifts then sign-fill,
+        but only into bits the callers mask off)."""
         raw = tl.load(x_ptr + offs, mask=valid, other=0).to(tl.int64)
         if KEY_BITS == 64:
             sign = -9223372036854775807 - 1
@@ -55,6 +56,8 @@ if has_triton():
             sign = 1 << (KEY_BITS - 1)
             full = (1 << KEY_BITS) - 1
             raw = raw & full
+        if ABS:
+            raw = raw & (full ^ sign)
         absval = raw & (full ^ sign)
         key = tl.where((raw & sign) != 0, raw ^ full, raw | sign)
         key = tl.where(absval == 0, sign, key)  # -0.0 ties with +0.0
@@ -69,10 +72,11 @@ if has_triton():
     @triton.jit
     def _key_hist_kernel(x_ptr, n, hist_ptr, shift, prefix, hmask, KEY_BITS: tl.constexpr,
                          ABS_INF: tl.constexpr, BITS: tl.constexpr, HAS_PREFIX: tl.constexpr,
-                         NAN_HIGH: tl.constexpr, LARGEST: tl.constexpr, BLOCK: tl.constexpr):
+                         NAN_HIGH: tl.constexpr, LARGEST: tl.constexpr, ABS: tl.constexpr,
+                         BLOCK: tl.constexpr):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         valid = offs < n
-        key = _keys(x_ptr, offs, valid, KEY_BITS, ABS_INF, NAN_HIGH, LARGEST)
+        key = _keys(x_ptr, offs, valid, KEY_BITS, ABS_INF, NAN_HIGH, LARGEST, ABS)
         digit = (key >> shift) & ((1 << BITS) - 1)
         keep = valid
         if HAS_PREFIX:
@@ -81,9 +85,9 @@ if has_triton():
 
     @triton.jit
     def _cmp_keys(x_ptr, offs, valid, KEY_BITS: tl.constexpr, ABS_INF: tl.constexpr,
-                  NAN_HIGH: tl.constexpr, LARGEST: tl.constexpr):
+                  NAN_HIGH: tl.constexpr, LARGEST: tl.constexpr, ABS: tl.constexpr):
         """Keys that compare with signed ``<`` like the unsigned keys do."""
-        key = _keys(x_ptr, offs, valid, KEY_BITS, ABS_INF, NAN_HIGH, LARGEST)
+        key = _keys(x_ptr, offs, valid, KEY_BITS, ABS_INF, NAN_HIGH, LARGEST, ABS)
         if KEY_BITS == 64:
             key = key ^ (-9223372036854775807 - 1)
         return key
@@ -91,21 +95,21 @@ if has_triton():
     @triton.jit
     def _tie_count_kernel(x_ptr, n, t, counts_ptr, KEY_BITS: tl.constexpr,
                           ABS_INF: tl.constexpr, NAN_HIGH: tl.constexpr, LARGEST: tl.constexpr,
-                          BLOCK: tl.constexpr):
+                          ABS: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         valid = offs < n
-        key = _cmp_keys(x_ptr, offs, valid, KEY_BITS, ABS_INF, NAN_HIGH, LARGEST)
+        key = _cmp_keys(x_ptr, offs, valid, KEY_BITS, ABS_INF, NAN_HIGH, LARGEST, ABS)
         tl.store(counts_ptr + pid, tl.sum((valid & (key == t)).to(tl.int64), 0))
 
     @triton.jit
     def _mask_kernel(x_ptr, n, t, out_ptr, before_ptr, budget, KEY_BITS: tl.constexpr,
                      ABS_INF: tl.constexpr, NAN_HIGH: tl.constexpr, LARGEST: tl.constexpr,
-                     TIES: tl.constexpr, BLOCK: tl.constexpr):
+                     ABS: tl.constexpr, TIES: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         valid = offs < n
-        key = _cmp_keys(x_ptr, offs, valid, KEY_BITS, ABS_INF, NAN_HIGH, LARGEST)
+        key = _cmp_keys(x_ptr, offs, valid, KEY_BITS, ABS_INF, NAN_HIGH, LARGEST, ABS)
         keep = key > t
         if TIES == 1:
             keep = keep | (key == t)
@@ -121,12 +125,13 @@ def _flat_in(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.reshape(-1).to(dtype).contiguous().view(_INT_VIEW[dtype])
 
 
-def _consts(dtype, nan, largest):
+def _consts(dtype, nan, largest, transform):
     return dict(KEY_BITS=key_bits(dtype), ABS_INF=_ABS_INF[dtype], NAN_HIGH=nan == 2,
-                LARGEST=bool(largest), BLOCK=BLOCK)
+                LARGEST=bool(largest), ABS=transform == 1, BLOCK=BLOCK)
 
 
-def key_histogram_triton(scores, shift: int, bits: int, prefix: int, largest: bool, nan: int):
+def key_histogram_triton(scores, shift: int, bits: int, prefix: int, largest: bool, nan: int,
+                         transform: int = 0):
     """``sparsepai::key_histogram``: int64[2**bits] counts of one digit of the keys whose bits
     above the digit equal ``prefix`` (digit bits <= 16)."""
     require_triton()
@@ -148,16 +153,16 @@ def key_histogram_triton(scores, shift: int, bits: int, prefix: int, largest: bo
         if n:
             _key_hist_kernel[(triton.cdiv(n, BLOCK),)](
                 _flat_in(s, dtype), n, hist, shift, prefix, hmask, BITS=bits,
-                HAS_PREFIX=has_prefix, **_consts(dtype, nan, largest))
+                HAS_PREFIX=has_prefix, **_consts(dtype, nan, largest, transform))
     return hist
 
 
-def _write_masks(scores, dtype, key: int, budget: int, eq_total, largest, nan):
+def _write_masks(scores, dtype, key: int, budget: int, eq_total, largest, nan, transform):
     """Masks ``key > key_T`` plus the first ``budget`` ties in position order; ``eq_total``: the
     number of ties if known (None: count them when it matters)."""
     kb = key_bits(dtype)
     t = signed64(key ^ (1 << 63)) if kb == 64 else key
-    consts = _consts(dtype, nan, largest)
+    consts = _consts(dtype, nan, largest, transform)
     flats = [_flat_in(s, dtype) if s.numel() else None for s in scores]
     blocks = [triton.cdiv(s.numel(), BLOCK) for s in scores]
     before = [None] * len(scores)
@@ -183,13 +188,14 @@ def _write_masks(scores, dtype, key: int, budget: int, eq_total, largest, nan):
     return out
 
 
-def threshold_masks_triton(scores, threshold_key: int, budget: int, largest: bool, nan: int):
+def threshold_masks_triton(scores, threshold_key: int, budget: int, largest: bool, nan: int,
+                           transform: int = 0):
     """``sparsepai::threshold_masks``: masks of ``key > threshold_key`` plus the first
     ``budget`` ties in position order."""
     require_triton()
     dtype = common_dtype(s.dtype for s in scores)
     key = threshold_key & ((1 << key_bits(dtype)) - 1)
-    return _write_masks(scores, dtype, key, budget, None, largest, nan)
+    return _write_masks(scores, dtype, key, budget, None, largest, nan, transform)
 
 
 def first_nan_triton(scores) -> torch.Tensor:
@@ -203,7 +209,7 @@ def first_nan_triton(scores) -> torch.Tensor:
     return torch.tensor(i if bool(has[i]) else -1, dtype=torch.int64)
 
 
-def _select(scores, k, largest, nan, op):
+def _select(scores, k, largest, nan, transform, op):
     """(selection, dtype) for 1 <= k <= N; NaN scores under nan=0 raise naming the tensor."""
     require_triton()
     dtype = common_dtype(s.dtype for s in scores)
@@ -211,7 +217,7 @@ def _select(scores, k, largest, nan, op):
     code = nan if nan else 1
 
     def hist_fn(shift, bits, prefix):
-        h = key_histogram_triton(scores, shift, bits, prefix, largest, code)
+        h = key_histogram_triton(scores, shift, bits, prefix, largest, code, transform)
         return h, h
 
     sel = radix_select(hist_fn, key_bits(dtype), k, code, largest)
@@ -235,23 +241,24 @@ def _empty(scores, largest, nan, op):
     return torch.tensor(float("inf") if largest else float("-inf"), dtype=dtype, device=device)
 
 
-def topk_mask_triton(scores, k: int, largest: bool, nan):
+def topk_mask_triton(scores, k: int, largest: bool, nan, transform: int = 0):
     """``sparsepai::topk_mask``: (threshold, masks) for 0 <= k <= N."""
     nan = nan_code(nan)
     if k == 0:
         return _empty(scores, largest, nan, "topk_mask"), [
             torch.zeros(s.shape, dtype=torch.bool, device=s.device) for s in scores]
-    sel, dtype, code = _select(scores, k, largest, nan, "topk_mask")
-    masks = _write_masks(scores, dtype, sel.key, k - sel.count_gt, sel.local_eq, largest, code)
+    sel, dtype, code = _select(scores, k, largest, nan, transform, "topk_mask")
+    masks = _write_masks(scores, dtype, sel.key, k - sel.count_gt, sel.local_eq, largest, code,
+                         transform)
     thr = key_to_value(sel.key, largest, code, dtype)
     return torch.tensor(thr, dtype=dtype, device=scores[0].device), masks
 
 
-def kth_largest_triton(scores, k: int, largest: bool, nan):
+def kth_largest_triton(scores, k: int, largest: bool, nan, transform: int = 0):
     """``sparsepai::kth_largest``: the threshold of :func:`topk_mask_triton` alone."""
     nan = nan_code(nan)
     if k == 0:
         return _empty(scores, largest, nan, "kth_largest")
-    sel, dtype, code = _select(scores, k, largest, nan, "kth_largest")
+    sel, dtype, code = _select(scores, k, largest, nan, transform, "kth_largest")
     thr = key_to_value(sel.key, largest, code, dtype)
     return torch.tensor(thr, dtype=dtype, device=scores[0].device)

@@ -41,6 +41,13 @@ def _worker(rank):
                     kth = sp.kth_largest(mine, k, largest=largest, nan=nan,
                                          group=dist.group.WORLD)
                     assert torch.equal(kth, thr)
+        # |x| ranked from x (transform="abs") through the same histogram passes
+        for k in (1, 999, n - 1):
+            res = sp.topk_mask(mine, k, nan="high", transform="abs", group=dist.group.WORLD)
+            thr, want = topk_mask_ref(everything, k, True, "high", transform=1)
+            assert torch.equal(res.threshold, thr), (dtype, k, "abs")
+            for got, w in zip(res.masks, want[:2] if rank == 0 else want[2:]):
+                assert torch.equal(got, w), (dtype, k, "abs")
         # the NaN sits on rank 1: every rank raises, naming it
         try:
             sp.topk_mask(mine, 5, group=dist.group.WORLD)

@@ -129,6 +129,9 @@ def check_min_per_layer(min_per_layer, scope):
 # what each method needs of the weights' values: said when a model on the meta device has none
 _NEEDS = {"random": "draws masks for the weights' real tensors",
           "magnitude": "ranks the weights' values"}
+# structured methods whose channel scores need shapes alone: they run on the meta device
+# (sparsepai.structured.prune draws random's per channel)
+VALUE_FREE_STRUCTURED = ("random",)
 
 
 def check_call(what: str, model, method, loss_fn, structured: bool = False) -> None:
@@ -140,11 +143,15 @@ def check_call(what: str, model, method, loss_fn, structured: bool = False) -> N
         raise TypeError(f"{what}: loss_fn must be callable as loss_fn(logits, targets), got "
                         f"{type(loss_fn).__name__} {loss_fn!r}")
     if any(p.is_meta for p in model.parameters()):
+        if structured and method in VALUE_FREE_STRUCTURED:
+            return  # the channel graph and these scores need shapes alone
         if structured:
             raise ValueError(f"{what}: the model is on the meta device (no weights); structured "
-                             "pruning scores real weights on an example: materialise the model "
-                             "(model.to_empty(device='cpu') then initialise or load its weights) "
-                             "and pass example_inputs= (or data) on that device")
+                             f"pruning scores real weights on an example (method {method!r}): "
+                             "materialise the model (model.to_empty(device='cpu') then "
+                             "initialise or load its weights) and pass example_inputs= (or "
+                             "data) on that device; on the meta device only "
+                             f"{', '.join(map(repr, VALUE_FREE_STRUCTURED))} runs")
         need = _NEEDS.get(method, "takes gradients of the weights' values on data")
         raise ValueError(f"{what}: the model is on the meta device (no weight values); method "
                          f"{method!r} {need}: materialise it first (model.to_empty(device=...) "

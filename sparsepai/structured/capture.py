@@ -94,7 +94,8 @@ def capture(model: nn.Module, example_inputs):
         TraceError: naming the module that failed, the reason, and what to try.
     """
     args, kwargs = split_inputs(example_inputs)
-    state = {k: v.detach().clone() for k, v in model.named_buffers()}
+    # meta buffers hold no values to restore (a model built under torch.device("meta"))
+    state = {k: v.detach().clone() for k, v in model.named_buffers() if not v.is_meta}
     try:
         with torch.no_grad():
             return torch.export.export(_Outputs(model), args, kwargs, strict=False)
@@ -110,5 +111,5 @@ def capture(model: nn.Module, example_inputs):
         with torch.no_grad():  # export runs on fake tensors; a forward that writes buffers
             # directly must still leave the user's model as it was
             for k, v in model.named_buffers():
-                if not torch.equal(v, state[k]):
+                if k in state and not torch.equal(v, state[k]):
                     v.copy_(state[k])

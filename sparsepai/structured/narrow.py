@@ -105,11 +105,14 @@ def _retie(root, tied) -> None:
     """Share again the parameters that :func:`_tied` found shared, where narrowing gave each
     user its own copy (the same rows and columns: the same values); a copy that differs stays
     separate."""
+    def same(p, q):  # meta tensors hold no values: there the same shape is the same copy
+        return p.shape == q.shape and (p.is_meta or q.is_meta or torch.equal(p, q))
+
     for users in tied:
         ps = [getattr(root.get_submodule(n), a, None) for n, a in users]
         if any(p is None for p in ps):
             continue  # a user was replaced (a partial-stream wrapper): left as narrowed
-        if all(p.shape == ps[0].shape and torch.equal(p, ps[0]) for p in ps[1:]):
+        if all(same(p, ps[0]) for p in ps[1:]):
             for n, a in users[1:]:
                 setattr(root.get_submodule(n), a, ps[0])
 

@@ -78,10 +78,14 @@ def loss_grads(model, wrt, batch, loss_fn, what: str, *, state: dict | None = No
 
 
 def summed_grads(model, names, batches, loss_fn, what: str) -> dict:
-    """Sum over ``batches`` of dL/dw for the named weights (the model's own parameters)."""
+    """Sum over ``batches`` of dL/dw for the named weights (the model's own parameters). The
+    first batch's gradients are the sum's buffers (one full-size copy for one batch)."""
     params = dict(model.named_parameters())
-    total = {n: torch.zeros_like(params[n]) for n in names}
+    total: dict = {}
     for b in batches:
         for n, g in zip(names, loss_grads(model, [params[n] for n in names], b, loss_fn, what)):
-            total[n] += g
+            if n in total:
+                total[n] += g
+            else:
+                total[n] = g
     return total

@@ -8,6 +8,7 @@ it)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 from collections.abc import Iterator, Mapping
@@ -107,11 +108,19 @@ def model_logits(model: torch.nn.Module, inputs, state: dict | None = None) -> t
 _COPY_HOOKS: list = []
 
 
-def register_copy_hook(hook: Callable) -> None:
+# predicates of the hooks: whether a hook acts now, so that scoring needs a copy to act on
+_COPY_NEEDED: list = []
+
+
+def register_copy_hook(hook: Callable, needs_copy: Callable | None = None) -> None:
     """Run ``hook(copy) -> copy`` on every :func:`private_copy` (registered once; e.g.
-    ``sparsepai.distributed.replicated`` averaging gradients over a process group)."""
+    ``sparsepai.distributed.replicated`` averaging gradients over a process group).
+    ``needs_copy() -> bool``: whether the hook acts now; while it does, :func:`scoring_model`
+    gives even the methods that change no weight a private copy for it to act on."""
     if hook not in _COPY_HOOKS:
         _COPY_HOOKS.append(hook)
+        if needs_copy is not None:
+            _COPY_NEEDED.append(needs_copy)
 
 
 def private_copy(model: torch.nn.Module, names=()) -> torch.nn.Module:
@@ -129,3 +138,61 @@ def private_copy(model: torch.nn.Module, names=()) -> torch.nn.Module:
     for hook in _COPY_HOOKS:
         clone = hook(clone)
     return clone
+
+
+@contextlib.contextmanager
+def restored(model: torch.nn.Module, values: bool = False):
+    """Everything scoring may change on the user's model, put back on exit: each parameter's
+    gradient (the same tensor) and ``requires_grad`` flag, each module's train/eval mode, the
+    buffers' values (a forward in train mode updates running statistics) and, with ``values``
+    (a method that steps the weights in place), the parameters' values. Sharded (``DTensor``)
+    parameters are saved and restored through their local shards."""
+    def local(t):
+        return t.to_local() if hasattr(t, "to_local") else t
+
+    params = list(model.parameters())
+    saved = [(p, p.grad, p.requires_grad,
+              local(p).detach().clone() if values else None) for p in params]
+    buffers = [(b, local(b).detach().clone()) for b in model.buffers() if not b.is_meta]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, grad, flag, value in saved:
+                if value is not None:
+                    local(p).copy_(value)
+                p.grad = grad
+                p.requires_grad_(flag)
+            for b, value in buffers:
+                local(b).copy_(value)
+        for m, mode in modes:
+            m.training = mode
+
+
+@contextlib.contextmanager
+def borrowed(model: torch.nn.Module, names=(), values: bool = False):
+    """The user's model itself for scoring (:func:`restored` on exit): no parameter holds a
+    gradient and the named weights (frozen ones too) require gradients meanwhile, as
+    :func:`private_copy` makes them."""
+    params = dict(model.named_parameters())
+    with restored(model, values):
+        for p in params.values():
+            p.grad = None
+        for n in names:
+            params[n].requires_grad_(True)
+        yield model
+
+
+@contextlib.contextmanager
+def scoring_model(model: torch.nn.Module, names=(), in_place: bool = False):
+    """The model a method scores, as a context: for a method that never changes a weight
+    (``in_place``, :class:`~sparsepai.core.registry.Method`) the user's model itself
+    (:func:`borrowed`), so that scoring costs no copy of the model; else a :func:`private_copy`.
+    While a copy hook acts (``sp.prune(..., group=)``'s gradient averaging) it is always a copy,
+    for the hook to act on."""
+    if not in_place or any(needed() for needed in _COPY_NEEDED):
+        yield private_copy(model, names)
+        return
+    with borrowed(model, names) as work:
+        yield work

@@ -26,6 +26,12 @@ class Method:
     object with ``counts(total, keep) -> [kept count per round]`` and ``saliency(masks) ->
     {name: Tensor}`` (the saliency on the network masked by the previous round, None first);
     its one-shot saliency is the first round's.
+
+    ``in_place``: the method never changes a weight, so it scores the user's model itself
+    (:func:`~sparsepai.core.model.scoring_model` restores what scoring touches) instead of a
+    private copy. ``sum_magnitudes``: a channel's score (structured pruning) sums the per-weight
+    magnitudes (magnitude: the filter's L1 norm) instead of taking the magnitude of the summed
+    saliency.
     """
 
     name: str
@@ -33,6 +39,8 @@ class Method:
     saliency: Callable
     schedule: Callable | None = None
     absolute: bool = True
+    in_place: bool = False
+    sum_magnitudes: bool = False
 
     def scores(self, saliency: dict) -> dict:
         """Scores (higher = keep) from signed saliencies."""
@@ -40,9 +48,12 @@ class Method:
 
     def masks(self, model, names, data, loss_fn, config, keep: int, threshold) -> dict:
         """Keep-masks for ``keep`` weights: one ``threshold(scores, keep)`` of the scores, or
-        one per round of the schedule (every round thresholded the same way)."""
+        one per round of the schedule (every round thresholded the same way). A one-shot
+        method's magnitudes are ranked by the top-k op from the signed saliencies
+        (``transform="abs"``): no score tensors beyond the saliencies."""
         if self.schedule is None:
-            return threshold(self.scores(self.saliency(model, names, data, loss_fn, config)), keep)
+            sal = self.saliency(model, names, data, loss_fn, config)
+            return threshold(sal, keep, transform="abs" if self.absolute else "none")
         rounds = self.schedule(model, names, data, loss_fn, config)
         params = dict(model.named_parameters())
         masks = prune_rounds(rounds.counts(sum(params[n].numel() for n in names), keep),
@@ -55,18 +66,20 @@ class Method:
 REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, config: type, *, iterative: bool = False, absolute: bool = True):
+def register(name: str, config: type, *, iterative: bool = False, absolute: bool = True,
+             in_place: bool = False, sum_magnitudes: bool = False):
     """Decorator registering a method's saliency function (or, ``iterative``, its schedule
-    function) under ``name``."""
+    function) under ``name``; ``in_place`` and ``sum_magnitudes`` as :class:`Method` has them."""
 
     def deco(fn):
         if iterative:
             def first_round(model, names, data, loss_fn, cfg):
                 return fn(model, names, data, loss_fn, cfg).saliency(None)
 
-            REGISTRY[name] = Method(name, config, first_round, fn, absolute)
+            REGISTRY[name] = Method(name, config, first_round, fn, absolute, in_place,
+                                    sum_magnitudes)
         else:
-            REGISTRY[name] = Method(name, config, fn, None, absolute)
+            REGISTRY[name] = Method(name, config, fn, None, absolute, in_place, sum_magnitudes)
         return fn
 
     return deco

@@ -114,4 +114,4 @@ def sync_gradients_of(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-register_copy_hook(sync_gradients_of)
+register_copy_hook(sync_gradients_of, needs_copy=lambda: _GROUP.get() is not None)

@@ -27,6 +27,7 @@ import torch
 
 from sparsepai._comm import comm_device
 from sparsepai.core.loss import default_loss, register_sharded_grads
+from sparsepai.core.model import borrowed
 from sparsepai.core.options import make_config, nan_error
 from sparsepai.core.prunable import keep_count, prunable_names
 from sparsepai.core.registry import get_method
@@ -66,28 +67,6 @@ def _dtensor_like(local: torch.Tensor, p):
                               shape=p.shape, stride=p.stride())
 
 
-@contextlib.contextmanager
-def _restored(model: torch.nn.Module):
-    """Everything scoring may change on the user's model, put back on exit."""
-    params = list(model.parameters())
-    saved = [(p, p.grad, p.requires_grad, p.to_local().detach().clone()
-              if hasattr(p, "to_local") else p.detach().clone()) for p in params]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for p, grad, flag, value in saved:
-                (p.to_local() if hasattr(p, "to_local") else p).copy_(value)
-                p.grad = grad
-                p.requires_grad_(flag)
-            for b, value in buffers:
-                b.copy_(value)
-        for m, mode in modes:
-            m.train(mode)
-
-
 def _local(t):
     return t.to_local() if hasattr(t, "to_local") else t
 
@@ -118,7 +97,7 @@ def _threshold(params, group, method: str):
     shard raise on every rank (never ranked lowest, never a rank left waiting)."""
     import torch.distributed as dist
 
-    def threshold(scores: dict, keep: int) -> dict:
+    def threshold(scores: dict, keep: int, transform: str = "none") -> dict:
         names = list(scores)
         flags = torch.tensor([int(bool(torch.isnan(_local(scores[n])).any())) for n in names],
                              dtype=torch.int64, device=comm_device(group))
@@ -126,7 +105,8 @@ def _threshold(params, group, method: str):
         bad = [n for n, f in zip(names, flags.tolist()) if f]
         if bad:
             raise nan_error(method, bad, len(names))
-        masks = topk_mask([_local(scores[n]) for n in names], keep, nan="low", group=group).masks
+        masks = topk_mask([_local(scores[n]) for n in names], keep, nan="low", group=group,
+                          transform=transform).masks
         return {n: _dtensor_like(m, params[n]) for n, m in zip(names, masks)}
 
     return threshold
@@ -134,14 +114,9 @@ def _threshold(params, group, method: str):
 
 @contextlib.contextmanager
 def _scoring(model, names):
-    """The sharded model, scored in place: restored afterwards, the named weights (frozen ones
-    too) requiring gradients meanwhile, as ``sparsepai.core.model.private_copy`` makes them."""
-    params = dict(model.named_parameters())
-    with _restored(model), torch.enable_grad():
-        for p in params.values():
-            p.grad = None
-        for n in names:
-            params[n].requires_grad_(True)
+    """The sharded model, scored in place (FSDP modules cannot be deep-copied) and restored
+    afterwards, its weights too (FORCE and first-order ProsPr step them in place here)."""
+    with borrowed(model, names, values=True), torch.enable_grad():
         yield
 
 

@@ -36,12 +36,13 @@ def layer_counts(sizes, keep: int) -> list[int]:
     return per
 
 
-def protect(scores: list, min_per_layer: int) -> list:
-    """Copies of ``scores`` whose best ``min_per_layer`` entries per tensor are raised to +inf,
-    so that a global top-k keeps them first (NaN ranks lowest)."""
+def protect(scores: list, min_per_layer: int, transform: str = "none") -> list:
+    """Copies of ``scores`` (of their magnitudes with ``transform="abs"``) whose best
+    ``min_per_layer`` entries per tensor are raised to +inf, so that a global top-k keeps them
+    first (NaN ranks lowest)."""
     out = []
     for s in scores:
-        s = s.detach().clone()
+        s = s.detach().abs() if transform == "abs" else s.detach().clone()
         k = min(min_per_layer, s.numel())
         if k:
             s[topk_mask([s], k, nan="low").masks[0]] = math.inf
@@ -49,7 +50,8 @@ def protect(scores: list, min_per_layer: int) -> list:
     return out
 
 
-def threshold(scores, keep: int, *, scope: str = "global", min_per_layer: int = 0, group=None):
+def threshold(scores, keep: int, *, scope: str = "global", min_per_layer: int = 0, group=None,
+              transform: str = "none"):
     """Keep-masks holding exactly ``keep`` of the scores (higher = kept, NaN lowest).
 
     Args:
@@ -61,6 +63,8 @@ def threshold(scores, keep: int, *, scope: str = "global", min_per_layer: int = 
             ``min_per_layer`` entries (all of a smaller layer), against layer collapse.
         group: a ``torch.distributed`` process group for the global ranking (each rank passes
             its own shards; see ``sp.topk_mask``).
+        transform: ``"abs"`` ranks the magnitudes of ``scores`` without making them
+            (``sp.topk_mask``'s ``transform``).
 
     Returns:
         Bool masks (True = kept) in the container type of ``scores``, same keys or order.
@@ -81,14 +85,15 @@ def threshold(scores, keep: int, *, scope: str = "global", min_per_layer: int = 
         if group is not None:
             raise ValueError("threshold: scope='layer' does not take a process group")
         per = layer_counts([t.numel() for t in tensors], keep)
-        masks = [topk_mask([t], k, nan="low").masks[0] for t, k in zip(tensors, per)]
+        masks = [topk_mask([t], k, nan="low", transform=transform).masks[0]
+                 for t, k in zip(tensors, per)]
     else:
         if min_per_layer:
             forced = sum(min(min_per_layer, t.numel()) for t in tensors)
             if forced > keep:
                 raise ValueError(f"threshold: min_per_layer={min_per_layer} keeps {forced} "
                                  f"entries, more than the {keep} the sparsity allows")
-            tensors = protect(tensors, min_per_layer)
-        masks = list(topk_mask(tensors, keep, nan="low", group=group).masks)
+            tensors, transform = protect(tensors, min_per_layer, transform), "none"
+        masks = list(topk_mask(tensors, keep, nan="low", group=group, transform=transform).masks)
     return dict(zip(names, masks)) if names is not None else masks
 

@@ -25,7 +25,7 @@ class GraspConfig:
     batches: int = option(1, at_least=1)
 
 
-@register("grasp", GraspConfig, absolute=False)
+@register("grasp", GraspConfig, absolute=False, in_place=True)
 def grasp_saliency(model, names, data, loss_fn, cfg: GraspConfig):
     batches = take_batches(data, cfg.batches, "grasp")
 

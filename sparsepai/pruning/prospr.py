@@ -9,11 +9,10 @@ respect to a multiplicative mask c on the initial weights:
 differentiated through all M steps (``first_order=False``), or approximated by
 |grad L(w_M, D_M) * w_init| (``first_order=True``). Every parameter takes part in the inner steps
 (biases and norm parameters too; only the prunable weights are masked) and the model is in train
-mode (batch statistics). The full meta-gradient runs the inner steps functionally
-(``torch.func.functional_call``) on copies of the parameters and buffers; the first-order
-version needs no graph through the steps and steps the private copy of the model in place
-(``torch.optim.SGD``; its running statistics change, which batch-statistics forwards do not
-read). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. The batches follow
+mode (batch statistics). Both versions run the inner steps functionally
+(``torch.func.functional_call``) on copies of the parameters and buffers, so the user's model
+is never stepped (it is scored in place and restored); the first-order version needs no graph
+through the steps and steps its copies inside the backward passes (see :func:`_first_order`). ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. The batches follow
 :class:`ProsprConfig` (``same_batch=False`` by default): D_0..D_M, M + 1 distinct batches (the
 paper's formulation); ``same_batch=True`` (the official code's protocol) makes D_0 serve every
 step and the meta-loss. The default score is the first-order one (``first_order=True``): the
@@ -29,7 +28,7 @@ import dataclasses
 import torch
 from tqdm.auto import tqdm
 
-from sparsepai.core.loss import loss_grads
+from sparsepai.core.loss import batch_loss, loss_grads
 from sparsepai.core.model import take_batches
 from sparsepai.core.options import option
 from sparsepai.core.registry import register
@@ -91,9 +90,69 @@ def concat_batches(batches: list):
 
 
 def _first_order(model, names, batches, loss_fn, cfg: ProsprConfig):
-    """grad L(w_M, D_M) * w_init (signed) after M plain SGD steps of the private copy itself: no graph
-    through the steps, so no functional copies of the weights either (the cost is the M + 1
-    forward/backward passes and the optimizer's in-place updates)."""
+    """grad L(w_M, D_M) * w_init (signed) after M plain SGD steps (no graph through the steps).
+
+    Only what is stepped is copied: every parameter, as a leaf of its own, and the buffers
+    (``torch.func.functional_call``); the user's weights stay w_init. Each copy is stepped the
+    moment its gradient is complete (a post-accumulate-grad hook, as an optimizer fused into
+    the backward), so no full set of gradients is ever held; in the meta-loss's backward each
+    weight's gradient becomes its saliency in place (times w_init) and the stepped copy it
+    replaces is released. Peak: the model, one copy of it, the activations (and the momentum).
+    An FSDP2-sharded model (its parameters are ``DTensor``s that FSDP gathers itself) is
+    stepped in place instead (:func:`_first_order_in_place`).
+    """
+    params = dict(model.named_parameters())
+    if any(hasattr(p, "to_local") for p in params.values()):
+        return _first_order_in_place(model, names, batches, loss_fn, cfg)
+    w = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    velocity: dict = {}
+
+    def sgd(n):
+        def hook(t):
+            g, t.grad = t.grad, None
+            if cfg.inner_momentum:  # v <- momentum * v + g (v = g first), as torch.optim.SGD
+                v = velocity.get(n)
+                g = velocity[n] = g if v is None else v.mul_(cfg.inner_momentum).add_(g)
+            with torch.no_grad():
+                t.add_(g, alpha=-cfg.inner_lr)
+        return hook
+
+    out: dict = {}
+
+    def saliency(n):
+        def hook(t):
+            out[n] = t.grad.mul_(params[n].detach())
+            t.grad = None
+            t.untyped_storage().resize_(0)  # w_M of this weight is not read again
+        return hook
+
+    handles = [w[n].register_post_accumulate_grad_hook(sgd(n)) for n in w]
+    try:
+        for m in tqdm(range(cfg.meta_steps), desc="prospr inner steps", leave=False):
+            batch_loss(model, batches[m], loss_fn, f"prospr inner step {m}",
+                       state=(w, buffers)).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    velocity.clear()
+    masked = set(names)
+    for n, t in w.items():
+        t.requires_grad_(n in masked)
+    handles = [w[n].register_post_accumulate_grad_hook(saliency(n)) for n in names]
+    try:
+        batch_loss(model, batches[cfg.meta_steps], loss_fn, "prospr meta-loss",
+                   state=(w, buffers)).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    # a weight the loss does not reach has a zero gradient
+    return {n: out[n] if n in out else torch.zeros_like(params[n]) for n in names}
+
+
+def _first_order_in_place(model, names, batches, loss_fn, cfg: ProsprConfig):
+    """The first-order saliency for a model stepped in place (the caller restores it): plain
+    SGD (``torch.optim.SGD``) on the model's own parameters, gradients from ``loss_grads``."""
     params = dict(model.named_parameters())
     init = {n: params[n].detach().clone() for n in names}
     for p in params.values():  # every parameter takes part in the inner steps
@@ -110,10 +169,10 @@ def _first_order(model, names, batches, loss_fn, cfg: ProsprConfig):
         opt.step()
     grads = loss_grads(model, [params[n] for n in names], batches[cfg.meta_steps], loss_fn,
                        "prospr meta-loss")
-    return {n: g * init[n] for n, g in zip(names, grads)}
+    return {n: g.mul_(init[n]) for n, g in zip(names, grads)}
 
 
-@register("prospr", ProsprConfig)
+@register("prospr", ProsprConfig, in_place=True)
 def meta_gradient(model, names, data, loss_fn, cfg: ProsprConfig) -> dict:
     """The signed dL(w_M, D_M)/dc per prunable weight (first order: grad L(w_M, D_M) * w_init).
 

@@ -16,7 +16,7 @@ class RandomConfig:
     seed: int = 0
 
 
-@register("random", RandomConfig, absolute=False)
+@register("random", RandomConfig, absolute=False, in_place=True)
 def random_saliency(model, names, data, loss_fn, cfg: RandomConfig):
     g = torch.Generator().manual_seed(cfg.seed)
     params = dict(model.named_parameters())
@@ -28,9 +28,9 @@ class MagnitudeConfig:
     """|w| at initialization."""
 
 
-@register("magnitude", MagnitudeConfig)
+@register("magnitude", MagnitudeConfig, in_place=True, sum_magnitudes=True)
 def magnitude_saliency(model, names, data, loss_fn, cfg: MagnitudeConfig):
-    """|w|: as a signed saliency it is already a magnitude, so that a channel's sum of it is the
-    filter's L1 norm."""
+    """The weights themselves (detached, no copy): the score is |w|, which the top-k op ranks
+    from w directly (``transform="abs"``); a channel's score sums |w| (the filter's L1 norm)."""
     params = dict(model.named_parameters())
-    return {n: params[n].detach().abs() for n in names}
+    return {n: params[n].detach() for n in names}

@@ -18,9 +18,10 @@ class SnipConfig:
     batches: int = option(1, at_least=1)
 
 
-@register("snip", SnipConfig)
+@register("snip", SnipConfig, in_place=True)
 def snip_saliency(model, names, data, loss_fn, cfg: SnipConfig):
+    """g * w, computed in the gradients' own buffers (no other full-size tensor)."""
     batches = take_batches(data, cfg.batches, "snip")
     g = summed_grads(model, names, batches, loss_fn, "snip")
     params = dict(model.named_parameters())
-    return {n: g[n] * params[n].detach() for n in names}
+    return {n: g[n].mul_(params[n].detach()) for n in names}

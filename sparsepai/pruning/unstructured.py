@@ -10,7 +10,7 @@ import warnings
 import torch
 
 from sparsepai.core.loss import default_loss
-from sparsepai.core.model import private_copy
+from sparsepai.core.model import scoring_model
 from sparsepai.core.options import (
     check_min_per_layer,
     check_no_nan,
@@ -32,10 +32,10 @@ def score_weights(model: torch.nn.Module, method: str, data=None, *, loss_fn=Non
     prunable = options.pop("prunable", None)
     cfg = make_config(m, options)
     names = prunable_names(model, prunable)
-    work = private_copy(model, names)
-    with explain_inference_mode("score", method), torch.enable_grad():
+    with explain_inference_mode("score", method), \
+            scoring_model(model, names, m.in_place) as work, torch.enable_grad():
         out = m.scores(m.saliency(work, names, data, default_loss(loss_fn), cfg))
-    return {n: out[n].detach() for n in names}
+        return {n: out[n].detach() for n in names}
 
 
 def prune_weights(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
@@ -59,13 +59,14 @@ def prune_weights(model: torch.nn.Module, method: str, sparsity: float, data=Non
     if forced > keep:
         raise ValueError(f"prune: min_per_layer={min_per_layer} keeps {forced} weights, more "
                          f"than the {keep} the sparsity allows")
-    def thresh(scores, keep):  # every round of an iterative method too
+    def thresh(scores, keep, transform="none"):  # every round of an iterative method too
         check_no_nan(method, scores)
-        return threshold(scores, keep, scope=scope, min_per_layer=min_per_layer)
+        return threshold(scores, keep, scope=scope, min_per_layer=min_per_layer,
+                         transform=transform)
 
-    with explain_inference_mode("prune", method), torch.enable_grad():
-        masks = m.masks(private_copy(model, names), names, data, default_loss(loss_fn), cfg, keep,
-                        thresh)
+    with explain_inference_mode("prune", method), \
+            scoring_model(model, names, m.in_place) as work, torch.enable_grad():
+        masks = m.masks(work, names, data, default_loss(loss_fn), cfg, keep, thresh)
     masks = {n: masks[n].to(params[n].device) for n in names}
     for n in names:
         if not bool(masks[n].any()):

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from sparsepai.core.model import private_copy
+from sparsepai.core.model import scoring_model
 from sparsepai.core.options import check_min_per_layer, check_no_nan, make_config
 from sparsepai.core.registry import get_method
 from sparsepai.ops.topk import topk_mask
@@ -63,11 +63,12 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
         out = {g.id: torch.rand(g.size, generator=gen) for g in groups}
         return cost.cost_weighted(out, model, graph, data, alpha)
     names = [f"{p}.weight" for g in groups for p in g.producers]
-    work = private_copy(model, names)
-    with torch.enable_grad():
-        sal = m.saliency(work, names, data, loss_fn, cfg)
     mods = dict(model.named_modules())
-    per = {n: _row_sum(rows_first(mods[n[:-7]], sal[n].detach())) for n in names}
+    with scoring_model(model, names, m.in_place) as work, torch.enable_grad():
+        sal = m.saliency(work, names, data, loss_fn, cfg)
+        per = {n: _row_sum(rows_first(mods[n[:-7]], sal[n].detach().abs() if m.sum_magnitudes
+                                      else sal[n].detach())) for n in names}
+        del sal
     out = {}
     for g in groups:
         # dL/dc for one mask entry per channel shared by every producer of the group is the sum

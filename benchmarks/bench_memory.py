@@ -1,0 +1,288 @@
+"""Peak memory and time of pruning at initialization on Llama models built from a config, and the
+channel graph of a Llama-3-8B config built on the meta device.
+
+For each model size and method, one fresh process builds the model (float32, random init, tied
+embeddings), reads its resident memory, resets the peak (``/proc/self/clear_refs``), runs
+``sp.prune(model, method, sparsity, data)`` and reads the peak resident memory (``VmHWM``) and
+the time. Reported against:
+
+- ``model``: the process's resident memory with the model built (the torch runtime included),
+  what the peak is divided by (``ratio``);
+- ``floor``: ``model`` + the masks (one byte per prunable weight) + what the method cannot do
+  without: SNIP the gradients of the prunable weights, first-order ProsPr one stepped copy of
+  every parameter, full ProsPr one copy per inner step plus the meta-loss's (the unrolled
+  weights its meta-gradient differentiates through), random its scores (4 bytes each);
+- SNIP's time against one forward + backward of the same batch (measured after pruning).
+
+The data is one 64-token sequence per batch (ProsPr reads meta_steps + 1 = 4 batches). Sizes:
+``0.1b``, ``0.5b``, ``0.9b`` (the 0.88B Llama: hidden 2048, intermediate 5504, 16 layers,
+16 heads, vocab 32000). Full ProsPr (second order through its 3 inner steps) runs at 0.1B only.
+
+    python benchmarks/bench_memory.py                      # every size and method, the 8B graph
+    python benchmarks/bench_memory.py --sizes 0.9b --methods magnitude,snip
+    python benchmarks/bench_memory.py --code ../other-checkout --tag before   # another version
+
+Holds /tmp/sparsepai-timing.lock while measuring and runs one process at a time (the 0.88B
+cases need up to ~11 GiB). Results: benchmarks/results/memory.{json,md} with the command, the
+CPU and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CODE_ENV = "BENCH_MEMORY_CODE"  # the checkout a child process measures
+sys.path.insert(0, os.environ.get(CODE_ENV, ROOT))
+sys.path.insert(0, HERE)
+from machine import cpu_name  # noqa: E402
+
+OUT = os.path.join(HERE, "results")
+LOCK = "/tmp/sparsepai-timing.lock"
+GiB = 2 ** 30
+
+SIZES = {  # name -> LlamaConfig fields (tied embeddings, vocab 32000)
+    "0.1b": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                 num_attention_heads=12),
+    "0.5b": dict(hidden_size=1536, intermediate_size=4096, num_hidden_layers=16,
+                 num_attention_heads=16),
+    "0.9b": dict(hidden_size=2048, intermediate_size=5504, num_hidden_layers=16,
+                 num_attention_heads=16),
+}
+METHODS = {  # name -> (sp.prune method, options)
+    "magnitude": ("magnitude", {}),
+    "random": ("random", {}),
+    "snip": ("snip", {}),
+    "prospr_first_order": ("prospr", {"first_order": True}),
+    "prospr": ("prospr", {}),
+}
+FULL_PROSPR_SIZES = ("0.1b",)
+LLAMA3_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                 max_position_embeddings=8192, tie_word_embeddings=False)
+
+
+def _status(field: str) -> int:
+    """A ``VmRSS``/``VmHWM`` line of /proc/self/status, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:  # 5: reset the peak resident set size
+        f.write("5")
+
+
+def _llama(size):
+    import torch
+    import transformers as tf
+
+    cfg = tf.LlamaConfig(vocab_size=32000, max_position_embeddings=2048, tie_word_embeddings=True,
+                         **SIZES[size])
+    torch.manual_seed(0)
+    return tf.LlamaForCausalLM(cfg)
+
+
+def one(size: str, method: str, sparsity: float, threads: int) -> dict:
+    """One method on one model size, in this (fresh) process."""
+    import gc
+
+    import torch
+
+    import sparsepai as sp
+    from sparsepai.pruning.base import cross_entropy, prunable_names
+
+    torch.set_num_threads(threads)
+    model = _llama(size)
+    g = torch.Generator().manual_seed(1)
+    data = [(ids, ids) for ids in (torch.randint(0, 32000, (1, 64), generator=g)
+                                   for _ in range(4))]
+    name, opts = METHODS[method]
+    names = prunable_names(model)
+    params = dict(model.named_parameters())
+    n_prunable = sum(params[n].numel() for n in names)
+    n_params = sum(p.numel() for p in model.parameters())
+    gc.collect()
+    rss_model = _status("VmRSS")
+    _reset_peak()
+    t0 = time.perf_counter()
+    masks = sp.prune(model, name, sparsity, data, **opts)
+    seconds = time.perf_counter() - t0
+    peak = _status("VmHWM")
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert kept == n_prunable - round(sparsity * n_prunable)
+    del masks
+    gc.collect()
+    # one forward + backward of the first batch, for the gradient methods' time
+    weights = [params[n] for n in names]
+    t0 = time.perf_counter()
+    loss = cross_entropy(model(input_ids=data[0][0]).logits, data[0][1])
+    torch.autograd.grad(loss, weights)
+    fwd_bwd = time.perf_counter() - t0
+    steps = 3
+    extra = {"magnitude": 0, "random": 4 * n_prunable, "snip": 4 * n_prunable,
+             "prospr_first_order": 4 * n_params, "prospr": 4 * n_params * (steps + 1)}[method]
+    floor = rss_model + n_prunable + extra
+    return {"size": size, "method": method, "sparsity": sparsity, "params": n_params,
+            "prunable": n_prunable, "seconds": seconds, "fwd_bwd_seconds": fwd_bwd,
+            "rss_model": rss_model, "peak": peak, "floor": floor,
+            "ratio": peak / rss_model, "floor_ratio": floor / rss_model,
+            "over_floor": peak / floor}
+
+
+def _llama_count(h, inter, layers, heads, kv, head_dim, vocab, tied) -> int:
+    """Parameters of a Llama from its config, counted by hand (the independent check)."""
+    attn = h * heads * head_dim + 2 * h * kv * head_dim + heads * head_dim * h
+    per_layer = attn + 3 * h * inter + 2 * h
+    return vocab * h * (1 if tied else 2) + layers * per_layer + h
+
+
+def graph8b(threads: int) -> dict:
+    """The channel graph of a Llama-3-8B config on the meta device, and its slim model."""
+    import torch
+    import transformers as tf
+
+    import sparsepai as sp
+    from sparsepai.structured.graph import analyse
+
+    torch.set_num_threads(threads)
+    c = LLAMA3_8B
+    with torch.device("meta"):
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(**c))
+    ids = {"input_ids": torch.zeros(1, 16, dtype=torch.long)}
+    t0 = time.perf_counter()
+    graph = analyse(model, ids)
+    seconds = time.perf_counter() - t0
+    groups = graph.prunable_groups()
+    heads = [g for g in groups if g.expand]
+    mlp = [g for g in groups if not g.expand]
+    t0 = time.perf_counter()
+    masks = sp.prune(model, "random", 0.5, structured=True, unit="channels", scope="layer",
+                     example_inputs=ids)
+    prune_seconds = time.perf_counter() - t0
+    small = sp.slim(model, masks)
+    hd = c["hidden_size"] // c["num_attention_heads"]
+    dense = _llama_count(c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"],
+                         c["num_attention_heads"], c["num_key_value_heads"], hd,
+                         c["vocab_size"], False)
+    # half of every layer's key/value heads (with their query heads) and MLP features
+    want = _llama_count(c["hidden_size"], c["intermediate_size"] // 2, c["num_hidden_layers"],
+                        c["num_attention_heads"] // 2, c["num_key_value_heads"] // 2, hd,
+                        c["vocab_size"], False)
+    got = sum(p.numel() for p in small.parameters())
+    return {"graph_seconds": seconds, "prune_seconds": prune_seconds,
+            "peak": _status("VmHWM"), "head_groups": len(heads),
+            "kv_heads_per_group": sorted({g.size for g in heads}),
+            "mlp_groups": len(mlp), "mlp_features": sorted({g.size for g in mlp}),
+            "dense_params": sum(p.numel() for p in model.parameters()),
+            "dense_params_expected": dense, "slim_params": got, "slim_params_expected": want,
+            "slim_on_meta": all(p.is_meta for p in small.parameters())}
+
+
+def _run_child(args, code, *child):
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **{CODE_ENV: code})
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *child,
+                          "--threads", str(args.threads), "--sparsity", str(args.sparsity)],
+                         capture_output=True, text=True, env=env, cwd=code)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _table(rec) -> str:
+    lines = [f"# Pruning memory ({rec['cpu']}, {rec['threads']} threads)", "",
+             f"`{rec['command']}`", "",
+             f"Load average before: {rec['load_before']}. Sparsity {rec['sparsity']}. "
+             "`model`: resident memory with the model built (torch runtime included); "
+             "`peak`: resident peak during `sp.prune`; `floor`: model + masks + the method's "
+             "inherent buffers.", "",
+             "| code | size | params | method | time s | fwd+bwd s | model GiB | peak GiB | "
+             "peak / model | floor / model | peak / floor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rec["runs"]:
+        if "error" in r:
+            lines.append(f"| {r['tag']} | {r['size']} | | {r['method']} | error: {r['error']} "
+                         "| | | | | | |")
+            continue
+        lines.append(
+            f"| {r['tag']} | {r['size']} | {r['params'] / 1e9:.2f}B | {r['method']} | "
+            f"{r['seconds']:.2f} | {r['fwd_bwd_seconds']:.2f} | {r['rss_model'] / GiB:.2f} | "
+            f"{r['peak'] / GiB:.2f} | {r['ratio']:.2f}x | {r['floor_ratio']:.2f}x | "
+            f"{r['over_floor']:.2f} |")
+    g = rec.get("graph8b")
+    if g:
+        lines += ["", "## Llama-3-8B config on the meta device", "",
+                  f"Graph (capture + walk + probe): {g['graph_seconds']:.1f} s; "
+                  f"`sp.prune(random, structured, 50% per layer)` {g['prune_seconds']:.1f} s; "
+                  f"process peak {g['peak'] / GiB:.2f} GiB. {g['head_groups']} attention groups "
+                  f"of {g['kv_heads_per_group']} key/value heads, {g['mlp_groups']} MLP groups "
+                  f"of {g['mlp_features']} features. Dense {g['dense_params']:,} parameters "
+                  f"(by hand {g['dense_params_expected']:,}); slim {g['slim_params']:,} "
+                  f"(by hand from the narrowed config {g['slim_params_expected']:,}), on meta: "
+                  f"{g['slim_on_meta']}."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default=",".join(SIZES))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--sparsity", type=float, default=0.9)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-graph", action="store_true", help="skip the 8B meta graph")
+    ap.add_argument("--code", default=ROOT, help="the checkout whose sparsepai is measured")
+    ap.add_argument("--tag", default="this")
+    ap.add_argument("--merge", action="store_true",
+                    help="add to the existing results instead of replacing them")
+    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--one", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
+    ap.add_argument("--graph8b", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(*args.one, args.sparsity, args.threads)))
+        return
+    if args.graph8b:
+        print(json.dumps(graph8b(args.threads)))
+        return
+    from sparsepai import _io
+
+    path = os.path.join(args.out, "memory.json")
+    rec = {"runs": []}
+    if args.merge and os.path.exists(path):
+        with open(path) as f:
+            rec = json.load(f)
+    rec.update({"cpu": cpu_name(), "threads": args.threads, "sparsity": args.sparsity,
+                "command": "python benchmarks/bench_memory.py " + " ".join(sys.argv[1:]),
+                "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())})
+    code = os.path.abspath(args.code)
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for size in args.sizes.split(","):
+            for method in args.methods.split(","):
+                if method == "prospr" and size not in FULL_PROSPR_SIZES:
+                    continue
+                r = _run_child(args, code, "--one", size, method)
+                r.update(size=size, method=method, tag=args.tag)
+                rec["runs"] = [x for x in rec["runs"] if (x["tag"], x["size"], x["method"])
+                               != (args.tag, size, method)] + [r]
+                print(json.dumps(r), flush=True)
+        if not args.no_graph:
+            rec["graph8b"] = _run_child(args, code, "--graph8b")
+            print(json.dumps(rec["graph8b"]), flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    _io.atomic_write_json(path, rec)
+    _io.atomic_write_bytes(os.path.join(args.out, "memory.md"), _table(rec).encode())
+
+
+if __name__ == "__main__":
+    main()

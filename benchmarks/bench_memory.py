@@ -93,9 +93,12 @@ def _llama(size):
     return tf.LlamaForCausalLM(cfg)
 
 
-def one(size: str, method: str, sparsity: float, threads: int) -> dict:
-    """One method on one model size, in this (fresh) process."""
+def one(size: str, method: str, sparsity: float, threads: int, repeat: int) -> dict:
+    """One method on one model size, in this (fresh) process: the peak of the first
+    ``sp.prune``, then ``repeat`` more rounds of one forward + backward and one ``sp.prune``,
+    interleaved (``*_median``: the medians over those rounds)."""
     import gc
+    import statistics
 
     import torch
 
@@ -123,18 +126,32 @@ def one(size: str, method: str, sparsity: float, threads: int) -> dict:
     assert kept == n_prunable - round(sparsity * n_prunable)
     del masks
     gc.collect()
-    # one forward + backward of the first batch, for the gradient methods' time
     weights = [params[n] for n in names]
-    t0 = time.perf_counter()
-    loss = cross_entropy(model(input_ids=data[0][0]).logits, data[0][1])
-    torch.autograd.grad(loss, weights)
-    fwd_bwd = time.perf_counter() - t0
+
+    def fwd_bwd_once():  # one forward + backward of the first batch
+        t0 = time.perf_counter()
+        loss = cross_entropy(model(input_ids=data[0][0]).logits, data[0][1])
+        torch.autograd.grad(loss, weights)
+        return time.perf_counter() - t0
+
+    def prune_once():
+        t0 = time.perf_counter()
+        sp.prune(model, name, sparsity, data, **opts)
+        return time.perf_counter() - t0
+
+    fwd_bwd = [fwd_bwd_once()]
+    again = []
+    for _ in range(repeat):
+        again.append(prune_once())
+        fwd_bwd.append(fwd_bwd_once())
     steps = 3
     extra = {"magnitude": 0, "random": 4 * n_prunable, "snip": 4 * n_prunable,
              "prospr_first_order": 4 * n_params, "prospr": 4 * n_params * (steps + 1)}[method]
     floor = rss_model + n_prunable + extra
     return {"size": size, "method": method, "sparsity": sparsity, "params": n_params,
-            "prunable": n_prunable, "seconds": seconds, "fwd_bwd_seconds": fwd_bwd,
+            "prunable": n_prunable, "seconds": seconds, "fwd_bwd_seconds": fwd_bwd[0],
+            "seconds_median": statistics.median(again) if again else None,
+            "fwd_bwd_median": statistics.median(fwd_bwd), "repeat": repeat,
             "rss_model": rss_model, "peak": peak, "floor": floor,
             "ratio": peak / rss_model, "floor_ratio": floor / rss_model,
             "over_floor": peak / floor}
@@ -192,20 +209,28 @@ def graph8b(threads: int) -> dict:
 def _run_child(args, code, *child):
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **{CODE_ENV: code})
     out = subprocess.run([sys.executable, os.path.abspath(__file__), *child,
-                          "--threads", str(args.threads), "--sparsity", str(args.sparsity)],
+                          "--threads", str(args.threads), "--sparsity", str(args.sparsity),
+                          "--repeat", str(args.repeat)],
                          capture_output=True, text=True, env=env, cwd=code)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _med(x) -> str:
+    return f" ({x:.2f})" if x is not None else ""
+
+
 def _table(rec) -> str:
     lines = [f"# Pruning memory ({rec['cpu']}, {rec['threads']} threads)", "",
-             f"`{rec['command']}`", "",
+             *[f"`{c}`" for c in rec.get("commands", [rec.get("command")])], "",
              f"Load average before: {rec['load_before']}. Sparsity {rec['sparsity']}. "
              "`model`: resident memory with the model built (torch runtime included); "
              "`peak`: resident peak during `sp.prune`; `floor`: model + masks + the method's "
              "inherent buffers.", "",
+             "`time`: the first `sp.prune` of the process (median of the repeats after it); "
+             "`fwd+bwd`: one forward and backward of the batch after it (median over the "
+             "process).", "",
              "| code | size | params | method | time s | fwd+bwd s | model GiB | peak GiB | "
              "peak / model | floor / model | peak / floor |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -216,7 +241,8 @@ def _table(rec) -> str:
             continue
         lines.append(
             f"| {r['tag']} | {r['size']} | {r['params'] / 1e9:.2f}B | {r['method']} | "
-            f"{r['seconds']:.2f} | {r['fwd_bwd_seconds']:.2f} | {r['rss_model'] / GiB:.2f} | "
+            f"{r['seconds']:.2f}{_med(r.get('seconds_median'))} | "
+            f"{r.get('fwd_bwd_median', r['fwd_bwd_seconds']):.2f} | {r['rss_model'] / GiB:.2f} | "
             f"{r['peak'] / GiB:.2f} | {r['ratio']:.2f}x | {r['floor_ratio']:.2f}x | "
             f"{r['over_floor']:.2f} |")
     g = rec.get("graph8b")
@@ -239,6 +265,8 @@ def main():
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=0,
+                    help="more interleaved rounds of fwd+bwd and sp.prune per process (times)")
     ap.add_argument("--no-graph", action="store_true", help="skip the 8B meta graph")
     ap.add_argument("--code", default=ROOT, help="the checkout whose sparsepai is measured")
     ap.add_argument("--tag", default="this")
@@ -249,7 +277,7 @@ def main():
     ap.add_argument("--graph8b", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(*args.one, args.sparsity, args.threads)))
+        print(json.dumps(one(*args.one, args.sparsity, args.threads, args.repeat)))
         return
     if args.graph8b:
         print(json.dumps(graph8b(args.threads)))
@@ -261,9 +289,11 @@ def main():
     if args.merge and os.path.exists(path):
         with open(path) as f:
             rec = json.load(f)
+    command = "python benchmarks/bench_memory.py " + " ".join(sys.argv[1:])
     rec.update({"cpu": cpu_name(), "threads": args.threads, "sparsity": args.sparsity,
-                "command": "python benchmarks/bench_memory.py " + " ".join(sys.argv[1:]),
+                "commands": rec.get("commands", []) + [command],
                 "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())})
+    rec.pop("command", None)
     code = os.path.abspath(args.code)
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

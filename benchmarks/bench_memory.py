@@ -118,9 +118,9 @@ def one(size: str, method: str, sparsity: float, threads: int, repeat: int) -> d
     gc.collect()
     rss_model = _status("VmRSS")
     _reset_peak()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     masks = sp.prune(model, name, sparsity, data, **opts)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = _status("VmHWM")
     kept = sum(int(m.sum()) for m in masks.values())
     assert kept == n_prunable - round(sparsity * n_prunable)
@@ -128,30 +128,35 @@ def one(size: str, method: str, sparsity: float, threads: int, repeat: int) -> d
     gc.collect()
     weights = [params[n] for n in names]
 
-    def fwd_bwd_once():  # one forward + backward of the first batch
-        t0 = time.perf_counter()
+    def fwd_bwd_once():  # one forward + backward of the first batch: (wall, CPU) seconds
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = cross_entropy(model(input_ids=data[0][0]).logits, data[0][1])
         torch.autograd.grad(loss, weights)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     def prune_once():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sp.prune(model, name, sparsity, data, **opts)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
-    fwd_bwd = [fwd_bwd_once()]
+    fb = [fwd_bwd_once()]
     again = []
     for _ in range(repeat):
         again.append(prune_once())
-        fwd_bwd.append(fwd_bwd_once())
+        fb.append(fwd_bwd_once())
+    fwd_bwd = [w for w, _ in fb]
     steps = 3
     extra = {"magnitude": 0, "random": 4 * n_prunable, "snip": 4 * n_prunable,
              "prospr_first_order": 4 * n_params, "prospr": 4 * n_params * (steps + 1)}[method]
     floor = rss_model + n_prunable + extra
     return {"size": size, "method": method, "sparsity": sparsity, "params": n_params,
             "prunable": n_prunable, "seconds": seconds, "fwd_bwd_seconds": fwd_bwd[0],
-            "seconds_median": statistics.median(again) if again else None,
+            "seconds_median": statistics.median(w for w, _ in again) if again else None,
             "fwd_bwd_median": statistics.median(fwd_bwd), "repeat": repeat,
+            # CPU seconds (all threads): what contention from other jobs distorts least
+            "cpu_seconds": cpu, "cpu_seconds_median":
+                statistics.median(c for _, c in again) if again else None,
+            "fwd_bwd_cpu_median": statistics.median(c for _, c in fb),
             "rss_model": rss_model, "peak": peak, "floor": floor,
             "ratio": peak / rss_model, "floor_ratio": floor / rss_model,
             "over_floor": peak / floor}
@@ -221,6 +226,13 @@ def _med(x) -> str:
     return f" ({x:.2f})" if x is not None else ""
 
 
+def _cpu(r) -> str:
+    if "cpu_seconds" not in r:
+        return ""
+    c = r["cpu_seconds_median"] if r.get("cpu_seconds_median") is not None else r["cpu_seconds"]
+    return f"{c:.1f} / {r['fwd_bwd_cpu_median']:.1f}"
+
+
 def _table(rec) -> str:
     lines = [f"# Pruning memory ({rec['cpu']}, {rec['threads']} threads)", "",
              *[f"`{c}`" for c in rec.get("commands", [rec.get("command")])], "",
@@ -230,19 +242,21 @@ def _table(rec) -> str:
              "inherent buffers.", "",
              "`time`: the first `sp.prune` of the process (median of the repeats after it); "
              "`fwd+bwd`: one forward and backward of the batch after it (median over the "
-             "process).", "",
-             "| code | size | params | method | time s | fwd+bwd s | model GiB | peak GiB | "
-             "peak / model | floor / model | peak / floor |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "process); `CPU s`: the same in CPU seconds of all threads (medians), which other "
+             "jobs on the machine distort least.", "",
+             "| code | size | params | method | time s | fwd+bwd s | CPU s prune / fwd+bwd | "
+             "model GiB | peak GiB | peak / model | floor / model | peak / floor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rec["runs"]:
         if "error" in r:
             lines.append(f"| {r['tag']} | {r['size']} | | {r['method']} | error: {r['error']} "
-                         "| | | | | | |")
+                         "| | | | | | | |")
             continue
         lines.append(
             f"| {r['tag']} | {r['size']} | {r['params'] / 1e9:.2f}B | {r['method']} | "
             f"{r['seconds']:.2f}{_med(r.get('seconds_median'))} | "
-            f"{r.get('fwd_bwd_median', r['fwd_bwd_seconds']):.2f} | {r['rss_model'] / GiB:.2f} | "
+            f"{r.get('fwd_bwd_median', r['fwd_bwd_seconds']):.2f} | {_cpu(r)} | "
+            f"{r['rss_model'] / GiB:.2f} | "
             f"{r['peak'] / GiB:.2f} | {r['ratio']:.2f}x | {r['floor_ratio']:.2f}x | "
             f"{r['over_floor']:.2f} |")
     g = rec.get("graph8b")
@@ -291,7 +305,8 @@ def main():
             rec = json.load(f)
     command = "python benchmarks/bench_memory.py " + " ".join(sys.argv[1:])
     rec.update({"cpu": cpu_name(), "threads": args.threads, "sparsity": args.sparsity,
-                "commands": rec.get("commands", []) + [command],
+                "commands": rec.get("commands", [rec["command"]] if "command" in rec else [])
+                + [command],
                 "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())})
     rec.pop("command", None)
     code = os.path.abspath(args.code)

@@ -103,7 +103,8 @@ def one(size: str, method: str, sparsity: float, threads: int, repeat: int) -> d
     import torch
 
     import sparsepai as sp
-    from sparsepai.pruning.base import cross_entropy, prunable_names
+    from sparsepai.core.loss import cross_entropy
+    from sparsepai.core.prunable import prunable_names
 
     torch.set_num_threads(threads)
     model = _llama(size)

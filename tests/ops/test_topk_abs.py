@@ -14,7 +14,7 @@ from sparsepai.ops.topk_ref import (
     threshold_masks_ref,
     topk_mask_ref,
 )
-from sparsepai.triton import has_triton
+from sparsepai.ops._triton import has_triton
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 needs_ext = pytest.mark.skipif(not has_extension(), reason="compiled extension not built")

@@ -9,9 +9,12 @@
 TORCH_LIBRARY(sparsepai, m) {
   // Global top-k over a list of tensors: (threshold, masks). Threshold is 0-d in the common
   // dtype of the scores.
-  m.def("topk_mask(Tensor[] scores, int k, bool largest, int nan, int transform=0) -> (Tensor, Tensor[])");
+  m.def(
+      "topk_mask(Tensor[] scores, int k, bool largest, int nan, int transform=0) -> "
+      "(Tensor, Tensor[])");
   // The threshold alone.
-  m.def("kth_largest(Tensor[] scores, int k, bool largest, int nan, int transform=0) -> Tensor");
+  m.def(
+      "kth_largest(Tensor[] scores, int k, bool largest, int nan, int transform=0) -> Tensor");
   // int64 histogram of one radix digit of the keys, over keys whose higher bits equal prefix.
   m.def(
       "key_histogram(Tensor[] scores, int shift, int bits, int prefix, bool largest, int nan, "

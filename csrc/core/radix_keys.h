@@ -230,7 +230,8 @@ SP_HD typename Fmt::Bits load_key_abs(const void* data, int64_t i, Dtype src, in
   switch (src) {
     case Dtype::kF16:
     case Dtype::kBF16: {
-      const uint16_t r = uint16_t(static_cast<const uint16_t*>(data)[i] & (abs ? 0x7FFFu : 0xFFFFu));
+      const uint16_t r =
+          uint16_t(static_cast<const uint16_t*>(data)[i] & (abs ? 0x7FFFu : 0xFFFFu));
       return load_key<Fmt>(&r, 0, src, nan_mode, largest);
     }
     case Dtype::kF32: {

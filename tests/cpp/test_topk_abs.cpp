@@ -70,7 +70,8 @@ TEST(abs_keys_are_keys_of_the_magnitude) {
               order_key<Bf16Fmt>(h, nan_mode, largest));
         TensorView v;
         v.abs = true;
-        CHECK(FastKey<Fp16Fmt>(nan_mode, largest).of(v)(h) == order_key<Fp16Fmt>(m, nan_mode, largest));
+        CHECK(FastKey<Fp16Fmt>(nan_mode, largest).of(v)(h) ==
+              order_key<Fp16Fmt>(m, nan_mode, largest));
       }
   const double vals[] = {-0.0, 0.0, -1.5, 1.5, -INFINITY, -NAN, 3e-310, -3e-310};
   for (double d : vals) {

@@ -61,7 +61,7 @@ METHODS = {  # name -> (sp.prune method, options)
     "random": ("random", {}),
     "snip": ("snip", {}),
     "prospr_first_order": ("prospr", {"first_order": True}),
-    "prospr": ("prospr", {}),
+    "prospr": ("prospr", {"first_order": False}),
 }
 FULL_PROSPR_SIZES = ("0.1b",)
 LLAMA3_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,

@@ -10,9 +10,43 @@ import json
 import os
 import statistics
 from sparsepai import _io
+from sparsepai.masks.ablate import ABLATIONS
 
 CSV_FIELDS = ("method", "sparsity", "seed", "test_acc", "prune_seconds", "kept", "prunable",
               "train_loss", "rounds", "ablation")
+
+
+AFTER_TRAINING = ("lottery", "magnitude_after_training")
+
+
+def resolve(cfg, label: str) -> tuple:
+    """``(method name, options)`` of a label of ``cfg.methods``."""
+    for lab, method, options in cfg.method_options:
+        if lab == label:
+            return method, dict(options)
+    return label, {}
+
+
+def labels(cfg) -> list:
+    """``(label, method, options)`` of every entry of ``cfg.methods``."""
+    return [(label, *resolve(cfg, label)) for label in cfg.methods]
+
+
+def row_labels(cfg) -> list:
+    """The labels of the sweep's rows in report order: each method, then its ablated variants
+    (``"<label>+<ablation>"``; after-training methods have none)."""
+    out = []
+    for label, method, _ in labels(cfg):
+        out.append(label)
+        if method not in AFTER_TRAINING:
+            out += [f"{label}+{a}" for a in cfg.ablations]
+    return out
+
+
+def split_ablation(label: str) -> tuple:
+    """``(method label, ablation or None)`` of a row label."""
+    base, plus, a = label.rpartition("+")
+    return (base, a) if plus and a in ABLATIONS else (label, None)
 
 
 def summarize(rows):
@@ -25,8 +59,6 @@ def summarize(rows):
 
 
 def table(rows, cfg) -> str:
-    from sparsepai.experiments.sweep import row_labels
-
     s = summarize(rows)
     methods = row_labels(cfg)
     w = max([11] + [len(m) + 1 for m in methods])
@@ -106,8 +138,6 @@ def plot(rows, cfg, path: str, structured: dict | None = None):
         _plot_line(ax2, structured)
     else:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    from sparsepai.experiments.sweep import row_labels, split_ablation
-
     xs = [100 * (1 - x) for x in cfg.sparsities]  # percent of weights remaining
     color, styles = {}, {None: ("-", "o"), "shuffle": (":", "s"), "reinit": ("--", "^"),
                          "invert": ("-.", "v")}

@@ -23,13 +23,13 @@ from sparsepai.experiments.data import NAMES as DATASETS
 from sparsepai.experiments.data import load_dataset, loader
 from sparsepai.experiments.models import NAMES as MODELS
 from sparsepai.experiments.models import get_model
-from sparsepai.experiments.report import write_summary
+from sparsepai.experiments.report import (AFTER_TRAINING, labels, resolve, row_labels,  # noqa: F401
+                                          split_ablation, write_summary)
 from sparsepai.experiments.train import TrainConfig, train
 from sparsepai.pruning import prune_after_training
 
 ALL_METHODS = ("random", "magnitude", "snip", "grasp", "synflow", "force", "prospr")
 # baselines that train first: one train-prune-rewind run per seed serves every sparsity
-AFTER_TRAINING = ("lottery", "magnitude_after_training")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,41 +62,12 @@ class SweepConfig:
 REINIT_SEED_OFFSET = 10_000
 
 
-def resolve(cfg: SweepConfig, label: str) -> tuple:
-    """``(method name, options)`` of a label of ``cfg.methods``."""
-    for lab, method, options in cfg.method_options:
-        if lab == label:
-            return method, dict(options)
-    return label, {}
-
-
 CONFIG_FILE, LOG_FILE = "config.json", "runs.jsonl"
 # held (flock) by the process writing the folder; the kernel releases it if that process dies
 LOCK_FILE = ".sparsepai-sweep.lock"
 
 
-def labels(cfg: SweepConfig) -> list:
-    """``(label, method, options)`` of every entry of ``cfg.methods``."""
-    return [(label, *resolve(cfg, label)) for label in cfg.methods]
 
-
-def row_labels(cfg: SweepConfig) -> list:
-    """The labels of the sweep's rows in report order: each method, then its ablated variants
-    (``"<label>+<ablation>"``; after-training methods have none)."""
-    out = []
-    for label, method, _ in labels(cfg):
-        out.append(label)
-        if method not in AFTER_TRAINING:
-            out += [f"{label}+{a}" for a in cfg.ablations]
-    return out
-
-
-def split_ablation(label: str) -> tuple:
-    """``(method label, ablation or None)`` of a row label."""
-    from sparsepai.masks.ablate import ABLATIONS
-
-    base, plus, a = label.rpartition("+")
-    return (base, a) if plus and a in ABLATIONS else (label, None)
 
 
 def check_config(cfg: SweepConfig) -> None:

@@ -66,15 +66,18 @@ class ProsprConfig:
     inner_step: str = option("sgd", choices=("sgd", "relative"))
 
 
-def step_sizes(params: list, grads: list, cfg: ProsprConfig) -> list:
-    """Each tensor's inner learning rate (see ``ProsprConfig.inner_step``), a float."""
+def step_size(p: torch.Tensor, g: torch.Tensor, cfg: ProsprConfig) -> float:
+    """One tensor's inner learning rate (see ``ProsprConfig.inner_step``) from its initial value
+    ``p`` and its first inner gradient ``g``."""
     if cfg.inner_step == "sgd":
-        return [cfg.inner_lr] * len(params)
-    out = []
-    for p, g in zip(params, grads):
-        pn, gn = float(p.detach().norm()), float(g.detach().norm())
-        out.append(cfg.inner_lr * pn / gn if pn > 0 and gn > 0 else cfg.inner_lr)
-    return out
+        return cfg.inner_lr
+    pn, gn = float(p.detach().norm()), float(g.detach().norm())
+    return cfg.inner_lr * pn / gn if pn > 0 and gn > 0 else cfg.inner_lr
+
+
+def step_sizes(params: list, grads: list, cfg: ProsprConfig) -> list:
+    """Each tensor's inner learning rate (see :func:`step_size`), a float."""
+    return [step_size(p, g, cfg) for p, g in zip(params, grads)]
 
 
 def concat_batches(batches: list):
@@ -108,15 +111,18 @@ def _first_order(model, names, batches, loss_fn, cfg: ProsprConfig):
     w = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     velocity: dict = {}
+    lrs: dict = {}  # each copy's inner learning rate, set by its first gradient
 
     def sgd(n):
         def hook(t):
             g, t.grad = t.grad, None
+            if n not in lrs:  # t is still w_init here, and g the first inner gradient
+                lrs[n] = step_size(t, g, cfg)
             if cfg.inner_momentum:  # v <- momentum * v + g (v = g first), as torch.optim.SGD
                 v = velocity.get(n)
                 g = velocity[n] = g if v is None else v.mul_(cfg.inner_momentum).add_(g)
             with torch.no_grad():
-                t.add_(g, alpha=-cfg.inner_lr)
+                t.add_(g, alpha=-lrs[n])
         return hook
 
     out: dict = {}

@@ -75,9 +75,8 @@ void check_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k
   Csr m = random_csr(o, c * kk, c, kk, density, seed, gen, empty_rows);
   std::vector<T> vals = values_of<T>(m, c * kk);
   std::vector<T> x(size_t(n * c * h * w)), gy(size_t(n * o * g.oh * g.ow)), bias(size_t(o), T(0));
-  for (auto& v : x) v = T(u(gen));
-  for (auto& v : gy) v = T(u(gen));
-  for (auto& v : bias) v = T(u(gen));
+  for (std::vector<T>* v : {&x, &gy, &bias})
+    for (auto& e : *v) e = T(u(gen));
   ThreadPar par{threads};
   SpWorkspace ws;
   std::vector<T> y(gy.size()), gx(x.size()), gw(vals.size());
@@ -129,9 +128,8 @@ void check_linear(int64_t tokens, int64_t in_f, int64_t out_f, double density, i
   Csr m = random_csr(out_f, in_f, in_f, 1, density, seed, gen, true);
   std::vector<T> vals = values_of<T>(m, in_f);
   std::vector<T> x(size_t(tokens * in_f)), gy(size_t(tokens * out_f)), bias(size_t(out_f), T(0));
-  for (auto& v : x) v = T(u(gen));
-  for (auto& v : gy) v = T(u(gen));
-  for (auto& v : bias) v = T(u(gen));
+  for (std::vector<T>* v : {&x, &gy, &bias})
+    for (auto& e : *v) e = T(u(gen));
   ThreadPar par{threads};
   SpWorkspace ws;
   std::vector<T> y(gy.size()), gx(x.size()), gw(vals.size());

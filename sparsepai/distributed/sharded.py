@@ -113,10 +113,11 @@ def _threshold(params, group, method: str):
 
 
 @contextlib.contextmanager
-def _scoring(model, names):
+def _scoring(model, names, m):
     """The sharded model, scored in place (FSDP modules cannot be deep-copied) and restored
-    afterwards, its weights too (FORCE and first-order ProsPr step them in place here)."""
-    with borrowed(model, names, values=True), torch.enable_grad():
+    afterwards; its weights too for a method that steps them (FORCE). The others copy no weight
+    here: magnitude and SNIP change none, first-order ProsPr restores what it steps itself."""
+    with borrowed(model, names, values=not m.in_place), torch.enable_grad():
         yield
 
 
@@ -148,7 +149,7 @@ def _prepare(model, method, loss_fn, group, options):
 def score_sharded(model, method, data, loss_fn, group, options) -> dict:
     """``sp.score(..., group=)`` for a sharded model: ``{name: DTensor scores}``."""
     loss_fn, names, m, cfg, params = _prepare(model, method, loss_fn, group, options)
-    with _scoring(model, names):
+    with _scoring(model, names, m):
         scores = m.scores(m.saliency(model, names, data, loss_fn, cfg))
     return {n: _dtensor_like(_local(scores[n]).detach(), params[n]) for n in names}
 
@@ -164,7 +165,7 @@ def prune_sharded(model, method, sparsity, data, loss_fn, group, options) -> dic
                              "models (global thresholding only)")
     loss_fn, names, m, cfg, params = _prepare(model, method, loss_fn, group, options)
     keep = keep_count(params, names, sparsity)
-    with _scoring(model, names):
+    with _scoring(model, names, m):
         masks = m.masks(model, names, data, loss_fn, cfg, keep, _threshold(params, group, method))
     local = [_local(masks[n]) for n in names]
     counts = torch.tensor([int(x.sum()) for x in local], dtype=torch.int64,

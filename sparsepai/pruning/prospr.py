@@ -102,14 +102,23 @@ def _first_order(model, names, batches, loss_fn, cfg: ProsprConfig):
     the backward), so no full set of gradients is ever held; in the meta-loss's backward each
     weight's gradient becomes its saliency in place (times w_init) and the stepped copy it
     replaces is released. Peak: the model, one copy of it, the activations (and the momentum).
-    An FSDP2-sharded model (its parameters are ``DTensor``s that FSDP gathers itself) is
-    stepped in place instead (:func:`_first_order_in_place`).
+
+    An FSDP2-sharded model (its parameters are ``DTensor``s that FSDP gathers itself, so they
+    cannot be replaced functionally) is stepped in place by the same hooks instead: the copy is
+    w_init, and each weight is put back from it the moment its meta-loss gradient is complete
+    (the rest in any case on exit). Peak per rank: its shards, one copy of them, one FSDP
+    unit's gradients, the activations (and the momentum).
     """
     params = dict(model.named_parameters())
-    if any(hasattr(p, "to_local") for p in params.values()):
-        return _first_order_in_place(model, names, batches, loss_fn, cfg)
-    w = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
-    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    sharded = any(hasattr(p, "to_local") for p in params.values())
+    if sharded:  # w: the model's own parameters; init: w_init, to score with and restore from
+        w, state = params, None
+        init = {n: p.detach().clone() for n, p in params.items()}
+        for p in params.values():  # every parameter takes part in the inner steps
+            p.requires_grad_(True)
+    else:
+        w = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
+        state, init = (w, {n: b.detach().clone() for n, b in model.named_buffers()}), None
     velocity: dict = {}
     lrs: dict = {}  # each copy's inner learning rate, set by its first gradient
 
@@ -129,54 +138,45 @@ def _first_order(model, names, batches, loss_fn, cfg: ProsprConfig):
 
     def saliency(n):
         def hook(t):
-            out[n] = t.grad.mul_(params[n].detach())
+            if init is None:
+                out[n] = t.grad.mul_(params[n].detach())
+                t.grad = None
+                t.untyped_storage().resize_(0)  # w_M of this weight is not read again
+                return
+            out[n] = t.grad.mul_(init[n])
             t.grad = None
-            t.untyped_storage().resize_(0)  # w_M of this weight is not read again
+            with torch.no_grad():  # FSDP has reduced this unit: its w_M is not read again
+                t.copy_(init.pop(n))
         return hook
 
-    handles = [w[n].register_post_accumulate_grad_hook(sgd(n)) for n in w]
     try:
-        for m in tqdm(range(cfg.meta_steps), desc="prospr inner steps", leave=False):
-            batch_loss(model, batches[m], loss_fn, f"prospr inner step {m}",
-                       state=(w, buffers)).backward()
+        handles = [w[n].register_post_accumulate_grad_hook(sgd(n)) for n in w]
+        try:
+            for m in tqdm(range(cfg.meta_steps), desc="prospr inner steps", leave=False):
+                batch_loss(model, batches[m], loss_fn, f"prospr inner step {m}",
+                           state=state).backward()
+        finally:
+            for h in handles:
+                h.remove()
+        velocity.clear()
+        masked = set(names)
+        for n, t in w.items():
+            t.requires_grad_(n in masked)
+        handles = [w[n].register_post_accumulate_grad_hook(saliency(n)) for n in names]
+        try:
+            batch_loss(model, batches[cfg.meta_steps], loss_fn, "prospr meta-loss",
+                       state=state).backward()
+        finally:
+            for h in handles:
+                h.remove()
     finally:
-        for h in handles:
-            h.remove()
-    velocity.clear()
-    masked = set(names)
-    for n, t in w.items():
-        t.requires_grad_(n in masked)
-    handles = [w[n].register_post_accumulate_grad_hook(saliency(n)) for n in names]
-    try:
-        batch_loss(model, batches[cfg.meta_steps], loss_fn, "prospr meta-loss",
-                   state=(w, buffers)).backward()
-    finally:
-        for h in handles:
-            h.remove()
+        if init is not None:  # the weights no meta-loss gradient reached (or all, on error)
+            with torch.no_grad():
+                for n, v in init.items():
+                    params[n].copy_(v)
+                    params[n].grad = None
     # a weight the loss does not reach has a zero gradient
     return {n: out[n] if n in out else torch.zeros_like(params[n]) for n in names}
-
-
-def _first_order_in_place(model, names, batches, loss_fn, cfg: ProsprConfig):
-    """The first-order saliency for a model stepped in place (the caller restores it): plain
-    SGD (``torch.optim.SGD``) on the model's own parameters, gradients from ``loss_grads``."""
-    params = dict(model.named_parameters())
-    init = {n: params[n].detach().clone() for n in names}
-    for p in params.values():  # every parameter takes part in the inner steps
-        p.requires_grad_(True)
-    opt = None
-    for m in tqdm(range(cfg.meta_steps), desc="prospr inner steps", leave=False):
-        grads = loss_grads(model, params.values(), batches[m], loss_fn, f"prospr inner step {m}")
-        if opt is None:  # one group per tensor: its own learning rate
-            opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(
-                params.values(), step_sizes(list(params.values()), grads, cfg))],
-                lr=cfg.inner_lr, momentum=cfg.inner_momentum)
-        for p, g in zip(params.values(), grads):
-            p.grad = g
-        opt.step()
-    grads = loss_grads(model, [params[n] for n in names], batches[cfg.meta_steps], loss_fn,
-                       "prospr meta-loss")
-    return {n: g.mul_(init[n]) for n, g in zip(names, grads)}
 
 
 @register("prospr", ProsprConfig, in_place=True)

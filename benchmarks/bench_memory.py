@@ -83,30 +83,40 @@ def _reset_peak():
         f.write("5")
 
 
+def _config(size):
+    import transformers as tf
+
+    return tf.LlamaConfig(vocab_size=32000, max_position_embeddings=2048,
+                          tie_word_embeddings=True, **SIZES[size])
+
+
 def _llama(size):
     import torch
     import transformers as tf
 
-    cfg = tf.LlamaConfig(vocab_size=32000, max_position_embeddings=2048, tie_word_embeddings=True,
-                         **SIZES[size])
     torch.manual_seed(0)
-    return tf.LlamaForCausalLM(cfg)
+    return tf.LlamaForCausalLM(_config(size))
 
 
-def one(size: str, method: str, sparsity: float, threads: int, repeat: int) -> dict:
+def one(size: str, method: str, sparsity: float, threads: int, repeat: int,
+        timing: bool = True) -> dict:
     """One method on one model size, in this (fresh) process: the peak of the first
     ``sp.prune``, then ``repeat`` more rounds of one forward + backward and one ``sp.prune``,
-    interleaved (``*_median``: the medians over those rounds)."""
+    interleaved (``*_median``: the medians over those rounds); ``timing=False``: the peak
+    only."""
     import gc
     import statistics
 
     import torch
+    from transformers import LlamaForCausalLM  # noqa: F401 (runtime, measured: ~0.2 GiB)
 
     import sparsepai as sp
     from sparsepai.core.loss import cross_entropy
     from sparsepai.core.prunable import prunable_names
 
     torch.set_num_threads(threads)
+    gc.collect()
+    rss_runtime = _status("VmRSS")
     model = _llama(size)
     g = torch.Generator().manual_seed(1)
     data = [(ids, ids) for ids in (torch.randint(0, 32000, (1, 64), generator=g)
@@ -126,6 +136,10 @@ def one(size: str, method: str, sparsity: float, threads: int, repeat: int) -> d
     kept = sum(int(m.sum()) for m in masks.values())
     assert kept == n_prunable - round(sparsity * n_prunable)
     del masks
+    if not timing:
+        return {"size": size, "method": method, "sparsity": sparsity, "params": n_params,
+                "prunable": n_prunable, "seconds": seconds, "rss_runtime": rss_runtime,
+                "rss_model": rss_model, "peak": peak, "ratio": peak / rss_model}
     gc.collect()
     weights = [params[n] for n in names]
 
@@ -158,7 +172,7 @@ def one(size: str, method: str, sparsity: float, threads: int, repeat: int) -> d
             "cpu_seconds": cpu, "cpu_seconds_median":
                 statistics.median(c for _, c in again) if again else None,
             "fwd_bwd_cpu_median": statistics.median(c for _, c in fb),
-            "rss_model": rss_model, "peak": peak, "floor": floor,
+            "rss_runtime": rss_runtime, "rss_model": rss_model, "peak": peak, "floor": floor,
             "ratio": peak / rss_model, "floor_ratio": floor / rss_model,
             "over_floor": peak / floor}
 
@@ -210,6 +224,187 @@ def graph8b(threads: int) -> dict:
             "dense_params": sum(p.numel() for p in model.parameters()),
             "dense_params_expected": dense, "slim_params": got, "slim_params_expected": want,
             "slim_on_meta": all(p.is_meta for p in small.parameters())}
+
+
+FSDP_METHODS = ("magnitude", "snip", "prospr_first_order")
+FSDP_TIMEOUT = 600  # seconds: every collective of a rank, and each rank's whole process
+
+
+def _sharded_llama(size, world: int, rank: int):
+    """The Llama of ``size`` built on the meta device, sharded with FSDP2 over a CPU mesh of
+    ``world`` ranks (each decoder layer a unit, then the root) and materialised shard by shard
+    (``to_empty``, then the init ``LlamaForCausalLM`` uses, drawn per rank): no rank ever
+    allocates the full model."""
+    import torch
+    import transformers as tf
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    cfg = _config(size)
+    with torch.device("meta"):
+        model = tf.LlamaForCausalLM(cfg)
+    mesh = init_device_mesh("cpu", (world,))
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    model.to_empty(device="cpu")
+    g = torch.Generator().manual_seed(1000 + rank)
+    with torch.no_grad():
+        for p in model.parameters():  # weights N(0, 0.02), norms 1, as LlamaForCausalLM's
+            local = p.to_local()
+            if p.dim() > 1:
+                local.normal_(0.0, cfg.initializer_range, generator=g)
+            else:
+                local.fill_(1.0)
+        rope = model.model.rotary_emb  # its non-persistent buffers, lost on meta
+        inv_freq, _ = rope.compute_default_rope_parameters(rope.config)
+        rope.inv_freq.copy_(inv_freq)
+        rope.original_inv_freq.copy_(inv_freq)
+    return model
+
+
+def fsdp_rank(size: str, method: str, sparsity: float, threads: int, steps: int, world: int,
+              rank: int, port: int, ckpt: str) -> dict:
+    """One rank of the sharded run, in this (fresh) process: the sharded model, then
+    ``sp.prune(..., group=)``, the masks saved and read back through DCP, ``steps`` steps of
+    ``MaskedAdamW``; the resident peak of each phase (reset between them)."""
+    import gc
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+    from transformers import LlamaForCausalLM  # noqa: F401 (runtime, measured: ~0.2 GiB)
+
+    import sparsepai as sp
+    from sparsepai.core.loss import cross_entropy
+    from sparsepai.core.prunable import prunable_names
+    from sparsepai.distributed import load_sharded_masks, save_sharded_masks
+
+    torch.set_num_threads(threads)
+    # every collective is bounded: a rank left waiting fails instead of hanging the benchmark
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=FSDP_TIMEOUT))
+    try:
+        group = dist.group.WORLD
+        gc.collect()
+        rss_runtime = _status("VmRSS")
+        _reset_peak()
+        model = _sharded_llama(size, world, rank)
+        gc.collect()
+        rss_model, peak_build = _status("VmRSS"), _status("VmHWM")
+        params = dict(model.named_parameters())
+        names = prunable_names(model)
+        n_prunable = sum(params[n].numel() for n in names)
+        shard = sum(p.to_local().numel() for p in params.values())
+        g = torch.Generator().manual_seed(1 + rank)  # each rank its own batches
+        data = [(ids, ids) for ids in (torch.randint(0, 32000, (1, 64), generator=g)
+                                       for _ in range(4 + steps))]
+        name, opts = METHODS[method]
+        _reset_peak()
+        t0 = time.perf_counter()
+        masks = sp.prune(model, name, sparsity, data[:4], group=group, **opts)
+        seconds = time.perf_counter() - t0
+        peak_prune = _status("VmHWM")
+        kept = torch.tensor([sum(int(m.to_local().sum()) for m in masks.values())])
+        dist.all_reduce(kept, group=group)
+        assert int(kept) == n_prunable - round(sparsity * n_prunable), int(kept)
+        _reset_peak()
+        save_sharded_masks(ckpt, masks)
+        back = load_sharded_masks(ckpt, model)
+        assert all(torch.equal(back[n].to_local(), m.to_local()) for n, m in masks.items())
+        del back
+        peak_dcp = _status("VmHWM")
+        gc.collect()
+        _reset_peak()
+        sp.apply_masks(model, masks)
+        opt = sp.optim.MaskedAdamW([params[n] for n in masks], list(masks.values()), lr=1e-3)
+        t0 = time.perf_counter()
+        for ids, _ in data[4:]:
+            opt.zero_grad()
+            cross_entropy(model(input_ids=ids).logits, ids).backward()
+            opt.step()
+        train_seconds = time.perf_counter() - t0
+        zero = all(bool((params[n].to_local()[~m.to_local()] == 0).all())
+                   for n, m in masks.items())
+        assert zero, "a pruned weight moved"
+        peak_train = _status("VmHWM")
+        dist.barrier(group=group)
+        return {"rank": rank, "shard_params": shard, "rss_runtime": rss_runtime,
+                "rss_model": rss_model, "peak_build": peak_build, "peak": peak_prune,
+                "peak_dcp": peak_dcp, "peak_train": peak_train, "seconds": seconds,
+                "train_seconds": train_seconds, "steps": steps, "pruned_stay_zero": zero,
+                "vm_peak": _status("VmPeak")}
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_fsdp(args, code, size, method) -> dict:
+    """The sharded run of ``method``: ``args.fsdp`` rank processes, each fresh; their results,
+    or the first error."""
+    import shutil
+    import tempfile
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.rank_threads), **{CODE_ENV: code})
+    ckpt = tempfile.mkdtemp(prefix="bench-memory-masks-")
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--fsdp-rank", size, method,
+         str(args.fsdp), str(rank), str(port), ckpt, "--threads", str(args.rank_threads),
+         "--sparsity", str(args.sparsity), "--steps", str(args.steps)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=code)
+        for rank in range(args.fsdp)]
+    ranks, errors = [], []
+    try:
+        for p in procs:
+            try:
+                out, err = p.communicate(timeout=FSDP_TIMEOUT + 60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+                err += "\ntimed out"
+            if p.returncode != 0:
+                errors.append((err.strip().splitlines() or ["?"])[-1])
+            else:
+                ranks.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return {"error": errors[0]} if errors else {"ranks": ranks}
+
+
+def fsdp_case(args, code, size, method) -> dict:
+    """The single-process peak of ``method`` (a fresh process), then its sharded run; each
+    rank's peak against its shard's share of the single-process peak."""
+    single = _run_child(args, code, "--one", size, method, "--peak-only")
+    if "error" in single:
+        return {"error": "single process: " + single["error"]}
+    sharded = _run_fsdp(args, code, size, method)
+    if "error" in sharded:
+        return {"error": "sharded: " + sharded["error"], "single": single}
+    world = args.fsdp
+    share = single["peak"] / world
+    # without the runtime (torch and its libraries, held once by every process)
+    share_model = (single["peak"] - single["rss_runtime"]) / world
+    for r in sharded["ranks"]:
+        r["share"] = share
+        r["ratio"] = r["peak"] / share
+        r["ratio_without_runtime"] = (r["peak"] - r["rss_runtime"]) / share_model
+        r["under_cap"] = r["peak"] <= FSDP_TARGET * share
+        r["below_full_model"] = r["peak"] < single["rss_model"]
+    return {"world": world, "single": single, "ranks": sharded["ranks"]}
+
+
+FSDP_TARGET = 1.5  # each rank's peak <= this x its shard's share of the single-process peak
 
 
 def _run_child(args, code, *child):
@@ -274,6 +469,77 @@ def _table(rec) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fsdp_table(rec) -> str:
+    lines = [f"# Pruning memory across FSDP2 ranks ({rec['cpu']})", "",
+             *[f"`{c}`" for c in rec["commands"]], "",
+             f"Load average before: {rec['load_before']}. Sparsity {rec['sparsity']}; "
+             f"{rec['rank_threads']} thread(s) per rank, the single-process run "
+             f"{rec['threads']}. `single`: the resident peak of `sp.prune` in one process "
+             "(`model`: with the whole model built); `share`: single / ranks; `rank peak`: "
+             "the rank's resident peak during `sp.prune(..., group=)`, its model built on the "
+             "meta device and materialised shard by shard; `w/o runtime`: the same ratio with "
+             "each process's runtime (its resident memory before the model) taken off both; "
+             f"target: rank peak <= {FSDP_TARGET}x share. After pruning, each rank saves and "
+             "reads back its masks through DCP (`DCP peak`) and takes "
+             f"{rec['steps']} `MaskedAdamW` steps (`train peak`; the pruned weights stay zero). "
+             f"glibc `MALLOC_MMAP_THRESHOLD_`: {rec['malloc_mmap_threshold']} (every process).",
+             "",
+             "| size | method | ranks | rank | single model GiB | single peak GiB | share GiB | "
+             "rank runtime GiB | rank model GiB | rank peak GiB | rank peak / share | "
+             "w/o runtime | <= target | below the whole model | DCP peak GiB | "
+             "train peak GiB | prune s (rank) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in rec["runs"]:
+        if "error" in c:
+            lines.append(f"| {c['size']} | {c['method']} | {c.get('world', '')} | | "
+                         f"error: {c['error']} |" + " |" * 12)
+            continue
+        one = c["single"]
+        for r in c["ranks"]:
+            lines.append(
+                f"| {c['size']} | {c['method']} | {c['world']} | {r['rank']} | "
+                f"{one['rss_model'] / GiB:.2f} | {one['peak'] / GiB:.2f} | "
+                f"{r['share'] / GiB:.2f} | {r['rss_runtime'] / GiB:.2f} | "
+                f"{r['rss_model'] / GiB:.2f} | {r['peak'] / GiB:.2f} | {r['ratio']:.2f}x | "
+                f"{r['ratio_without_runtime']:.2f}x | {'yes' if r['under_cap'] else 'NO'} | "
+                f"{'yes' if r['below_full_model'] else 'no'} | {r['peak_dcp'] / GiB:.2f} | "
+                f"{r['peak_train'] / GiB:.2f} | {r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fsdp_main(args, code):
+    """``--fsdp N``: for each size and method of FSDP_METHODS, the single-process peak and the
+    sharded run on N ranks; results in memory_fsdp.{json,md}."""
+    from sparsepai import _io
+
+    path = os.path.join(args.out, "memory_fsdp.json")
+    rec = {"runs": [], "commands": []}
+    if args.merge and os.path.exists(path):
+        with open(path) as f:
+            rec = json.load(f)
+    rec["commands"].append("python benchmarks/bench_memory.py " + " ".join(sys.argv[1:]))
+    rec.update({"cpu": cpu_name(), "threads": args.threads, "rank_threads": args.rank_threads,
+                "sparsity": args.sparsity, "steps": args.steps,
+                "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())})
+    if args.mmap_threshold:  # for every child: the single process and the ranks alike
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
+    rec["malloc_mmap_threshold"] = args.mmap_threshold or "glibc default (dynamic)"
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for size in args.sizes.split(","):
+            for method in args.methods.split(","):
+                if method not in FSDP_METHODS:
+                    continue
+                r = fsdp_case(args, code, size, method)
+                r.update(size=size, method=method, world=args.fsdp)
+                rec["runs"] = [x for x in rec["runs"] if (x["size"], x["method"], x["world"])
+                               != (size, method, args.fsdp)] + [r]
+                print(json.dumps(r), flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    _io.atomic_write_json(path, rec)
+    _io.atomic_write_bytes(os.path.join(args.out, "memory_fsdp.md"), _fsdp_table(rec).encode())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default=",".join(SIZES))
@@ -288,11 +554,33 @@ def main():
     ap.add_argument("--merge", action="store_true",
                     help="add to the existing results instead of replacing them")
     ap.add_argument("--out", default=OUT)
+    ap.add_argument("--fsdp", type=int, default=0, metavar="RANKS",
+                    help="prune across this many FSDP2 gloo ranks (magnitude, SNIP, first-order "
+                         "ProsPr) against one process: results in memory_fsdp.{json,md}")
+    ap.add_argument("--rank-threads", type=int, default=1, help="threads per rank (--fsdp)")
+    ap.add_argument("--steps", type=int, default=2, help="MaskedAdamW steps after pruning "
+                                                         "(--fsdp)")
+    ap.add_argument("--mmap-threshold", type=int, default=2 ** 20, metavar="BYTES",
+                    help="glibc's MALLOC_MMAP_THRESHOLD_ for every process of --fsdp (0: glibc's "
+                         "dynamic default, which keeps FSDP's freed all-gather buffers "
+                         "resident)")
     ap.add_argument("--one", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
+    ap.add_argument("--peak-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--fsdp-rank", nargs=6, help=argparse.SUPPRESS,
+                    metavar=("SIZE", "METHOD", "WORLD", "RANK", "PORT", "CHECKPOINT"))
     ap.add_argument("--graph8b", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(*args.one, args.sparsity, args.threads, args.repeat)))
+        print(json.dumps(one(*args.one, args.sparsity, args.threads, args.repeat,
+                             timing=not args.peak_only)))
+        return
+    if args.fsdp_rank:
+        size, method, world, rank, port, ckpt = args.fsdp_rank
+        print(json.dumps(fsdp_rank(size, method, args.sparsity, args.threads, args.steps,
+                                   int(world), int(rank), int(port), ckpt)))
+        return
+    if args.fsdp:
+        _fsdp_main(args, os.path.abspath(args.code))
         return
     if args.graph8b:
         print(json.dumps(graph8b(args.threads)))

@@ -21,6 +21,20 @@ The data is one 64-token sequence per batch (ProsPr reads meta_steps + 1 = 4 bat
     python benchmarks/bench_memory.py                      # every size and method, the 8B graph
     python benchmarks/bench_memory.py --sizes 0.9b --methods magnitude,snip
     python benchmarks/bench_memory.py --code ../other-checkout --tag before   # another version
+    python benchmarks/bench_memory.py --fsdp 2 --sizes 0.9b --steps 0         # across ranks
+
+``--fsdp N``: magnitude, SNIP and first-order ProsPr across N FSDP2 ranks (gloo, CPU mesh), each
+method in fresh processes: first one process (the single-process peak, as above), then N rank
+processes that build the Llama on the meta device and materialise only their own shards
+(:func:`sharded_llama`), prune with ``sp.prune(..., group=)``, save and read back the masks
+through DCP and take ``--steps`` ``MaskedAdamW`` steps. Each rank's resident peak is compared
+with its shard's share of the single-process peak (target: at most 1.5x); the cap is checked on
+the resident peak, not enforced with ``RLIMIT_AS``: torch, gloo and glibc reserve several GiB of
+address space that is never touched (``vm_peak`` in the results), so an address-space cap
+measures reservations, not memory. Every process runs with glibc's ``MALLOC_MMAP_THRESHOLD_``
+fixed (``--mmap-threshold``): with glibc's dynamic default, the buffers FSDP all-gathers and
+frees layer by layer stay resident, and the peaks measure the allocator's heap. Results:
+benchmarks/results/memory_fsdp.{json,md}.
 
 Holds /tmp/sparsepai-timing.lock while measuring and runs one process at a time (the 0.88B
 cases need up to ~11 GiB). Results: benchmarks/results/memory.{json,md} with the command, the
@@ -230,17 +244,17 @@ FSDP_METHODS = ("magnitude", "snip", "prospr_first_order")
 FSDP_TIMEOUT = 600  # seconds: every collective of a rank, and each rank's whole process
 
 
-def _sharded_llama(size, world: int, rank: int):
-    """The Llama of ``size`` built on the meta device, sharded with FSDP2 over a CPU mesh of
-    ``world`` ranks (each decoder layer a unit, then the root) and materialised shard by shard
-    (``to_empty``, then the init ``LlamaForCausalLM`` uses, drawn per rank): no rank ever
-    allocates the full model."""
+def sharded_llama(cfg, world: int, rank: int):
+    """A ``LlamaForCausalLM`` of the config ``cfg`` built on the meta device, sharded with FSDP2
+    over a CPU mesh of ``world`` ranks (each decoder layer a unit, then the root) and
+    materialised shard by shard (``to_empty``, then the init ``LlamaForCausalLM`` uses, drawn
+    per rank): no rank ever allocates the full model. Call on every rank, the group up
+    (tests/distributed/test_dist_meta_llama.py checks it against one process)."""
     import torch
     import transformers as tf
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    cfg = _config(size)
     with torch.device("meta"):
         model = tf.LlamaForCausalLM(cfg)
     mesh = init_device_mesh("cpu", (world,))
@@ -289,7 +303,7 @@ def fsdp_rank(size: str, method: str, sparsity: float, threads: int, steps: int,
         gc.collect()
         rss_runtime = _status("VmRSS")
         _reset_peak()
-        model = _sharded_llama(size, world, rank)
+        model = sharded_llama(_config(size), world, rank)
         gc.collect()
         rss_model, peak_build = _status("VmRSS"), _status("VmHWM")
         params = dict(model.named_parameters())
@@ -480,14 +494,14 @@ def _fsdp_table(rec) -> str:
              "meta device and materialised shard by shard; `w/o runtime`: the same ratio with "
              "each process's runtime (its resident memory before the model) taken off both; "
              f"target: rank peak <= {FSDP_TARGET}x share. After pruning, each rank saves and "
-             "reads back its masks through DCP (`DCP peak`) and takes "
-             f"{rec['steps']} `MaskedAdamW` steps (`train peak`; the pruned weights stay zero). "
-             f"glibc `MALLOC_MMAP_THRESHOLD_`: {rec['malloc_mmap_threshold']} (every process).",
+             "reads back its masks through DCP (`DCP peak`) and takes the given number of "
+             "`MaskedAdamW` steps (`train peak`; the pruned weights stay zero). glibc "
+             f"`MALLOC_MMAP_THRESHOLD_`: {rec['malloc_mmap_threshold']} (every process).",
              "",
              "| size | method | ranks | rank | single model GiB | single peak GiB | share GiB | "
              "rank runtime GiB | rank model GiB | rank peak GiB | rank peak / share | "
              "w/o runtime | <= target | below the whole model | DCP peak GiB | "
-             "train peak GiB | prune s (rank) |",
+             "steps: train peak GiB | prune s (rank) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in rec["runs"]:
         if "error" in c:
@@ -503,7 +517,10 @@ def _fsdp_table(rec) -> str:
                 f"{r['rss_model'] / GiB:.2f} | {r['peak'] / GiB:.2f} | {r['ratio']:.2f}x | "
                 f"{r['ratio_without_runtime']:.2f}x | {'yes' if r['under_cap'] else 'NO'} | "
                 f"{'yes' if r['below_full_model'] else 'no'} | {r['peak_dcp'] / GiB:.2f} | "
-                f"{r['peak_train'] / GiB:.2f} | {r['seconds']:.1f} |")
+                f"{r['steps']}: {r['peak_train'] / GiB:.2f} | {r['seconds']:.1f} |"
+                if r["steps"] else
+                f"{'yes' if r['below_full_model'] else 'no'} | {r['peak_dcp'] / GiB:.2f} | "
+                f"0: | {r['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -519,7 +536,7 @@ def _fsdp_main(args, code):
             rec = json.load(f)
     rec["commands"].append("python benchmarks/bench_memory.py " + " ".join(sys.argv[1:]))
     rec.update({"cpu": cpu_name(), "threads": args.threads, "rank_threads": args.rank_threads,
-                "sparsity": args.sparsity, "steps": args.steps,
+                "sparsity": args.sparsity,
                 "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())})
     if args.mmap_threshold:  # for every child: the single process and the ranks alike
         os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
@@ -558,8 +575,9 @@ def main():
                     help="prune across this many FSDP2 gloo ranks (magnitude, SNIP, first-order "
                          "ProsPr) against one process: results in memory_fsdp.{json,md}")
     ap.add_argument("--rank-threads", type=int, default=1, help="threads per rank (--fsdp)")
-    ap.add_argument("--steps", type=int, default=2, help="MaskedAdamW steps after pruning "
-                                                         "(--fsdp)")
+    ap.add_argument("--steps", type=int, default=2,
+                    help="MaskedAdamW steps after pruning (--fsdp; they hold the weights, "
+                         "gradients and two moments: about 4 shards per rank)")
     ap.add_argument("--mmap-threshold", type=int, default=2 ** 20, metavar="BYTES",
                     help="glibc's MALLOC_MMAP_THRESHOLD_ for every process of --fsdp (0: glibc's "
                          "dynamic default, which keeps FSDP's freed all-gather buffers "

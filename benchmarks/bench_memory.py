@@ -510,6 +510,7 @@ def _fsdp_table(rec) -> str:
             continue
         one = c["single"]
         for r in c["ranks"]:
+            train = f"{r['steps']}: {r['peak_train'] / GiB:.2f}" if r["steps"] else "0"
             lines.append(
                 f"| {c['size']} | {c['method']} | {c['world']} | {r['rank']} | "
                 f"{one['rss_model'] / GiB:.2f} | {one['peak'] / GiB:.2f} | "
@@ -517,10 +518,7 @@ def _fsdp_table(rec) -> str:
                 f"{r['rss_model'] / GiB:.2f} | {r['peak'] / GiB:.2f} | {r['ratio']:.2f}x | "
                 f"{r['ratio_without_runtime']:.2f}x | {'yes' if r['under_cap'] else 'NO'} | "
                 f"{'yes' if r['below_full_model'] else 'no'} | {r['peak_dcp'] / GiB:.2f} | "
-                f"{r['steps']}: {r['peak_train'] / GiB:.2f} | {r['seconds']:.1f} |"
-                if r["steps"] else
-                f"{'yes' if r['below_full_model'] else 'no'} | {r['peak_dcp'] / GiB:.2f} | "
-                f"0: | {r['seconds']:.1f} |")
+                f"{train} | {r['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

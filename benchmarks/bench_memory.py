@@ -331,7 +331,10 @@ def fsdp_rank(size: str, method: str, sparsity: float, threads: int, steps: int,
         gc.collect()
         _reset_peak()
         sp.apply_masks(model, masks)
-        opt = sp.optim.MaskedAdamW([params[n] for n in masks], list(masks.values()), lr=1e-3)
+        # every parameter, as training would: a gradient left on a norm weight would keep its
+        # whole FSDP unit's reduce-scatter output (the other gradients' storage) alive
+        opt = sp.optim.MaskedAdamW(list(params.values()), [masks.get(n) for n in params],
+                                   lr=1e-3)
         t0 = time.perf_counter()
         for ids, _ in data[4:]:
             opt.zero_grad()

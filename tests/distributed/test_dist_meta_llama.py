@@ -41,7 +41,7 @@ def _adamw(model, masks, batches):
     from sparsepai.core.loss import cross_entropy
 
     params = dict(model.named_parameters())
-    opt = sp.optim.MaskedAdamW([params[n] for n in masks], list(masks.values()), lr=0.01)
+    opt = sp.optim.MaskedAdamW(list(params.values()), [masks.get(n) for n in params], lr=0.01)
     for ids, _ in batches:
         opt.zero_grad()
         cross_entropy(model(input_ids=ids).logits, ids).backward()

@@ -535,7 +535,8 @@ def _fsdp_main(args, code):
     if args.merge and os.path.exists(path):
         with open(path) as f:
             rec = json.load(f)
-    rec["commands"].append("python benchmarks/bench_memory.py " + " ".join(sys.argv[1:]))
+    command = "python benchmarks/bench_memory.py " + " ".join(sys.argv[1:])
+    rec["commands"] = [c for c in rec["commands"] if c != command] + [command]
     rec.update({"cpu": cpu_name(), "threads": args.threads, "rank_threads": args.rank_threads,
                 "sparsity": args.sparsity,
                 "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())})

@@ -446,6 +446,17 @@ def _cpu(r) -> str:
     return f"{c:.1f} / {r['fwd_bwd_cpu_median']:.1f}"
 
 
+def _header(columns) -> list:
+    """A markdown table's header row and rule."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def _error_row(lead, error, width: int) -> str:
+    """A row of ``width`` cells: ``lead``, the error, then empty cells."""
+    cells = [str(x) for x in lead] + [f"error: {error}"]
+    return "| " + " | ".join(cells + [""] * (width - len(cells))) + " |"
+
+
 def _table(rec) -> str:
     lines = [f"# Pruning memory ({rec['cpu']}, {rec['threads']} threads)", "",
              *[f"`{c}`" for c in rec.get("commands", [rec.get("command")])], "",
@@ -457,13 +468,12 @@ def _table(rec) -> str:
              "`fwd+bwd`: one forward and backward of the batch after it (median over the "
              "process); `CPU s`: the same in CPU seconds of all threads (medians), which other "
              "jobs on the machine distort least.", "",
-             "| code | size | params | method | time s | fwd+bwd s | CPU s prune / fwd+bwd | "
-             "model GiB | peak GiB | peak / model | floor / model | peak / floor |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             *_header(["code", "size", "params", "method", "time s", "fwd+bwd s",
+                       "CPU s prune / fwd+bwd", "model GiB", "peak GiB", "peak / model",
+                       "floor / model", "peak / floor"])]
     for r in rec["runs"]:
         if "error" in r:
-            lines.append(f"| {r['tag']} | {r['size']} | | {r['method']} | error: {r['error']} "
-                         "| | | | | | | |")
+            lines.append(_error_row([r["tag"], r["size"], "", r["method"]], r["error"], 12))
             continue
         lines.append(
             f"| {r['tag']} | {r['size']} | {r['params'] / 1e9:.2f}B | {r['method']} | "
@@ -501,15 +511,14 @@ def _fsdp_table(rec) -> str:
              "`MaskedAdamW` steps (`train peak`; the pruned weights stay zero). glibc "
              f"`MALLOC_MMAP_THRESHOLD_`: {rec['malloc_mmap_threshold']} (every process).",
              "",
-             "| size | method | ranks | rank | single model GiB | single peak GiB | share GiB | "
-             "rank runtime GiB | rank model GiB | rank peak GiB | rank peak / share | "
-             "w/o runtime | <= target | below the whole model | DCP peak GiB | "
-             "steps: train peak GiB | prune s (rank) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             *_header(["size", "method", "ranks", "rank", "single model GiB", "single peak GiB",
+                       "share GiB", "rank runtime GiB", "rank model GiB", "rank peak GiB",
+                       "rank peak / share", "w/o runtime", "<= target", "below the whole model",
+                       "DCP peak GiB", "steps: train peak GiB", "prune s (rank)"])]
     for c in rec["runs"]:
         if "error" in c:
-            lines.append(f"| {c['size']} | {c['method']} | {c.get('world', '')} | | "
-                         f"error: {c['error']} |" + " |" * 12)
+            lines.append(_error_row([c["size"], c["method"], c.get("world", ""), ""], c["error"],
+                                    17))
             continue
         one = c["single"]
         for r in c["ranks"]:

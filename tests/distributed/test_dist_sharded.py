@@ -93,6 +93,22 @@ def _worker(rank):
         raise AssertionError("expected ValueError for the full meta-gradient under FSDP2")
     except ValueError as e:
         assert "first_order=True" in str(e)
+    # ProsPr steps the shards in place: a loss that turns NaN after the first step (on every
+    # rank) still leaves the model as it was
+    calls = []
+
+    def nan_after_one_step(logits, y):
+        calls.append(1)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    try:
+        sp.prune(model, "prospr", SPARSITY, mine, group=group, meta_steps=2,
+                 loss_fn=nan_after_one_step)
+        raise AssertionError("expected FloatingPointError for a NaN inner loss")
+    except FloatingPointError as e:
+        assert "prospr inner step 1" in str(e), str(e)
+    assert all(torch.equal(a, b) for a, b in zip(_state(model), before))
 
     # masked training on the shards equals unsharded masked training on all ranks' data
     masks = sp.prune(model, "snip", SPARSITY, mine, group=group)

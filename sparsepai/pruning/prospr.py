@@ -12,7 +12,9 @@ differentiated through all M steps (``first_order=False``), or approximated by
 mode (batch statistics). Both versions run the inner steps functionally
 (``torch.func.functional_call``) on copies of the parameters and buffers, so the user's model
 is never stepped (it is scored in place and restored); the first-order version needs no graph
-through the steps and steps its copies inside the backward passes (see :func:`_first_order`).
+through the steps and steps its copies inside the backward passes (see :func:`_first_order`;
+an FSDP2-sharded model, whose parameters cannot be replaced functionally, is stepped in place
+there and put back from w_init).
 ``meta_steps=0`` gives SNIP's |grad L(w_0, D_0) * w_0|. The batches follow
 :class:`ProsprConfig` (``same_batch=False`` by default): D_0..D_M, M + 1 distinct batches (the
 paper's formulation); ``same_batch=True`` (the official code's protocol) makes D_0 serve every

@@ -88,11 +88,40 @@ inline void sp_gather_rows(T* dst, int64_t dst_stride, int64_t r0, int64_t r1,
 template <class T>
 inline void sp_dot_rows(T* gw, int64_t r0, int64_t r1, const int64_t* row_ptr,
                         const int64_t* base, const T* g, int64_t g_stride, const T* src,
-                        int64_t q0, int64_t q1) {
-  SP_ISA_DISPATCH(dot_rows<T>, gw, r0, r1, row_ptr, base, g, g_stride, src, q0, q1);
+                        const int64_t* seg, int64_t nseg) {
+  SP_ISA_DISPATCH(dot_rows<T>, gw, r0, r1, row_ptr, base, g, g_stride, src, seg, nseg);
 }
 
 inline int64_t sp_round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Runs of q to compute: [begin, end) pairs, ascending and disjoint, each a multiple of kSpTile
+// long.
+using SpSegs = std::vector<int64_t>;
+
+// Appends the run [b, e), its length rounded up to kSpTile, merged with the last run when they
+// touch (so the runs stay disjoint: no two threads write one position). Every end stays below
+// the largest e passed plus kSpTile.
+inline void sp_push_run(SpSegs& s, int64_t b, int64_t e) {
+  if (e <= b) return;
+  if (!s.empty() && b <= s.back()) {
+    const int64_t b0 = s[s.size() - 2];
+    s.back() = b0 + sp_round_up(std::max(s.back(), e) - b0, kSpTile);
+  } else {
+    s.push_back(b);
+    s.push_back(b + sp_round_up(e - b, kSpTile));
+  }
+}
+
+// The runs cut into pieces of at most qb (a multiple of kSpTile).
+inline SpSegs sp_pieces(const SpSegs& seg, int64_t qb) {
+  SpSegs out;
+  for (size_t s = 0; s + 1 < seg.size(); s += 2)
+    for (int64_t q = seg[s]; q < seg[s + 1]; q += qb) {
+      out.push_back(q);
+      out.push_back(std::min(seg[s + 1], q + qb));
+    }
+  return out;
+}
 
 // Scratch buffers kept between calls: a fresh 20 MB buffer per call costs its page faults
 // again every time (measured: more than the whole forward pass of a 95% sparse layer).
@@ -125,23 +154,44 @@ struct SpConvGeom {
   int64_t n = 0, c = 0, h = 0, w = 0;  // input (N, C, H, W)
   int64_t o = 0, kh = 0, kw = 0;       // weight (O, C, KH, KW)
   int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
+  // The lanes layout (chosen by sp_conv_geom): the sample is the innermost index, q = (R * wq
+  // + C) * n + sample, so a kept weight's run over one output row is ow * n long and the
+  // vector lanes stay full on 4x4 and 8x8 planes; only the rows and columns that hold outputs
+  // (or inputs, for the input gradient) are computed. The wide layout (sample outermost)
+  // computes the whole padded plane.
+  bool lanes = false;
   // derived
   int64_t oh = 0, ow = 0;  // output plane
   int64_t hq = 0, wq = 0;  // one phase of the padded input
   int64_t phases = 1;      // sh * sw
   int64_t plane = 0;       // hq * wq
-  int64_t q = 0;           // n * plane: the run of one buffer row
-  int64_t qr = 0;          // q rounded up to kSpTile
-  int64_t e = 0;           // the largest tap offset
+  int64_t px = 1;           // the q step of one pixel: 1, or n in the lanes layout
+  int64_t q = 0;            // n * plane: the run of one buffer row
+  int64_t qr = 0;           // the stride of rows computed over q: past every run's end
+  int64_t e = 0;            // the largest tap offset
 
   int64_t tap_phase(int64_t i, int64_t j) const {
     return ((i * dh) % sh) * sw + (j * dw) % sw;
   }
-  int64_t tap_offset(int64_t i, int64_t j) const { return ((i * dh) / sh) * wq + (j * dw) / sw; }
+  int64_t tap_offset(int64_t i, int64_t j) const {
+    return (((i * dh) / sh) * wq + (j * dw) / sw) * px;
+  }
+  // Elements of the packed input buffer: its rows plus slack for the runs' rounding and the
+  // taps' offsets.
+  int64_t in_elems() const { return c * phases * q + e + (qr - q) + kSpTile; }
 };
 
-// False when the output would be empty (the kernel does not fit the padded input).
-inline bool sp_conv_geom(SpConvGeom& g) {
+// Which layout a shape runs in (SpConvGeom::lanes), from measurements on an AVX-512 Xeon
+// (benchmarks/bench_sparse_train.py, both layouts forced): the lanes layout wins where the
+// padded plane wastes much of the wide layout's work (small planes) and the batch fills the
+// vector lanes.
+inline bool sp_conv_prefer_lanes(const SpConvGeom& g) {
+  return g.n >= 16 && g.oh * g.ow <= 64;
+}
+
+// Fills the derived fields; layout: 0 wide, 1 lanes, -1 chosen by sp_conv_prefer_lanes. False
+// when the output would be empty (the kernel does not fit the padded input).
+inline bool sp_conv_geom(SpConvGeom& g, int layout = 0) {
   const int64_t hp = g.h + 2 * g.ph, wp = g.w + 2 * g.pw;
   const int64_t ekh = g.dh * (g.kh - 1) + 1, ekw = g.dw * (g.kw - 1) + 1;
   if (hp < ekh || wp < ekw) return false;
@@ -152,9 +202,49 @@ inline bool sp_conv_geom(SpConvGeom& g) {
   g.phases = g.sh * g.sw;
   g.plane = g.hq * g.wq;
   g.q = g.n * g.plane;
-  g.qr = sp_round_up(g.q, kSpTile);
+  g.lanes = layout < 0 ? sp_conv_prefer_lanes(g) : layout == 1;
+  g.px = g.lanes ? g.n : 1;
+  g.qr = sp_round_up(g.q, kSpTile) + (g.lanes ? kSpTile : 0);
   g.e = g.tap_offset(g.kh - 1, g.kw - 1);
   return true;
+}
+
+// The runs of q that hold outputs (the forward pass and the weight gradient): all of it in the
+// wide layout, one run per output row in the lanes layout.
+inline SpSegs sp_out_runs(const SpConvGeom& g) {
+  SpSegs s;
+  if (!g.lanes) {
+    sp_push_run(s, 0, g.qr);
+    return s;
+  }
+  for (int64_t r = 0; r < g.oh; ++r) sp_push_run(s, r * g.wq * g.px, (r * g.wq + g.ow) * g.px);
+  return s;
+}
+
+// [lo, hi): the positions R of one phase dimension (size nq, stride st, padding p) that hold an
+// input pixel in some phase: for phase a, st * R + a - p in [0, size).
+inline void sp_in_span(int64_t size, int64_t st, int64_t p, int64_t nq, int64_t& lo,
+                       int64_t& hi) {
+  lo = nq, hi = 0;
+  for (int64_t a = 0; a < st; ++a) {
+    const int64_t b = std::min(nq, std::max<int64_t>(0, (p - a + st - 1) / st));
+    const int64_t e = std::max(b, std::min(nq, (size + p - a + st - 1) / st));
+    if (e > b) lo = std::min(lo, b), hi = std::max(hi, e);
+  }
+}
+
+// The runs of q that hold input pixels (the input gradient).
+inline SpSegs sp_in_runs(const SpConvGeom& g) {
+  SpSegs s;
+  if (!g.lanes) {
+    sp_push_run(s, 0, g.qr);
+    return s;
+  }
+  int64_t r0, r1, c0, c1;
+  sp_in_span(g.h, g.sh, g.ph, g.hq, r0, r1);
+  sp_in_span(g.w, g.sw, g.pw, g.wq, c0, c1);
+  for (int64_t r = r0; r < r1; ++r) sp_push_run(s, (r * g.wq + c0) * g.px, (r * g.wq + c1) * g.px);
+  return s;
 }
 
 // Rows of a q block: enough that one block of all source rows stays in the L2 cache (~256 KiB).
@@ -180,44 +270,50 @@ inline SpPrefetch sp_ahead(int64_t rows, int64_t stride, int64_t offset) {
   return SpPrefetch{rows, stride, offset, 4 * kSpTile};
 }
 
-// dst rows [0, rows) of stride dst_stride, q in [0, qr), in blocks of qb, parallel over
-// (q block, group of 8 rows) with the q blocks outermost, so one thread keeps its source block.
+// dst rows [0, rows) of stride dst_stride over the runs seg, in pieces of 4 tiles, parallel
+// over the pieces (every task computes all rows of its piece: gather_rows keeps the source
+// windows of a tile in the L1 cache from one row to the next).
 template <class T, class Par>
 void sp_run_gather(T* dst, int64_t dst_stride, int64_t rows, const int64_t* row_ptr,
-                   const int64_t* base, const T* w, const T* src, int64_t qr, int64_t qb,
+                   const int64_t* base, const T* w, const T* src, const SpSegs& seg,
                    const SpPrefetch& pf, const Par& par) {
-  constexpr int64_t kRows = int64_t(1) << 30;  // all rows in one task (see gather_rows)
-  if (qr <= 0 || rows <= 0) return;
-  (void)qb;
-  qb = 4 * kSpTile;
-  const int64_t nqb = (qr + qb - 1) / qb, nrb = (rows + kRows - 1) / kRows;
-  par.for_range(nqb * nrb, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const int64_t i = t / nrb, k = t % nrb;
-      sp_gather_rows(dst, dst_stride, k * kRows, std::min(rows, (k + 1) * kRows), row_ptr, base,
-                     w, src, i * qb, std::min(qr, (i + 1) * qb), pf);
-    }
+  if (rows <= 0 || seg.empty()) return;
+  const SpSegs pc = sp_pieces(seg, 4 * kSpTile);
+  par.for_range(int64_t(pc.size() / 2), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t)
+      sp_gather_rows(dst, dst_stride, 0, rows, row_ptr, base, w, src, pc[size_t(2 * t)],
+                     pc[size_t(2 * t + 1)], pf);
   });
 }
 
-// gw[j] = sum over q in [0, qr) of g[row(j)][q] * src[base[j] + q]; parallel over q blocks into
-// one partial sum per thread, added in thread order.
+// gw[j] = sum over the runs seg of g[row(j)][q] * src[base[j] + q]. The runs are cut into
+// pieces of at most qb; consecutive pieces that span at most qb of q go to one dot_rows call
+// (one horizontal sum per kept weight, the source block still in the L2 cache). Each thread
+// sums a contiguous share of the calls into its own partial vector; the partials are added in
+// thread order, so the result does not depend on the scheduling.
 template <class T, class Par>
 void sp_run_dot(T* gw, int64_t nnz, int64_t rows, const int64_t* row_ptr, const int64_t* base,
-                const T* g, int64_t g_stride, const T* src, int64_t qr, int64_t qb,
+                const T* g, int64_t g_stride, const T* src, const SpSegs& seg, int64_t qb,
                 const Par& par) {
-  if (qr <= 0) {
+  const SpSegs pc = sp_pieces(seg, qb);
+  std::vector<int64_t> call{0};  // call k covers pieces [call[k], call[k + 1])
+  for (int64_t i = 1; i < int64_t(pc.size() / 2); ++i)
+    if (pc[size_t(2 * i + 1)] - pc[size_t(2 * call.back())] > qb) call.push_back(i);
+  const int64_t ncall = pc.empty() ? 0 : int64_t(call.size());
+  call.push_back(int64_t(pc.size() / 2));
+  if (ncall == 0 || nnz == 0) {
     std::fill(gw, gw + nnz, T(0));
     return;
   }
-  const int64_t nqb = (qr + qb - 1) / qb;
-  const int threads = std::max(1, std::min<int>(par.max_threads(), int(nqb)));
+  const int threads = int(std::max<int64_t>(1, std::min<int64_t>(par.max_threads(), ncall)));
   std::vector<T> part(size_t(threads) * size_t(nnz), T(0));
-  par.for_range(nqb, [&](int64_t b, int64_t e) {
-    const int tid = std::min(par.thread_id(), threads - 1);
-    T* acc = part.data() + size_t(tid) * size_t(nnz);
-    for (int64_t i = b; i < e; ++i)
-      sp_dot_rows(acc, 0, rows, row_ptr, base, g, g_stride, src, i * qb, std::min(qr, (i + 1) * qb));
+  par.for_range(threads, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      T* acc = part.data() + size_t(t) * size_t(nnz);
+      for (int64_t k = ncall * t / threads; k < ncall * (t + 1) / threads; ++k)
+        sp_dot_rows(acc, 0, rows, row_ptr, base, g, g_stride, src,
+                    pc.data() + 2 * call[size_t(k)], call[size_t(k + 1)] - call[size_t(k)]);
+    }
   });
   for (int64_t j = 0; j < nnz; ++j) {
     T s = 0;
@@ -228,9 +324,46 @@ void sp_run_dot(T* gw, int64_t nnz, int64_t rows, const int64_t* row_ptr, const 
 
 // ---- layout copies of the convolution -------------------------------------------------------
 
-// x (N, C, H, W) into the wide buffer [C * phases][q] (+ slack, zeroed here).
+// Where input pixel (y, x) of sample 0 lies in the lanes layout, for buffer rows of stride
+// `stride`: at yo[y] + xo[x] (+ the sample).
+inline void sp_lanes_offsets(const SpConvGeom& g, int64_t stride, std::vector<int64_t>& yo,
+                             std::vector<int64_t>& xo) {
+  yo.resize(size_t(g.h));
+  xo.resize(size_t(g.w));
+  for (int64_t y = 0; y < g.h; ++y) {
+    const int64_t yp = y + g.ph;
+    yo[size_t(y)] = (yp % g.sh) * g.sw * stride + (yp / g.sh) * g.wq * g.px;
+  }
+  for (int64_t x = 0; x < g.w; ++x) {
+    const int64_t xp = x + g.pw;
+    xo[size_t(x)] = (xp % g.sw) * stride + (xp / g.sw) * g.px;
+  }
+}
+
+// x (N, C, H, W) into the buffer [C * phases][q] (+ slack, zeroed here), in g's layout.
 template <class T, class Par>
 void sp_pack_input(const SpConvGeom& g, const T* x, T* buf, const Par& par) {
+  std::fill(buf + g.c * g.phases * g.q, buf + g.in_elems(), T(0));
+  if (g.lanes) {
+    std::vector<int64_t> yo, xo;
+    sp_lanes_offsets(g, g.q, yo, xo);
+    par.for_range(g.c, [&](int64_t b, int64_t e) {
+      for (int64_t ic = b; ic < e; ++ic) {
+        T* d = buf + ic * g.phases * g.q;
+        std::fill(d, d + g.phases * g.q, T(0));
+        // sample outermost: the writes (stride n) stay within one channel's few KiB
+        for (int64_t n = 0; n < g.n; ++n) {
+          const T* xs = x + (n * g.c + ic) * g.h * g.w;
+          for (int64_t y = 0; y < g.h; ++y) {
+            T* dy = d + yo[size_t(y)] + n;
+            const T* xr = xs + y * g.w;
+            for (int64_t xx = 0; xx < g.w; ++xx) dy[xo[size_t(xx)]] = xr[xx];
+          }
+        }
+      }
+    });
+    return;
+  }
   par.for_range(g.c * g.n, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t ic = t / g.n, n = t % g.n;
@@ -261,13 +394,28 @@ void sp_pack_input(const SpConvGeom& g, const T* x, T* buf, const Par& par) {
         }
     }
   });
-  std::fill(buf + g.c * g.phases * g.q, buf + g.c * g.phases * g.q + g.e + kSpTile, T(0));
 }
 
 // The output gradient gy (N, O, OH, OW) into [O][e + qr] rows: q at e + q, zeros elsewhere.
 template <class T, class Par>
 void sp_pack_grad(const SpConvGeom& g, const T* gy, T* buf, const Par& par) {
   const int64_t gs = g.e + g.qr;
+  if (g.lanes) {
+    par.for_range(g.o, [&](int64_t b, int64_t e) {
+      for (int64_t oc = b; oc < e; ++oc) {
+        T* row = buf + oc * gs;
+        std::fill(row, row + gs, T(0));
+        for (int64_t n = 0; n < g.n; ++n) {
+          const T* s = gy + (n * g.o + oc) * g.oh * g.ow;
+          for (int64_t r = 0; r < g.oh; ++r) {
+            T* dr = row + g.e + r * g.wq * g.px + n;
+            for (int64_t c = 0; c < g.ow; ++c) dr[c * g.px] = s[r * g.ow + c];
+          }
+        }
+      }
+    });
+    return;
+  }
   par.for_range(g.o, [&](int64_t b, int64_t e) {
     for (int64_t oc = b; oc < e; ++oc) {
       T* row = buf + oc * gs;
@@ -309,13 +457,28 @@ void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_p
                            const int32_t* col, const T* values, const T* bias, T* y,
                            SpWorkspace& ws, const Par& par) {
   const int64_t nnz = row_ptr[g.o];
-  T* in = ws.get<T>(SpWorkspace::kIn, g.c * g.phases * g.q + g.e + kSpTile);
+  T* in = ws.get<T>(SpWorkspace::kIn, g.in_elems());
   T* out = ws.get<T>(SpWorkspace::kOut, g.o * g.qr);
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
   sp_pack_input(g, x, in, par);
   sp_conv_bases(g, nnz, col, base, par);
-  sp_run_gather(out, g.qr, g.o, row_ptr, base, values, in, g.qr,
-                sp_q_block<T>(g.c * g.phases, g.qr), sp_ahead(g.c * g.phases, g.q, 0), par);
+  sp_run_gather(out, g.qr, g.o, row_ptr, base, values, in, sp_out_runs(g),
+                sp_ahead(g.c * g.phases, g.q, 0), par);
+  if (g.lanes) {
+    par.for_range(g.o, [&](int64_t b, int64_t e) {
+      for (int64_t oc = b; oc < e; ++oc) {
+        const T add = bias ? bias[oc] : T(0);
+        for (int64_t n = 0; n < g.n; ++n) {
+          T* d = y + (n * g.o + oc) * g.oh * g.ow;
+          for (int64_t r = 0; r < g.oh; ++r) {
+            const T* s = out + oc * g.qr + r * g.wq * g.px + n;
+            for (int64_t c = 0; c < g.ow; ++c) d[r * g.ow + c] = s[c * g.px] + add;
+          }
+        }
+      }
+    });
+    return;
+  }
   par.for_range(g.n * g.o, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / g.o, oc = t % g.o;
@@ -346,14 +509,14 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
                             const Par& par) {
   const int64_t nnz = row_ptr[g.o];
   const int64_t gs = g.e + g.qr;
-  T* gbuf = ws.get<T>(SpWorkspace::kGrad, g.o * gs);
+  T* gbuf = ws.get<T>(SpWorkspace::kGrad, g.o * gs + kSpTile);
   sp_pack_grad(g, gy, gbuf, par);
   if (gw != nullptr) {
-    T* in = ws.get<T>(SpWorkspace::kIn, g.c * g.phases * g.q + g.e + kSpTile);
+    T* in = ws.get<T>(SpWorkspace::kIn, g.in_elems());
     int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
     sp_pack_input(g, x, in, par);
     sp_conv_bases(g, nnz, col, base, par);
-    sp_run_dot(gw, nnz, g.o, row_ptr, base, gbuf + g.e, gs, in, g.qr,
+    sp_run_dot(gw, nnz, g.o, row_ptr, base, gbuf + g.e, gs, in, sp_out_runs(g),
                sp_q_block<T>(g.c * g.phases, g.qr), par);
   }
   if (gx == nullptr) return;
@@ -387,8 +550,25 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     }
   });
   T* gin = ws.get<T>(SpWorkspace::kOut, rows * g.qr);
-  sp_run_gather(gin, g.qr, rows, rp.data(), base, w, gbuf, g.qr, sp_q_block<T>(g.o, g.qr),
+  sp_run_gather(gin, g.qr, rows, rp.data(), base, w, gbuf, sp_in_runs(g),
                 sp_ahead(g.o, gs, g.e), par);
+  if (g.lanes) {
+    std::vector<int64_t> yo, xo;
+    sp_lanes_offsets(g, g.qr, yo, xo);
+    par.for_range(g.c, [&](int64_t b, int64_t e) {
+      for (int64_t ic = b; ic < e; ++ic) {
+        const T* s = gin + ic * g.phases * g.qr;
+        for (int64_t n = 0; n < g.n; ++n) {
+          T* d = gx + (n * g.c + ic) * g.h * g.w;
+          for (int64_t y = 0; y < g.h; ++y) {
+            const T* sy = s + yo[size_t(y)] + n;
+            for (int64_t xx = 0; xx < g.w; ++xx) d[y * g.w + xx] = sy[xo[size_t(xx)]];
+          }
+        }
+      }
+    });
+    return;
+  }
   par.for_range(g.n * g.c, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / g.c, ic = t % g.c;
@@ -450,7 +630,7 @@ void sparse_linear_forward(int64_t tokens, int64_t in_f, int64_t out_f, const T*
   sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
     for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
   });
-  sp_run_gather(out, qr, out_f, row_ptr, base, values, in, qr, sp_q_block<T>(in_f, qr),
+  sp_run_gather(out, qr, out_f, row_ptr, base, values, in, SpSegs{0, qr},
                 sp_ahead(in_f, qr, 0), par);
   sp_transpose(out, out_f, tokens, qr, y, out_f, par);
   if (bias != nullptr)
@@ -475,7 +655,7 @@ void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T
     sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
       for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
     });
-    sp_run_dot(gw, nnz, out_f, row_ptr, base, g, qr, in, qr,
+    sp_run_dot(gw, nnz, out_f, row_ptr, base, g, qr, in, SpSegs{0, qr},
                sp_q_block<T>(in_f, qr), par);
   }
   if (gx == nullptr) return;
@@ -490,7 +670,7 @@ void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T
     }
   });
   T* gin = ws.get<T>(SpWorkspace::kOut, in_f * qr);
-  sp_run_gather(gin, qr, in_f, t_ptr, base, w, g, qr, sp_q_block<T>(out_f, qr),
+  sp_run_gather(gin, qr, in_f, t_ptr, base, w, g, SpSegs{0, qr},
                 sp_ahead(out_f, qr, 0), par);
   sp_transpose(gin, in_f, tokens, qr, gx, in_f, par);
 }

@@ -5,6 +5,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "../core/sparse_conv.h"
 #include "aten_par.h"
 
@@ -86,6 +89,16 @@ void check_float(const char* op, const at::Tensor& input, const at::Tensor& valu
   }
 }
 
+// The layout of the convolution kernels (sparse_conv.h): SPARSEPAI_SPARSE_CONV_LAYOUT=wide or
+// lanes forces one (the tests run both; read at every call so that they can switch), otherwise
+// the shape chooses.
+int conv_layout() {
+  const char* v = std::getenv("SPARSEPAI_SPARSE_CONV_LAYOUT");
+  if (v != nullptr && std::strcmp(v, "wide") == 0) return 0;
+  if (v != nullptr && std::strcmp(v, "lanes") == 0) return 1;
+  return -1;
+}
+
 core::SpConvGeom conv_geom(const char* op, const at::Tensor& input, at::IntArrayRef ws,
                            at::IntArrayRef stride, at::IntArrayRef padding,
                            at::IntArrayRef dilation) {
@@ -103,7 +116,7 @@ core::SpConvGeom conv_geom(const char* op, const at::Tensor& input, at::IntArray
   g.o = ws[0], g.kh = ws[2], g.kw = ws[3];
   g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1];
   g.dh = dilation[0], g.dw = dilation[1];
-  TORCH_CHECK(core::sp_conv_geom(g), "sparsepai.", op, ": the ", ws[2], "x", ws[3],
+  TORCH_CHECK(core::sp_conv_geom(g, conv_layout()), "sparsepai.", op, ": the ", ws[2], "x", ws[3],
               " kernel does not fit the padded ", g.h, "x", g.w, " input");
   return g;
 }

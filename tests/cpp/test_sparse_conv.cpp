@@ -77,15 +77,8 @@ void check_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k
   std::vector<T> x(size_t(n * c * h * w)), gy(size_t(n * o * g.oh * g.ow)), bias(size_t(o), T(0));
   for (std::vector<T>* v : {&x, &gy, &bias})
     for (auto& e : *v) e = T(u(gen));
-  ThreadPar par{threads};
-  SpWorkspace ws;
-  std::vector<T> y(gy.size()), gx(x.size()), gw(vals.size());
-  sparse_conv2d_forward<T>(g, x.data(), m.row_ptr.data(), m.col.data(), vals.data(), bias.data(),
-                           y.data(), ws, par);
-  sparse_conv2d_backward<T>(g, x.data(), gy.data(), m.row_ptr.data(), m.col.data(), vals.data(),
-                            m.t_ptr.data(), m.t_idx.data(), gx.data(), gw.data(), ws, par);
+  std::vector<double> ry(gy.size(), 0), rgx(x.size(), 0), rgw_dense(m.dense.size(), 0);
   // direct loops in double
-  std::vector<double> ry(y.size(), 0), rgx(x.size(), 0), rgw_dense(m.dense.size(), 0);
   for (int64_t nn = 0; nn < n; ++nn)
     for (int64_t oc = 0; oc < o; ++oc)
       for (int64_t i = 0; i < g.oh; ++i)
@@ -106,18 +99,33 @@ void check_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k
           ry[size_t(((nn * o + oc) * g.oh + i) * g.ow + j)] = acc;
         }
   const double tol = sizeof(T) == 4 ? 2e-4 : 1e-11;
-  int bad = 0;
-  for (size_t i = 0; i < y.size(); ++i) bad += !close(double(y[i]), ry[i], tol);
-  for (size_t i = 0; i < x.size(); ++i) bad += !close(double(gx[i]), rgx[i], tol);
-  for (int64_t r = 0; r < o; ++r)
-    for (int64_t j = m.row_ptr[size_t(r)]; j < m.row_ptr[size_t(r + 1)]; ++j)
-      bad += !close(double(gw[size_t(j)]), rgw_dense[size_t(r * c * kk + m.col[size_t(j)])],
-                    tol * 10);
-  if (bad)
-    std::fprintf(stderr, "conv n%lld c%lld %lldx%lld o%lld k%lldx%lld s%lld p%lld d%lld: %d bad\n",
-                 (long long)n, (long long)c, (long long)h, (long long)w, (long long)o,
-                 (long long)kh, (long long)kw, (long long)s, (long long)p, (long long)d, bad);
-  CHECK(bad == 0);
+  ThreadPar par{threads};
+  SpWorkspace ws;  // shared by both layouts: a buffer grown for one must serve the other
+  for (int layout : {0, 1}) {  // wide, lanes
+    CHECK(sp_conv_geom(g, layout));
+    CHECK(g.lanes == (layout == 1));
+    // NaN in the outputs: every element must be written
+    std::vector<T> y(gy.size(), T(NAN)), gx(x.size(), T(NAN)), gw(vals.size(), T(NAN));
+    sparse_conv2d_forward<T>(g, x.data(), m.row_ptr.data(), m.col.data(), vals.data(),
+                             bias.data(), y.data(), ws, par);
+    sparse_conv2d_backward<T>(g, x.data(), gy.data(), m.row_ptr.data(), m.col.data(),
+                              vals.data(), m.t_ptr.data(), m.t_idx.data(), gx.data(), gw.data(),
+                              ws, par);
+    int bad = 0;
+    for (size_t i = 0; i < y.size(); ++i) bad += !close(double(y[i]), ry[i], tol);
+    for (size_t i = 0; i < x.size(); ++i) bad += !close(double(gx[i]), rgx[i], tol);
+    for (int64_t r = 0; r < o; ++r)
+      for (int64_t j = m.row_ptr[size_t(r)]; j < m.row_ptr[size_t(r + 1)]; ++j)
+        bad += !close(double(gw[size_t(j)]), rgw_dense[size_t(r * c * kk + m.col[size_t(j)])],
+                      tol * 10);
+    if (bad)
+      std::fprintf(stderr,
+                   "conv %s n%lld c%lld %lldx%lld o%lld k%lldx%lld s%lld p%lld d%lld: %d bad\n",
+                   layout ? "lanes" : "wide", (long long)n, (long long)c, (long long)h,
+                   (long long)w, (long long)o, (long long)kh, (long long)kw, (long long)s,
+                   (long long)p, (long long)d, bad);
+    CHECK(bad == 0);
+  }
 }
 
 template <class T>
@@ -192,6 +200,20 @@ TEST(conv_fully_pruned_and_dense) {
 }
 
 TEST(conv_empty_batch) { check_conv<float>(0, 3, 6, 6, 4, 3, 3, 1, 1, 1, 0.5, false, 2, 12); }
+
+// Small planes, where the shape would choose the lanes layout: 4x4 and 8x8 outputs, a batch
+// that is and one that is not a multiple of the vector width, 1x1 and 3x3 planes, batch 1,
+// stride 2 with and without padding, dilation.
+TEST(conv_small_planes) {
+  check_conv<float>(16, 12, 4, 4, 10, 3, 3, 1, 1, 1, 0.3, true, 2, 20);
+  check_conv<double>(19, 7, 8, 8, 9, 3, 3, 2, 1, 1, 0.3, false, 3, 21);
+  check_conv<float>(33, 5, 8, 8, 6, 1, 1, 2, 0, 1, 0.5, false, 1, 22);
+  check_conv<double>(5, 6, 3, 3, 4, 3, 3, 1, 1, 1, 0.4, true, 2, 23);
+  check_conv<float>(1, 6, 1, 1, 5, 3, 3, 1, 1, 1, 0.5, false, 2, 24);
+  check_conv<double>(1, 4, 3, 3, 3, 1, 1, 1, 0, 1, 0.7, false, 1, 25);
+  check_conv<float>(7, 5, 9, 9, 6, 3, 3, 2, 2, 2, 0.4, true, 3, 26);
+  check_conv<double>(20, 8, 4, 4, 7, 3, 3, 1, 1, 1, 1.0, false, 2, 27);
+}
 
 TEST(linear) {
   check_linear<float>(70, 33, 21, 0.3, 1, 13);

@@ -221,28 +221,24 @@ inline SpSegs sp_out_runs(const SpConvGeom& g) {
   return s;
 }
 
-// [lo, hi): the positions R of one phase dimension (size nq, stride st, padding p) that hold an
-// input pixel in some phase: for phase a, st * R + a - p in [0, size).
-inline void sp_in_span(int64_t size, int64_t st, int64_t p, int64_t nq, int64_t& lo,
-                       int64_t& hi) {
-  lo = nq, hi = 0;
-  for (int64_t a = 0; a < st; ++a) {
-    const int64_t b = std::min(nq, std::max<int64_t>(0, (p - a + st - 1) / st));
-    const int64_t e = std::max(b, std::min(nq, (size + p - a + st - 1) / st));
-    if (e > b) lo = std::min(lo, b), hi = std::max(hi, e);
-  }
+// [lo, hi): the positions R of phase a of one dimension (size, stride st, padding p, nq
+// positions) that hold an input pixel: st * R + a - p in [0, size).
+inline void sp_phase_span(int64_t size, int64_t st, int64_t p, int64_t nq, int64_t a,
+                          int64_t& lo, int64_t& hi) {
+  lo = std::min(nq, std::max<int64_t>(0, (p - a + st - 1) / st));
+  hi = std::max(lo, std::min(nq, (size + p - a + st - 1) / st));
 }
 
-// The runs of q that hold input pixels (the input gradient).
-inline SpSegs sp_in_runs(const SpConvGeom& g) {
+// The runs of q that hold input pixels of phase (a, b) (the input gradient).
+inline SpSegs sp_in_runs(const SpConvGeom& g, int64_t a, int64_t b) {
   SpSegs s;
   if (!g.lanes) {
     sp_push_run(s, 0, g.qr);
     return s;
   }
   int64_t r0, r1, c0, c1;
-  sp_in_span(g.h, g.sh, g.ph, g.hq, r0, r1);
-  sp_in_span(g.w, g.sw, g.pw, g.wq, c0, c1);
+  sp_phase_span(g.h, g.sh, g.ph, g.hq, a, r0, r1);
+  sp_phase_span(g.w, g.sw, g.pw, g.wq, b, c0, c1);
   for (int64_t r = r0; r < r1; ++r) sp_push_run(s, (r * g.wq + c0) * g.px, (r * g.wq + c1) * g.px);
   return s;
 }
@@ -270,19 +266,32 @@ inline SpPrefetch sp_ahead(int64_t rows, int64_t stride, int64_t offset) {
   return SpPrefetch{rows, stride, offset, 4 * kSpTile};
 }
 
-// dst rows [0, rows) of stride dst_stride over the runs seg, in pieces of 4 tiles, parallel
-// over the pieces (every task computes all rows of its piece: gather_rows keeps the source
-// windows of a tile in the L1 cache from one row to the next).
+// Rows [r0, r1) computed over the runs `runs`.
+struct SpRowRuns {
+  int64_t r0 = 0, r1 = 0;
+  SpSegs runs;
+};
+
+// dst rows of stride dst_stride, each part's rows over its runs, in pieces of 4 tiles, in one
+// parallel region over all (part, piece) tasks (every task computes all rows of its part over
+// its piece: gather_rows keeps the source windows of a tile in the L1 cache from one row to
+// the next).
 template <class T, class Par>
-void sp_run_gather(T* dst, int64_t dst_stride, int64_t rows, const int64_t* row_ptr,
-                   const int64_t* base, const T* w, const T* src, const SpSegs& seg,
+void sp_run_gather(T* dst, int64_t dst_stride, const std::vector<SpRowRuns>& parts,
+                   const int64_t* row_ptr, const int64_t* base, const T* w, const T* src,
                    const SpPrefetch& pf, const Par& par) {
-  if (rows <= 0 || seg.empty()) return;
-  const SpSegs pc = sp_pieces(seg, 4 * kSpTile);
-  par.for_range(int64_t(pc.size() / 2), [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t)
-      sp_gather_rows(dst, dst_stride, 0, rows, row_ptr, base, w, src, pc[size_t(2 * t)],
-                     pc[size_t(2 * t + 1)], pf);
+  std::vector<int64_t> task;  // (part, q0, q1)
+  for (size_t k = 0; k < parts.size(); ++k) {
+    if (parts[k].r1 <= parts[k].r0) continue;
+    const SpSegs pc = sp_pieces(parts[k].runs, 4 * kSpTile);
+    for (size_t i = 0; i + 1 < pc.size(); i += 2) task.insert(task.end(), {int64_t(k), pc[i], pc[i + 1]});
+  }
+  par.for_range(int64_t(task.size() / 3), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const SpRowRuns& p = parts[size_t(task[size_t(3 * t)])];
+      sp_gather_rows(dst, dst_stride, p.r0, p.r1, row_ptr, base, w, src, task[size_t(3 * t + 1)],
+                     task[size_t(3 * t + 2)], pf);
+    }
   });
 }
 
@@ -324,8 +333,8 @@ void sp_run_dot(T* gw, int64_t nnz, int64_t rows, const int64_t* row_ptr, const 
 
 // ---- layout copies of the convolution -------------------------------------------------------
 
-// Where input pixel (y, x) of sample 0 lies in the lanes layout, for buffer rows of stride
-// `stride`: at yo[y] + xo[x] (+ the sample).
+// Where input pixel (y, x) of sample 0 lies in the lanes layout, for buffers whose phase rows
+// are `stride` apart: at yo[y] + xo[x] (+ the sample).
 inline void sp_lanes_offsets(const SpConvGeom& g, int64_t stride, std::vector<int64_t>& yo,
                              std::vector<int64_t>& xo) {
   yo.resize(size_t(g.h));
@@ -462,7 +471,7 @@ void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_p
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
   sp_pack_input(g, x, in, par);
   sp_conv_bases(g, nnz, col, base, par);
-  sp_run_gather(out, g.qr, g.o, row_ptr, base, values, in, sp_out_runs(g),
+  sp_run_gather(out, g.qr, {SpRowRuns{0, g.o, sp_out_runs(g)}}, row_ptr, base, values, in,
                 sp_ahead(g.c * g.phases, g.q, 0), par);
   if (g.lanes) {
     par.for_range(g.o, [&](int64_t b, int64_t e) {
@@ -520,8 +529,9 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
                sp_q_block<T>(g.c * g.phases, g.qr), par);
   }
   if (gx == nullptr) return;
-  // rows (ic, phase): the kept weights of input channel ic whose tap has that phase, reading
-  // the output gradient of their output channel at minus the tap offset
+  // rows (phase, ic): the kept weights of input channel ic whose tap has that phase, reading
+  // the output gradient of their output channel at minus the tap offset; phase-major, so that
+  // in the lanes layout each phase computes only its own input pixels
   const int64_t rows = g.c * g.phases, kk = g.kh * g.kw;
   int64_t* row_of = ws.get<int64_t>(SpWorkspace::kRowOf, nnz);
   sp_rows_of(g.o, row_ptr, row_of, par);
@@ -532,14 +542,14 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     for (int64_t ic = b; ic < e; ++ic)
       for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
         const int64_t c = col[t_idx[t]];
-        ++rp[size_t(ic * g.phases + g.tap_phase((c / g.kw) % g.kh, c % g.kw) + 1)];
+        ++rp[size_t(g.tap_phase((c / g.kw) % g.kh, c % g.kw) * g.c + ic + 1)];
       }
   });
   for (int64_t r = 0; r < rows; ++r) rp[size_t(r + 1)] += rp[size_t(r)];
   sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
     std::vector<int64_t> next(size_t(g.phases));
     for (int64_t ic = b; ic < e; ++ic) {
-      for (int64_t p = 0; p < g.phases; ++p) next[size_t(p)] = rp[size_t(ic * g.phases + p)];
+      for (int64_t p = 0; p < g.phases; ++p) next[size_t(p)] = rp[size_t(p * g.c + ic)];
       for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
         const int64_t j = t_idx[t], c = col[j];
         const int64_t i = (c % kk) / g.kw, k = c % g.kw;
@@ -550,14 +560,23 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     }
   });
   T* gin = ws.get<T>(SpWorkspace::kOut, rows * g.qr);
-  sp_run_gather(gin, g.qr, rows, rp.data(), base, w, gbuf, sp_in_runs(g),
-                sp_ahead(g.o, gs, g.e), par);
+  std::vector<SpRowRuns> parts;
+  if (g.lanes) {
+    for (int64_t a = 0; a < g.sh; ++a)
+      for (int64_t b = 0; b < g.sw; ++b) {
+        const int64_t p = a * g.sw + b;
+        parts.push_back(SpRowRuns{p * g.c, (p + 1) * g.c, sp_in_runs(g, a, b)});
+      }
+  } else {
+    parts.push_back(SpRowRuns{0, rows, sp_in_runs(g, 0, 0)});
+  }
+  sp_run_gather(gin, g.qr, parts, rp.data(), base, w, gbuf, sp_ahead(g.o, gs, g.e), par);
   if (g.lanes) {
     std::vector<int64_t> yo, xo;
-    sp_lanes_offsets(g, g.qr, yo, xo);
+    sp_lanes_offsets(g, g.c * g.qr, yo, xo);  // phase-major rows: a phase is c rows apart
     par.for_range(g.c, [&](int64_t b, int64_t e) {
       for (int64_t ic = b; ic < e; ++ic) {
-        const T* s = gin + ic * g.phases * g.qr;
+        const T* s = gin + ic * g.qr;
         for (int64_t n = 0; n < g.n; ++n) {
           T* d = gx + (n * g.c + ic) * g.h * g.w;
           for (int64_t y = 0; y < g.h; ++y) {
@@ -578,7 +597,7 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
         T* dr = d + y * g.w;
         // columns x with (x + pw) % sw == b, read at (x + pw) / sw (no division per element)
         for (int64_t b = 0; b < g.sw; ++b) {
-          const T* sr = gin + (ic * g.phases + a * g.sw + b) * g.qr + n * g.plane +
+          const T* sr = gin + ((a * g.sw + b) * g.c + ic) * g.qr + n * g.plane +
                         (yp / g.sh) * g.wq;
           const int64_t x0 = ((b - g.pw) % g.sw + g.sw) % g.sw;
           int64_t c = (x0 + g.pw) / g.sw;
@@ -630,7 +649,7 @@ void sparse_linear_forward(int64_t tokens, int64_t in_f, int64_t out_f, const T*
   sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
     for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
   });
-  sp_run_gather(out, qr, out_f, row_ptr, base, values, in, SpSegs{0, qr},
+  sp_run_gather(out, qr, {SpRowRuns{0, out_f, SpSegs{0, qr}}}, row_ptr, base, values, in,
                 sp_ahead(in_f, qr, 0), par);
   sp_transpose(out, out_f, tokens, qr, y, out_f, par);
   if (bias != nullptr)
@@ -670,7 +689,7 @@ void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T
     }
   });
   T* gin = ws.get<T>(SpWorkspace::kOut, in_f * qr);
-  sp_run_gather(gin, qr, in_f, t_ptr, base, w, g, SpSegs{0, qr},
+  sp_run_gather(gin, qr, {SpRowRuns{0, in_f, SpSegs{0, qr}}}, t_ptr, base, w, g,
                 sp_ahead(out_f, qr, 0), par);
   sp_transpose(gin, in_f, tokens, qr, gx, in_f, par);
 }

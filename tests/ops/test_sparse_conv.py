@@ -53,10 +53,26 @@ def check_grads(fn, ref, leaves, dtype, seed=1):
         torch.testing.assert_close(u.grad, v.grad, **tol(dtype))
 
 
+# Small planes, where the shape chooses the lanes layout (sample innermost): 4x4 and 8x8
+# outputs, a batch that fills and one that does not fill the vector lanes, 1x1 and 3x3 planes,
+# batch 1, stride 2 with and without padding, dilation.
+SMALL_CASES = [
+    (16, 12, 4, 4, 10, 3, 3, 1, 1, 1, 0.3, True),
+    (19, 7, 8, 8, 9, 3, 3, 2, 1, 1, 0.3, False),
+    (33, 5, 8, 8, 6, 1, 1, 2, 0, 1, 0.5, True),
+    (17, 6, 3, 3, 4, 3, 3, 1, 1, 1, 0.4, True),
+    (1, 6, 1, 1, 5, 3, 3, 1, 1, 1, 0.5, False),
+    (20, 5, 9, 9, 6, 3, 3, 2, 2, 2, 0.4, True),
+]
+
+
 @needs_op
-@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("case", CONV_CASES + SMALL_CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_conv_matches_masked_dense(case, dtype):
+@pytest.mark.parametrize("layout", ["auto", "wide", "lanes"])
+def test_conv_matches_masked_dense(case, dtype, layout, monkeypatch):
+    if layout != "auto":  # the kernels read the forced layout at every call
+        monkeypatch.setenv("SPARSEPAI_SPARSE_CONV_LAYOUT", layout)
     x, values, lay, b, ws, s, p, d = conv_case(case, dtype)
     leaves = [x, values] + ([b] if b is not None else [])
 

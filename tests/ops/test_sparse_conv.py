@@ -2,6 +2,10 @@
 weight and bias gradients (float64 tight, float32 to rounding), opcheck, compile, empty batch,
 fully pruned rows, bad input."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -73,6 +77,10 @@ SMALL_CASES = [
 def test_conv_matches_masked_dense(case, dtype, layout, monkeypatch):
     if layout != "auto":  # the kernels read the forced layout at every call
         monkeypatch.setenv("SPARSEPAI_SPARSE_CONV_LAYOUT", layout)
+    check_conv_case(case, dtype)
+
+
+def check_conv_case(case, dtype):
     x, values, lay, b, ws, s, p, d = conv_case(case, dtype)
     leaves = [x, values] + ([b] if b is not None else [])
 
@@ -179,3 +187,20 @@ def test_bad_input_is_refused():
         op(x.half(), values.half(), *lay[:4], None, list(ws), *geo)
     with pytest.raises(ValueError, match="bool"):
         sparse_layout(torch.ones(3, 3))
+
+
+
+@needs_op
+@pytest.mark.parametrize("isa", ["avx2", "base"])
+def test_lanes_layout_at_lower_isa_levels(isa):
+    # the instruction-set level is read once per process: a fresh interpreter per level
+    code = ("import torch\n"
+            "from tests.ops.test_sparse_conv import SMALL_CASES, check_conv_case\n"
+            "for case in SMALL_CASES[:3]:\n"
+            "    for dtype in (torch.float64, torch.float32):\n"
+            "        check_conv_case(case, dtype)\n")
+    env = dict(os.environ, SPARSEPAI_CPU_ISA=isa, SPARSEPAI_SPARSE_CONV_LAYOUT="lanes")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]

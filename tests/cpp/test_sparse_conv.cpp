@@ -2,6 +2,7 @@
 // against direct loops over the dense weight with the pruned entries zero: forward, input
 // gradient and weight gradient at the kept positions, for strides, padding, dilation, empty
 // rows and columns, fully pruned layers, and 1 and 3 threads.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -104,6 +105,14 @@ void check_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k
   for (int layout : {0, 1}) {  // wide, lanes
     CHECK(sp_conv_geom(g, layout));
     CHECK(g.lanes == (layout == 1));
+    // NaN in the scratch buffers: a position the kernels read must have been written (the
+    // layout copies zero only the borders they do not fill)
+    const int64_t big = std::max({g.in_elems(), g.o * g.qr, g.c * g.phases * g.qr,
+                                  g.o * (g.e + g.qr) + kSpTile});
+    for (auto slot : {SpWorkspace::kIn, SpWorkspace::kOut, SpWorkspace::kGrad}) {
+      T* b = ws.get<T>(slot, big);
+      std::fill(b, b + big, T(NAN));
+    }
     // NaN in the outputs: every element must be written
     std::vector<T> y(gy.size(), T(NAN)), gx(x.size(), T(NAN)), gw(vals.size(), T(NAN));
     sparse_conv2d_forward<T>(g, x.data(), m.row_ptr.data(), m.col.data(), vals.data(),

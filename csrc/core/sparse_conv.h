@@ -19,6 +19,13 @@
 // (columns >= OW, rows >= OH) are computed and dropped; the output gradient is zero there, which
 // keeps them out of both gradients. The cost is (Hq * Wq) / (OH * OW) - 1 extra work (6% for a
 // 32x32 plane, 125% for a 4x4 plane with padding 1), no branches and no clipping in the loops.
+//
+// The lanes layout (small planes: SpConvGeom::lanes, sp_conv_prefer_lanes) puts the sample
+// innermost instead, q = (R * Wq + C) * N + n: the vector lanes run over the batch, a tap offset
+// is N times the wide one, and the kernels compute only runs of q that matter: one per output
+// row (ow * N long) for the forward pass and the weight gradient, one per input row of each
+// phase for the input gradient. No extra work beyond rounding each run up to kSpTile, at the
+// price of a transposing layout copy.
 // A linear layer is the case N = 1, H = 1, W = tokens: its input is transposed to
 // feature-major rows instead.
 #pragma once

@@ -188,10 +188,12 @@ struct SpConvGeom {
   int64_t in_elems() const { return c * phases * q + e + (qr - q) + kSpTile; }
 };
 
-// Which layout a shape runs in (SpConvGeom::lanes), from measurements on an AVX-512 Xeon
-// (benchmarks/bench_sparse_train.py, both layouts forced): the lanes layout wins where the
-// padded plane wastes much of the wide layout's work (small planes) and the batch fills the
-// vector lanes.
+// Which layout a shape runs in (SpConvGeom::lanes). Measured with both layouts forced
+// (SPARSEPAI_SPARSE_CONV_LAYOUT) on ResNet-18's CIFAR convolutions at batch 64 and 5-10%
+// density (AVX-512 Xeon, 2 threads): lanes 1.3-1.9x faster on 8x8 and 4x4 outputs (where the
+// wide layout wastes 56-125% of its work), about even on an 8x8 output of a 16x16 input, and
+// 1.5-2.5x slower on 16x16 and 32x32 outputs (its transposing copies cost more than the wide
+// layout's 6-27% waste). The batch must fill the vector lanes of a row's run.
 inline bool sp_conv_prefer_lanes(const SpConvGeom& g) {
   return g.n >= 16 && g.oh * g.ow <= 64;
 }

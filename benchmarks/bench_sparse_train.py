@@ -8,21 +8,27 @@ round by round (order rotated), medians:
 - ``ours``: ``sparsepai.ops.sparse_conv2d``/``sparse_linear``;
 - ``sparseprop``: SparseProp's layers (``sparseprop==0.1.14``), when it is installed.
 
-Shapes: ResNet-18's and VGG-16's CIFAR convolutions (batch ``--batch``) and a transformer MLP
-(768 -> 3072 -> 768 at 512 and 2048 tokens), at uniform random masks of the densities in
-``--densities`` and at the per-layer densities that ProsPr, SNIP and magnitude pruning give
-ResNet-18 at 95% (``--pai``). Each row also gives the layer's floor: the FLOPs at the kept
+Shapes (``--shapes``): ResNet-18's and VGG-16's CIFAR convolutions (batch ``--batch``) and a
+transformer MLP (768 -> 3072 -> 768 at 512 and 2048 tokens), at uniform random masks of the
+densities in ``--densities`` and, for each convolution set, at the per-layer masks that ProsPr,
+SNIP and magnitude pruning (``--pai``, the library's defaults) give that model at
+``--pai-sparsity`` (95%): the first layer of each shape. Each row also gives the layer's floor: the FLOPs at the kept
 density (forward, input and weight gradient: 3 x 2 x nnz x N x OH x OW) at the machine's
 measured dense GEMM rate, or the activations every implementation must read and write (x and
 y forward; dy, x and dx backward) at its measured copy bandwidth, whichever is longer.
 
 End to end (``--e2e``): one training step (zero_grad, forward, cross-entropy, backward,
 ``MaskedSGD`` step with momentum 0.9, weight decay 5e-4) of ResNet-18 and VGG-16 (CIFAR shapes,
-batch ``--batch``) with masks from ``--e2e-method`` at each ``--e2e-sparsities``: dense,
+batch ``--batch``) with masks from each ``--e2e-method`` at each ``--e2e-sparsities``: dense,
 masked dense, and ``sp.sparsify`` (measured on the batch).
+
+Writes ``--out`` .json, .md (the tables, machine, load and command), .png (per-layer speed-up
+at random masks) and _e2e.png (training-step speed-up against sparsity, with the bound of the
+kept convolution/linear FLOPs).
 
     python benchmarks/bench_sparse_train.py                 # -> benchmarks/results/sparse_train/results.*
     python benchmarks/bench_sparse_train.py --quick         # fewer shapes and rounds
+    python benchmarks/bench_sparse_train.py --shapes vgg16 --e2e --e2e-models vgg16
 
 Holds /tmp/sparsepai-timing.lock while timing. The pruning data are random CIFAR-shaped
 batches (no dataset here): the masks' per-layer densities, not their accuracy, matter for time.
@@ -182,55 +188,93 @@ def time_runs(x, runs, rounds):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def pai_densities(method, sparsity, batch):
-    """Per-layer densities ProsPr/SNIP/magnitude give ResNet-18 (CIFAR shapes) at ``sparsity``,
-    keyed like RESNET18's rows (the first layer of each shape)."""
+MODELS = {"resnet18": RESNET18, "vgg16": VGG16}  # the zoo model of each conv shape set
+
+
+def conv_input_sizes(model, x):
+    """``{conv name: input height}`` of every ``Conv2d`` of ``model`` on one forward of ``x``."""
+    import torch
+
+    sizes, hooks = {}, []
+
+    def record(name):
+        def hook(mod, args):  # returns None: the arguments pass unchanged
+            sizes.setdefault(name, args[0].shape[-2])
+        return hook
+
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            hooks.append(m.register_forward_pre_hook(record(name)))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return sizes
+
+
+def row_masks(model, masks, rows, sizes):
+    """The mask of the first ``Conv2d`` of ``model`` that has each row's shape (in and out
+    channels, kernel, stride and input size ``sizes[name]``): ``{row name: bool mask}``; rows
+    no masked convolution of the model has are left out."""
+    import torch
+
+    out = {}
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    for row in rows:
+        _, c, o, h, k, s, p = row
+        for n, m in convs:
+            if ((m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0],
+                 sizes.get(n)) == (c, o, k, s, p, h) and n + ".weight" in masks):
+                out[row[0]] = masks[n + ".weight"]
+                break
+    return out
+
+
+def pai_masks(model_name, method, sparsity, batch):
+    """Per-layer masks ``method`` (ProsPr, SNIP, magnitude, with the library's defaults) gives
+    ``model_name`` (CIFAR shapes) at ``sparsity`` on random CIFAR-shaped batches, keyed like the
+    rows of its shape set (the first layer of each shape): non-uniform per-layer densities."""
     import torch
 
     import sparsepai as sp
     from sparsepai.experiments.models import get_model
 
     torch.manual_seed(0)
-    model = get_model("resnet18", num_classes=10, in_channels=3, image_size=32)
+    model = get_model(model_name, num_classes=10, in_channels=3, image_size=32)
     g = torch.Generator().manual_seed(1)
     data = [(torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,),
                                                                        generator=g))
             for _ in range(4)]  # ProsPr takes 4 batches
     masks = sp.prune(model, method, sparsity, data)
-    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    out = {}
-    for row in RESNET18:
-        _, c, o, h, k, s, p = row
-        for n, m in convs:
-            if (m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0]) == (c, o, k, s):
-                key = n + ".weight"
-                if key in masks:
-                    out[row[0]] = masks[key]
-                    break
-    return out, masks
+    sizes = conv_input_sizes(model, data[0][0][:1])
+    return row_masks(model, masks, MODELS[model_name], sizes)
 
 
 def per_layer(args, rates):
-    import torch
-
     rows = []
-    shapes = [("conv", r) for r in RESNET18 + (VGG16 if not args.quick else [])]
-    shapes += [("linear", m) for m in MLP]
+    sets = [s for s in args.shapes if s in MODELS]
+    shapes = [("conv", r) for s in sets for r in MODELS[s]]
+    shapes += [("linear", m) for m in MLP] if "mlp" in args.shapes else []
     for kind, shape in shapes:
         for density in args.densities:
             toks = args.tokens if kind == "linear" else [None]
             for t in toks:
                 x, runs, info = layer_case(kind, shape, density, args.batch, t)
                 rows.append(row_of(shape[0], kind, "random", x, runs, info, args, rates, t))
-    for method in args.pai:
-        masks, _ = pai_densities(method, 0.95, args.batch)
-        for shape in RESNET18:
-            if shape[0] not in masks:
-                continue
-            x, runs, info = layer_case("conv", shape, None, args.batch, mask=masks[shape[0]])
-            rows.append(row_of(shape[0], "conv", f"{method}@95", x, runs, info, args, rates,
-                               None))
-    del torch
+    for model_name in sets:
+        for method in args.pai:
+            masks = pai_masks(model_name, method, args.pai_sparsity, args.batch)
+            for shape in MODELS[model_name]:
+                if shape[0] not in masks:
+                    continue
+                x, runs, info = layer_case("conv", shape, None, args.batch, mask=masks[shape[0]])
+                rows.append(row_of(shape[0], "conv", f"{method}@{100 * args.pai_sparsity:g}",
+                                   x, runs, info, args, rates, None))
     return rows
 
 
@@ -253,9 +297,11 @@ def row_of(name, kind, masks, x, runs, info, args, rates, tokens):
     return row
 
 
-def kept_flop_fraction(model, masks, x):
-    """FLOPs of the masked Conv2d/Linear layers at their kept density over their dense FLOPs,
-    on input ``x``: the step's compute floor relative to dense (the rest of the step aside)."""
+def masked_flops(model, masks, x):
+    """``(dense, kept)`` forward FLOPs of the ``Conv2d``/``Linear`` layers of ``model`` on input
+    ``x``: all their weights, and only those ``masks`` keep (an unmasked layer counts in full).
+    ``kept / dense`` is a training step's compute floor relative to dense (the rest of the step
+    aside)."""
     import torch
 
     dense, kept, hooks = [0.0], [0.0], []
@@ -267,16 +313,21 @@ def kept_flop_fraction(model, masks, x):
                 mk = masks.get(name + ".weight")
                 kept[0] += f * (float(mk.float().mean()) if mk is not None else 1.0)
             hooks.append(m.register_forward_hook(hook))
-    with torch.no_grad():
-        model.eval()
-        model(x)
-        model.train()
-    for h in hooks:
-        h.remove()
-    return kept[0] / dense[0]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return dense[0], kept[0]
 
 
 def e2e(args):
+    import copy
+
     import torch
 
     import sparsepai as sp
@@ -287,56 +338,55 @@ def e2e(args):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(args.batch, 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (args.batch,), generator=g)
-    for name in args.e2e_models:
-        for sparsity in args.e2e_sparsities:
-            torch.manual_seed(0)
-            base = get_model(name, num_classes=10, in_channels=3, image_size=32)
-            data = [(torch.randn(args.batch, 3, 32, 32, generator=g),
-                     torch.randint(0, 10, (args.batch,), generator=g)) for _ in range(4)]
-            masks = sp.prune(base, args.e2e_method, sparsity, data)
-            import copy
+    for name, method, sparsity in [(n, m, s) for n in args.e2e_models for m in args.e2e_method
+                                   for s in args.e2e_sparsities]:
+        torch.manual_seed(0)
+        base = get_model(name, num_classes=10, in_channels=3, image_size=32)
+        data = [(torch.randn(args.batch, 3, 32, 32, generator=g),
+                 torch.randint(0, 10, (args.batch,), generator=g)) for _ in range(4)]
+        masks = sp.prune(base, method, sparsity, data)
+        flops = masked_flops(base, masks, x)
+        flop_fraction = flops[1] / flops[0]
 
-            flop_fraction = kept_flop_fraction(base, masks, x)
-
-            dense = copy.deepcopy(base)
-            masked = sp.apply_masks(copy.deepcopy(base), masks)
-            sparse = sp.apply_masks(copy.deepcopy(base), masks)
-            sp.sparsify(sparse, masks, example_inputs=x)
-            swapped = sum(e.swapped for e in sparse.sparsepai_sparsify_report)
-            names = dict(sparse.named_parameters())
-            models = {"dense": (dense, MaskedSGD(dense.named_parameters(), {}, lr=0.01,
-                                                  momentum=0.9, weight_decay=5e-4)),
-                      "masked": (masked, MaskedSGD(masked.named_parameters(), masks, lr=0.01,
-                                                    momentum=0.9, weight_decay=5e-4)),
-                      "sparse": (sparse, MaskedSGD(sparse.named_parameters(),
-                                                    {k: m for k, m in masks.items()
-                                                     if k in names},
-                                                    lr=0.01, momentum=0.9, weight_decay=5e-4))}
-            times = {k: [] for k in models}
-            order = list(models)
-            for r in range(args.e2e_steps + 1):
-                for k in order[r % 3:] + order[:r % 3]:
-                    model, opt = models[k]
-                    model.train()
-                    t0 = time.perf_counter()
-                    opt.zero_grad(set_to_none=True)
-                    torch.nn.functional.cross_entropy(model(x), y).backward()
-                    opt.step()
-                    if r:
-                        times[k].append(time.perf_counter() - t0)
-            med = {k: statistics.median(v) for k, v in times.items()}
-            row = {"model": name, "method": args.e2e_method, "sparsity": sparsity,
-                   "swapped_layers": swapped,
-                   "layers": len(sparse.sparsepai_sparsify_report),
-                   **{f"{k}_ms": v * 1e3 for k, v in med.items()},
-                   "speedup_vs_dense": med["dense"] / med["sparse"],
-                   "speedup_vs_masked": med["masked"] / med["sparse"],
-                   "kept_flop_fraction": flop_fraction}
-            print(f"{name} {args.e2e_method}@{sparsity}: " + " ".join(
-                f"{k} {v * 1e3:.0f} ms" for k, v in med.items())
-                + f" -> {row['speedup_vs_dense']:.2f}x dense ({swapped}/{row['layers']} layers "
-                  f"sparse; conv/linear FLOPs kept {flop_fraction:.3f})", flush=True)
-            rows.append(row)
+        dense = copy.deepcopy(base)
+        masked = sp.apply_masks(copy.deepcopy(base), masks)
+        sparse = sp.apply_masks(copy.deepcopy(base), masks)
+        sp.sparsify(sparse, masks, example_inputs=x)
+        swapped = sum(e.swapped for e in sparse.sparsepai_sparsify_report)
+        names = dict(sparse.named_parameters())
+        models = {"dense": (dense, MaskedSGD(dense.named_parameters(), {}, lr=0.01,
+                                              momentum=0.9, weight_decay=5e-4)),
+                  "masked": (masked, MaskedSGD(masked.named_parameters(), masks, lr=0.01,
+                                                momentum=0.9, weight_decay=5e-4)),
+                  "sparse": (sparse, MaskedSGD(sparse.named_parameters(),
+                                                {k: m for k, m in masks.items()
+                                                 if k in names},
+                                                lr=0.01, momentum=0.9, weight_decay=5e-4))}
+        times = {k: [] for k in models}
+        order = list(models)
+        for r in range(args.e2e_steps + 1):
+            for k in order[r % 3:] + order[:r % 3]:
+                model, opt = models[k]
+                model.train()
+                t0 = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+                if r:
+                    times[k].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        row = {"model": name, "method": method, "sparsity": sparsity,
+               "swapped_layers": swapped,
+               "layers": len(sparse.sparsepai_sparsify_report),
+               **{f"{k}_ms": v * 1e3 for k, v in med.items()},
+               "speedup_vs_dense": med["dense"] / med["sparse"],
+               "speedup_vs_masked": med["masked"] / med["sparse"],
+               "kept_flop_fraction": flop_fraction}
+        print(f"{name} {method}@{sparsity}: " + " ".join(
+            f"{k} {v * 1e3:.0f} ms" for k, v in med.items())
+            + f" -> {row['speedup_vs_dense']:.2f}x dense ({swapped}/{row['layers']} layers "
+              f"sparse; conv/linear FLOPs kept {flop_fraction:.3f})", flush=True)
+        rows.append(row)
     return rows
 
 
@@ -400,6 +450,51 @@ def plot(results, path):
     _io.save_figure(path + ".png", fig, dpi=110)
 
 
+def plot_e2e(results, path):
+    """``path``_e2e.png: the training step's speed-up over dense per model and masks against
+    sparsity, ``sp.sparsify`` and the masked dense layer, with the compute floor's bound
+    (1 / the kept FLOP fraction of the convolutions and linear layers) dotted."""
+    rows = results["e2e"]
+    if not rows:
+        return
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    handles = []
+    for i, key in enumerate(dict.fromkeys((r["model"], r["method"]) for r in rows)):
+        mine = sorted((r for r in rows if (r["model"], r["method"]) == key),
+                      key=lambda r: r["sparsity"])
+        s = [100 * r["sparsity"] for r in mine]
+        ax.plot(s, [r["speedup_vs_dense"] for r in mine], "o-", color=f"C{i}")
+        ax.plot(s, [r["dense_ms"] / r["masked_ms"] for r in mine], "x--", color=f"C{i}",
+                alpha=0.6)
+        ax.plot(s, [1 / r["kept_flop_fraction"] for r in mine], "^:", color=f"C{i}", alpha=0.6)
+        handles.append(Line2D([], [], color=f"C{i}", lw=3, label=f"{key[0]}, {key[1]} masks"))
+    handles += [Line2D([], [], color="gray", ls=ls, marker=m, label=text) for ls, m, text in
+                (("-", "o", "sp.sparsify"), ("--", "x", "masked dense"),
+                 (":", "^", "FLOP bound (1 / kept FLOPs)"))]
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("sparsity (%)")
+    ax.set_ylabel("training step speed-up vs dense")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_yticks([0.5, 0.75, 1, 1.5, 2, 3, 4, 6])
+    ax.set_title(f"training step, batch {results['batch']}, {results['threads']} threads")
+    ax.legend(handles=handles, fontsize=7)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    from sparsepai import _io
+
+    _io.save_figure(path + "_e2e.png", fig, dpi=110)
+    plt.close(fig)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=64)
@@ -407,22 +502,36 @@ def main():
                    default=[0.2, 0.1, 0.05, 0.02])
     p.add_argument("--tokens", type=lambda s: [int(v) for v in s.split(",")],
                    default=[512, 2048])
+    p.add_argument("--shapes", type=lambda s: [v for v in s.split(",") if v],
+                   default=["resnet18", "vgg16", "mlp"],
+                   help="per-layer shape sets: resnet18, vgg16 (CIFAR convolutions), mlp "
+                        "(default all; --quick: resnet18,mlp)")
     p.add_argument("--pai", type=lambda s: [v for v in s.split(",") if v],
-                   default=["prospr", "snip", "magnitude"])
+                   default=["prospr", "snip", "magnitude"],
+                   help="pruning methods (library defaults) whose per-layer masks time the "
+                        "convolutions of each --shapes model")
+    p.add_argument("--pai-sparsity", type=float, default=0.95)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--e2e", action="store_true", help="also time whole training steps")
     p.add_argument("--e2e-models", type=lambda s: s.split(","), default=["resnet18", "vgg16"])
     p.add_argument("--e2e-sparsities", type=lambda s: [float(v) for v in s.split(",")],
                    default=[0.9, 0.95, 0.98])
-    p.add_argument("--e2e-method", default="snip")
+    p.add_argument("--e2e-method", type=lambda s: [v for v in s.split(",") if v],
+                   default=["snip"], help="pruning methods of the training steps (comma list)")
     p.add_argument("--e2e-steps", type=int, default=5)
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="ResNet-18 and MLP shapes only")
+    p.add_argument("--quick", action="store_true",
+                   help="ResNet-18 and MLP shapes only (overrides --shapes)")
     p.add_argument("--no-lock", action="store_true",
                    help="do not wait for the timing lock (smoke runs; numbers not for reporting)")
     p.add_argument("--out", default=OUT)
     args = p.parse_args()
+    if args.quick:
+        args.shapes = ["resnet18", "mlp"]
+    bad = sorted(set(args.shapes) - set(MODELS) - {"mlp"})
+    if bad:
+        p.error(f"--shapes: unknown {bad}; valid: {', '.join([*MODELS, 'mlp'])}")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -450,6 +559,7 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     write(results, args.out)
     plot(results, args.out)
+    plot_e2e(results, args.out)
     print(f"wrote {args.out}.json/.md/.png")
 
 

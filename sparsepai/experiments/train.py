@@ -63,11 +63,13 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int = 512) -> float:
 
 def train_epochs(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig):
     """:func:`train` one epoch at a time: a generator that trains an epoch, evaluates, and
-    yields ``{"epoch", "train_loss", "test_acc", "train_seconds", "step_seconds"}``
-    (``train_seconds``: the wall-clock time spent training, data loading and optimizer steps
-    but not evaluation, up to the end of this epoch; ``step_seconds``: this epoch's time per
-    batch, a list). Several models can so be trained in lockstep, epoch by epoch (the
+    yields ``{"epoch", "train_loss", "test_acc", "train_seconds", "step_seconds",
+    "setup_seconds"}`` (``train_seconds``: the wall-clock time spent training, data loading and
+    optimizer steps but not evaluation, up to the end of this epoch; ``step_seconds``: this
+    epoch's time per batch, a list; ``setup_seconds``: the time before the first epoch, applying
+    the masks and, with ``cfg.sparse_kernels``, ``sp.sparsify``'s measurements). Several models can so be trained in lockstep, epoch by epoch (the
     time-to-accuracy benchmark does, so that a change of machine load hits them alike)."""
+    setup = time.perf_counter()
     if masks:
         apply_masks(model, masks)
     wmasks = masks or {}
@@ -87,6 +89,7 @@ def train_epochs(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainC
         opt = MaskedAdamW(params, wmasks, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
              if cfg.cosine else None)
+    setup = time.perf_counter() - setup
     seconds = 0.0
     for epoch in range(cfg.epochs):
         model.train()  # evaluate() restores it too; set here so that nothing is timed twice
@@ -101,7 +104,8 @@ def train_epochs(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainC
         seconds += stamps[-1] - stamps[0]
         yield {"epoch": epoch, "train_loss": stats.mean_loss,
                "test_acc": evaluate(model, test_set), "train_seconds": seconds,
-               "step_seconds": [b - a for a, b in zip(stamps, stamps[1:])]}
+               "step_seconds": [b - a for a, b in zip(stamps, stamps[1:])],
+               "setup_seconds": setup}
 
 
 def train(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainConfig,

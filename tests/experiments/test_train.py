@@ -125,3 +125,33 @@ def test_train_pass_errors_name_the_caller():
     bad = [(torch.full((2, 4), float("nan"), dtype=torch.float64), torch.tensor([0, 1]))]
     with pytest.raises(FloatingPointError, match="my loop: the loss is nan"):
         train_pass(model, opt, bad, f, "my loop")
+
+
+def test_setup_seconds_cover_sparsify_measurements():
+    """With sparse kernels, the first epoch's setup time includes sp.sparsify's timing of every
+    layer it measured (each a median of repeated calls, so their sum is a lower bound)."""
+    import torch
+
+    from sparsepai._ext import has_op
+    from sparsepai.experiments.train import train_epochs
+
+    if not has_op("sparse_conv2d", "cpu"):
+        pytest.skip("compiled extension not built")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.Flatten(),
+                                torch.nn.Linear(16 * 8 * 8, 3))
+    ds = torch.utils.data.TensorDataset(torch.randn(16, 3, 8, 8), torch.randint(0, 3, (16,)))
+    masks = {n: torch.rand(p.shape) < 0.1 for n, p in model.named_parameters()
+             if n.endswith("weight")}
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=0.05, sparse_kernels=True)
+    epochs = list(train_epochs(model, masks, ds, ds, cfg))
+    measured = sum(e.dense_ms + e.sparse_ms for e in model.sparsepai_sparsify_report
+                   if e.dense_ms is not None) / 1e3
+    assert measured > 0
+    assert epochs[0]["setup_seconds"] >= measured
+    assert epochs[1]["setup_seconds"] == epochs[0]["setup_seconds"]
+    flat = torch.utils.data.TensorDataset(torch.randn(16, 3 * 8 * 8), torch.randint(0, 3, (16,)))
+    dense = list(train_epochs(torch.nn.Linear(3 * 8 * 8, 3), None, flat, flat,
+                              TrainConfig(epochs=1, batch_size=8, lr=0.05)))
+    assert 0 <= dense[0]["setup_seconds"] < epochs[0]["setup_seconds"]

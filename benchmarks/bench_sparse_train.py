@@ -498,7 +498,7 @@ def plot_e2e(results, path):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--densities", type=lambda s: [float(v) for v in s.split(",")],
+    p.add_argument("--densities", type=lambda s: [float(v) for v in s.split(",") if v],
                    default=[0.2, 0.1, 0.05, 0.02])
     p.add_argument("--tokens", type=lambda s: [int(v) for v in s.split(",")],
                    default=[512, 2048])

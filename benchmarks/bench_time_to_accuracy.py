@@ -10,7 +10,14 @@ zero-padded to 32x32, 1 channel. Models: the CIFAR-style ``resnet20``, ``resnet1
     per layer), then ``sp.slim``; 3SP is the method ``snip``;
     ``random`` draws its scores from a generator seeded with the run's seed (a new mask per seed);
   - ``default@S``: ``sp.prune(model, "prospr", S, data, structured=True)`` with the library's
-    defaults, whatever they are when the benchmark runs (the options used are recorded).
+    defaults, whatever they are when the benchmark runs (the options used are recorded);
+  - ``unstructured@S`` and ``unstructured+kernels@S`` (not in the default ``--variants``):
+    ``sp.prune(model, "prospr", S, data)`` with the library's defaults (unstructured masks,
+    non-uniform per-layer densities), trained as a masked dense model, and trained on the
+    unstructured-sparse kernels (``sp.sparsify`` measured on the first batch, as
+    ``sparsepai train --sparse-kernels`` does: each layer runs on the kernels only where they
+    measure faster); the sparsify measurements are recorded apart (``sparsify s``), as the
+    pruning time is.
 Every contender trains with the one training loop (``sparsepai.experiments.train.train``: SGD with
 momentum 0.9, weight decay 5e-4, cosine decay, the same batch size, epochs and data order
 for a seed; pruning scores on 4 batches of 128); the test accuracy and the cumulative training
@@ -28,6 +35,9 @@ speedup) and ``time_to_accuracy.png`` (one line per contender, the Pareto fronti
 
     python benchmarks/bench_time_to_accuracy.py                    # everything (many hours)
     python benchmarks/bench_time_to_accuracy.py --summarize        # table and plot only
+    python benchmarks/bench_time_to_accuracy.py --models resnet18 --seeds 0 --sparsities 0.95 \
+        --variants dense,default,unstructured,unstructured+kernels --epochs 2 \
+        --train-images 2048 --threads 2 --out benchmarks/results/time_to_accuracy_sparse
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from sparsepai import _io  # noqa: E402  (cheap: the package imports torch lazily)
+from machine import cpu_name  # noqa: E402
 from tta_summary import (METHODS, known_widths, load_runs, order,  # noqa: E402
                          side_by_side, summarize)
 
@@ -49,6 +60,8 @@ OUT = os.path.join(HERE, "results", "time_to_accuracy")
 MNIST = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "mnist")
 # every contender a plain run produces, before the sparsity suffix
 ALL_VARIANTS = ("dense", "default") + tuple(f"{m}{w}" for m in METHODS for w in ("", "+cost"))
+# unstructured ProsPr (library defaults) contenders -> whether they train on the sparse kernels
+UNSTRUCTURED = {"unstructured": False, "unstructured+kernels": True}
 
 
 def parse_variant(label: str):
@@ -58,6 +71,8 @@ def parse_variant(label: str):
         return None, {}, 0.0
     name, _, s = label.partition("@")
     sparsity = float(s)
+    if name in UNSTRUCTURED:
+        return "prospr", {}, sparsity
     name, floored, floor = name.partition("+min")
     extra = {"min_per_layer": int(floor)} if floored else {}
     if name == "default":
@@ -153,22 +168,35 @@ def build(name, label, seed, train_set, settings):
     method, options, sparsity = parse_variant(label)
     if method == "random":  # its scores have their own generator: a new mask per seed
         options = {"seed": seed, **options}
+    unstructured = label.partition("@")[0] in UNSTRUCTURED
     torch.manual_seed(seed)
     dense = dense_model(name)
-    prune_s = 0.0
+    x1 = train_set[:1][0]
+    prune_s, pruned, fl = 0.0, 0, None
     if method is None:
         model = dense
     else:
         data = list(loader(train_set, settings["prune_batch"], shuffle=True, seed=1000 + seed))
         t0 = time.perf_counter()
         masks = sp.prune(dense, method, sparsity, data[:settings["prune_batches"]],
-                         structured=True, **options)
-        model = sp.slim(dense, masks)
+                         structured=not unstructured, **options)
+        # unstructured: the masks ride on the model (sp.apply_masks records them), for training
+        model = sp.apply_masks(dense, masks) if unstructured else sp.slim(dense, masks)
         prune_s = time.perf_counter() - t0
+        if unstructured:  # the weights and FLOPs the masks keep
+            from bench_sparse_train import masked_flops
+
+            pruned = sum(int((~m).sum()) for m in masks.values())
+            all_cl, kept_cl = masked_flops(model, masks, x1)
+            fl = round(flops(model, x1) - all_cl + kept_cl)
+    if fl is None:
+        fl = flops(model, x1)
     row = {"model": name, "variant": label, "seed": seed, "method": method,
            "options": dict(options), "sparsity": sparsity,
-           "params": sum(p.numel() for p in model.parameters()),
-           "flops": flops(model, train_set[:1][0]), "prune_seconds": prune_s,
+           "structured": method is not None and not unstructured,
+           "sparse_kernels": UNSTRUCTURED.get(label.partition("@")[0], False),
+           "params": sum(p.numel() for p in model.parameters()) - pruned,
+           "flops": fl, "prune_seconds": prune_s,
            "widths": widths(model),
            "test_acc": [], "train_seconds": [], "train_loss": [], "load": [],
            "step_seconds": []}
@@ -180,25 +208,36 @@ def build(name, label, seed, train_set, settings):
 def run_lockstep(name, labels, seed, train_set, test_set, settings, log):
     """Train every contender of ``labels`` for one model and seed in lockstep: epoch e of each
     (in alternating order) before epoch e + 1 of any, so that a change of machine load between
-    epochs hits all of them. Returns their rows."""
+    epochs hits all of them. Unstructured contenders train with their masks (the pruned weights
+    held at zero), ``unstructured+kernels`` with ``sp.sparsify`` (``TrainConfig.sparse_kernels``).
+    Returns their rows."""
+    import dataclasses
+
     from sparsepai.experiments.train import TrainConfig, train_epochs
 
     cfg = TrainConfig(epochs=settings["epochs"], batch_size=settings["batch"], lr=settings["lr"],
                       momentum=0.9, weight_decay=5e-4, cosine=True, seed=seed)
     built = [build(name, label, seed, train_set, settings) for label in labels]
-    runs = [(train_epochs(m, None, train_set, test_set, cfg), row) for m, row in built]
+    runs = [(train_epochs(m, getattr(m, "sparsepai_masks", None), train_set, test_set,
+                          dataclasses.replace(cfg, sparse_kernels=row["sparse_kernels"])), row, m)
+            for m, row in built]
     for epoch in range(cfg.epochs):
         order = runs if epoch % 2 == 0 else runs[::-1]
-        for gen, row in order:
+        for gen, row, model in order:
             e = next(gen)
             for k in ("test_acc", "train_seconds", "train_loss"):
                 row[k].append(e[k])
             row["step_seconds"] += e["step_seconds"]
             row["load"].append(os.getloadavg()[0])
+            if epoch == 0 and row["sparse_kernels"]:  # what sp.sparsify did, and its cost
+                report = model.sparsepai_sparsify_report
+                row["sparsify_seconds"] = e["setup_seconds"]
+                row["sparse_layers"] = [r.name for r in report if r.swapped]
+                row["sparsify_report"] = [dataclasses.asdict(r) for r in report]
         log(f"  {name} seed {seed} epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
             f"{row['variant']} {100 * row['test_acc'][-1]:.1f}% {row['train_seconds'][-1]:.0f}s"
-            for _, row in runs))
-    return [row for _, row in runs]
+            for _, row, _ in runs))
+    return [row for _, row, _ in runs]
 
 
 def table(summary: dict) -> str:
@@ -210,19 +249,47 @@ def table(summary: dict) -> str:
                   "the runs' own median step times")
         lines += [f"\n**{name}**: target = dense accuracy - 1 point = {target}; train s = "
                   f"steps x {timing}\n",
-                  "| contender | seeds | final acc (%) | train s | speedup vs dense | "
-                  "time to target (s) | in-run s | wall s | params | FLOPs / dense | prune s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| contender | seeds | final acc (%) | train s | s / epoch | speedup vs dense | "
+                  "time to target (s) | in-run s | wall s | params | FLOPs / dense | prune s | "
+                  "sparsify s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for label, r in sorted(s["rows"].items(), key=lambda kv: order(kv[0])):
             reach = (f"{r['to_target']:.0f} ({r['reached']}/{len(r['seeds'])})"
                      if r["reached"] else f"not reached (0/{len(r['seeds'])})")
             fl = f"{r['flops'] / d['flops']:.3f}" if d else "-"
             sp_ = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
+            sps = "-" if r["sparsify_seconds"] is None else f"{r['sparsify_seconds']:.1f}"
             lines.append(f"| {label} | {len(r['seeds'])} | {100 * r['acc']:.2f} +- "
-                         f"{100 * r['acc_std']:.2f} | {r['seconds']:.1f} | {sp_} | {reach} | "
+                         f"{100 * r['acc_std']:.2f} | {r['seconds']:.1f} | "
+                         f"{r['seconds'] / r['epochs']:.1f} | {sp_} | {reach} | "
                          f"{r['loaded']:.0f} | {r['wall']:.0f} | {r['params']:,} | {fl} | "
-                         f"{r['prune_seconds']:.1f} |")
+                         f"{r['prune_seconds']:.1f} | {sps} |")
     return "\n".join(lines)
+
+
+def protocol(runs, settings) -> str:
+    """How the runs of a folder were made, for its table: data, training, timing, and the
+    machines, threads, load and commands the runs recorded (runs older than that record name
+    none)."""
+    text = (f"Protocol: the MNIST split (the first {settings['train_images']:,} training images "
+            f"train, the last {settings['test_images']:,} evaluate), zero-padded to 32x32; "
+            f"{settings['epochs']} epochs of SGD (momentum 0.9, weight decay 5e-4, lr "
+            f"{settings['lr']} with cosine decay, batch {settings['batch']}) in the library's "
+            "training loop; pruning scores on "
+            f"{settings['prune_batches']} batches of {settings['prune_batch']}; contenders of a "
+            "model and seed train in lockstep, epoch by epoch; train s = the run's median step "
+            "time x its steps (wall s: the raw training wall-clock; evaluation, pruning and "
+            "sp.sparsify's measurements excluded, given apart); target = dense accuracy - 1 "
+            "point.\n")
+    machines = sorted({(r["machine"], r["threads"]) for r in runs if "machine" in r})
+    for m, t in machines:
+        text += f"\nMachine: {m}, {t} torch threads."
+    loads = [v for r in runs if "machine" in r for v in r["load"]]
+    if loads:
+        text += f" Load average (1 min) after each epoch: {min(loads):.1f}-{max(loads):.1f}."
+    for c in dict.fromkeys(r["command"] for r in runs if "command" in r):
+        text += f"\n\nCommand: `{c}`"
+    return text + "\n"
 
 
 def pareto(points):
@@ -247,7 +314,8 @@ def plot(summary: dict, path: str, note: str):
     ncol = max(1, max(len(v) for v in panels.values()))
     fig, axes = plt.subplots(len(panels), ncol, figsize=(6.5 * ncol, 5 * len(panels)),
                              squeeze=False)
-    colors = {m: f"C{i}" for i, m in enumerate(("dense", "default") + tuple(METHODS))}
+    colors = {m: f"C{i}" for i, m in enumerate(("dense", "default") + tuple(METHODS)
+                                               + ("unstructured",))}
     for row, (name, sparsities) in zip(axes, panels.items()):
         for ax in row[len(sparsities):]:
             ax.axis("off")
@@ -260,9 +328,11 @@ def plot(summary: dict, path: str, note: str):
                 method = base.split("+")[0]
                 xs, ys = zip(*summary[name]["rows"][label]["curve"])
                 ax.plot(xs, [100 * y for y in ys], marker="o", ms=3,
-                        ls="-" if "+cost" not in base else ":" if base.endswith("+cost")
+                        ls="-." if base.endswith("+kernels") else
+                        "-" if "+cost" not in base else ":" if base.endswith("+cost")
                         else "--", color=colors.get(method, "k"),
-                        lw=2.5 if method in ("dense", "default") else 1.2, label=label)
+                        lw=2.5 if method in ("dense", "default", "unstructured") else 1.2,
+                        label=label)
                 pts += list(zip(xs, ys))
             front = pareto(pts)
             ax.step([p[0] for p in front], [100 * p[1] for p in front], where="post",
@@ -292,7 +362,8 @@ def report(runs, out, settings):
     note = f"{settings['epochs']} epochs on {settings['train_images']:,} images, mean of seeds"
     text = table(summary)
     _io.atomic_write_bytes(os.path.join(out, "table.md"),
-                           f"Settings: {json.dumps(settings)}\n{text}\n".encode())
+                           f"Settings: {json.dumps(settings)}\n\n{protocol(runs, settings)}\n"
+                           f"{text}\n".encode())
     plot(summary, os.path.join(out, "time_to_accuracy.png"), note)
     print(text)
     return summary
@@ -360,10 +431,16 @@ def main():
           f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
           flush=True)
     train_set, test_set = mnist32(args.data_root, args.train_images, args.test_images)
+    # the command as typed, with --out and --data-root relative to the repository
+    root = os.path.dirname(HERE)
+    command = "python benchmarks/bench_time_to_accuracy.py " + " ".join(
+        os.path.relpath(a, root) if a in (args.out, args.data_root) else a for a in sys.argv[1:])
     start = time.perf_counter()
     for i, (name, seed, todo) in enumerate(groups):
         rows = run_lockstep(name, todo, seed, train_set, test_set, settings,
                             lambda text: print(text, flush=True))
+        for row in rows:
+            row.update(machine=cpu_name(), threads=torch.get_num_threads(), command=command)
         with open(os.path.join(args.out, "runs.jsonl"), "a") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")

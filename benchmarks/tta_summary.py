@@ -110,6 +110,10 @@ def summarize(runs: list, quiet: dict | None = None) -> dict:
                 "narrowest": (min(min(r["widths"]) for r in rs)
                               if all(r.get("widths") for r in rs) else None),
                 "prune_seconds": statistics.mean(r["prune_seconds"] for r in rs),
+                # sp.sparsify's measurements before training (sparse-kernel runs only)
+                "sparsify_seconds": (statistics.mean(r["sparsify_seconds"] for r in rs)
+                                     if all("sparsify_seconds" in r for r in rs) else None),
+                "epochs": min(len(r["test_acc"]) for r in rs),
                 "curve": [(statistics.mean(r["train_seconds"][e] for r in rs),
                            statistics.mean(r["test_acc"][e] for r in rs))
                           for e in range(min(len(r["test_acc"]) for r in rs))]}

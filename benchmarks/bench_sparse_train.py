@@ -192,29 +192,14 @@ MODELS = {"resnet18": RESNET18, "vgg16": VGG16}  # the zoo model of each conv sh
 
 
 def conv_input_sizes(model, x):
-    """``{conv name: input height}`` of every ``Conv2d`` of ``model`` on one forward of ``x``."""
+    """``{conv name: input height}`` of every ``Conv2d`` of ``model`` on one forward of ``x``
+    (sp.sparsify's record of input shapes)."""
     import torch
 
-    sizes, hooks = {}, []
+    from sparsepai.sparse.sparsify import _input_shapes
 
-    def record(name):
-        def hook(mod, args):  # returns None: the arguments pass unchanged
-            sizes.setdefault(name, args[0].shape[-2])
-        return hook
-
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.Conv2d):
-            hooks.append(m.register_forward_pre_hook(record(name)))
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
-    return sizes
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    return {n: shape[-2] for n, shape in _input_shapes(model, x, names).items()}
 
 
 def row_masks(model, masks, rows, sizes):

@@ -38,8 +38,7 @@ speedup) and ``time_to_accuracy.png`` (one line per contender, the Pareto fronti
     # unstructured ProsPr on the sparse kernels against dense and the structured default
     python benchmarks/bench_time_to_accuracy.py --models resnet18 --seeds 0 --sparsities 0.95 \
         --variants dense,default,unstructured,unstructured+kernels --epochs 3 \
-        --train-images 1024 --test-images 1000 --batch 64 --prune-batch 64 --threads 2 \
-        --out benchmarks/results/time_to_accuracy_sparse
+        --train-images 4096 --batch 64 --threads 2 --out benchmarks/results/time_to_accuracy_sparse
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import fcntl
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -534,7 +535,7 @@ def main():
     results = {"machine": cpu_name(l3=True), "threads": args.threads, "batch": args.batch,
                # the command as typed, with --out relative to the repository (no machine paths)
                "command": "python benchmarks/bench_sparse_train.py " + " ".join(
-                   os.path.relpath(a, os.path.dirname(HERE)) if a == args.out else a
+                   shlex.quote(os.path.relpath(a, os.path.dirname(HERE)) if a == args.out else a)
                    for a in sys.argv[1:]),
                "torch": torch.__version__, "sparseprop": sparseprop_status,
                "gemm_gflops": rates[0] / 1e9, "copy_gbytes_per_s": rates[1] / 1e9,

@@ -47,6 +47,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -435,7 +436,8 @@ def main():
     # the command as typed, with --out and --data-root relative to the repository
     root = os.path.dirname(HERE)
     command = "python benchmarks/bench_time_to_accuracy.py " + " ".join(
-        os.path.relpath(a, root) if a in (args.out, args.data_root) else a for a in sys.argv[1:])
+        shlex.quote(os.path.relpath(a, root) if a in (args.out, args.data_root) else a)
+        for a in sys.argv[1:])
     start = time.perf_counter()
     for i, (name, seed, todo) in enumerate(groups):
         rows = run_lockstep(name, todo, seed, train_set, test_set, settings,

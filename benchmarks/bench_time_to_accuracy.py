@@ -273,8 +273,9 @@ def protocol(runs, settings) -> str:
     """How the runs of a folder were made, for its table: data, training, timing, and the
     machines, threads, load and commands the runs recorded (runs older than that record name
     none)."""
-    text = (f"Protocol: the MNIST split (the first {settings['train_images']:,} training images "
-            f"train, the last {settings['test_images']:,} evaluate), zero-padded to 32x32; "
+    text = (f"Protocol: the MNIST split (of the 10,000 images, the first "
+            f"{settings['train_images']:,} of the first 8,000 train and the first "
+            f"{settings['test_images']:,} of the last 2,000 evaluate), zero-padded to 32x32; "
             f"{settings['epochs']} epochs of SGD (momentum 0.9, weight decay 5e-4, lr "
             f"{settings['lr']} with cosine decay, batch {settings['batch']}) in the library's "
             "training loop; pruning scores on "
@@ -282,7 +283,8 @@ def protocol(runs, settings) -> str:
             "model and seed train in lockstep, epoch by epoch; train s = the run's median step "
             "time x its steps (wall s: the raw training wall-clock; evaluation, pruning and "
             "sp.sparsify's measurements excluded, given apart); target = dense accuracy - 1 "
-            "point.\n")
+            "point, time to target = the training seconds at the end of the first epoch that "
+            "reaches it.\n")
     machines = sorted({(r["machine"], r["threads"]) for r in runs if "machine" in r})
     for m, t in machines:
         text += f"\nMachine: {m}, {t} torch threads."

@@ -280,8 +280,9 @@ def protocol(runs, settings) -> str:
             f"{settings['lr']} with cosine decay, batch {settings['batch']}) in the library's "
             "training loop; pruning scores on "
             f"{settings['prune_batches']} batches of {settings['prune_batch']}; contenders of a "
-            "model and seed train in lockstep, epoch by epoch; train s = the run's median step "
-            "time x its steps (wall s: the raw training wall-clock; evaluation, pruning and "
+            "model and seed train in lockstep, epoch by epoch; train s = a median step time x the "
+            "run's steps (each table says whose: the run's own, or bench_step_time.py's quiet "
+            "ones; wall s: the raw training wall-clock; evaluation, pruning and "
             "sp.sparsify's measurements excluded, given apart); target = dense accuracy - 1 "
             "point, time to target = the training seconds at the end of the first epoch that "
             "reaches it.\n")

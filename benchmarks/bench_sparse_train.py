@@ -12,10 +12,11 @@ Shapes (``--shapes``): ResNet-18's and VGG-16's CIFAR convolutions (batch ``--ba
 transformer MLP (768 -> 3072 -> 768 at 512 and 2048 tokens), at uniform random masks of the
 densities in ``--densities`` and, for each convolution set, at the per-layer masks that ProsPr,
 SNIP and magnitude pruning (``--pai``, the library's defaults) give that model at
-``--pai-sparsity`` (95%): the first layer of each shape. Each row also gives the layer's floor: the FLOPs at the kept
-density (forward, input and weight gradient: 3 x 2 x nnz x N x OH x OW) at the machine's
-measured dense GEMM rate, or the activations every implementation must read and write (x and
-y forward; dy, x and dx backward) at its measured copy bandwidth, whichever is longer.
+``--pai-sparsity`` (95%): the first layer of each shape. Each row also gives the layer's
+floor: the FLOPs at the kept density (forward, input and weight gradient:
+3 x 2 x nnz x N x OH x OW) at the machine's measured dense GEMM rate, or the activations every
+implementation must read and write (x and y forward; dy, x and dx backward) at its measured
+copy bandwidth, whichever is longer.
 
 End to end (``--e2e``): one training step (zero_grad, forward, cross-entropy, backward,
 ``MaskedSGD`` step with momentum 0.9, weight decay 5e-4) of ResNet-18 and VGG-16 (CIFAR shapes,

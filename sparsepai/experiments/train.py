@@ -67,8 +67,9 @@ def train_epochs(model: torch.nn.Module, masks, train_set, test_set, cfg: TrainC
     "setup_seconds"}`` (``train_seconds``: the wall-clock time spent training, data loading and
     optimizer steps but not evaluation, up to the end of this epoch; ``step_seconds``: this
     epoch's time per batch, a list; ``setup_seconds``: the time before the first epoch, applying
-    the masks and, with ``cfg.sparse_kernels``, ``sp.sparsify``'s measurements). Several models can so be trained in lockstep, epoch by epoch (the
-    time-to-accuracy benchmark does, so that a change of machine load hits them alike)."""
+    the masks and, with ``cfg.sparse_kernels``, ``sp.sparsify``'s measurements). Several models
+    can so be trained in lockstep, epoch by epoch (the time-to-accuracy benchmark does, so that
+    a change of machine load hits them alike)."""
     setup = time.perf_counter()
     if masks:
         apply_masks(model, masks)

@@ -82,9 +82,11 @@ def prune(model: torch.nn.Module, method: str, sparsity: float, data=None, *,
             coupled layers (residual sums) get the same mask. Methods: ``magnitude`` (filter
             L1 norm), ``random``, ``snip`` (3SP), ``prospr`` (the meta-gradient with respect
             to channel masks); option ``cost_weighting`` (``True``, or an exponent ``alpha``:
-            each channel's score divided by its relative multiply-adds ** alpha; default
-            ``True`` for ``prospr``, measured in ``benchmarks/bench_time_to_accuracy.py``,
-            ``False`` for the others).
+            each channel's score divided by its relative multiply-adds ** alpha; ``False``
+            by default). Structured ``prospr`` defaults to ``first_order=True,
+            cost_weighting=0.5, min_per_layer=8`` (the worst cells of
+            ``benchmarks/bench_defaults_grid.py``;
+            :func:`sparsepai.structured.prune.channel_defaults`).
             ``sparsity`` counts the weights removed including the input columns that die with
             a pruned channel (closest from above at channel granularity), or with
             ``unit="channels"`` the channels. See

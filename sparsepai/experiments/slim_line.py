@@ -21,7 +21,7 @@ from sparsepai.experiments.data import load_dataset, loader
 from sparsepai.experiments.models import get_model
 from sparsepai.experiments.sweep import SweepConfig, append_row, load_rows
 from sparsepai.experiments.train import train
-from sparsepai.structured.cost import default_weighting
+from sparsepai.structured.prune import channel_defaults
 
 LOG_FILE = "structured.jsonl"
 
@@ -50,14 +50,13 @@ def run_slim_line(cfg: SweepConfig, out_dir: str, line: SlimLine = SlimLine(),
         "sparsity", "seed", "test_acc", "train_seconds", "params"}``.
     """
 
-    # the masks' cost weighting is the method's default, which has changed (ProsPr's became
-    # compute-weighted): slim rows of another weighting are another line (old rows lack the
-    # key: they had none)
-    weighting = default_weighting(line.method)
+    # the masks come from the method's structured defaults, which change with the measurements:
+    # slim rows made with other defaults are another line (rows without the key predate it)
+    options = channel_defaults(line.method)
     log = os.path.join(out_dir, LOG_FILE)
     rows = [r for r in load_rows(log)
             if r["method"] == line.method and r["sparsity"] == line.sparsity and (
-                r["kind"] == "dense" or r.get("cost_weighting", False) == weighting)]
+                r["kind"] == "dense" or r.get("options") == options)]
     done = {(r["kind"], r["seed"]) for r in rows}
     data = None
     for seed in cfg.seeds:
@@ -76,7 +75,8 @@ def run_slim_line(cfg: SweepConfig, out_dir: str, line: SlimLine = SlimLine(),
             res = train(model, None, train_set, test_set,
                         dataclasses.replace(cfg.train, seed=seed), progress=progress)
             row = {"kind": kind, "method": line.method, "sparsity": line.sparsity,
-                   "seed": seed, **({"cost_weighting": weighting} if kind == "slim" else {}), "test_acc": res["test_acc"],
+                   "seed": seed, **({"options": options} if kind == "slim" else {}),
+                   "test_acc": res["test_acc"],
                    "train_seconds": res["train_seconds"][-1],
                    "params": sum(p.numel() for p in model.parameters())}
             append_row(log, row)

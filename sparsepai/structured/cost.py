@@ -12,20 +12,6 @@ from sparsepai.core.model import private_copy, take_batches
 from sparsepai.structured.channels import prunable_modules, rows_first
 
 
-# The default of ``cost_weighting`` per method (absent: False). ProsPr's channel masks are
-# compute-weighted by default because bench_time_to_accuracy.py + bench_step_time.py measured it
-# (ResNet-20 on the MNIST split, 90%, 3 seeds, 6 epochs, README): plain masks lost 0.57 points
-# and trained 1.68x faster than dense; weighted ones lost 0.45 points at 2.53x. At 95% both lose
-# about 2 points there (0.5 loses 0.82 at 2.42x), while on ResNet-18 (-0.13, two seeds) and VGG-19
-# (-0.57, two seeds) the default does not collapse at 95%, so no sparsity-dependent default yet.
-DEFAULT_WEIGHTING = {"prospr": True}
-
-
-def default_weighting(method: str) -> bool:
-    """``cost_weighting``'s default for ``method`` (see ``DEFAULT_WEIGHTING``)."""
-    return DEFAULT_WEIGHTING.get(method, False)
-
-
 def cost_exponent(value) -> float:
     """The exponent of option ``cost_weighting``: ``True`` -> 1.0, ``False`` -> 0.0, a number
     ``>= 0`` as is."""

@@ -30,11 +30,20 @@ def check_method(method) -> None:
                          f"; got {method!r}")
 
 
-# Method options whose structured default differs from the unstructured one. Channel ProsPr keeps
-# the full meta-gradient: its defaults (cost weighting included) were measured with it
-# (benchmarks/bench_time_to_accuracy.py); first order is ProsPr's unstructured default
-# (benchmarks/bench_defaults_grid.py), and first_order=True is an option here.
-CHANNEL_DEFAULTS = {"prospr": {"first_order": False}}
+# Structured defaults per method, chosen by the worst cell of benchmarks/bench_defaults_grid.py
+# (90% of the weights, 2-3 epochs; benchmarks/results/defaults_grid): ProsPr's channel scores are
+# first order, tempered by the channel's cost (cost_weighting=0.5), and every layer keeps at least
+# 8 channels. ResNet-20 (He): -1.6 points against dense at 2.2x; LeNet-5 (PyTorch's init): +1.1
+# points at 1.2x. The former default (full meta-gradient, cost_weighting=True, a floor of one
+# channel) lost 2.3 points on ResNet-20 and collapsed LeNet-5 to one convolution channel (chance
+# accuracy, every seed); no option set measured reached both 2x and 2 points on LeNet-5.
+CHANNEL_DEFAULTS = {"prospr": {"first_order": True, "cost_weighting": 0.5, "min_per_layer": 8}}
+
+
+def channel_defaults(method: str) -> dict:
+    """The options ``sp.prune(model, method, ..., structured=True)`` uses unless given
+    (``cost_weighting`` is ``False`` and ``min_per_layer`` 1 for methods not listed)."""
+    return dict(CHANNEL_DEFAULTS.get(method, {}))
 
 
 def group_scores(model, graph, method, data, loss_fn, options) -> dict:
@@ -49,12 +58,14 @@ def group_scores(model, graph, method, data, loss_fn, options) -> dict:
     mean channel's, so that for equal sensitivity the expensive channels (large feature maps) go
     first; a number ``alpha >= 0`` divides by that relative cost to the power ``alpha`` (a
     tempered weighting: ``True`` is 1, ``False`` 0). Any structured method takes it; its default
-    is ``cost.DEFAULT_WEIGHTING`` (``True`` for ProsPr, measured, else ``False``). ``data``
+    is in :func:`channel_defaults` (0.5 for ProsPr, measured, else ``False``). ``data``
     must then have a batch to measure the feature-map sizes.
     """
     groups = graph.prunable_groups()
-    options = {**CHANNEL_DEFAULTS.get(method, {}), **options}
-    alpha = cost.cost_exponent(options.pop("cost_weighting", cost.default_weighting(method)))
+    defaults = channel_defaults(method)
+    defaults.pop("min_per_layer", None)  # a thresholding option (prune_channels)
+    options = {**defaults, **options}
+    alpha = cost.cost_exponent(options.pop("cost_weighting", False))
     check_method(method)
     m = get_method(method)
     cfg = make_config(m, options)
@@ -85,7 +96,9 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     unit = options.pop("unit", "weights")
     scope = options.pop("scope", "global")
     norm_streams = options.pop("norm_streams", False)
-    min_per_layer = options.pop("min_per_layer", 1)
+    # the default floor goes with the global ranking; scope="layer" keeps a fraction of each layer
+    floor = channel_defaults(method).get("min_per_layer", 1) if scope == "global" else 1
+    min_per_layer = options.pop("min_per_layer", floor)
     if not isinstance(norm_streams, bool):
         raise TypeError(f"sp.prune(structured=True): norm_streams must be a bool, got "
                         f"{type(norm_streams).__name__}")
@@ -177,7 +190,9 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="gl
             least = "one channel" if fewest == len(groups) else f"min_per_layer={min_per_layer}"
             raise ValueError(f"structured pruning cannot reach sparsity {sparsity}: keeping "
                              f"{least} per layer keeps {best} of {n_all} weights "
-                             f"(sparsity {1 - best / n_all:.4f})")
+                             f"(sparsity {1 - best / n_all:.4f})"
+                             + ("; a lower min_per_layer keeps fewer" if fewest > len(groups)
+                                else ""))
         while lo < hi:  # the fewest channels whose kept weights reach the target
             mid = (lo + hi) // 2
             if kept(mid) >= target:

@@ -59,9 +59,9 @@ def _boom(*a, **k):
     raise AssertionError("trained again")
 
 
-def test_slim_rows_of_another_cost_weighting_are_not_reused(tmp_path, monkeypatch):
-    """A folder from before ProsPr's masks became compute-weighted holds slim rows without the
-    key: a rerun keeps the dense row and trains the slim model again, recording its weighting."""
+def test_slim_rows_of_other_defaults_are_not_reused(tmp_path, monkeypatch):
+    """A folder from before the structured defaults were recorded holds slim rows without them:
+    a rerun keeps the dense row and trains the slim model again, recording its options."""
     from sparsepai.experiments.sweep import append_row
 
     log = str(tmp_path / slim_line.LOG_FILE)
@@ -78,7 +78,8 @@ def test_slim_rows_of_another_cost_weighting_are_not_reused(tmp_path, monkeypatc
     rows = run_slim_line(cfg, str(tmp_path), SlimLine("prospr", 0.9), progress=False)
     by = {r["kind"]: r for r in rows}
     assert len(trained) == 1 and by["dense"]["test_acc"] == 0.5  # only the slim one retrained
-    assert by["slim"]["test_acc"] == 0.75 and by["slim"]["cost_weighting"] is True
+    assert by["slim"]["test_acc"] == 0.75
+    assert by["slim"]["options"] == {"first_order": True, "cost_weighting": 0.5, "min_per_layer": 8}
     # and that row is reused by the next run
     monkeypatch.setattr("sparsepai.experiments.slim_line.train", _boom)
     assert run_slim_line(cfg, str(tmp_path), SlimLine("prospr", 0.9), progress=False) == rows

@@ -295,21 +295,28 @@ def test_layer_scope_keeps_the_same_fraction_of_every_layer():
         sp.prune(model, "magnitude", 0.5, structured=True, scope="net", example_inputs=x)
 
 
-@pytest.mark.parametrize("method,default", [("prospr", True), ("snip", False),
-                                            ("magnitude", False)])
-def test_cost_weighting_default_per_method(method, default):
-    """ProsPr's channel masks are compute-weighted unless told otherwise (the time-to-accuracy
-    benchmark measured it); the other methods' are not: the default equals the explicit
-    setting, and differs from the other one on a net whose channels cost differently."""
+@pytest.mark.parametrize("method,default,other", [
+    ("prospr", {"first_order": True, "cost_weighting": 0.5, "min_per_layer": 8},
+     {"cost_weighting": 1.0}),
+    ("snip", {"cost_weighting": False, "min_per_layer": 1}, {"cost_weighting": True}),
+    ("magnitude", {"cost_weighting": False, "min_per_layer": 1}, {"cost_weighting": True})])
+def test_structured_defaults_per_method(method, default, other):
+    """ProsPr's channel masks are first order, tempered by cost (0.5) with a floor of 8 channels
+    unless told otherwise (the defaults grid measured it); the other methods' are plain: the
+    default equals the explicit setting, and differs from another weighting on a net whose
+    channels cost differently."""
+    from sparsepai.structured.prune import channel_defaults
+
+    assert channel_defaults(method) == ({k: v for k, v in default.items()}
+                                        if method == "prospr" else {})
     model, x = build("resnet20")
     data = _data(x, 2)
     opts = {"meta_steps": 1} if method == "prospr" else {}
     got = sp.prune(model, method, 0.7, data, structured=True, **opts)
-    same = sp.prune(model, method, 0.7, data, structured=True, cost_weighting=default, **opts)
-    other = sp.prune(model, method, 0.7, data, structured=True, cost_weighting=not default,
-                     **opts)
+    same = sp.prune(model, method, 0.7, data, structured=True, **default, **opts)
+    changed = sp.prune(model, method, 0.7, data, structured=True, **{**default, **other}, **opts)
     assert all(torch.equal(got[k], same[k]) for k in got)
-    assert any(not torch.equal(got[k], other[k]) for k in got)
+    assert any(not torch.equal(got[k], changed[k]) for k in got)
 
 
 def test_min_per_layer_keeps_each_layers_best_channels_then_ranks_globally():

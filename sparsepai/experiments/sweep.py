@@ -145,6 +145,8 @@ def check_out_dir(cfg: SweepConfig, out_dir: str) -> None:
     new = _as_json(cfg)
     if isinstance(old, dict) and old.get("ablations") == []:
         del old["ablations"]  # no ablations, written either way
+    if isinstance(old, dict):
+        _fill_added_defaults(old, new, cfg)
     if old != new:
         diff = _differences(old, new)
         raise ValueError(f"{out_dir}: holds a sweep with other settings ({'; '.join(diff[:4])}); "
@@ -204,6 +206,20 @@ def out_dir_lock(out_dir: str):
             os.unlink(path)  # before the unlock: a waiter then finds no file or a new one
         finally:
             os.close(fd)
+
+
+def _fill_added_defaults(old: dict, new: dict, cfg) -> None:
+    """Settings added to the config after ``old`` was written ran as their defaults: a field
+    absent from ``old`` takes the value ``new`` has when that value is the field's default
+    (e.g. ``train.sparse_kernels=False``), so such folders still resume."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and isinstance(old.get(f.name), dict) \
+                and isinstance(new.get(f.name), dict):
+            _fill_added_defaults(old[f.name], new[f.name], value)
+        elif f.name not in old and f.name in new and f.default is not dataclasses.MISSING \
+                and value == f.default:
+            old[f.name] = new[f.name]
 
 
 def _differences(old, new, prefix="") -> list:

@@ -44,6 +44,21 @@ def test_other_settings_are_refused(tmp_path, monkeypatch):
     assert sorted(os.listdir(out)) == ["config.json", "runs.jsonl"]
 
 
+def test_settings_added_later_resume_at_their_defaults_only(tmp_path):
+    """A folder written before a setting existed ran as its default: it resumes when the new
+    config has that default there, and is refused when it does not."""
+    import dataclasses
+
+    out = _folder_with(tmp_path, CFG)
+    old = json.loads((out / "config.json").read_text())
+    del old["train"]["sparse_kernels"], old["ablations"]  # fields added after such folders
+    (out / "config.json").write_text(json.dumps(old))
+    check_out_dir(CFG, str(out))
+    on = dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, sparse_kernels=True))
+    with pytest.raises(ValueError, match="train.sparse_kernels: '<unset>' there, True now"):
+        check_out_dir(on, str(out))
+
+
 def test_runs_without_config_are_refused(tmp_path):
     out = _folder_with(tmp_path, CFG)
     os.remove(out / "config.json")

@@ -5,6 +5,7 @@ thresholding into channel masks: ``sp.prune(..., structured=True)``."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -98,6 +99,7 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     norm_streams = options.pop("norm_streams", False)
     # the default floor goes with the global ranking; scope="layer" keeps a fraction of each layer
     floor = channel_defaults(method).get("min_per_layer", 1) if scope == "global" else 1
+    default_floor = "min_per_layer" not in options
     min_per_layer = options.pop("min_per_layer", floor)
     if not isinstance(norm_streams, bool):
         raise TypeError(f"sp.prune(structured=True): norm_streams must be a bool, got "
@@ -122,10 +124,39 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
                          "whose channels cannot be traced)" + (
                              "" if norm_streams else "; norm_streams=True also prunes channels "
                              "under layer/group norms (slim then approximates the masked model)"))
+    if default_floor and min_per_layer > 1:
+        min_per_layer = reachable_floor(model, graph, sparsity, unit, min_per_layer, method)
     scores = group_scores(model, graph, method, data, loss_fn, options)
     check_no_nan(method, {"+".join(g.producers): scores[g.id] for g in graph.prunable_groups()},
                  "channel groups")
     return threshold_channels(model, graph, scores, sparsity, unit, scope, min_per_layer)
+
+
+def reachable_floor(model, graph, sparsity, unit, floor, method) -> int:
+    """The largest channel floor ``k <= floor`` that still reaches ``sparsity`` (a default floor
+    must not make a small model unprunable: 8 channels per layer of a net with 8-channel layers
+    keep every weight). Warns when it is below ``floor``; checked before any scoring."""
+    groups = graph.prunable_groups()
+    channels = sum(g.size for g in groups)
+    if unit == "channels":
+        target = channels - round(sparsity * channels)
+
+        def fits(k):
+            return sum(min(k, g.size) for g in groups) <= target
+    else:
+        n_all = sum(mod.weight.numel() for _, mod in prunable_modules(model))
+        target = n_all - round(sparsity * n_all)
+
+        def fits(k):
+            return kept_weights(model, graph, {g.id: min(k, g.size) for g in groups}) <= target
+    k = floor
+    while k > 1 and not fits(k):
+        k -= 1
+    if k < floor:
+        warnings.warn(f"sp.prune(structured=True): {method}'s default min_per_layer={floor} "
+                      f"cannot reach sparsity {sparsity} on this model; using min_per_layer={k}",
+                      RuntimeWarning, stacklevel=4)
+    return k
 
 
 def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="global",

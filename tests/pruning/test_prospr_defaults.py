@@ -91,3 +91,25 @@ def test_channel_prospr_keeps_eight_channels_per_layer_by_default():
                          unit="channels")
     assert all(int(m.sum()) == max(1, m.numel() - round(0.5 * m.numel()))
                for m in per_layer.values())
+
+
+def test_default_channel_floor_lowers_itself_where_it_cannot_reach_the_sparsity():
+    """A net whose layers have 8 channels or fewer keeps every weight at a floor of 8: the default
+    floor then drops to the largest that reaches the sparsity, with a warning naming it (an
+    explicit min_per_layer=8 still fails, naming the floor)."""
+    from tests.tiny_nets import convnet
+
+    data = batches(4, shape=(1, 8, 8), classes=10, dtype=torch.float32)
+    import re
+
+    with pytest.warns(RuntimeWarning, match=r"default min_per_layer=8 cannot reach sparsity "
+                                            r"0.5 on this model; using min_per_layer=\d") as w:
+        got = sp.prune(convnet(), "prospr", 0.5, data, structured=True)
+    k = int(re.search(r"using min_per_layer=(\d)", str(w[0].message)).group(1))
+    assert 1 <= k < 8
+    same = sp.prune(convnet(), "prospr", 0.5, data, structured=True, min_per_layer=k)
+    assert all(torch.equal(got[n], same[n]) for n in got)
+    with pytest.raises(ValueError, match="min_per_layer=8"):
+        sp.prune(convnet(), "prospr", 0.5, data, structured=True, min_per_layer=8)
+    kept = sum(int(m.sum()) for m in got.values())
+    assert 0 < kept < sum(m.numel() for m in got.values())

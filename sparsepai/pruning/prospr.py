@@ -42,9 +42,9 @@ from sparsepai.pruning.second_order import second_order
 class ProsprConfig:
     """Args: meta_steps: M, the inner SGD steps; inner_lr, inner_momentum: the inner SGD;
     first_order: the first-order approximation |grad L(w_M, D_M) * w_init| (the default,
-    unstructured and structured: of the option sets of benchmarks/bench_defaults_grid.py it
-    missed the fewest targets, where the full meta-gradient fell far below SNIP on ResNet-20;
-    docs/guides/choosing-a-method.md);
+    unstructured and structured: on the worst cell of benchmarks/bench_defaults_grid.py it
+    ties with the full meta-gradient, at about half its memory, and it runs on FSDP2-sharded
+    models; docs/guides/choosing-a-method.md);
     False: the paper's full meta-gradient through the M steps;
     same_batch: the official code's protocol (mil-ad/prospr without --new-data-in-inner): the
     first batch D_0 serves every inner step and the meta-loss; False (the default, the paper's

@@ -372,7 +372,7 @@ def verdict(summary) -> list:
             a, d = labs[lab]["0.9"], labs["dense"]["0.9"]
             gap = 100 * (d["mean"] - a["mean"])
             if gap > 2 or a["speedup"] < 2:
-                fails.append(f"{cell}: -{gap:.2f} points at {a['speedup']:.2f}x")
+                fails.append(f"{cell}: {-gap:+.2f} points against dense at {a['speedup']:.2f}x")
         if cells:
             lines.append(f"- `{lab}` ({cells} cells): " + (
                 "meets every target" if not fails else "misses " + "; ".join(fails)))

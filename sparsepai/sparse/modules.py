@@ -14,6 +14,8 @@ and keeps the faster (:func:`sparsepai.sparse.sparsify` uses it when it has no e
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 
@@ -23,7 +25,7 @@ from sparsepai.ops.sparse_linear import sparse_linear
 MODES = ("sparse", "dense", "auto")
 
 
-class _SparseBase(torch.nn.Module):
+class _SparseBase(torch.nn.Module, abc.ABC):
     """Shared state of the sparse layers: values, layout, mode and the dense state dict."""
 
     def _init_sparse(self, weight: torch.Tensor, mask: torch.Tensor, bias, mode: str):
@@ -104,8 +106,9 @@ class _SparseBase(torch.nn.Module):
                 if key.startswith(prefix) and key not in keys and "." not in key[len(prefix):]:
                     unexpected_keys.append(key)
 
+    @abc.abstractmethod
     def _run(self, x, sparse: bool):
-        raise NotImplementedError
+        """The layer's output: the sparse kernels when ``sparse``, else the masked dense op."""
 
     def forward(self, x):
         sparse = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)

@@ -132,23 +132,27 @@ def prune_channels(model, method, sparsity, data, loss_fn, options) -> dict:
     return threshold_channels(model, graph, scores, sparsity, unit, scope, min_per_layer)
 
 
+def _budget(model, groups, sparsity, unit) -> tuple:
+    """``(kept, total)``: how many channels (``unit="channels"``) or Conv/Linear weights the
+    masks keep at ``sparsity``, and how many there are."""
+    if unit == "channels":
+        total = sum(g.size for g in groups)
+    else:
+        total = sum(mod.weight.numel() for _, mod in prunable_modules(model))
+    return total - round(sparsity * total), total
+
+
 def reachable_floor(model, graph, sparsity, unit, floor, method) -> int:
     """The largest channel floor ``k <= floor`` that still reaches ``sparsity`` (a default floor
     must not make a small model unprunable: 8 channels per layer of a net with 8-channel layers
     keep every weight). Warns when it is below ``floor``; checked before any scoring."""
     groups = graph.prunable_groups()
-    channels = sum(g.size for g in groups)
-    if unit == "channels":
-        target = channels - round(sparsity * channels)
+    target, _ = _budget(model, groups, sparsity, unit)
 
-        def fits(k):
+    def fits(k):
+        if unit == "channels":
             return sum(min(k, g.size) for g in groups) <= target
-    else:
-        n_all = sum(mod.weight.numel() for _, mod in prunable_modules(model))
-        target = n_all - round(sparsity * n_all)
-
-        def fits(k):
-            return kept_weights(model, graph, {g.id: min(k, g.size) for g in groups}) <= target
+        return kept_weights(model, graph, {g.id: min(k, g.size) for g in groups}) <= target
     k = floor
     while k > 1 and not fits(k):
         k -= 1
@@ -206,12 +210,10 @@ def threshold_channels(model, graph, scores, sparsity, unit="weights", scope="gl
                  for g, b in zip(groups, boosted)]
         return {p: g.spread(p, m) for g, m in zip(groups, masks)
                 for p in g.producers}
+    target, n_all = _budget(model, groups, sparsity, unit)
     if unit == "channels":
-        t = max(fewest, channels - round(sparsity * channels))
+        t = max(fewest, target)
     else:
-        n_all = sum(mod.weight.numel() for _, mod in prunable_modules(model))
-        target = n_all - round(sparsity * n_all)
-
         def kept(t):
             return kept_weights(model, graph, counts_for(t)[1])
 

@@ -22,7 +22,8 @@ step, same run).
 Resumable: each finished run is one line of ``<out>/runs.jsonl``; rerunning skips finished
 runs. A run recorded with other settings for its cell is refused. ``--cells`` chooses and orders
 the cells (the cells that decide the defaults first); ``--summarize`` only rewrites
-``table.md``, ``summary.json`` and ``grid.png`` from the runs.
+``table.md``, ``summary.json`` and ``grid.png`` from the runs; ``--layer-densities`` only prunes
+and writes each contender's per-layer mask densities (``layer_densities.md``).
 
     python benchmarks/bench_defaults_grid.py --cells lenet5-default resnet20-he
     python benchmarks/bench_defaults_grid.py --summarize
@@ -481,6 +482,51 @@ def report(rows, out, command):
     plot(s, os.path.join(out, "grid.png"))
 
 
+def layer_densities(cells, labels, sparsities, seeds, data_root, out):
+    """Each contender's per-layer mask densities in each cell (pruning only, no training):
+    where a method puts its weights, which decides whether a layer, or a whole stage,
+    collapses. Writes ``<out>/layer_densities.md`` and ``.json``."""
+    import warnings
+
+    import sparsepai as sp
+
+    rows, data, size = [], None, None
+    for cell in cells:
+        st = settings(cell)
+        if size != st["image_size"]:
+            data, size = load_data(data_root, st["image_size"]), st["image_size"]
+        for seed in seeds:
+            for s in sparsities:
+                for label in labels:
+                    method, options = CONTENDERS[label]
+                    options = dict(options)
+                    if method in SCORED and st["batches"] > 1:
+                        options["batches"] = st["batches"]
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # collapses show in the table
+                        masks = sp.prune(build_model(st, seed), method, s,
+                                         scoring_data(data[0], seed, st["batches"]), **options)
+                    dens = {k: float(m.float().mean()) for k, m in masks.items()}
+                    rows.append({"cell": cell, "label": label, "sparsity": s, "seed": seed,
+                                 "densities": dens})
+                    print(f"{cell} {label} {s:g} seed {seed}: "
+                          + " ".join(f"{d:.3f}" for d in dens.values()), flush=True)
+    lines = ["# per-layer mask densities (pruning at initialisation, no training)", "",
+             f"CPU: {cpu_name()}. Density of each masked layer, in the model's order; 0.000: "
+             "fewer than 0.05% of its weights kept; **0**: none (the layer collapsed).", ""]
+    for cell in cells:
+        mine = [r for r in rows if r["cell"] == cell]
+        names = list(mine[0]["densities"])
+        lines += [f"## {cell}", "", "layers: " + ", ".join(f"`{n}`" for n in names), "",
+                  "| contender | sparsity | seed | densities |", "| --- | --- | --- | --- |"]
+        for r in mine:
+            lines.append(f"| {r['label']} | {r['sparsity']:.0%} | {r['seed']} | " + " ".join(
+                "**0**" if d == 0 else f"{d:.3f}" for d in r["densities"].values()) + " |")
+        lines.append("")
+    _io.atomic_write_json(os.path.join(out, "layer_densities.json"), rows)
+    _io.atomic_write_bytes(os.path.join(out, "layer_densities.md"), "\n".join(lines).encode())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
@@ -493,12 +539,20 @@ def main():
     ap.add_argument("--data-root", default=MNIST)
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--summarize", action="store_true")
+    ap.add_argument("--layer-densities", action="store_true",
+                    help="only prune: each --contenders' per-layer densities in each --cells at "
+                         "--sparsities for --seeds (layer_densities.md/.json), no training")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     log = os.path.join(args.out, "runs.jsonl")
+    if args.layer_densities:
+        labels = args.contenders or ["prospr_fo", "prospr_m1", "snip"]
+        layer_densities(args.cells, labels, args.sparsities or SPARSITIES, args.seeds or [0],
+                        os.path.abspath(args.data_root), args.out)
+        return
     rows = load_runs(log)
     command = "python benchmarks/bench_defaults_grid.py " + " ".join(
         a if a != args.data_root else "<mnist>" for a in sys.argv[1:])

@@ -289,55 +289,10 @@ def row_of(name, kind, masks, x, runs, info, args, rates, tokens):
     return row
 
 
-def masked_flops(model, masks, x):
-    """``(dense, kept)`` forward FLOPs of the ``Conv2d``/``Linear`` layers of ``model`` on input
-    ``x``: all their weights, and only those ``masks`` keep (an unmasked layer counts in full).
-    ``kept / dense`` is a training step's compute floor relative to dense (the rest of the step
-    aside)."""
-    import torch
-
-    dense, kept, hooks = [0.0], [0.0], []
-    for name, m in model.named_modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            def hook(mod, inp, out, name=name):
-                f = 2.0 * mod.weight.numel() * out.numel() / out.shape[1]
-                dense[0] += f
-                mk = masks.get(name + ".weight")
-                kept[0] += f * (float(mk.float().mean()) if mk is not None else 1.0)
-            hooks.append(m.register_forward_hook(hook))
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
-    return dense[0], kept[0]
-
-
-def layer_floor_ms(module, in_shape, out_shape, density, igrad, rates):
-    """The floor of one layer's forward + backward in a training step (the per-layer rows'
-    rule): the kept FLOPs (forward, weight gradient, and the input gradient when ``igrad``) at
-    the dense GEMM rate, or its activations (x and y forward; dy, x and, with ``igrad``, dx
-    backward) at the copy bandwidth, whichever is longer."""
-    import math
-
-    gemm, bw = rates
-    out_elems = math.prod(out_shape)
-    per_out = out_elems // out_shape[1] if len(out_shape) > 2 else out_elems // out_shape[-1]
-    flops = (2 + igrad) * 2 * density * module.weight.numel() * per_out
-    traffic = 4 * ((2 + igrad) * math.prod(in_shape) + 2 * out_elems)
-    return 1e3 * max(flops / gemm, traffic / bw)
-
-
-def step_layers(model, masks, x, rates, reps=5):
-    """Every ``Conv2d``/``Linear`` of ``model`` in a training step on ``x``: ``{name: (dense ms,
-    floor ms)}``. Each layer is timed alone, dense, forward + backward at its input shape in the
-    step (median of ``reps``), without the input gradient where the step has none (the layer
-    the data feed); the floor is :func:`layer_floor_ms` at its mask's density, at ``rates`` or
-    the faster rates a dense layer of this step reached."""
+def layer_io(model, x) -> dict:
+    """``{name: (input shape, output shape, input needs a gradient)}`` of every ``Conv2d`` and
+    ``Linear`` of ``model`` on one forward of ``x`` (eval mode, no gradients); the layer the
+    data feed needs no input gradient in a training step."""
     import torch
 
     shapes, hooks = {}, []
@@ -355,6 +310,54 @@ def step_layers(model, masks, x, rates, reps=5):
         model.train(was)
         for h in hooks:
             h.remove()
+    return shapes
+
+
+def _per_output(out_shape) -> int:
+    """Output positions per output channel (or feature)."""
+    import math
+
+    return math.prod(out_shape) // (out_shape[1] if len(out_shape) > 2 else out_shape[-1])
+
+
+def masked_flops(model, masks, x):
+    """``(dense, kept)`` forward FLOPs of the ``Conv2d``/``Linear`` layers of ``model`` on input
+    ``x``: all their weights, and only those ``masks`` keep (an unmasked layer counts in full).
+    ``kept / dense`` is a training step's compute floor relative to dense (the rest of the step
+    aside)."""
+    mods = dict(model.named_modules())
+    dense = kept = 0.0
+    for name, (_, out_shape, _) in layer_io(model, x).items():
+        f = 2.0 * mods[name].weight.numel() * _per_output(out_shape)
+        mk = masks.get(name + ".weight")
+        dense += f
+        kept += f * (float(mk.float().mean()) if mk is not None else 1.0)
+    return dense, kept
+
+
+def layer_floor_ms(module, in_shape, out_shape, density, igrad, rates):
+    """The floor of one layer's forward + backward in a training step (the per-layer rows'
+    rule): the kept FLOPs (forward, weight gradient, and the input gradient when ``igrad``) at
+    the dense GEMM rate, or its activations (x and y forward; dy, x and, with ``igrad``, dx
+    backward) at the copy bandwidth, whichever is longer."""
+    import math
+
+    gemm, bw = rates
+    out_elems = math.prod(out_shape)
+    flops = (2 + igrad) * 2 * density * module.weight.numel() * _per_output(out_shape)
+    traffic = 4 * ((2 + igrad) * math.prod(in_shape) + 2 * out_elems)
+    return 1e3 * max(flops / gemm, traffic / bw)
+
+
+def step_layers(model, masks, x, rates, reps=5):
+    """Every ``Conv2d``/``Linear`` of ``model`` in a training step on ``x``: ``{name: (dense ms,
+    floor ms)}``. Each layer is timed alone, dense, forward + backward at its input shape in the
+    step (median of ``reps``), without the input gradient where the step has none (the layer
+    the data feed); the floor is :func:`layer_floor_ms` at its mask's density, at ``rates`` or
+    the faster rates a dense layer of this step reached."""
+    import torch
+
+    shapes = layer_io(model, x)
     mods = dict(model.named_modules())
     dense = {}
     for name, (ins, outs, igrad) in shapes.items():

@@ -213,15 +213,49 @@ void sp_run_dot(T* gw, int64_t nnz, int64_t rows, const int64_t* row_ptr, const 
   }
 }
 
+// n / d for 0 <= n < 2^52 without an integer division: the per-call preparation splits every
+// kept weight's column into input channel and tap, and a division per weight (20-40 cycles)
+// measured 15% of the forward pass of a 10% dense 512-channel 4x4 layer. The quotient in
+// double precision is within one of the truth; one step corrects it.
+struct SpDiv {
+  int64_t d;
+  double inv;
+  explicit SpDiv(int64_t divisor) : d(divisor), inv(1.0 / double(divisor)) {}
+  int64_t operator()(int64_t n) const {
+    int64_t q = int64_t(double(n) * inv);
+    q -= int64_t(q * d > n);
+    q += int64_t((q + 1) * d <= n);
+    return q;
+  }
+};
+
+// Per tap t = kh * KW + kw of the kernel: its phase and its q offset (SpConvGeom::tap_phase,
+// tap_offset), so that the per-weight loops do no division.
+struct SpTaps {
+  std::vector<int64_t> phase, offset;
+  explicit SpTaps(const SpConvGeom& g) {
+    for (int64_t i = 0; i < g.kh; ++i)
+      for (int64_t k = 0; k < g.kw; ++k) {
+        phase.push_back(g.tap_phase(i, k));
+        offset.push_back(g.tap_offset(i, k));
+      }
+  }
+};
+
 // Kept-weight offsets of the forward pass (and of the weight gradient) into the input buffer.
 template <class Par>
 void sp_conv_bases(const SpConvGeom& g, int64_t nnz, const int32_t* col, int64_t* base,
                    const Par& par) {
-  const int64_t kk = g.kh * g.kw;
+  const int64_t kk = g.kh * g.kw, phases = g.phases, q = g.q;
+  const SpDiv div(kk);
+  std::vector<int64_t> at;  // per tap: phase * q + offset
+  const SpTaps taps(g);
+  for (int64_t t = 0; t < kk; ++t) at.push_back(taps.phase[size_t(t)] * q + taps.offset[size_t(t)]);
+  const int64_t* tab = at.data();
   sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
     for (int64_t j = b; j < e; ++j) {
-      const int64_t ic = col[j] / kk, i = (col[j] / g.kw) % g.kh, k = col[j] % g.kw;
-      base[j] = (ic * g.phases + g.tap_phase(i, k)) * g.q + g.tap_offset(i, k);
+      const int64_t c = col[j], ic = div(c);
+      base[j] = ic * phases * q + tab[c - ic * kk];
     }
   });
 }
@@ -304,12 +338,12 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   std::vector<int64_t> rp(size_t(rows + 1), 0);
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
   T* w = ws.get<T>(SpWorkspace::kW, nnz);
+  const SpTaps taps(g);
+  // the CSC walk knows each weight's input channel: its tap is col - ic * kk, no division
   sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
     for (int64_t ic = b; ic < e; ++ic)
-      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
-        const int64_t c = col[t_idx[t]];
-        ++rp[size_t(g.tap_phase((c / g.kw) % g.kh, c % g.kw) * g.c + ic + 1)];
-      }
+      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t)
+        ++rp[size_t(taps.phase[size_t(col[t_idx[t]] - ic * kk)] * g.c + ic + 1)];
   });
   for (int64_t r = 0; r < rows; ++r) rp[size_t(r + 1)] += rp[size_t(r)];
   sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
@@ -317,10 +351,9 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     for (int64_t ic = b; ic < e; ++ic) {
       for (int64_t p = 0; p < g.phases; ++p) next[size_t(p)] = rp[size_t(p * g.c + ic)];
       for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
-        const int64_t j = t_idx[t], c = col[j];
-        const int64_t i = (c % kk) / g.kw, k = c % g.kw;
-        const int64_t at = next[size_t(g.tap_phase(i, k))]++;
-        base[at] = row_of[j] * gs + g.e - g.tap_offset(i, k);
+        const int64_t j = t_idx[t], tap = col[j] - ic * kk;
+        const int64_t at = next[size_t(taps.phase[size_t(tap)])]++;
+        base[at] = row_of[j] * gs + g.e - taps.offset[size_t(tap)];
         w[at] = values[j];
       }
     }

@@ -70,7 +70,9 @@ void check_layout(const char* op, const at::Tensor& values, const at::Tensor& ro
   for (int64_t r = 0; r < t_rows; ++r) {
     TORCH_CHECK(tp[r] <= tp[r + 1], "sparsepai.", op, ": t_ptr must be non-decreasing");
     for (int64_t t = tp[r]; t < tp[r + 1]; ++t)
-      TORCH_CHECK(ti[t] >= 0 && ti[t] < nnz && c[ti[t]] / per_t_row == r, "sparsepai.", op,
+      TORCH_CHECK(ti[t] >= 0 && ti[t] < nnz && c[ti[t]] >= r * per_t_row &&
+                      c[ti[t]] < (r + 1) * per_t_row,
+                  "sparsepai.", op,
                   ": t_idx[", t, "] does not point at a kept weight of input channel ", r);
   }
 }

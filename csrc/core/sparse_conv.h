@@ -157,19 +157,36 @@ struct SpRowRuns {
 // dst rows of stride dst_stride, each part's rows over its runs, in pieces of 4 tiles, in one
 // parallel region over all (part, piece) tasks (every task computes all rows of its part over
 // its piece: gather_rows keeps the source windows of a tile in the L1 cache from one row to
-// the next).
+// the next). Each thread takes a contiguous share of the tasks of about equal cost (kept
+// weights times length): the parts of a strided input gradient differ in cost (a 3x3 kernel
+// of stride 2 has 4, 2, 2 and 1 taps per phase), and equal task counts measured one thread
+// twice as busy as the other.
 template <class T, class Par>
 void sp_run_gather(T* dst, int64_t dst_stride, const std::vector<SpRowRuns>& parts,
                    const int64_t* row_ptr, const int64_t* base, const T* w, const T* src,
                    const SpPrefetch& pf, const Par& par) {
   std::vector<int64_t> task;  // (part, q0, q1)
+  std::vector<int64_t> cost{0};  // running total before each task
   for (size_t k = 0; k < parts.size(); ++k) {
     if (parts[k].r1 <= parts[k].r0) continue;
+    const int64_t per_q = row_ptr[parts[k].r1] - row_ptr[parts[k].r0] + parts[k].r1 - parts[k].r0;
     const SpSegs pc = sp_pieces(parts[k].runs, 4 * kSpTile);
-    for (size_t i = 0; i + 1 < pc.size(); i += 2) task.insert(task.end(), {int64_t(k), pc[i], pc[i + 1]});
+    for (size_t i = 0; i + 1 < pc.size(); i += 2) {
+      task.insert(task.end(), {int64_t(k), pc[i], pc[i + 1]});
+      cost.push_back(cost.back() + per_q * (pc[i + 1] - pc[i]));
+    }
   }
-  par.for_range(int64_t(task.size() / 3), [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
+  const int64_t ntask = int64_t(task.size() / 3);
+  const int64_t shares = std::max<int64_t>(1, std::min<int64_t>(par.max_threads(), ntask));
+  // share s runs the tasks whose cost midpoint lies in [s, s + 1) * total / shares
+  std::vector<int64_t> first(size_t(shares + 1), ntask);
+  for (int64_t t = ntask - 1; t >= 0; --t) {
+    const int64_t mid2 = cost[size_t(t)] + cost[size_t(t + 1)];  // twice the midpoint
+    const int64_t s = std::min(shares - 1, mid2 * shares / std::max<int64_t>(1, 2 * cost.back()));
+    for (int64_t u = 0; u <= s; ++u) first[size_t(u)] = std::min(first[size_t(u)], t);
+  }
+  par.for_range(shares, [&](int64_t sb, int64_t se) {
+    for (int64_t t = first[size_t(sb)]; t < first[size_t(se)]; ++t) {
       const SpRowRuns& p = parts[size_t(task[size_t(3 * t)])];
       sp_gather_rows(dst, dst_stride, p.r0, p.r1, row_ptr, base, w, src, task[size_t(3 * t + 1)],
                      task[size_t(3 * t + 2)], pf);

@@ -63,6 +63,27 @@ inline void sp_prefetch_tile(const T* src, const SpPrefetch& pf, int64_t q, int6
     for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 3);
 }
 
+// The kept weights a row of a gather sums: row r's are [ptr[r * stride + rng[2 i]],
+// ptr[r * stride + rng[2 i + 1]]) for i < nrng. A CSR row: ptr = row_ptr, stride 1, the one
+// range (0, 1). Rows sorted by tap (SpTapSort): stride kk, and ranges of taps t = kh * KW + kw.
+struct SpPick {
+  const int64_t* ptr;
+  int64_t stride;
+  const int64_t* rng;
+  int64_t nrng;
+};
+
+// The same for a weight gradient, each range summed over its own segments of q: the pairs
+// seg[2 k], seg[2 k + 1] for k in [seg_at[i], seg_at[i + 1]).
+struct SpDotPick {
+  const int64_t* ptr;
+  int64_t stride;
+  const int64_t* rng;
+  int64_t nrng;
+  const int64_t* seg;
+  const int64_t* seg_at;
+};
+
 namespace isa_base {
 #include "sparse_conv_blocks.inc"
 }  // namespace isa_base
@@ -85,24 +106,23 @@ SP_ISA_END
 #endif
 
 template <class T>
-inline void sp_gather_rows(T* dst, int64_t dst_stride, int64_t r0, int64_t r1,
-                           const int64_t* row_ptr, const int64_t* base, const T* w, const T* src,
-                           int64_t q0, int64_t q1, const SpPrefetch& pf) {
-  SP_ISA_DISPATCH(gather_rows<T>, dst, dst_stride, r0, r1, row_ptr, base, w, src, q0, q1, pf);
+inline void sp_gather_rows(T* dst, int64_t dst_stride, int64_t r0, int64_t r1, const SpPick& pk,
+                           const int64_t* base, const T* w, const T* src, int64_t q0, int64_t q1,
+                           const SpPrefetch& pf) {
+  SP_ISA_DISPATCH(gather_rows<T>, dst, dst_stride, r0, r1, pk, base, w, src, q0, q1, pf);
 }
 
 template <class T>
-inline void sp_dot_rows(T* gw, int64_t r0, int64_t r1, const int64_t* row_ptr,
-                        const int64_t* base, const T* g, int64_t g_stride, const T* src,
-                        const int64_t* seg, int64_t nseg) {
-  SP_ISA_DISPATCH(dot_rows<T>, gw, r0, r1, row_ptr, base, g, g_stride, src, seg, nseg);
+inline void sp_dot_rows(T* gw, int64_t r0, int64_t r1, const SpDotPick& pk, const int64_t* base,
+                        const T* g, int64_t g_stride, const T* src) {
+  SP_ISA_DISPATCH(dot_rows<T>, gw, r0, r1, pk, base, g, g_stride, src);
 }
 
 // Scratch buffers kept between calls: a fresh 20 MB buffer per call costs its page faults
 // again every time (measured: more than the whole forward pass of a 95% sparse layer).
 class SpWorkspace {
  public:
-  enum Slot { kIn, kOut, kBase, kGrad, kW, kRowOf, kCount };
+  enum Slot { kIn, kOut, kBase, kGrad, kW, kRowOf, kPtr, kPerm, kCount };
   template <class T>
   T* get(Slot slot, int64_t n) {
     const size_t bytes = size_t(std::max<int64_t>(n, 1)) * sizeof(T);
@@ -148,35 +168,120 @@ inline SpPrefetch sp_ahead(int64_t rows, int64_t stride, int64_t offset) {
   return SpPrefetch{rows, stride, offset, 4 * kSpTile};
 }
 
-// Rows [r0, r1) computed over the runs `runs`.
+// Rows [r0, r1) computed over the runs `runs`. taps: for the rows of a convolution sorted by
+// tap (SpTapSort), which taps a tile can use (SpTapKind); kAll for other rows.
+enum class SpTapKind { kAll, kOut, kIn };
 struct SpRowRuns {
   int64_t r0 = 0, r1 = 0;
   SpSegs runs;
+  SpTapKind taps = SpTapKind::kAll;
 };
+
+// Over the lanes positions [q0, q1) (pixels of one plane, the sample innermost), which kernel
+// rows vh[kh] and columns vw[kw] can contribute anything: kOut, the positions are output
+// pixels and the tap must read an input pixel, not padding (the forward pass, the weight
+// gradient); kIn, they are input pixels of one phase and the tap must read an output pixel
+// (the input gradient). The taps left out read only zeros there, so leaving them out changes
+// no result; a 4x4 plane with padding 1 spends 44% of its work on such taps, a 2x2 plane 125%.
+inline void sp_tile_taps(const SpConvGeom& g, SpTapKind kind, int64_t q0, int64_t q1,
+                         std::vector<char>& vh, std::vector<char>& vw) {
+  vh.assign(size_t(g.kh), 1);
+  vw.assign(size_t(g.kw), 1);
+  if (!g.lanes || kind == SpTapKind::kAll) return;
+  const int64_t pa = q0 / g.px, pb = (q1 - 1) / g.px;
+  const int64_t ra = pa / g.wq, rb = pb / g.wq;
+  const int64_t ca = ra == rb ? pa % g.wq : 0, cb = ra == rb ? pb % g.wq : g.wq - 1;
+  // input row (column) of output row R and kernel row kh, or output row of input row R
+  auto ok = [&](int64_t R, int64_t k, int64_t s, int64_t d, int64_t p, int64_t size, int64_t osz) {
+    return kind == SpTapKind::kOut ? (R * s + k * d - p >= 0 && R * s + k * d - p < size)
+                                   : (R - (k * d) / s >= 0 && R - (k * d) / s < osz);
+  };
+  for (int64_t k = 0; k < g.kh; ++k) {
+    bool any = false;
+    for (int64_t R = ra; R <= rb && !any; ++R) any = ok(R, k, g.sh, g.dh, g.ph, g.h, g.oh);
+    vh[size_t(k)] = any;
+  }
+  for (int64_t k = 0; k < g.kw; ++k) {
+    bool any = false;
+    for (int64_t C = ca; C <= cb && !any; ++C) any = ok(C, k, g.sw, g.dw, g.pw, g.w, g.ow);
+    vw[size_t(k)] = any;
+  }
+}
+
+// The taps vh x vw as ranges of t = kh * KW + kw (SpPick::rng).
+inline SpSegs sp_tap_ranges(const SpConvGeom& g, const std::vector<char>& vh,
+                            const std::vector<char>& vw) {
+  SpSegs r;
+  for (int64_t i = 0; i < g.kh; ++i)
+    for (int64_t k = 0; k < g.kw; ++k) {
+      if (!vh[size_t(i)] || !vw[size_t(k)]) continue;
+      const int64_t t = i * g.kw + k;
+      if (!r.empty() && r.back() == t) {
+        r.back() = t + 1;
+      } else {
+        r.push_back(t);
+        r.push_back(t + 1);
+      }
+    }
+  return r;
+}
 
 // dst rows of stride dst_stride, each part's rows over its runs, in pieces of 4 tiles, in one
 // parallel region over all (part, piece) tasks (every task computes all rows of its part over
 // its piece: gather_rows keeps the source windows of a tile in the L1 cache from one row to
-// the next). Each thread takes a contiguous share of the tasks of about equal cost (kept
-// weights times length): the parts of a strided input gradient differ in cost (a 3x3 kernel
-// of stride 2 has 4, 2, 2 and 1 taps per phase), and equal task counts measured one thread
-// twice as busy as the other.
+// the next). A piece whose tiles use different taps (sp_tile_taps) is cut where they change.
+// Each thread takes a contiguous share of the tasks of about equal cost (kept weights picked
+// times length): the parts of a strided input gradient differ in cost (a 3x3 kernel of stride
+// 2 has 4, 2, 2 and 1 taps per phase), and equal task counts measured one thread twice as busy
+// as the other. ptr, stride: the rows' kept weights (SpPick).
 template <class T, class Par>
 void sp_run_gather(T* dst, int64_t dst_stride, const std::vector<SpRowRuns>& parts,
-                   const int64_t* row_ptr, const int64_t* base, const T* w, const T* src,
-                   const SpPrefetch& pf, const Par& par) {
-  std::vector<int64_t> task;  // (part, q0, q1)
+                   const SpConvGeom* g, const int64_t* ptr, int64_t stride, const int64_t* base,
+                   const T* w, const T* src, const SpPrefetch& pf, const Par& par) {
+  std::vector<int64_t> task;     // (part, q0, q1, first range, ranges)
+  std::vector<int64_t> rng;      // all tasks' ranges
   std::vector<int64_t> cost{0};  // running total before each task
+  std::vector<char> vh, vw;
   for (size_t k = 0; k < parts.size(); ++k) {
-    if (parts[k].r1 <= parts[k].r0) continue;
-    const int64_t per_q = row_ptr[parts[k].r1] - row_ptr[parts[k].r0] + parts[k].r1 - parts[k].r0;
-    const SpSegs pc = sp_pieces(parts[k].runs, 4 * kSpTile);
+    const SpRowRuns& pt = parts[k];
+    if (pt.r1 <= pt.r0) continue;
+    // kept weights per stride slot over the part's rows, for the tasks' costs
+    std::vector<int64_t> per(size_t(stride), 0);
+    for (int64_t r = pt.r0; r < pt.r1; ++r)
+      for (int64_t t = 0; t < stride; ++t)
+        per[size_t(t)] += ptr[r * stride + t + 1] - ptr[r * stride + t];
+    const SpSegs pc = sp_pieces(pt.runs, 4 * kSpTile);
     for (size_t i = 0; i + 1 < pc.size(); i += 2) {
-      task.insert(task.end(), {int64_t(k), pc[i], pc[i + 1]});
-      cost.push_back(cost.back() + per_q * (pc[i + 1] - pc[i]));
+      int64_t q = pc[i];
+      while (q < pc[i + 1]) {
+        SpSegs r{0, stride};
+        if (g != nullptr) {
+          sp_tile_taps(*g, pt.taps, q, q + kSpTile, vh, vw);
+          r = sp_tap_ranges(*g, vh, vw);
+        }
+        int64_t e = q + kSpTile;
+        for (; e < pc[i + 1]; e += kSpTile) {
+          if (g == nullptr) continue;
+          sp_tile_taps(*g, pt.taps, e, e + kSpTile, vh, vw);
+          if (sp_tap_ranges(*g, vh, vw) != r) break;
+        }
+        e = std::min(e, pc[i + 1]);
+        int64_t c = pt.r1 - pt.r0;
+        for (size_t m = 0; m + 1 < r.size(); m += 2)
+          for (int64_t t = r[m]; t < r[m + 1]; ++t) c += per[size_t(t)];
+        if (!r.empty()) {
+          task.insert(task.end(), {int64_t(k), q, e, int64_t(rng.size() / 2), int64_t(r.size() / 2)});
+          rng.insert(rng.end(), r.begin(), r.end());
+          cost.push_back(cost.back() + c * (e - q));
+        } else {  // no tap reaches these positions: they hold zeros
+          for (int64_t row = pt.r0; row < pt.r1; ++row)
+            std::fill(dst + row * dst_stride + q, dst + row * dst_stride + e, T(0));
+        }
+        q = e;
+      }
     }
   }
-  const int64_t ntask = int64_t(task.size() / 3);
+  const int64_t ntask = int64_t(task.size() / 5);
   const int64_t shares = std::max<int64_t>(1, std::min<int64_t>(par.max_threads(), ntask));
   // share s runs the tasks whose cost midpoint lies in [s, s + 1) * total / shares
   std::vector<int64_t> first(size_t(shares + 1), ntask);
@@ -187,22 +292,26 @@ void sp_run_gather(T* dst, int64_t dst_stride, const std::vector<SpRowRuns>& par
   }
   par.for_range(shares, [&](int64_t sb, int64_t se) {
     for (int64_t t = first[size_t(sb)]; t < first[size_t(se)]; ++t) {
-      const SpRowRuns& p = parts[size_t(task[size_t(3 * t)])];
-      sp_gather_rows(dst, dst_stride, p.r0, p.r1, row_ptr, base, w, src, task[size_t(3 * t + 1)],
-                     task[size_t(3 * t + 2)], pf);
+      const int64_t* tk = task.data() + 5 * t;
+      const SpRowRuns& p = parts[size_t(tk[0])];
+      const SpPick pk{ptr, stride, rng.data() + 2 * tk[3], tk[4]};
+      sp_gather_rows(dst, dst_stride, p.r0, p.r1, pk, base, w, src, tk[1], tk[2], pf);
     }
   });
 }
 
-// gw[j] = sum over the runs seg of g[row(j)][q] * src[base[j] + q]. The runs are cut into
-// pieces of at most qb; consecutive pieces that span at most qb of q go to one dot_rows call
-// (one horizontal sum per kept weight, the source block still in the L2 cache). Each thread
-// sums a contiguous share of the calls into its own partial vector; the partials are added in
-// thread order, so the result does not depend on the scheduling.
+// gw[perm[k]] (gw[k] without perm) = sum over range i's segments rsegs[i] of g[row(k)][q] *
+// src[base[k] + q], for the kept weights k of the rows [0, rows) picked by range i of
+// ranges (SpPick). The runs seg (the union of every range's segments, each of those a union of
+// tiles of seg) are cut into pieces of at most qb; consecutive pieces that span at most qb of q
+// go to one dot_rows call (one horizontal sum per kept weight, the source block still in the
+// L2 cache). Each thread sums a contiguous share of the calls into its own partial vector; the
+// partials are added in thread order, so the result does not depend on the scheduling.
 template <class T, class Par>
-void sp_run_dot(T* gw, int64_t nnz, int64_t rows, const int64_t* row_ptr, const int64_t* base,
-                const T* g, int64_t g_stride, const T* src, const SpSegs& seg, int64_t qb,
-                const Par& par) {
+void sp_run_dot(T* gw, const int64_t* perm, int64_t nnz, int64_t rows, const int64_t* ptr,
+                int64_t stride, const SpSegs& ranges, const std::vector<SpSegs>& rsegs,
+                const int64_t* base, const T* g, int64_t g_stride, const T* src,
+                const SpSegs& seg, int64_t qb, const Par& par) {
   const SpSegs pc = sp_pieces(seg, qb);
   std::vector<int64_t> call{0};  // call k covers pieces [call[k], call[k + 1])
   for (int64_t i = 1; i < int64_t(pc.size() / 2); ++i)
@@ -210,23 +319,40 @@ void sp_run_dot(T* gw, int64_t nnz, int64_t rows, const int64_t* row_ptr, const 
   const int64_t ncall = pc.empty() ? 0 : int64_t(call.size());
   call.push_back(int64_t(pc.size() / 2));
   if (ncall == 0 || nnz == 0) {
-    std::fill(gw, gw + nnz, T(0));
+    for (int64_t k = 0; k < nnz; ++k) gw[perm ? perm[k] : k] = T(0);
     return;
+  }
+  // each call's segments of each range: rsegs[i] within the call's window of q
+  const int64_t nrng = int64_t(ranges.size() / 2);
+  std::vector<int64_t> cseg, cat;  // pairs; per call nrng + 1 indices into the pairs
+  for (int64_t k = 0; k < ncall; ++k) {
+    const int64_t w0 = pc[size_t(2 * call[size_t(k)])], w1 = pc[size_t(2 * call[size_t(k + 1)] - 1)];
+    for (int64_t i = 0; i < nrng; ++i) {
+      cat.push_back(int64_t(cseg.size() / 2));
+      const SpSegs& rs = rsegs[size_t(i)];
+      for (size_t s = 0; s + 1 < rs.size(); s += 2) {
+        const int64_t a = std::max(rs[s], w0), b = std::min(rs[s + 1], w1);
+        if (a < b) cseg.insert(cseg.end(), {a, b});
+      }
+    }
+    cat.push_back(int64_t(cseg.size() / 2));
   }
   const int threads = int(std::max<int64_t>(1, std::min<int64_t>(par.max_threads(), ncall)));
   std::vector<T> part(size_t(threads) * size_t(nnz), T(0));
   par.for_range(threads, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       T* acc = part.data() + size_t(t) * size_t(nnz);
-      for (int64_t k = ncall * t / threads; k < ncall * (t + 1) / threads; ++k)
-        sp_dot_rows(acc, 0, rows, row_ptr, base, g, g_stride, src,
-                    pc.data() + 2 * call[size_t(k)], call[size_t(k + 1)] - call[size_t(k)]);
+      for (int64_t k = ncall * t / threads; k < ncall * (t + 1) / threads; ++k) {
+        const SpDotPick pk{ptr, stride, ranges.data(), nrng, cseg.data(),
+                           cat.data() + k * (nrng + 1)};
+        sp_dot_rows(acc, 0, rows, pk, base, g, g_stride, src);
+      }
     }
   });
   for (int64_t j = 0; j < nnz; ++j) {
     T s = 0;
     for (int t = 0; t < threads; ++t) s += part[size_t(t) * size_t(nnz) + size_t(j)];
-    gw[j] = s;
+    gw[perm ? perm[j] : j] = s;
   }
 }
 
@@ -259,22 +385,72 @@ struct SpTaps {
   }
 };
 
-// Kept-weight offsets of the forward pass (and of the weight gradient) into the input buffer.
-template <class Par>
-void sp_conv_bases(const SpConvGeom& g, int64_t nnz, const int32_t* col, int64_t* base,
-                   const Par& par) {
+// The kept weights of every output channel sorted by tap (for the forward pass and the weight
+// gradient): ptr[oc * kk + t] is the first of channel oc's kept weights of tap t (ptr[O * kk]
+// = nnz), base their offsets into the input buffer, w their values (if w), perm their CSR
+// positions (if perm).
+template <class T, class Par>
+void sp_sort_out(const SpConvGeom& g, const int64_t* row_ptr, const int32_t* col,
+                 const T* values, int64_t* ptr, int64_t* base, T* w, int64_t* perm,
+                 const Par& par) {
   const int64_t kk = g.kh * g.kw, phases = g.phases, q = g.q;
   const SpDiv div(kk);
-  std::vector<int64_t> at;  // per tap: phase * q + offset
   const SpTaps taps(g);
+  std::vector<int64_t> at;  // per tap: phase * q + offset
   for (int64_t t = 0; t < kk; ++t) at.push_back(taps.phase[size_t(t)] * q + taps.offset[size_t(t)]);
-  const int64_t* tab = at.data();
-  sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) {
-      const int64_t c = col[j], ic = div(c);
-      base[j] = ic * phases * q + tab[c - ic * kk];
+  sp_for(par, g.o, row_ptr[g.o], [&](int64_t b, int64_t e) {
+    std::vector<int64_t> next(static_cast<size_t>(kk));
+    for (int64_t r = b; r < e; ++r) {
+      std::fill(next.begin(), next.end(), 0);
+      for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) ++next[size_t(col[j] - div(col[j]) * kk)];
+      int64_t k = row_ptr[r];
+      for (int64_t t = 0; t < kk; ++t) {
+        ptr[r * kk + t] = k;
+        const int64_t c = next[size_t(t)];
+        next[size_t(t)] = k;
+        k += c;
+      }
+      for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
+        const int64_t c = col[j], ic = div(c), tap = c - ic * kk, to = next[size_t(tap)]++;
+        base[to] = ic * phases * q + at[size_t(tap)];
+        if (w != nullptr) w[to] = values[j];
+        if (perm != nullptr) perm[to] = j;
+      }
     }
   });
+  ptr[g.o * kk] = row_ptr[g.o];
+}
+
+// The weight gradient's ranges of taps (SpPick::rng) and each one's segments of q: in the
+// lanes layout the tiles of runs where the tap reads input pixels (sp_tile_taps), adjacent taps
+// with the same tiles merged; otherwise all taps over all of runs.
+inline void sp_dot_taps(const SpConvGeom& g, const SpSegs& runs, SpSegs& ranges,
+                        std::vector<SpSegs>& rsegs) {
+  const int64_t kk = g.kh * g.kw;
+  ranges.clear();
+  rsegs.clear();
+  if (!g.lanes) {
+    ranges = {0, kk};
+    rsegs.push_back(runs);
+    return;
+  }
+  std::vector<SpSegs> per(static_cast<size_t>(kk));
+  std::vector<char> vh, vw;
+  for (size_t s = 0; s + 1 < runs.size(); s += 2)
+    for (int64_t q = runs[s]; q < runs[s + 1]; q += kSpTile) {
+      sp_tile_taps(g, SpTapKind::kOut, q, q + kSpTile, vh, vw);
+      for (int64_t i = 0; i < g.kh; ++i)
+        for (int64_t k = 0; k < g.kw; ++k)
+          if (vh[size_t(i)] && vw[size_t(k)]) sp_push_run(per[size_t(i * g.kw + k)], q, q + kSpTile);
+    }
+  for (int64_t t = 0; t < kk; ++t) {
+    if (!rsegs.empty() && rsegs.back() == per[size_t(t)]) {
+      ranges.back() = t + 1;
+    } else {
+      ranges.insert(ranges.end(), {t, t + 1});
+      rsegs.push_back(per[size_t(t)]);
+    }
+  }
 }
 
 // y (N, O, OH, OW) = the sparse convolution of x (N, C, H, W), plus bias (or nullptr).
@@ -282,14 +458,17 @@ template <class T, class Par>
 void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_ptr,
                            const int32_t* col, const T* values, const T* bias, T* y,
                            SpWorkspace& ws, const Par& par) {
-  const int64_t nnz = row_ptr[g.o];
+  const int64_t nnz = row_ptr[g.o], kk = g.kh * g.kw;
   T* in = ws.get<T>(SpWorkspace::kIn, g.in_elems());
   T* out = ws.get<T>(SpWorkspace::kOut, g.o * g.qr);
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+  int64_t* ptr = ws.get<int64_t>(SpWorkspace::kPtr, g.o * kk + 1);
+  T* w = ws.get<T>(SpWorkspace::kW, nnz);
   sp_pack_input(g, x, in, par);
-  sp_conv_bases(g, nnz, col, base, par);
-  sp_run_gather(out, g.qr, {SpRowRuns{0, g.o, sp_out_runs(g)}}, row_ptr, base, values, in,
-                sp_ahead(g.c * g.phases, g.q, 0), par);
+  sp_sort_out<T>(g, row_ptr, col, values, ptr, base, w, nullptr, par);
+  sp_run_gather(out, g.qr, {SpRowRuns{0, g.o, sp_out_runs(g), SpTapKind::kOut}},
+                g.lanes ? &g : nullptr, ptr, kk, base, w, in, sp_ahead(g.c * g.phases, g.q, 0),
+                par);
   if (g.lanes) {
     par.for_range(g.o, [&](int64_t b, int64_t e) {
       for (int64_t oc = b; oc < e; ++oc) {
@@ -333,43 +512,52 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
                             const int32_t* col, const T* values, const int64_t* t_ptr,
                             const int32_t* t_idx, T* gx, T* gw, SpWorkspace& ws,
                             const Par& par) {
-  const int64_t nnz = row_ptr[g.o];
+  const int64_t nnz = row_ptr[g.o], kk = g.kh * g.kw;
   const int64_t gs = g.e + g.qr;
   T* gbuf = ws.get<T>(SpWorkspace::kGrad, g.o * gs + kSpTile);
   sp_pack_grad(g, gy, gbuf, par);
   if (gw != nullptr) {
     T* in = ws.get<T>(SpWorkspace::kIn, g.in_elems());
     int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+    int64_t* ptr = ws.get<int64_t>(SpWorkspace::kPtr, g.o * kk + 1);
+    int64_t* perm = ws.get<int64_t>(SpWorkspace::kPerm, nnz);
     sp_pack_input(g, x, in, par);
-    sp_conv_bases(g, nnz, col, base, par);
-    sp_run_dot(gw, nnz, g.o, row_ptr, base, gbuf + g.e, gs, in, sp_out_runs(g),
+    sp_sort_out<T>(g, row_ptr, col, nullptr, ptr, base, nullptr, perm, par);
+    const SpSegs runs = sp_out_runs(g);
+    SpSegs ranges;
+    std::vector<SpSegs> rsegs;
+    sp_dot_taps(g, runs, ranges, rsegs);
+    sp_run_dot(gw, perm, nnz, g.o, ptr, kk, ranges, rsegs, base, gbuf + g.e, gs, in, runs,
                sp_q_block<T>(g.c * g.phases, g.qr), par);
   }
   if (gx == nullptr) return;
-  // rows (phase, ic): the kept weights of input channel ic whose tap has that phase, reading
-  // the output gradient of their output channel at minus the tap offset; phase-major, so that
-  // in the lanes layout each phase computes only its own input pixels
-  const int64_t rows = g.c * g.phases, kk = g.kh * g.kw;
+  // rows (phase, ic): the kept weights of input channel ic whose tap has that phase, sorted by
+  // tap, reading the output gradient of their output channel at minus the tap offset;
+  // phase-major, so that in the lanes layout each phase computes only its own input pixels
+  const int64_t rows = g.c * g.phases;
   int64_t* row_of = ws.get<int64_t>(SpWorkspace::kRowOf, nnz);
   sp_rows_of(g.o, row_ptr, row_of, par);
-  std::vector<int64_t> rp(size_t(rows + 1), 0);
+  int64_t* ptr = ws.get<int64_t>(SpWorkspace::kPtr, rows * kk + 1);
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
   T* w = ws.get<T>(SpWorkspace::kW, nnz);
   const SpTaps taps(g);
+  auto slot = [&](int64_t ic, int64_t tap) {
+    return (taps.phase[size_t(tap)] * g.c + ic) * kk + tap;
+  };
+  std::fill(ptr, ptr + rows * kk + 1, int64_t(0));
   // the CSC walk knows each weight's input channel: its tap is col - ic * kk, no division
   sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
     for (int64_t ic = b; ic < e; ++ic)
-      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t)
-        ++rp[size_t(taps.phase[size_t(col[t_idx[t]] - ic * kk)] * g.c + ic + 1)];
+      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) ++ptr[slot(ic, col[t_idx[t]] - ic * kk) + 1];
   });
-  for (int64_t r = 0; r < rows; ++r) rp[size_t(r + 1)] += rp[size_t(r)];
+  for (int64_t i = 0; i < rows * kk; ++i) ptr[i + 1] += ptr[i];
   sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
-    std::vector<int64_t> next(size_t(g.phases));
+    std::vector<int64_t> next(static_cast<size_t>(kk));
     for (int64_t ic = b; ic < e; ++ic) {
-      for (int64_t p = 0; p < g.phases; ++p) next[size_t(p)] = rp[size_t(p * g.c + ic)];
+      for (int64_t tap = 0; tap < kk; ++tap) next[size_t(tap)] = ptr[slot(ic, tap)];
       for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
         const int64_t j = t_idx[t], tap = col[j] - ic * kk;
-        const int64_t at = next[size_t(taps.phase[size_t(tap)])]++;
+        const int64_t at = next[size_t(tap)]++;
         base[at] = row_of[j] * gs + g.e - taps.offset[size_t(tap)];
         w[at] = values[j];
       }
@@ -381,12 +569,13 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     for (int64_t a = 0; a < g.sh; ++a)
       for (int64_t b = 0; b < g.sw; ++b) {
         const int64_t p = a * g.sw + b;
-        parts.push_back(SpRowRuns{p * g.c, (p + 1) * g.c, sp_in_runs(g, a, b)});
+        parts.push_back(SpRowRuns{p * g.c, (p + 1) * g.c, sp_in_runs(g, a, b), SpTapKind::kIn});
       }
   } else {
-    parts.push_back(SpRowRuns{0, rows, sp_in_runs(g, 0, 0)});
+    parts.push_back(SpRowRuns{0, rows, sp_in_runs(g, 0, 0), SpTapKind::kAll});
   }
-  sp_run_gather(gin, g.qr, parts, rp.data(), base, w, gbuf, sp_ahead(g.o, gs, g.e), par);
+  sp_run_gather(gin, g.qr, parts, g.lanes ? &g : nullptr, ptr, kk, base, w, gbuf,
+                sp_ahead(g.o, gs, g.e), par);
   if (g.lanes) {
     std::vector<int64_t> yo, xo;
     sp_lanes_offsets(g, g.c * g.qr, yo, xo);  // phase-major rows: a phase is c rows apart
@@ -423,6 +612,7 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     }
   });
 }
+
 
 // ---- linear layers: y (T, O) = x (T, I) W^T + b --------------------------------------------
 
@@ -465,8 +655,8 @@ void sparse_linear_forward(int64_t tokens, int64_t in_f, int64_t out_f, const T*
   sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
     for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
   });
-  sp_run_gather(out, qr, {SpRowRuns{0, out_f, SpSegs{0, qr}}}, row_ptr, base, values, in,
-                sp_ahead(in_f, qr, 0), par);
+  sp_run_gather(out, qr, {SpRowRuns{0, out_f, SpSegs{0, qr}}}, nullptr, row_ptr, 1, base,
+                values, in, sp_ahead(in_f, qr, 0), par);
   sp_transpose(out, out_f, tokens, qr, y, out_f, par);
   if (bias != nullptr)
     par.for_range(tokens, [&](int64_t b, int64_t e) {
@@ -490,8 +680,8 @@ void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T
     sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
       for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
     });
-    sp_run_dot(gw, nnz, out_f, row_ptr, base, g, qr, in, SpSegs{0, qr},
-               sp_q_block<T>(in_f, qr), par);
+    sp_run_dot(gw, nullptr, nnz, out_f, row_ptr, 1, SpSegs{0, 1}, {SpSegs{0, qr}}, base, g, qr,
+               in, SpSegs{0, qr}, sp_q_block<T>(in_f, qr), par);
   }
   if (gx == nullptr) return;
   int64_t* row_of = ws.get<int64_t>(SpWorkspace::kRowOf, nnz);
@@ -505,7 +695,7 @@ void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T
     }
   });
   T* gin = ws.get<T>(SpWorkspace::kOut, in_f * qr);
-  sp_run_gather(gin, qr, {SpRowRuns{0, in_f, SpSegs{0, qr}}}, t_ptr, base, w, g,
+  sp_run_gather(gin, qr, {SpRowRuns{0, in_f, SpSegs{0, qr}}}, nullptr, t_ptr, 1, base, w, g,
                 sp_ahead(out_f, qr, 0), par);
   sp_transpose(gin, in_f, tokens, qr, gx, in_f, par);
 }

@@ -41,11 +41,16 @@ def conv_case(case, dtype, seed=0):
     return x, values, lay, b, (o, c, kh, kw), s, p, d
 
 
-def tol(dtype):
-    return dict(atol=1e-12, rtol=1e-12) if dtype == torch.float64 else dict(atol=1e-5, rtol=1e-5)
+def tol(dtype, terms=1):
+    """Tolerances for results that sum ``terms`` products: float32 rounding grows with the
+    square root of the length of a sum (the weight gradient of a batch-64 layer sums 1024)."""
+    if dtype == torch.float64:
+        return dict(atol=1e-12, rtol=1e-12)
+    f = max(1.0, (terms / 256) ** 0.5)
+    return dict(atol=1e-5 * f, rtol=1e-5 * f)
 
 
-def check_grads(fn, ref, leaves, dtype, seed=1):
+def check_grads(fn, ref, leaves, dtype, seed=1, terms=1):
     a = [t.detach().clone().requires_grad_(True) for t in leaves]
     b = [t.detach().clone().requires_grad_(True) for t in leaves]
     y, r = fn(*a), ref(*b)
@@ -54,12 +59,13 @@ def check_grads(fn, ref, leaves, dtype, seed=1):
     y.backward(gy)
     r.backward(gy)
     for u, v in zip(a, b):
-        torch.testing.assert_close(u.grad, v.grad, **tol(dtype))
+        torch.testing.assert_close(u.grad, v.grad, **tol(dtype, terms))
 
 
 # Small planes, where the shape chooses the lanes layout (sample innermost): 4x4 and 8x8
 # outputs, a batch that fills and one that does not fill the vector lanes, 1x1 and 3x3 planes,
-# batch 1, stride 2 with and without padding, dilation.
+# batch 1, stride 2 with and without padding, dilation; at batch 64 a tile of the lanes layout is
+# one pixel, so the taps that read only padding are left out pixel by pixel (2x2 and 4x4 planes).
 SMALL_CASES = [
     (16, 12, 4, 4, 10, 3, 3, 1, 1, 1, 0.3, True),
     (19, 7, 8, 8, 9, 3, 3, 2, 1, 1, 0.3, False),
@@ -67,6 +73,9 @@ SMALL_CASES = [
     (17, 6, 3, 3, 4, 3, 3, 1, 1, 1, 0.4, True),
     (1, 6, 1, 1, 5, 3, 3, 1, 1, 1, 0.5, False),
     (20, 5, 9, 9, 6, 3, 3, 2, 2, 2, 0.4, True),
+    (64, 6, 2, 2, 5, 3, 3, 1, 1, 1, 0.4, True),
+    (64, 5, 4, 4, 7, 3, 3, 1, 1, 1, 0.3, False),
+    (64, 4, 7, 6, 5, 3, 3, 2, 1, 1, 0.4, False),
 ]
 
 
@@ -93,7 +102,8 @@ def check_conv_case(case, dtype):
         dd = (d, d) if isinstance(d, int) else d
         return sparse_conv2d_ref(x, v, *lay[:4], bb[0] if bb else None, ws, sp, pp, dd)
 
-    check_grads(fn, ref, leaves, dtype)
+    y = ref(*leaves).detach()  # the weight gradient sums over samples and output pixels
+    check_grads(fn, ref, leaves, dtype, terms=y.shape[0] * y.shape[2] * y.shape[3])
     # the reference itself against torch's conv2d with the masked dense weight
     dense = torch.zeros(ws, dtype=dtype).reshape(-1).index_put((lay.index,), values).view(ws)
     torch.testing.assert_close(ref(x, values, *([b] if b is not None else [])),

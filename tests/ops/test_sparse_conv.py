@@ -197,6 +197,22 @@ def test_bad_input_is_refused():
         op(x.half(), values.half(), *lay[:4], None, list(ws), *geo)
     with pytest.raises(ValueError, match="bool"):
         sparse_layout(torch.ones(3, 3))
+    # the backward's checks of the layout and of its transpose
+    bwd = torch.ops.sparsepai.sparse_conv2d_backward.default
+    gy = torch.ones_like(op(x, values, *lay[:4], b, list(ws), *geo))
+    mask = [True, True, False]
+    bwd(gy, x, values, *lay[:4], list(ws), *geo, mask)  # the valid layout passes
+    with pytest.raises(RuntimeError, match="outside"):
+        bwd(gy, x, values, lay.row_ptr, bad_col, lay.t_ptr, lay.t_idx, list(ws), *geo, mask)
+    bad_ptr = lay.row_ptr.clone()
+    bad_ptr[1], bad_ptr[2] = bad_ptr[2], bad_ptr[1] - 1
+    with pytest.raises(RuntimeError, match="non-decreasing"):
+        bwd(gy, x, values, bad_ptr, lay.col, lay.t_ptr, lay.t_idx, list(ws), *geo, mask)
+    bad_t = lay.t_idx.clone()
+    first, last = int(lay.t_ptr[0]), int(lay.t_ptr[-1]) - 1  # weights of channels 0 and C - 1
+    bad_t[first], bad_t[last] = bad_t[last], bad_t[first]
+    with pytest.raises(RuntimeError, match="does not point at a kept weight"):
+        bwd(gy, x, values, lay.row_ptr, lay.col, lay.t_ptr, bad_t, list(ws), *geo, mask)
 
 
 

@@ -26,7 +26,13 @@
 // is N times the wide one, and the kernels compute only runs of q that matter: one per output
 // row (ow * N long) for the forward pass and the weight gradient, one per input row of each
 // phase for the input gradient. No extra work beyond rounding each run up to kSpTile, at the
-// price of a transposing layout copy.
+// price of a transposing layout copy. Its tiles are small (one pixel of a batch of 64), so a
+// tile can also leave out the taps that read only padding there (or, for the input gradient,
+// only positions that are not outputs): every call sorts each row's kept weights by tap
+// (sp_sort_out; the input gradient's transpose by input channel and tap), and a tile sums the
+// ranges of taps that reach it (sp_tile_taps, SpPick). A 4x4 plane with padding 1 spends 31% of
+// its work on such taps, a 2x2 plane 56%. The weight gradient sums each tap over the tiles it
+// reaches only.
 // A linear layer is the case N = 1, H = 1, W = tokens: its input is transposed to
 // feature-major rows instead.
 #pragma once
@@ -452,19 +458,33 @@ void sp_sort_out(const SpConvGeom& g, const int64_t* row_ptr, const int32_t* col
   ptr[g.o * kk] = row_ptr[g.o];
 }
 
-// The weight gradient's ranges of taps (SpPick::rng) and each one's segments of q: in the
-// lanes layout the tiles of runs where the tap reads input pixels (sp_tile_taps), adjacent taps
-// with the same tiles merged; otherwise all taps over all of runs.
+// Kept-weight offsets into the input buffer in CSR order (the wide layout, where no tap is left
+// out and the rows need no sorting).
+template <class Par>
+void sp_conv_bases(const SpConvGeom& g, int64_t nnz, const int32_t* col, int64_t* base,
+                   const Par& par) {
+  const int64_t kk = g.kh * g.kw, phases = g.phases, q = g.q;
+  const SpDiv div(kk);
+  const SpTaps taps(g);
+  std::vector<int64_t> at;  // per tap: phase * q + offset
+  for (int64_t t = 0; t < kk; ++t) at.push_back(taps.phase[size_t(t)] * q + taps.offset[size_t(t)]);
+  const int64_t* tab = at.data();
+  sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) {
+      const int64_t c = col[j], ic = div(c);
+      base[j] = ic * phases * q + tab[c - ic * kk];
+    }
+  });
+}
+
+// The weight gradient's ranges of taps (SpPick::rng) and each one's segments of q, for rows
+// sorted by tap in the lanes layout: the tiles of runs where the tap reads input pixels
+// (sp_tile_taps), adjacent taps with the same tiles merged.
 inline void sp_dot_taps(const SpConvGeom& g, const SpSegs& runs, SpSegs& ranges,
                         std::vector<SpSegs>& rsegs) {
   const int64_t kk = g.kh * g.kw;
   ranges.clear();
   rsegs.clear();
-  if (!g.lanes) {
-    ranges = {0, kk};
-    rsegs.push_back(runs);
-    return;
-  }
   std::vector<SpSegs> per(static_cast<size_t>(kk));
   std::vector<char> vh, vw;
   for (size_t s = 0; s + 1 < runs.size(); s += 2)
@@ -493,13 +513,23 @@ void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_p
   T* in = ws.get<T>(SpWorkspace::kIn, g.in_elems());
   T* out = ws.get<T>(SpWorkspace::kOut, g.o * g.qr);
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
-  int64_t* ptr = ws.get<int64_t>(SpWorkspace::kPtr, g.o * kk + 1);
-  T* w = ws.get<T>(SpWorkspace::kW, nnz);
   sp_pack_input(g, x, in, par);
-  sp_sort_out<T>(g, row_ptr, col, values, ptr, base, w, nullptr, par);
+  // the lanes layout sorts the rows by tap, to leave out taps per tile; the wide one keeps the
+  // CSR order (rows of one range)
+  const int64_t* ptr = row_ptr;
+  int64_t stride = 1;
+  const T* w = values;
+  if (g.lanes) {
+    int64_t* sorted = ws.get<int64_t>(SpWorkspace::kPtr, g.o * kk + 1);
+    T* sw = ws.get<T>(SpWorkspace::kW, nnz);
+    sp_sort_out<T>(g, row_ptr, col, values, sorted, base, sw, nullptr, par);
+    ptr = sorted, stride = kk, w = sw;
+  } else {
+    sp_conv_bases(g, nnz, col, base, par);
+  }
   sp_run_gather(out, g.qr, {SpRowRuns{0, g.o, sp_out_runs(g), SpTapKind::kOut}},
-                g.lanes ? &g : nullptr, ptr, kk, base, w, in, sp_ahead(g.c * g.phases, g.q, 0),
-                par);
+                g.lanes ? &g : nullptr, ptr, stride, base, w, in,
+                sp_ahead(g.c * g.phases, g.q, 0), par);
   if (g.lanes) {
     par.for_range(g.o, [&](int64_t b, int64_t e) {
       for (int64_t oc = b; oc < e; ++oc) {
@@ -550,16 +580,25 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   if (gw != nullptr) {
     T* in = ws.get<T>(SpWorkspace::kIn, g.in_elems());
     int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
-    int64_t* ptr = ws.get<int64_t>(SpWorkspace::kPtr, g.o * kk + 1);
-    int64_t* perm = ws.get<int64_t>(SpWorkspace::kPerm, nnz);
     sp_pack_input(g, x, in, par);
-    sp_sort_out<T>(g, row_ptr, col, nullptr, ptr, base, nullptr, perm, par);
     const SpSegs runs = sp_out_runs(g);
-    SpSegs ranges;
-    std::vector<SpSegs> rsegs;
-    sp_dot_taps(g, runs, ranges, rsegs);
-    sp_run_dot(gw, perm, ws.get<T>(SpWorkspace::kW, nnz), nnz, g.o, ptr, kk, ranges, rsegs, base,
-               gbuf + g.e, gs, in, runs, sp_q_block<T>(g.c * g.phases, g.qr), par);
+    // as in the forward pass: sorted by tap in the lanes layout, the CSR order otherwise
+    const int64_t* ptr = row_ptr;
+    int64_t stride = 1;
+    const int64_t* perm = nullptr;
+    SpSegs ranges{0, 1};
+    std::vector<SpSegs> rsegs{runs};
+    if (g.lanes) {
+      int64_t* sorted = ws.get<int64_t>(SpWorkspace::kPtr, g.o * kk + 1);
+      int64_t* pm = ws.get<int64_t>(SpWorkspace::kPerm, nnz);
+      sp_sort_out<T>(g, row_ptr, col, nullptr, sorted, base, nullptr, pm, par);
+      sp_dot_taps(g, runs, ranges, rsegs);
+      ptr = sorted, stride = kk, perm = pm;
+    } else {
+      sp_conv_bases(g, nnz, col, base, par);
+    }
+    sp_run_dot(gw, perm, ws.get<T>(SpWorkspace::kW, nnz), nnz, g.o, ptr, stride, ranges, rsegs,
+               base, gbuf + g.e, gs, in, runs, sp_q_block<T>(g.c * g.phases, g.qr), par);
   }
   if (gx == nullptr) return;
   // rows (phase, ic): the kept weights of input channel ic whose tap has that phase, sorted by

@@ -212,7 +212,8 @@ TEST(conv_empty_batch) { check_conv<float>(0, 3, 6, 6, 4, 3, 3, 1, 1, 1, 0.5, fa
 
 // Small planes, where the shape would choose the lanes layout: 4x4 and 8x8 outputs, a batch
 // that is and one that is not a multiple of the vector width, 1x1 and 3x3 planes, batch 1,
-// stride 2 with and without padding, dilation.
+// stride 2 with and without padding, dilation; at batch 64 a tile is one pixel of all samples,
+// so the taps that read only padding are left out pixel by pixel (2x2 and 4x4 planes).
 TEST(conv_small_planes) {
   check_conv<float>(16, 12, 4, 4, 10, 3, 3, 1, 1, 1, 0.3, true, 2, 20);
   check_conv<double>(19, 7, 8, 8, 9, 3, 3, 2, 1, 1, 0.3, false, 3, 21);
@@ -222,6 +223,9 @@ TEST(conv_small_planes) {
   check_conv<double>(1, 4, 3, 3, 3, 1, 1, 1, 0, 1, 0.7, false, 1, 25);
   check_conv<float>(7, 5, 9, 9, 6, 3, 3, 2, 2, 2, 0.4, true, 3, 26);
   check_conv<double>(20, 8, 4, 4, 7, 3, 3, 1, 1, 1, 1.0, false, 2, 27);
+  check_conv<double>(64, 6, 2, 2, 5, 3, 3, 1, 1, 1, 0.4, true, 2, 28);
+  check_conv<double>(64, 5, 4, 4, 7, 3, 3, 1, 1, 1, 0.3, false, 3, 29);
+  check_conv<double>(64, 4, 7, 6, 5, 3, 3, 2, 1, 1, 0.4, false, 2, 30);
 }
 
 TEST(linear) {

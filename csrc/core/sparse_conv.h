@@ -410,14 +410,16 @@ struct SpDiv {
 };
 
 // Per tap t = kh * KW + kw of the kernel: its phase and its q offset (SpConvGeom::tap_phase,
-// tap_offset), so that the per-weight loops do no division.
+// tap_offset), and in_buf, where it reads the input buffer relative to its input channel's first
+// row (phase * q + offset), so that the per-weight loops do no division.
 struct SpTaps {
-  std::vector<int64_t> phase, offset;
+  std::vector<int64_t> phase, offset, in_buf;
   explicit SpTaps(const SpConvGeom& g) {
     for (int64_t i = 0; i < g.kh; ++i)
       for (int64_t k = 0; k < g.kw; ++k) {
         phase.push_back(g.tap_phase(i, k));
         offset.push_back(g.tap_offset(i, k));
+        in_buf.push_back(phase.back() * g.q + offset.back());
       }
   }
 };
@@ -433,8 +435,6 @@ void sp_sort_out(const SpConvGeom& g, const int64_t* row_ptr, const int32_t* col
   const int64_t kk = g.kh * g.kw, phases = g.phases, q = g.q;
   const SpDiv div(kk);
   const SpTaps taps(g);
-  std::vector<int64_t> at;  // per tap: phase * q + offset
-  for (int64_t t = 0; t < kk; ++t) at.push_back(taps.phase[size_t(t)] * q + taps.offset[size_t(t)]);
   sp_for(par, g.o, row_ptr[g.o], [&](int64_t b, int64_t e) {
     std::vector<int64_t> next(static_cast<size_t>(kk));
     for (int64_t r = b; r < e; ++r) {
@@ -449,7 +449,7 @@ void sp_sort_out(const SpConvGeom& g, const int64_t* row_ptr, const int32_t* col
       }
       for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
         const int64_t c = col[j], ic = div(c), tap = c - ic * kk, to = next[size_t(tap)]++;
-        base[to] = ic * phases * q + at[size_t(tap)];
+        base[to] = ic * phases * q + taps.in_buf[size_t(tap)];
         if (w != nullptr) w[to] = values[j];
         if (perm != nullptr) perm[to] = j;
       }
@@ -466,9 +466,7 @@ void sp_conv_bases(const SpConvGeom& g, int64_t nnz, const int32_t* col, int64_t
   const int64_t kk = g.kh * g.kw, phases = g.phases, q = g.q;
   const SpDiv div(kk);
   const SpTaps taps(g);
-  std::vector<int64_t> at;  // per tap: phase * q + offset
-  for (int64_t t = 0; t < kk; ++t) at.push_back(taps.phase[size_t(t)] * q + taps.offset[size_t(t)]);
-  const int64_t* tab = at.data();
+  const int64_t* tab = taps.in_buf.data();
   sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
     for (int64_t j = b; j < e; ++j) {
       const int64_t c = col[j], ic = div(c);

@@ -276,7 +276,8 @@ void sp_run_gather(T* dst, int64_t dst_stride, const std::vector<SpRowRuns>& par
         for (size_t m = 0; m + 1 < r.size(); m += 2)
           for (int64_t t = r[m]; t < r[m + 1]; ++t) c += per[size_t(t)];
         if (!r.empty()) {
-          task.insert(task.end(), {int64_t(k), q, e, int64_t(rng.size() / 2), int64_t(r.size() / 2)});
+          task.insert(task.end(),
+                      {int64_t(k), q, e, int64_t(rng.size() / 2), int64_t(r.size() / 2)});
           rng.insert(rng.end(), r.begin(), r.end());
           cost.push_back(cost.back() + c * (e - q));
         } else {  // no tap reaches these positions: they hold zeros
@@ -316,7 +317,8 @@ void sp_run_gather(T* dst, int64_t dst_stride, const std::vector<SpRowRuns>& par
 // nnz elements when perm is given.
 template <class T, class Par>
 void sp_run_dot(T* gw, const int64_t* perm, T* scratch, int64_t nnz, int64_t rows,
-                const int64_t* ptr, int64_t stride, const SpSegs& ranges, const std::vector<SpSegs>& rsegs,
+                const int64_t* ptr, int64_t stride, const SpSegs& ranges,
+                const std::vector<SpSegs>& rsegs,
                 const int64_t* base, const T* g, int64_t g_stride, const T* src,
                 const SpSegs& seg, int64_t qb, const Par& par) {
   const SpSegs pc = sp_pieces(seg, qb);
@@ -333,7 +335,8 @@ void sp_run_dot(T* gw, const int64_t* perm, T* scratch, int64_t nnz, int64_t row
   const int64_t nrng = int64_t(ranges.size() / 2);
   std::vector<int64_t> cseg, cat;  // pairs; per call nrng + 1 indices into the pairs
   for (int64_t k = 0; k < ncall; ++k) {
-    const int64_t w0 = pc[size_t(2 * call[size_t(k)])], w1 = pc[size_t(2 * call[size_t(k + 1)] - 1)];
+    const int64_t w0 = pc[size_t(2 * call[size_t(k)])];
+    const int64_t w1 = pc[size_t(2 * call[size_t(k + 1)] - 1)];
     for (int64_t i = 0; i < nrng; ++i) {
       cat.push_back(int64_t(cseg.size() / 2));
       const SpSegs& rs = rsegs[size_t(i)];
@@ -439,7 +442,8 @@ void sp_sort_out(const SpConvGeom& g, const int64_t* row_ptr, const int32_t* col
     std::vector<int64_t> next(static_cast<size_t>(kk));
     for (int64_t r = b; r < e; ++r) {
       std::fill(next.begin(), next.end(), 0);
-      for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) ++next[size_t(col[j] - div(col[j]) * kk)];
+      for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j)
+        ++next[size_t(col[j] - div(col[j]) * kk)];
       int64_t k = row_ptr[r];
       for (int64_t t = 0; t < kk; ++t) {
         ptr[r * kk + t] = k;
@@ -490,7 +494,8 @@ inline void sp_dot_taps(const SpConvGeom& g, const SpSegs& runs, SpSegs& ranges,
       sp_tile_taps(g, SpTapKind::kOut, q, q + kSpTile, vh, vw);
       for (int64_t i = 0; i < g.kh; ++i)
         for (int64_t k = 0; k < g.kw; ++k)
-          if (vh[size_t(i)] && vw[size_t(k)]) sp_push_run(per[size_t(i * g.kw + k)], q, q + kSpTile);
+          if (vh[size_t(i)] && vw[size_t(k)])
+            sp_push_run(per[size_t(i * g.kw + k)], q, q + kSpTile);
     }
   for (int64_t t = 0; t < kk; ++t) {
     if (!rsegs.empty() && rsegs.back() == per[size_t(t)]) {
@@ -599,33 +604,39 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
                base, gbuf + g.e, gs, in, runs, sp_q_block<T>(g.c * g.phases, g.qr), par);
   }
   if (gx == nullptr) return;
-  // rows (phase, ic): the kept weights of input channel ic whose tap has that phase, sorted by
-  // tap, reading the output gradient of their output channel at minus the tap offset;
-  // phase-major, so that in the lanes layout each phase computes only its own input pixels
+  // rows (phase, ic): the kept weights of input channel ic whose tap has that phase (sorted by
+  // tap in the lanes layout), reading the output gradient of their output channel at minus the
+  // tap offset; phase-major, so that in the lanes layout each phase computes only its own input
+  // pixels
   const int64_t rows = g.c * g.phases;
   int64_t* row_of = ws.get<int64_t>(SpWorkspace::kRowOf, nnz);
   sp_rows_of(g.o, row_ptr, row_of, par);
-  int64_t* ptr = ws.get<int64_t>(SpWorkspace::kPtr, rows * kk + 1);
+  // slots per row: one per tap in the lanes layout (its tiles pick taps), one in the wide
+  // layout (the transpose's order, as there is nothing to pick)
+  const int64_t ns = g.lanes ? kk : 1;
+  int64_t* ptr = ws.get<int64_t>(SpWorkspace::kPtr, rows * ns + 1);
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
   T* w = ws.get<T>(SpWorkspace::kW, nnz);
   const SpTaps taps(g);
+  auto cursor = [&](int64_t tap) { return g.lanes ? tap : taps.phase[size_t(tap)]; };
   auto slot = [&](int64_t ic, int64_t tap) {
-    return (taps.phase[size_t(tap)] * g.c + ic) * kk + tap;
+    return (taps.phase[size_t(tap)] * g.c + ic) * ns + (g.lanes ? tap : 0);
   };
-  std::fill(ptr, ptr + rows * kk + 1, int64_t(0));
+  std::fill(ptr, ptr + rows * ns + 1, int64_t(0));
   // the CSC walk knows each weight's input channel: its tap is col - ic * kk, no division
   sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
     for (int64_t ic = b; ic < e; ++ic)
-      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) ++ptr[slot(ic, col[t_idx[t]] - ic * kk) + 1];
+      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t)
+        ++ptr[slot(ic, col[t_idx[t]] - ic * kk) + 1];
   });
-  for (int64_t i = 0; i < rows * kk; ++i) ptr[i + 1] += ptr[i];
+  for (int64_t i = 0; i < rows * ns; ++i) ptr[i + 1] += ptr[i];
   sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
-    std::vector<int64_t> next(static_cast<size_t>(kk));
+    std::vector<int64_t> next(static_cast<size_t>(std::max(kk, g.phases)));
     for (int64_t ic = b; ic < e; ++ic) {
-      for (int64_t tap = 0; tap < kk; ++tap) next[size_t(tap)] = ptr[slot(ic, tap)];
+      for (int64_t tap = 0; tap < kk; ++tap) next[size_t(cursor(tap))] = ptr[slot(ic, tap)];
       for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
         const int64_t j = t_idx[t], tap = col[j] - ic * kk;
-        const int64_t at = next[size_t(tap)]++;
+        const int64_t at = next[size_t(cursor(tap))]++;
         base[at] = row_of[j] * gs + g.e - taps.offset[size_t(tap)];
         w[at] = values[j];
       }
@@ -642,7 +653,7 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   } else {
     parts.push_back(SpRowRuns{0, rows, sp_in_runs(g, 0, 0), SpTapKind::kAll});
   }
-  sp_run_gather(gin, g.qr, parts, g.lanes ? &g : nullptr, ptr, kk, base, w, gbuf,
+  sp_run_gather(gin, g.qr, parts, g.lanes ? &g : nullptr, ptr, ns, base, w, gbuf,
                 sp_ahead(g.o, gs, g.e), par);
   if (g.lanes) {
     std::vector<int64_t> yo, xo;

@@ -115,9 +115,9 @@ _STRUCT = tuple(STRUCTURED)
 # name -> cell; the order is the default run order (the cells that decide the defaults first)
 CELLS = {
     "lenet5-default": Cell("lenet5", epochs=3),
-    "resnet20-he": Cell("resnet20", "he", seeds=(0, 1, 2), contenders=_RESNET),
+    "resnet20-he": Cell("resnet20", "he", contenders=_RESNET),
     "lenet5-he": Cell("lenet5", "he", epochs=3, contenders=_MAIN + ("random",)),
-    "resnet20-default": Cell("resnet20", "default", seeds=(0, 1, 2), contenders=_RESNET),
+    "resnet20-default": Cell("resnet20", "default", contenders=_RESNET),
     "lenet5-default-adamw": Cell("lenet5", epochs=3, optimizer="adamw", lr=1e-3,
                                  contenders=_MAIN),
     "lenet5-default-long": Cell("lenet5", epochs=8, contenders=_MAIN),
@@ -127,8 +127,8 @@ CELLS = {
     "structured-resnet20-he": Cell("resnet20", "he", seeds=(0, 1),
                                    contenders=("dense", "s_cost1", "s_cost0.5_min8", "s_fo_cost1",
                                                "s_fo_cost0.5_min8")),
-    "smallconv-default": Cell("smallconv", seeds=(0, 1, 2), contenders=_MAIN),
-    "smallconv-he": Cell("smallconv", "he", seeds=(0, 1, 2), contenders=_MAIN),
+    "smallconv-default": Cell("smallconv", contenders=_MAIN),
+    "smallconv-he": Cell("smallconv", "he", contenders=_MAIN),
     "resnet20-he-adamw": Cell("resnet20", "he", optimizer="adamw", lr=1e-3, seeds=(0, 1, 2),
                               contenders=_MAIN),
     "resnet20-he-b4": Cell("resnet20", "he", batches=4, seeds=(0, 1, 2), contenders=_MAIN),
@@ -139,9 +139,10 @@ CELLS = {
     "structured-lenet5-default": Cell("lenet5", epochs=3, seeds=(0, 1, 2), contenders=_STRUCT),
     "resnet20-he-long": Cell("resnet20", "he", epochs=8, seeds=(0, 1, 2),
                              contenders=("prospr_m1", "prospr_same", "prospr_fo", "snip",
-                                         "magnitude")),
-    "vgg11-he": Cell("vgg11", "he", seeds=(0, 1), contenders=("prospr_m1", "prospr_same",
-                                                               "prospr_fo", "snip", "magnitude")),
+                                         "synflow", "magnitude")),
+    "vgg11-he": Cell("vgg11", "he", seeds=(0, 1, 2), contenders=("prospr_m1", "prospr_same",
+                                                                  "prospr_fo", "snip", "synflow",
+                                                                  "magnitude")),
 }
 
 

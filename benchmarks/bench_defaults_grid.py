@@ -137,6 +137,8 @@ CELLS = {
     "structured-resnet20-he-long": Cell("resnet20", "he", epochs=8, seeds=(0, 1),
                                         contenders=_STRUCT),
     "structured-lenet5-default": Cell("lenet5", epochs=3, seeds=(0, 1, 2), contenders=_STRUCT),
+    "structured-lenet5-default-long": Cell("lenet5", epochs=8, seeds=(0, 1), contenders=_STRUCT),
+    "structured-smallconv-default": Cell("smallconv", seeds=(0, 1, 2), contenders=_STRUCT),
     "resnet20-he-long": Cell("resnet20", "he", epochs=8, seeds=(0, 1, 2),
                              contenders=("prospr_m1", "prospr_same", "prospr_fo", "snip",
                                          "synflow", "magnitude")),

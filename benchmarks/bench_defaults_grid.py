@@ -22,7 +22,10 @@ step, same run).
 Resumable: each finished run is one line of ``<out>/runs.jsonl``; rerunning skips finished
 runs. A run recorded with other settings for its cell is refused. ``--cells`` chooses and orders
 the cells (the cells that decide the defaults first); ``--summarize`` only rewrites
-``table.md``, ``summary.json`` and ``grid.png`` from the runs.
+``table.md``, ``summary.json`` and ``grid.png`` from the runs; ``--layer-densities`` only prunes
+and writes each contender's per-layer mask densities (``layer_densities.md``); ``--retime``
+re-measures the structured models' step speed-ups with the machine otherwise idle (the grid's
+own timings run beside its training) into ``retimed.jsonl``, which the tables then use.
 
     python benchmarks/bench_defaults_grid.py --cells lenet5-default resnet20-he
     python benchmarks/bench_defaults_grid.py --summarize
@@ -264,29 +267,78 @@ def step_times(models: dict, batch, rounds: int = 3, steps: int = 5) -> tuple:
     return {k: statistics.median(v) for k, v in times.items()}, held
 
 
-def run_structured(st, label, seed, data) -> dict:
+def structured_model(st, label, seed, train_set):
+    """The model a structured row trains: the cell's dense model of ``seed``, pruned by
+    structured ProsPr with ``label``'s options and slimmed (the dense model itself for
+    ``dense``). It depends on the model, init, scoring batches, label and seed, not on the
+    training budget: :func:`slim_key`."""
+    import sparsepai as sp
+
+    dense = build_model(st, seed)
+    if STRUCTURED[label] is None:
+        return dense
+    masks = sp.prune(dense, "prospr", STRUCTURED_SPARSITY,
+                     scoring_data(train_set, seed, st["batches"]), structured=True,
+                     **STRUCTURED[label])
+    return sp.slim(dense, masks)
+
+
+def slim_key(st: dict, label: str, seed: int) -> str:
+    """What a structured row's model, and so its step time, depends on (cells that differ only
+    in their training budget share it)."""
+    return json.dumps({"model": st["model"], "init": st["init"], "batches": st["batches"],
+                       "image_size": st["image_size"], "label": label, "seed": seed},
+                      sort_keys=True)
+
+
+def time_against_dense(st, label, seed, model, train_set, rounds=3, steps=5):
+    """Median step seconds of ``model`` and of the dense model of the same seed, interleaved,
+    on one batch of the training set, and whether the timing lock was held."""
     import copy
 
     import torch
 
-    import sparsepai as sp
+    ref = build_model(st, seed)  # the dense model of the same seed, for a same-run step ratio
+    x, y = next(iter(torch.utils.data.DataLoader(train_set, batch_size=128)))
+    return step_times({"dense": ref, label: copy.deepcopy(model)}, (x, y), rounds, steps)
+
+
+def retime(rows, data_root, out):
+    """Re-measure the step speed-up of every structured model of ``rows`` (one per
+    :func:`slim_key`), appending to ``<out>/retimed.jsonl``; keys already there are skipped.
+    Run it with the machine otherwise idle: the grid's own timings run beside its training."""
+    from sparsepai.experiments.sweep import append_row, load_rows
+
+    path = os.path.join(out, "retimed.jsonl")
+    done = {r["key"] for r in load_rows(path)}
+    todo = {}
+    for r in rows:
+        if r["cell"].startswith("structured") and r["label"] != "dense":
+            todo.setdefault(slim_key(r["settings"], r["label"], r["seed"]), r)
+    data, size = None, None
+    for key, r in todo.items():
+        if key in done:
+            continue
+        st = r["settings"]
+        if size != st["image_size"]:
+            data, size = load_data(data_root, st["image_size"]), st["image_size"]
+        model = structured_model(st, r["label"], r["seed"], data[0])
+        med, held = time_against_dense(st, r["label"], r["seed"], model, data[0], rounds=5)
+        row = {"key": key, "step_seconds": med[r["label"]], "dense_step_seconds": med["dense"],
+               "speedup": med["dense"] / med[r["label"]], "timing_lock": held,
+               "cpu": cpu_name(), "load": os.getloadavg()[0]}
+        append_row(path, row)
+        print(f"{key}: {row['speedup']:.2f}x", flush=True)
+
+
+def run_structured(st, label, seed, data) -> dict:
     from sparsepai.experiments.train import train
 
     train_set, test_set = data
-    dense = build_model(st, seed)
     t0 = time.perf_counter()
-    if STRUCTURED[label] is None:
-        model, options = dense, {}
-    else:
-        options = STRUCTURED[label]
-        masks = sp.prune(dense, "prospr", STRUCTURED_SPARSITY,
-                         scoring_data(train_set, seed, st["batches"]), structured=True,
-                         **options)
-        model = sp.slim(dense, masks)
+    model = structured_model(st, label, seed, train_set)
     prune_s = time.perf_counter() - t0
-    ref = build_model(st, seed)  # the dense model of the same seed, for a same-run step ratio
-    x, y = next(iter(torch.utils.data.DataLoader(train_set, batch_size=128)))
-    med, held = step_times({"dense": ref, label: copy.deepcopy(model)}, (x, y))
+    med, held = time_against_dense(st, label, seed, model, train_set)
     res = train(model, None, train_set, test_set, train_config(st, seed), progress=False)
     return {"test_acc": res["test_acc"], "curve": res["test_acc_curve"],
             "prune_seconds": round(prune_s, 3), "train_seconds": round(res["train_seconds"][-1], 1),
@@ -320,8 +372,14 @@ def load_runs(path):
 # ------------------------------------------------------------------------------------------
 # summary
 
-def summarize(rows) -> dict:
-    """{cell: {label: {sparsity: {mean, min, std, n, collapsed, ...}}}}."""
+def summarize(rows, retimed=()) -> dict:
+    """{cell: {label: {sparsity: {mean, min, std, n, collapsed, ...}}}}. A structured
+    contender's ``speedup`` is the median over its seeds of the re-timed speed-ups
+    (``retimed``, rows of :func:`retime`) where every seed has one (``retimed``: True), else
+    of the speed-ups its runs measured."""
+    again = {}
+    for r in retimed:
+        again.setdefault(r["key"], []).append(r["speedup"])
     out = {}
     for r in rows:
         out.setdefault(r["cell"], {}).setdefault(r["label"], {}).setdefault(
@@ -335,7 +393,11 @@ def summarize(rows) -> dict:
                      "collapsed": sum(a < COLLAPSE for a in acc),
                      "seeds": [r["seed"] for r in rs]}
                 if "speedup" in rs[0]:
-                    d["speedup"] = statistics.median(r["speedup"] for r in rs)
+                    keys = [slim_key(r["settings"], r["label"], r["seed"]) for r in rs]
+                    d["retimed"] = lab != "dense" and all(k in again for k in keys)
+                    d["speedup"] = statistics.median(
+                        statistics.median(again[k]) for k in keys) if d["retimed"] else \
+                        statistics.median(r["speedup"] for r in rs)
                 by_s[s] = d
     return out
 
@@ -417,7 +479,8 @@ def table(summary) -> str:
             for lab in [x for x in STRUCTURED if x in labs]:
                 d = labs[lab]["0.9"]
                 lines.append(f"| {lab} | {100 * d['mean']:.2f} | {100 * d['min']:.2f} | {d['n']} | "
-                             f"{d.get('speedup', 1.0):.2f}x |")
+                             f"{d.get('speedup', 1.0):.2f}x" + (" (re-timed)" if d.get("retimed")
+                                                                 else "") + " |")
             continue
         lines += ["| contender | 95%: mean [min] (collapsed/n) | 98%: mean [min] (collapsed/n) |",
                   "| --- | --- | --- |"]
@@ -467,7 +530,9 @@ def plot(summary, path):
 
 
 def report(rows, out, command):
-    s = summarize(rows)
+    from sparsepai.experiments.sweep import load_rows
+
+    s = summarize(rows, load_rows(os.path.join(out, "retimed.jsonl")))
     head = [f"# defaults grid (MNIST split; CPU: {cpu_name()}; one thread per run, a shared "
             "machine)", "", f"command: `{command}`", "",
             "Cells not listed have not been run. Accuracy: final test accuracy, %.", "",
@@ -484,6 +549,51 @@ def report(rows, out, command):
     plot(s, os.path.join(out, "grid.png"))
 
 
+def layer_densities(cells, labels, sparsities, seeds, data_root, out):
+    """Each contender's per-layer mask densities in each cell (pruning only, no training):
+    where a method puts its weights, which decides whether a layer, or a whole stage,
+    collapses. Writes ``<out>/layer_densities.md`` and ``.json``."""
+    import warnings
+
+    import sparsepai as sp
+
+    rows, data, size = [], None, None
+    for cell in cells:
+        st = settings(cell)
+        if size != st["image_size"]:
+            data, size = load_data(data_root, st["image_size"]), st["image_size"]
+        for seed in seeds:
+            for s in sparsities:
+                for label in labels:
+                    method, options = CONTENDERS[label]
+                    options = dict(options)
+                    if method in SCORED and st["batches"] > 1:
+                        options["batches"] = st["batches"]
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # collapses show in the table
+                        masks = sp.prune(build_model(st, seed), method, s,
+                                         scoring_data(data[0], seed, st["batches"]), **options)
+                    dens = {k: float(m.float().mean()) for k, m in masks.items()}
+                    rows.append({"cell": cell, "label": label, "sparsity": s, "seed": seed,
+                                 "densities": dens})
+                    print(f"{cell} {label} {s:g} seed {seed}: "
+                          + " ".join(f"{d:.3f}" for d in dens.values()), flush=True)
+    lines = ["# per-layer mask densities (pruning at initialisation, no training)", "",
+             f"CPU: {cpu_name()}. Density of each masked layer, in the model's order; 0.000: "
+             "fewer than 0.05% of its weights kept; **0**: none (the layer collapsed).", ""]
+    for cell in cells:
+        mine = [r for r in rows if r["cell"] == cell]
+        names = list(mine[0]["densities"])
+        lines += [f"## {cell}", "", "layers: " + ", ".join(f"`{n}`" for n in names), "",
+                  "| contender | sparsity | seed | densities |", "| --- | --- | --- | --- |"]
+        for r in mine:
+            lines.append(f"| {r['label']} | {r['sparsity']:.0%} | {r['seed']} | " + " ".join(
+                "**0**" if d == 0 else f"{d:.3f}" for d in r["densities"].values()) + " |")
+        lines.append("")
+    _io.atomic_write_json(os.path.join(out, "layer_densities.json"), rows)
+    _io.atomic_write_bytes(os.path.join(out, "layer_densities.md"), "\n".join(lines).encode())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
@@ -496,12 +606,26 @@ def main():
     ap.add_argument("--data-root", default=MNIST)
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--summarize", action="store_true")
+    ap.add_argument("--retime", action="store_true",
+                    help="re-measure the step speed-up of every structured model run so far "
+                         "(retimed.jsonl; run it alone on the machine), then summarize")
+    ap.add_argument("--layer-densities", action="store_true",
+                    help="only prune: each --contenders' per-layer densities in each --cells at "
+                         "--sparsities for --seeds (layer_densities.md/.json), no training")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     log = os.path.join(args.out, "runs.jsonl")
+    if args.retime:
+        retime(load_runs(log), os.path.abspath(args.data_root), args.out)
+        args.summarize = True
+    if args.layer_densities:
+        labels = args.contenders or ["prospr_fo", "prospr_m1", "snip"]
+        layer_densities(args.cells, labels, args.sparsities or SPARSITIES, args.seeds or [0],
+                        os.path.abspath(args.data_root), args.out)
+        return
     rows = load_runs(log)
     command = "python benchmarks/bench_defaults_grid.py " + " ".join(
         a if a != args.data_root else "<mnist>" for a in sys.argv[1:])

@@ -1,8 +1,8 @@
 """A Llama built on the meta device and materialised per FSDP2 shard (2 gloo processes), as
-benchmarks/bench_memory.py --fsdp prunes it: magnitude, SNIP and first-order ProsPr masks equal
-one process's on the same weights (gathered from the shards), the sharded model is left as it
-was, the masks come back through DCP, and MaskedAdamW steps on the shards equal one process's
-and keep the pruned weights at exactly zero."""
+benchmarks/bench_memory.py --fsdp prunes it (benchmarks/memory_fsdp.py): magnitude, SNIP and
+first-order ProsPr masks equal one process's on the same weights (gathered from the shards), the
+sharded model is left as it was, the masks come back through DCP, and MaskedAdamW steps on the
+shards equal one process's and keep the pruned weights at exactly zero."""
 
 import functools
 
@@ -50,7 +50,7 @@ def _adamw(model, masks, batches):
 
 
 def _worker(path, rank):
-    from benchmarks.bench_memory import sharded_llama
+    from benchmarks.memory_fsdp import sharded_llama
     from sparsepai.distributed import load_sharded_masks, save_sharded_masks
 
     torch.use_deterministic_algorithms(True)

@@ -77,16 +77,17 @@ CONTENDERS = {
     "magnitude": ("magnitude", {}),
     "random": ("random", {}),
 }
-# structured ProsPr at 90% (label: options); "cost" is cost_weighting, "min8" min_per_layer=8,
-# "fo" the first-order score; every label names its ProsPr options explicitly
+# structured ProsPr at 90% (label: options); "cost" is cost_weighting, "min8" min_per_layer=8
+# (else a floor of one channel), "fo" the first-order score; every label names its ProsPr
+# options explicitly, so that a change of the library's defaults does not change a label's model
 _FULL = {"first_order": False, "same_batch": False}
 STRUCTURED = {
     "dense": None,
-    "s_cost1": {**_FULL, "cost_weighting": True},
-    "s_cost0.5": {**_FULL, "cost_weighting": 0.5},
+    "s_cost1": {**_FULL, "cost_weighting": True, "min_per_layer": 1},
+    "s_cost0.5": {**_FULL, "cost_weighting": 0.5, "min_per_layer": 1},
     "s_cost1_min8": {**_FULL, "cost_weighting": True, "min_per_layer": 8},
     "s_cost0.5_min8": {**_FULL, "cost_weighting": 0.5, "min_per_layer": 8},
-    "s_fo_cost1": {**_FULL, "first_order": True, "cost_weighting": True},
+    "s_fo_cost1": {**_FULL, "first_order": True, "cost_weighting": True, "min_per_layer": 1},
     "s_fo_cost0.5_min8": {**_FULL, "first_order": True, "cost_weighting": 0.5,
                           "min_per_layer": 8},
 }

@@ -77,16 +77,17 @@ CONTENDERS = {
     "magnitude": ("magnitude", {}),
     "random": ("random", {}),
 }
-# structured ProsPr at 90% (label: options); "cost" is cost_weighting, "min8" min_per_layer=8,
-# "fo" the first-order score; every label names its ProsPr options explicitly
+# structured ProsPr at 90% (label: options); "cost" is cost_weighting, "min8" min_per_layer=8
+# (else a floor of one channel), "fo" the first-order score; every label names its ProsPr
+# options explicitly, so that a change of the library's defaults does not change a label's model
 _FULL = {"first_order": False, "same_batch": False}
 STRUCTURED = {
     "dense": None,
-    "s_cost1": {**_FULL, "cost_weighting": True},
-    "s_cost0.5": {**_FULL, "cost_weighting": 0.5},
+    "s_cost1": {**_FULL, "cost_weighting": True, "min_per_layer": 1},
+    "s_cost0.5": {**_FULL, "cost_weighting": 0.5, "min_per_layer": 1},
     "s_cost1_min8": {**_FULL, "cost_weighting": True, "min_per_layer": 8},
     "s_cost0.5_min8": {**_FULL, "cost_weighting": 0.5, "min_per_layer": 8},
-    "s_fo_cost1": {**_FULL, "first_order": True, "cost_weighting": True},
+    "s_fo_cost1": {**_FULL, "first_order": True, "cost_weighting": True, "min_per_layer": 1},
     "s_fo_cost0.5_min8": {**_FULL, "first_order": True, "cost_weighting": 0.5,
                           "min_per_layer": 8},
 }
@@ -118,9 +119,9 @@ _STRUCT = tuple(STRUCTURED)
 # name -> cell; the order is the default run order (the cells that decide the defaults first)
 CELLS = {
     "lenet5-default": Cell("lenet5", epochs=3),
-    "resnet20-he": Cell("resnet20", "he", seeds=(0, 1, 2), contenders=_RESNET),
+    "resnet20-he": Cell("resnet20", "he", contenders=_RESNET),
     "lenet5-he": Cell("lenet5", "he", epochs=3, contenders=_MAIN + ("random",)),
-    "resnet20-default": Cell("resnet20", "default", seeds=(0, 1, 2), contenders=_RESNET),
+    "resnet20-default": Cell("resnet20", "default", contenders=_RESNET),
     "lenet5-default-adamw": Cell("lenet5", epochs=3, optimizer="adamw", lr=1e-3,
                                  contenders=_MAIN),
     "lenet5-default-long": Cell("lenet5", epochs=8, contenders=_MAIN),
@@ -130,8 +131,8 @@ CELLS = {
     "structured-resnet20-he": Cell("resnet20", "he", seeds=(0, 1),
                                    contenders=("dense", "s_cost1", "s_cost0.5_min8", "s_fo_cost1",
                                                "s_fo_cost0.5_min8")),
-    "smallconv-default": Cell("smallconv", seeds=(0, 1, 2), contenders=_MAIN),
-    "smallconv-he": Cell("smallconv", "he", seeds=(0, 1, 2), contenders=_MAIN),
+    "smallconv-default": Cell("smallconv", contenders=_MAIN),
+    "smallconv-he": Cell("smallconv", "he", contenders=_MAIN),
     "resnet20-he-adamw": Cell("resnet20", "he", optimizer="adamw", lr=1e-3, seeds=(0, 1, 2),
                               contenders=_MAIN),
     "resnet20-he-b4": Cell("resnet20", "he", batches=4, seeds=(0, 1, 2), contenders=_MAIN),
@@ -140,11 +141,14 @@ CELLS = {
     "structured-resnet20-he-long": Cell("resnet20", "he", epochs=8, seeds=(0, 1),
                                         contenders=_STRUCT),
     "structured-lenet5-default": Cell("lenet5", epochs=3, seeds=(0, 1, 2), contenders=_STRUCT),
+    "structured-lenet5-default-long": Cell("lenet5", epochs=8, seeds=(0, 1), contenders=_STRUCT),
+    "structured-smallconv-default": Cell("smallconv", seeds=(0, 1, 2), contenders=_STRUCT),
     "resnet20-he-long": Cell("resnet20", "he", epochs=8, seeds=(0, 1, 2),
                              contenders=("prospr_m1", "prospr_same", "prospr_fo", "snip",
-                                         "magnitude")),
-    "vgg11-he": Cell("vgg11", "he", seeds=(0, 1), contenders=("prospr_m1", "prospr_same",
-                                                               "prospr_fo", "snip", "magnitude")),
+                                         "synflow", "magnitude")),
+    "vgg11-he": Cell("vgg11", "he", seeds=(0, 1, 2), contenders=("prospr_m1", "prospr_same",
+                                                                  "prospr_fo", "snip", "synflow",
+                                                                  "magnitude")),
 }
 
 

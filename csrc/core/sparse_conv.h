@@ -33,8 +33,7 @@
 // ranges of taps that reach it (sp_tile_taps, SpPick). A 4x4 plane with padding 1 spends 31% of
 // its work on such taps, a 2x2 plane 56%. The weight gradient sums each tap over the tiles it
 // reaches only.
-// A linear layer is the case N = 1, H = 1, W = tokens: its input is transposed to
-// feature-major rows instead.
+// The linear layers (sparse_linear.h) use the same inner loops over blocks of tokens.
 #pragma once
 
 #include <algorithm>
@@ -692,92 +691,6 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   });
 }
 
-
-// ---- linear layers: y (T, O) = x (T, I) W^T + b --------------------------------------------
-
-// dst[c][r] = src[r][c] for r < rows, c < cols (leading dimensions given), in 32 x 32 blocks.
-template <class T, class Par>
-void sp_transpose(const T* src, int64_t rows, int64_t cols, int64_t src_ld, T* dst,
-                  int64_t dst_ld, const Par& par) {
-  constexpr int64_t B = 32;
-  const int64_t nb = (cols + B - 1) / B;
-  par.for_range(nb, [&](int64_t b, int64_t e) {
-    for (int64_t cb = b; cb < e; ++cb)
-      for (int64_t r0 = 0; r0 < rows; r0 += B) {
-        const int64_t r1 = std::min(rows, r0 + B), c1 = std::min(cols, (cb + 1) * B);
-        for (int64_t c = cb * B; c < c1; ++c)
-          for (int64_t r = r0; r < r1; ++r) dst[c * dst_ld + r] = src[r * src_ld + c];
-      }
-  });
-}
-
-// x (tokens, in) into [in][qr] rows, zero-padded to qr (+ slack).
-template <class T, class Par>
-void sp_pack_tokens(const T* x, int64_t tokens, int64_t features, int64_t qr, T* buf,
-                    const Par& par) {
-  sp_transpose(x, tokens, features, features, buf, qr, par);
-  par.for_range(features, [&](int64_t b, int64_t e) {
-    for (int64_t f = b; f < e; ++f) std::fill(buf + f * qr + tokens, buf + (f + 1) * qr, T(0));
-  });
-  std::fill(buf + features * qr, buf + features * qr + kSpTile, T(0));
-}
-
-template <class T, class Par>
-void sparse_linear_forward(int64_t tokens, int64_t in_f, int64_t out_f, const T* x,
-                           const int64_t* row_ptr, const int32_t* col, const T* values,
-                           const T* bias, T* y, SpWorkspace& ws, const Par& par) {
-  const int64_t nnz = row_ptr[out_f], qr = sp_round_up(tokens, kSpTile);
-  T* in = ws.get<T>(SpWorkspace::kIn, in_f * qr + kSpTile);
-  T* out = ws.get<T>(SpWorkspace::kOut, out_f * qr);
-  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
-  sp_pack_tokens(x, tokens, in_f, qr, in, par);
-  sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
-  });
-  sp_run_gather(out, qr, {SpRowRuns{0, out_f, SpSegs{0, qr}}}, nullptr, row_ptr, 1, base,
-                values, in, sp_ahead(in_f, qr, 0), par);
-  sp_transpose(out, out_f, tokens, qr, y, out_f, par);
-  if (bias != nullptr)
-    par.for_range(tokens, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t)
-        for (int64_t o = 0; o < out_f; ++o) y[t * out_f + o] += bias[o];
-    });
-}
-
-template <class T, class Par>
-void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T* x, const T* gy,
-                            const int64_t* row_ptr, const int32_t* col, const T* values,
-                            const int64_t* t_ptr, const int32_t* t_idx, T* gx, T* gw,
-                            SpWorkspace& ws, const Par& par) {
-  const int64_t nnz = row_ptr[out_f], qr = sp_round_up(tokens, kSpTile);
-  T* g = ws.get<T>(SpWorkspace::kGrad, out_f * qr + kSpTile);
-  sp_pack_tokens(gy, tokens, out_f, qr, g, par);
-  if (gw != nullptr) {
-    T* in = ws.get<T>(SpWorkspace::kIn, in_f * qr + kSpTile);
-    int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
-    sp_pack_tokens(x, tokens, in_f, qr, in, par);
-    sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
-      for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * qr;
-    });
-    sp_run_dot(gw, nullptr, static_cast<T*>(nullptr), nnz, out_f, row_ptr, 1, SpSegs{0, 1},
-               {SpSegs{0, qr}}, base, g, qr, in, SpSegs{0, qr}, sp_q_block<T>(in_f, qr), par);
-  }
-  if (gx == nullptr) return;
-  int64_t* row_of = ws.get<int64_t>(SpWorkspace::kRowOf, nnz);
-  sp_rows_of(out_f, row_ptr, row_of, par);
-  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
-  T* w = ws.get<T>(SpWorkspace::kW, nnz);
-  sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      base[t] = row_of[t_idx[t]] * qr;
-      w[t] = values[t_idx[t]];
-    }
-  });
-  T* gin = ws.get<T>(SpWorkspace::kOut, in_f * qr);
-  sp_run_gather(gin, qr, {SpRowRuns{0, in_f, SpSegs{0, qr}}}, nullptr, t_ptr, 1, base, w, g,
-                sp_ahead(out_f, qr, 0), par);
-  sp_transpose(gin, in_f, tokens, qr, gx, in_f, par);
-}
 
 }  // namespace core
 }  // namespace sparsepai

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "../core/sparse_conv.h"
+#include "../core/sparse_linear.h"
 #include "aten_par.h"
 
 namespace sparsepai {

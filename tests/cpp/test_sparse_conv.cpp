@@ -1,5 +1,5 @@
-// The sparse convolution and linear kernels (csrc/core/sparse_conv.h, every ISA level via ctest)
-// against direct loops over the dense weight with the pruned entries zero: forward, input
+// The sparse convolution and linear kernels (csrc/core/sparse_conv.h, sparse_linear.h; every
+// ISA level via ctest) against direct loops over the dense weight with the pruned entries zero: forward, input
 // gradient and weight gradient at the kept positions, for strides, padding, dilation, empty
 // rows and columns, fully pruned layers, and 1 and 3 threads.
 #include <algorithm>
@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "core/sparse_conv.h"
+#include "core/sparse_linear.h"
 #include "thread_par.h"
 
 using namespace sparsepai::core;
@@ -234,6 +235,9 @@ TEST(linear) {
   check_linear<double>(1, 5, 3, 1.0, 2, 15);
   check_linear<float>(0, 5, 3, 0.5, 2, 16);
   check_linear<double>(64, 9, 8, 0.0, 2, 17);
+  // several blocks of tokens, the last one partial; fewer output rows than threads
+  check_linear<float>(300, 40, 24, 0.2, 2, 18);
+  check_linear<double>(257, 12, 2, 0.5, 3, 19);
 }
 
 int main() { return run_all(); }

@@ -111,7 +111,7 @@ def check_conv_case(case, dtype):
 
 
 LINEAR_CASES = [((70, 33), 21, 0.3, True), ((2, 5, 16), 40, 0.1, False), ((1, 9), 3, 1.0, True),
-                ((130, 64), 96, 0.02, True)]
+                ((130, 64), 96, 0.02, True), ((3, 100, 20), 50, 0.2, False)]
 
 
 @needs_op

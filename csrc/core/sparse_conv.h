@@ -534,16 +534,11 @@ void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_p
                 sp_ahead(g.c * g.phases, g.q, 0), par);
   if (g.lanes) {
     par.for_range(g.o, [&](int64_t b, int64_t e) {
-      for (int64_t oc = b; oc < e; ++oc) {
-        const T add = bias ? bias[oc] : T(0);
-        for (int64_t n = 0; n < g.n; ++n) {
-          T* d = y + (n * g.o + oc) * g.oh * g.ow;
-          for (int64_t r = 0; r < g.oh; ++r) {
-            const T* s = out + oc * g.qr + r * g.wq * g.px + n;
-            for (int64_t c = 0; c < g.ow; ++c) d[r * g.ow + c] = s[c * g.px] + add;
-          }
-        }
-      }
+      for (int64_t oc = b; oc < e; ++oc)
+        for (int64_t r = 0; r < g.oh; ++r)
+          sp_transpose_block(out + oc * g.qr + r * g.wq * g.px, g.px,
+                             y + (oc * g.oh + r) * g.ow, g.o * g.oh * g.ow, g.ow, g.n,
+                             bias ? bias + oc : nullptr);
     });
     return;
   }
@@ -657,15 +652,23 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   if (g.lanes) {
     std::vector<int64_t> yo, xo;
     sp_lanes_offsets(g, g.c * g.qr, yo, xo);  // phase-major rows: a phase is c rows apart
+    const int64_t sample = g.c * g.h * g.w;
     par.for_range(g.c, [&](int64_t b, int64_t e) {
+      // one input row y: W pixels of all samples, transposed to (samples x W) (a stride puts
+      // the pixels of a row in sw phase rows: gathered into tmp first)
+      std::vector<T> tmp(g.sw == 1 ? 0 : size_t(g.w * g.n));
       for (int64_t ic = b; ic < e; ++ic) {
         const T* s = gin + ic * g.qr;
-        for (int64_t n = 0; n < g.n; ++n) {
-          T* d = gx + (n * g.c + ic) * g.h * g.w;
-          for (int64_t y = 0; y < g.h; ++y) {
-            const T* sy = s + yo[size_t(y)] + n;
-            for (int64_t xx = 0; xx < g.w; ++xx) d[y * g.w + xx] = sy[xo[size_t(xx)]];
+        for (int64_t y = 0; y < g.h; ++y) {
+          T* d = gx + (ic * g.h + y) * g.w;
+          if (g.sw == 1) {
+            sp_transpose_block(s + yo[size_t(y)] + xo[0], g.n, d, sample, g.w, g.n);
+            continue;
           }
+          for (int64_t xx = 0; xx < g.w; ++xx)
+            std::memcpy(tmp.data() + xx * g.n, s + yo[size_t(y)] + xo[size_t(xx)],
+                        size_t(g.n) * sizeof(T));
+          sp_transpose_block(tmp.data(), g.n, d, sample, g.w, g.n);
         }
       }
     });

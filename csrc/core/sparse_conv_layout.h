@@ -6,10 +6,45 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+
+#include "cpu_isa.h"
+
+#if SP_HAVE_ISA_DISPATCH
+#include <immintrin.h>
+#endif
 
 namespace sparsepai {
 namespace core {
+
+namespace isa_base {
+#include "transpose_blocks.inc"
+}  // namespace isa_base
+
+#if SP_HAVE_ISA_DISPATCH
+SP_ISA_BEGIN_AVX2
+#define SP_TR_AVX2 1
+namespace isa_avx2 {
+#include "transpose_blocks.inc"
+}  // namespace isa_avx2
+#undef SP_TR_AVX2
+SP_ISA_END
+SP_ISA_BEGIN_AVX512
+#define SP_TR_AVX512 1
+namespace isa_avx512 {
+#include "transpose_blocks.inc"
+}  // namespace isa_avx512
+#undef SP_TR_AVX512
+SP_ISA_END
+#endif
+
+// dst[c * dld + r] = src[r * sld + c] (+ *add unless add is nullptr), r < rows, c < cols.
+template <class T>
+inline void sp_transpose_block(const T* src, int64_t sld, T* dst, int64_t dld, int64_t rows,
+                               int64_t cols, const T* add = nullptr) {
+  SP_ISA_DISPATCH(transpose<T>, src, sld, dst, dld, rows, cols, add);
+}
 
 // Every q range is a multiple of this many elements; every buffer has this much slack.
 constexpr int64_t kSpTile = 64;
@@ -76,19 +111,28 @@ struct SpConvGeom {
   int64_t in_elems() const { return c * phases * q + e + (qr - q) + kSpTile; }
 };
 
-// Which layout a shape runs in (SpConvGeom::lanes). Measured with both layouts forced
-// (SPARSEPAI_SPARSE_CONV_LAYOUT) on ResNet-18's CIFAR convolutions at batch 64 and 5-10%
-// density (AVX-512 Xeon, 2 threads): lanes 1.3-1.9x faster on 8x8 and 4x4 outputs (where the
-// wide layout wastes 56-125% of its work), about even on an 8x8 output of a 16x16 input, and
-// 1.5-2.5x slower on 16x16 and 32x32 outputs (its transposing copies cost more than the wide
-// layout's 6-27% waste). The batch must fill the vector lanes of a row's run.
-inline bool sp_conv_prefer_lanes(const SpConvGeom& g) {
-  return g.n >= 16 && g.oh * g.ow <= 64;
+// Which layout a convolution runs in (SpConvGeom::lanes), for nnz kept weights. The lanes
+// layout loads aligned vectors and computes no wasted positions, but pays transposing copies of
+// the input, the output and both gradients: a fixed cost per call, against kernels whose time
+// grows with the kept weights per output channel. Measured with both layouts forced
+// (benchmarks/bench_conv_layout.py, results/sparse_train/conv_layout.md: ResNet-18's CIFAR
+// convolutions, batch 32 and 64, 5-60% density, AVX-512 Xeon, 2 threads):
+//   - 8x8 and smaller outputs: lanes, at every density (the wide layout wastes 56-125%);
+//   - 16x16 outputs of stride 1: lanes, 0.65-0.81x the wide layout's time at 5-35%;
+//   - 32x32 outputs, and 16x16 ones of stride 2 (four input pixels per output pixel to copy):
+//     lanes from about 96 kept weights per output channel (stride 2: 192) on; below that the
+//     wide layout is up to 1.2x (stride 2: 1.4x) faster.
+// The batch must fill the vector lanes of a row's run.
+inline bool sp_conv_prefer_lanes(const SpConvGeom& g, int64_t nnz) {
+  if (g.n < 16) return false;
+  const int64_t out = g.oh * g.ow, step = std::max(g.sh, g.sw);
+  if (out <= 64 || (out <= 256 && step == 1)) return true;
+  return nnz >= 96 * step * std::max<int64_t>(g.o, 1);
 }
 
-// Fills the derived fields; layout: 0 wide, 1 lanes, -1 chosen by sp_conv_prefer_lanes. False
-// when the output would be empty (the kernel does not fit the padded input).
-inline bool sp_conv_geom(SpConvGeom& g, int layout = 0) {
+// Fills the derived fields; layout: 0 wide, 1 lanes, -1 chosen by sp_conv_prefer_lanes for nnz
+// kept weights. False when the output would be empty (the kernel does not fit the padded input).
+inline bool sp_conv_geom(SpConvGeom& g, int layout = 0, int64_t nnz = 0) {
   const int64_t hp = g.h + 2 * g.ph, wp = g.w + 2 * g.pw;
   const int64_t ekh = g.dh * (g.kh - 1) + 1, ekw = g.dw * (g.kw - 1) + 1;
   if (hp < ekh || wp < ekw) return false;
@@ -99,7 +143,7 @@ inline bool sp_conv_geom(SpConvGeom& g, int layout = 0) {
   g.phases = g.sh * g.sw;
   g.plane = g.hq * g.wq;
   g.q = g.n * g.plane;
-  g.lanes = layout < 0 ? sp_conv_prefer_lanes(g) : layout == 1;
+  g.lanes = layout < 0 ? sp_conv_prefer_lanes(g, nnz) : layout == 1;
   g.px = g.lanes ? g.n : 1;
   g.qr = sp_round_up(g.q, kSpTile) + (g.lanes ? kSpTile : 0);
   g.e = g.tap_offset(g.kh - 1, g.kw - 1);
@@ -186,6 +230,7 @@ void sp_pack_input(const SpConvGeom& g, const T* x, T* buf, const Par& par) {
     std::vector<int64_t> yo, xo;
     sp_lanes_offsets(g, g.q, yo, xo);
     par.for_range(g.c, [&](int64_t b, int64_t e) {
+      std::vector<T> tmp(g.sw == 1 ? 0 : size_t(g.w * g.n));
       for (int64_t ic = b; ic < e; ++ic) {
         T* d = buf + ic * g.phases * g.q;
         for (int64_t a = 0; a < g.sh; ++a)
@@ -195,14 +240,20 @@ void sp_pack_input(const SpConvGeom& g, const T* x, T* buf, const Par& par) {
             sp_phase_span(g.w, g.sw, g.pw, g.wq, bb, c0, c1);
             sp_zero_border(g, d + (a * g.sw + bb) * g.q, r0, r1, c0, c1);
           }
-        // sample outermost: the writes (stride n) stay within one channel's few KiB
-        for (int64_t n = 0; n < g.n; ++n) {
-          const T* xs = x + (n * g.c + ic) * g.h * g.w;
-          for (int64_t y = 0; y < g.h; ++y) {
-            T* dy = d + yo[size_t(y)] + n;
-            const T* xr = xs + y * g.w;
-            for (int64_t xx = 0; xx < g.w; ++xx) dy[xo[size_t(xx)]] = xr[xx];
+        // each input row y of every sample: a (samples x W) block transposed to pixel-major
+        // (stride 1: straight into place; a stride puts the columns of one row in sw phase
+        // rows, so through tmp)
+        const int64_t sample = g.c * g.h * g.w;
+        for (int64_t y = 0; y < g.h; ++y) {
+          const T* xr = x + (ic * g.h + y) * g.w;
+          if (g.sw == 1) {
+            sp_transpose_block(xr, sample, d + yo[size_t(y)] + xo[0], g.n, g.n, g.w);
+            continue;
           }
+          sp_transpose_block(xr, sample, tmp.data(), g.n, g.n, g.w);
+          for (int64_t xx = 0; xx < g.w; ++xx)
+            std::memcpy(d + yo[size_t(y)] + xo[size_t(xx)], tmp.data() + xx * g.n,
+                        size_t(g.n) * sizeof(T));
         }
       }
     });
@@ -251,13 +302,9 @@ void sp_pack_grad(const SpConvGeom& g, const T* gy, T* buf, const Par& par) {
         std::fill(row, row + g.e, T(0));
         sp_zero_border(g, row + g.e, 0, g.oh, 0, g.ow);
         std::fill(row + g.e + g.q, row + gs, T(0));
-        for (int64_t n = 0; n < g.n; ++n) {
-          const T* s = gy + (n * g.o + oc) * g.oh * g.ow;
-          for (int64_t r = 0; r < g.oh; ++r) {
-            T* dr = row + g.e + r * g.wq * g.px + n;
-            for (int64_t c = 0; c < g.ow; ++c) dr[c * g.px] = s[r * g.ow + c];
-          }
-        }
+        for (int64_t r = 0; r < g.oh; ++r)
+          sp_transpose_block(gy + (oc * g.oh + r) * g.ow, g.o * g.oh * g.ow,
+                             row + g.e + r * g.wq * g.px, g.px, g.n, g.ow);
       }
     });
     return;

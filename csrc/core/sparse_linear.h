@@ -30,21 +30,16 @@ constexpr int64_t kSpLinBlock = 2 * kSpTile;
 inline int64_t sp_lin_blocks(int64_t tokens) { return (tokens + kSpLinBlock - 1) / kSpLinBlock; }
 
 // x (tokens, features) into blocks buf[b][f][k] = x[b * kSpLinBlock + k][f], zero past the
-// last token. Each block is transposed in 32 x 32 squares.
+// last token.
 template <class T, class Par>
 void sp_lin_pack(const T* x, int64_t tokens, int64_t features, T* buf, const Par& par) {
-  constexpr int64_t B = kSpLinBlock, S = 32;
+  constexpr int64_t B = kSpLinBlock;
   sp_for(par, sp_lin_blocks(tokens), tokens * features, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const T* src = x + b * B * features;
       T* dst = buf + b * B * features;
       const int64_t rows = std::min(B, tokens - b * B);
-      for (int64_t f0 = 0; f0 < features; f0 += S)
-        for (int64_t r0 = 0; r0 < rows; r0 += S) {
-          const int64_t f1 = std::min(features, f0 + S), r1 = std::min(rows, r0 + S);
-          for (int64_t f = f0; f < f1; ++f)
-            for (int64_t r = r0; r < r1; ++r) dst[f * B + r] = src[r * features + f];
-        }
+      sp_transpose_block(src, features, dst, B, rows, features);
       if (rows < B)
         for (int64_t f = 0; f < features; ++f) std::fill(dst + f * B + rows, dst + (f + 1) * B, T(0));
     }
@@ -55,19 +50,16 @@ void sp_lin_pack(const T* x, int64_t tokens, int64_t features, T* buf, const Par
 template <class T, class Par>
 void sp_lin_unpack(const T* buf, int64_t tokens, int64_t features, const T* bias, T* y,
                    const Par& par) {
-  constexpr int64_t B = kSpLinBlock, S = 32;
+  constexpr int64_t B = kSpLinBlock;
   sp_for(par, sp_lin_blocks(tokens), tokens * features, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const T* src = buf + b * B * features;
       T* dst = y + b * B * features;
       const int64_t rows = std::min(B, tokens - b * B);
-      for (int64_t r0 = 0; r0 < rows; r0 += S)
-        for (int64_t f0 = 0; f0 < features; f0 += S) {
-          const int64_t f1 = std::min(features, f0 + S), r1 = std::min(rows, r0 + S);
-          for (int64_t r = r0; r < r1; ++r)
-            for (int64_t f = f0; f < f1; ++f)
-              dst[r * features + f] = src[f * B + r] + (bias ? bias[f] : T(0));
-        }
+      sp_transpose_block(src, B, dst, features, features, rows);
+      if (bias != nullptr)
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t f = 0; f < features; ++f) dst[r * features + f] += bias[f];
     }
   });
 }

@@ -137,8 +137,8 @@ int conv_layout() {
   return -1;
 }
 
-core::SpConvGeom conv_geom(const char* op, const at::Tensor& input, at::IntArrayRef ws,
-                           at::IntArrayRef stride, at::IntArrayRef padding,
+core::SpConvGeom conv_geom(const char* op, const at::Tensor& input, int64_t nnz,
+                           at::IntArrayRef ws, at::IntArrayRef stride, at::IntArrayRef padding,
                            at::IntArrayRef dilation) {
   TORCH_CHECK(input.dim() == 4, "sparsepai.", op, ": input must be (N, C, H, W), got ",
               input.dim(), " dims");
@@ -154,7 +154,7 @@ core::SpConvGeom conv_geom(const char* op, const at::Tensor& input, at::IntArray
   g.o = ws[0], g.kh = ws[2], g.kw = ws[3];
   g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1];
   g.dh = dilation[0], g.dw = dilation[1];
-  TORCH_CHECK(core::sp_conv_geom(g, conv_layout()), "sparsepai.", op, ": the ", ws[2], "x", ws[3],
+  TORCH_CHECK(core::sp_conv_geom(g, conv_layout(), nnz), "sparsepai.", op, ": the ", ws[2], "x", ws[3],
               " kernel does not fit the padded ", g.h, "x", g.w, " input");
   return g;
 }
@@ -167,7 +167,8 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values,
                              at::IntArrayRef dilation) {
   const char* op = "sparse_conv2d";
   check_float(op, input, values, bias);
-  const core::SpConvGeom g = conv_geom(op, input, weight_shape, stride, padding, dilation);
+  const core::SpConvGeom g =
+      conv_geom(op, input, values.numel(), weight_shape, stride, padding, dilation);
   check_layout(op, values, row_ptr, col, g.o, g.c * g.kh * g.kw, nullptr, nullptr, 0, 1);
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias)
@@ -194,7 +195,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
   const char* op = "sparse_conv2d_backward";
   check_float(op, input, values, std::nullopt);
   check_cpu(op, "grad_out", grad_out);
-  const core::SpConvGeom g = conv_geom(op, input, weight_shape, stride, padding, dilation);
+  const core::SpConvGeom g =
+      conv_geom(op, input, values.numel(), weight_shape, stride, padding, dilation);
   check_layout(op, values, row_ptr, col, g.o, g.c * g.kh * g.kw, &t_ptr, &t_idx, g.c,
                g.kh * g.kw);
   TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({g.n, g.o, g.oh, g.ow}) &&

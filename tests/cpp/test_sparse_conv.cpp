@@ -227,6 +227,9 @@ TEST(conv_small_planes) {
   check_conv<double>(64, 6, 2, 2, 5, 3, 3, 1, 1, 1, 0.4, true, 2, 28);
   check_conv<double>(64, 5, 4, 4, 7, 3, 3, 1, 1, 1, 0.3, false, 3, 29);
   check_conv<double>(64, 4, 7, 6, 5, 3, 3, 2, 1, 1, 0.4, false, 2, 30);
+  // 16+ samples and pixels per row: the layout copies transpose whole 16 x 16 squares
+  check_conv<float>(32, 3, 17, 18, 4, 3, 3, 1, 1, 1, 0.4, true, 2, 31);
+  check_conv<float>(40, 3, 34, 33, 5, 3, 3, 2, 1, 1, 0.3, false, 3, 32);
 }
 
 TEST(linear) {

@@ -76,6 +76,9 @@ SMALL_CASES = [
     (64, 6, 2, 2, 5, 3, 3, 1, 1, 1, 0.4, True),
     (64, 5, 4, 4, 7, 3, 3, 1, 1, 1, 0.3, False),
     (64, 4, 7, 6, 5, 3, 3, 2, 1, 1, 0.4, False),
+    # rows of 16+ samples and pixels: the layout copies transpose whole 16 x 16 squares
+    (32, 3, 17, 18, 4, 3, 3, 1, 1, 1, 0.4, True),
+    (40, 3, 34, 33, 5, 3, 3, 2, 1, 1, 0.3, False),
 ]
 
 

@@ -309,7 +309,9 @@ def e2e(args, rates):
         dense = copy.deepcopy(base)
         masked = sp.apply_masks(copy.deepcopy(base), masks)
         sparse = sp.apply_masks(copy.deepcopy(base), masks)
-        sp.sparsify(sparse, masks, example_inputs=x)
+        # the library's default min_sparsity unless the command sets one
+        sp.sparsify(sparse, masks, example_inputs=x,
+                    **({} if args.min_sparsity is None else {"min_sparsity": args.min_sparsity}))
         swapped = sum(e.swapped for e in sparse.sparsepai_sparsify_report)
         names = dict(sparse.named_parameters())
         models = {"dense": (dense, MaskedSGD(dense.named_parameters(), {}, lr=0.01,
@@ -337,7 +339,7 @@ def e2e(args, rates):
         caps = step_caps(1e3 * med["dense"], layers,
                          {e.name for e in sparse.sparsepai_sparsify_report if e.swapped})
         row = {"model": name, "method": method, "sparsity": sparsity,
-               "swapped_layers": swapped,
+               "min_sparsity": args.min_sparsity, "swapped_layers": swapped,
                "layers": len(sparse.sparsepai_sparsify_report),
                **{f"{k}_ms": v * 1e3 for k, v in med.items()},
                "speedup_vs_dense": med["dense"] / med["sparse"],
@@ -389,6 +391,17 @@ def write(results, path):
                          f"{r.get('kept_flop_fraction', float('nan')):.3f} |"
                          + (f" {r['rest_ms']:.0f} | {r['cap_swapped']:.2f}x | "
                             f"{r['cap_all']:.2f}x |" if "cap_all" in r else ""))
+        import inspect
+
+        import sparsepai as sp
+
+        default = inspect.signature(sp.sparsify).parameters["min_sparsity"].default
+        ms = {r.get("min_sparsity") for r in results["e2e"]}
+        lines.append("\nsparsify: " + (f"the library's default min_sparsity ({default})"
+                                       if ms == {None}
+                                       else f"min_sparsity {', '.join(map(str, ms))}")
+                     + ": layers at least that sparse are candidates, each swapped only where "
+                       "it measures faster.")
         if caps:
             lines.append("\nrest of step: the dense step less each of its convolution and linear "
                          "layers timed alone; cap: the dense step over the rest plus the layers "
@@ -506,6 +519,9 @@ def main():
     p.add_argument("--e2e-method", type=lambda s: [v for v in s.split(",") if v],
                    default=["snip"], help="pruning methods of the training steps (comma list)")
     p.add_argument("--e2e-steps", type=int, default=5)
+    p.add_argument("--min-sparsity", type=float, default=None,
+                   help="sp.sparsify's min_sparsity for the training steps (default: the "
+                        "library's)")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true",

@@ -417,12 +417,16 @@ def plot(results, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    rows = [r for r in results["layers"] if r["masks"] == "random" and r["kind"] == "conv"]
+    rows = [r for r in results["layers"] if r["masks"] == "random"]
     if not rows:
         return
+
+    def label(r):
+        return r["layer"] + (f" ({r['tokens']} tok)" if r.get("tokens") else "")
+
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for layer in dict.fromkeys(r["layer"] for r in rows):
-        pts = sorted((r["density"], r["speedup_vs_dense"]) for r in rows if r["layer"] == layer)
+    for layer in dict.fromkeys(map(label, rows)):
+        pts = sorted((r["density"], r["speedup_vs_dense"]) for r in rows if label(r) == layer)
         ax.plot([1 - d for d, _ in pts], [s for _, s in pts], marker="o", label=layer)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xlabel("sparsity (uniform random masks)")

@@ -7,10 +7,13 @@ input, the output and both gradients). The copies cost a fixed time per call; th
 grows with the kept weights per output channel. This script times forward plus backward with
 each layout forced (``SPARSEPAI_SPARSE_CONV_LAYOUT``), rounds interleaved, on ResNet-18's CIFAR
 convolutions with outputs above 8x8 and VGG-16's one that differs from them, at batch 64 and
-32, over densities; the rule in
-``sp_conv_prefer_lanes`` (csrc/core/sparse_conv_layout.h) is read off this table.
+32, over densities. The machine's state moves the crossing (the copies are bound by memory
+bandwidth), so the threshold of ``sp_conv_prefer_lanes`` (csrc/core/sparse_conv_layout.h) is
+scored on several runs with ``--choose`` and taken by its worst cell.
 
     python benchmarks/bench_conv_layout.py --out benchmarks/results/sparse_train/conv_layout
+    python benchmarks/bench_conv_layout.py --out benchmarks/results/sparse_train/conv_layout_rule \
+        --choose benchmarks/results/sparse_train/conv_layout*.json
 """
 
 from __future__ import annotations
@@ -76,6 +79,57 @@ def time_pair(shape, density, batch, rounds, seed=0):
             "auto_over_best": ms["auto"] / min(ms["wide"], ms["lanes"])}
 
 
+def _geometry(name):
+    """(output pixels, stride) of a shape of bench_sparse_train's tables."""
+    _, c, o, h, k, st, pad = next(s for s in RESNET18 + VGG16 if s[0] == name)
+    out = (h + 2 * pad - k) // st + 1
+    return out * out, st
+
+
+def choose(paths, out):
+    """The candidate thresholds of sp_conv_prefer_lanes' last clause (lanes from `kept` kept
+    weights per output channel, times the stride; its other clauses as in the kernels), each
+    scored on every run by the time of the layout it picks over the faster forced layout: the
+    worst cell and the mean per run, and the worst over all runs."""
+    from sparsepai import _io
+
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append((os.path.basename(path), json.load(f)))
+    lines = ["# Sparse convolution layout: the threshold", "",
+             "Command: `python benchmarks/bench_conv_layout.py --choose " + " ".join(
+                 os.path.relpath(p, os.path.dirname(HERE)) for p in paths) + "`", "",
+             "Per candidate: the picked layout's time over the faster forced layout's, worst "
+             "cell / mean over the cells of each run; the kernels use the threshold whose "
+             "worst cell over all runs is smallest (ties: the smallest worst mean).", "",
+             "| lanes from kept/row (x stride) | " + " | ".join(n for n, _ in runs)
+             + " | worst of all runs |", "|---|" + "---|" * (len(runs) + 1)]
+    best = None
+    for kept in (0, 8, 16, 24, 32, 48, 64, 96, 128, 192):
+        cells, worst, mean = [], 0.0, 0.0
+        for _, r in runs:
+            ratios = []
+            for x in r["rows"]:
+                px, st = _geometry(x["layer"])
+                lanes = px <= 64 or (px <= 256 and st == 1) or x["kept_per_row"] >= kept * st
+                ratios.append((x["lanes_ms"] if lanes else x["wide_ms"])
+                              / min(x["lanes_ms"], x["wide_ms"]))
+            cells.append(f"{max(ratios):.2f} / {statistics.mean(ratios):.3f}")
+            worst = max(worst, max(ratios))
+            mean = max(mean, statistics.mean(ratios))
+        lines.append(f"| {kept} | " + " | ".join(cells) + f" | {worst:.2f} / {mean:.3f} |")
+        # the least bad worst cell; among equal ones (to the table's rounding), the least bad
+        # worst mean
+        key = (round(worst, 2), round(mean, 3))
+        if best is None or key < best[1]:
+            best = (kept, key)
+    lines += ["", f"Least bad worst cell: {best[1][0]:.2f} (worst mean {best[1][1]:.3f}), from "
+              f"{best[0]} kept weights per output channel (times the stride) on."]
+    _io.atomic_write_bytes(out + ".md", ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--densities", default="0.05,0.1,0.2,0.35,0.6")
@@ -83,8 +137,15 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=OUT)
+    p.add_argument("--choose", nargs="+", metavar="JSON",
+                   help="score the rule's candidate thresholds on these runs' results instead "
+                        "of timing (writes OUT.md)")
     args = p.parse_args()
+    if args.choose:
+        return choose(args.choose, args.out)
     import torch
+
+    from sparsepai import _io
 
     torch.set_num_threads(args.threads)
     dens = [float(v) for v in args.densities.split(",")]
@@ -104,9 +165,10 @@ def main():
                 for d in dens:
                     r = time_pair(shape, d, batch, args.rounds)
                     rows.append(r)
-                    print(f"{r['layer']:12s} N{batch:<3d} d={d:.2f} kept/row {r['kept_per_row']:6.0f} "
-                          f"wide {r['wide_ms']:7.2f} lanes {r['lanes_ms']:7.2f} "
-                          f"auto {r['auto_ms']:7.2f} lanes/wide {r['lanes_over_wide']:.2f}", flush=True)
+                    print(f"{r['layer']:12s} N{batch:<3d} d={d:.2f} "
+                          f"kept/row {r['kept_per_row']:6.0f} wide {r['wide_ms']:7.2f} "
+                          f"lanes {r['lanes_ms']:7.2f} auto {r['auto_ms']:7.2f} "
+                          f"lanes/wide {r['lanes_over_wide']:.2f}", flush=True)
         load_after = os.getloadavg()
     results = {"machine": cpu_name(l3=True), "threads": args.threads, "torch": torch.__version__,
                "command": "python benchmarks/bench_conv_layout.py " + " ".join(
@@ -115,8 +177,7 @@ def main():
                "load_before": [round(v, 1) for v in load_before],
                "load_after": [round(v, 1) for v in load_after], "rows": rows}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(results, f, indent=1)
+    _io.atomic_write_json(args.out + ".json", results)
     lines = ["# Sparse convolution: wide or lanes layout", "",
              f"Machine: {results['machine']}; torch threads {args.threads}; load before "
              f"{results['load_before']}, after {results['load_after']}.", "",
@@ -131,9 +192,9 @@ def main():
     for r in rows:
         lines.append(f"| {r['layer']} | {r['batch']} | {r['density']:.2f} | "
                      f"{r['kept_per_row']:.0f} | {r['wide_ms']:.2f} | {r['lanes_ms']:.2f} | "
-                     f"{r['auto_ms']:.2f} | {r['lanes_over_wide']:.2f} | {r['auto_over_best']:.2f} |")
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+                     f"{r['auto_ms']:.2f} | {r['lanes_over_wide']:.2f} | "
+                     f"{r['auto_over_best']:.2f} |")
+    _io.atomic_write_bytes(args.out + ".md", ("\n".join(lines) + "\n").encode())
     print(f"wrote {args.out}.json/.md")
 
 

@@ -115,19 +115,24 @@ struct SpConvGeom {
 // layout loads aligned vectors and computes no wasted positions, but pays transposing copies of
 // the input, the output and both gradients: a fixed cost per call, against kernels whose time
 // grows with the kept weights per output channel. Measured with both layouts forced
-// (benchmarks/bench_conv_layout.py, results/sparse_train/conv_layout.md: ResNet-18's CIFAR
-// convolutions, batch 32 and 64, 5-60% density, AVX-512 Xeon, 2 threads):
+// (benchmarks/bench_conv_layout.py; results/sparse_train/conv_layout*.md: ResNet-18's and
+// VGG-16's CIFAR convolutions with outputs above 8x8, batch 32 and 64, 5-60% density, AVX-512
+// Xeon, 2 threads, four runs):
 //   - 8x8 and smaller outputs: lanes, at every density (the wide layout wastes 56-125%);
-//   - 16x16 outputs of stride 1: lanes, 0.65-0.81x the wide layout's time at 5-35%;
-//   - 32x32 outputs, and 16x16 ones of stride 2 (four input pixels per output pixel to copy):
-//     lanes from about 96 kept weights per output channel (stride 2: 192) on; below that the
-//     wide layout is up to 1.2x (stride 2: 1.4x) faster.
+//   - 16x16 outputs of stride 1: lanes in every run;
+//   - 32x32 outputs, and strided 16x16 ones (four input pixels per output pixel to copy): the
+//     runs disagree below about 100 kept weights per output channel (one run measured the wide
+//     layout up to 1.6x faster there, three the lanes layout up to 1.5x), so the threshold is
+//     the one whose worst cell over all runs is least bad (1.47x the faster layout, against
+//     1.56x for 96 and 1.60x for always lanes): lanes from kLanesKept kept weights per output
+//     channel (times the stride) on (`bench_conv_layout.py --choose`, conv_layout_rule.md).
 // The batch must fill the vector lanes of a row's run.
+constexpr int64_t kLanesKept = 16;
 inline bool sp_conv_prefer_lanes(const SpConvGeom& g, int64_t nnz) {
   if (g.n < 16) return false;
   const int64_t out = g.oh * g.ow, step = std::max(g.sh, g.sw);
   if (out <= 64 || (out <= 256 && step == 1)) return true;
-  return nnz >= 96 * step * std::max<int64_t>(g.o, 1);
+  return nnz >= kLanesKept * step * std::max<int64_t>(g.o, 1);
 }
 
 // Fills the derived fields; layout: 0 wide, 1 lanes, -1 chosen by sp_conv_prefer_lanes for nnz

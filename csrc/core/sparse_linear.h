@@ -29,20 +29,27 @@ constexpr int64_t kSpLinBlock = 2 * kSpTile;
 
 inline int64_t sp_lin_blocks(int64_t tokens) { return (tokens + kSpLinBlock - 1) / kSpLinBlock; }
 
+// f(offset, tokens of the block) for every block of kSpLinBlock tokens of a (tokens, features)
+// tensor, the blocks shared among the threads; offset: where the block starts, both in the
+// tensor and in the blocked buffer (a block holds kSpLinBlock * features elements in either).
+template <class Par, class F>
+void sp_lin_for_blocks(int64_t tokens, int64_t features, const Par& par, F&& f) {
+  constexpr int64_t B = kSpLinBlock;
+  sp_for(par, sp_lin_blocks(tokens), tokens * features, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) f(b * B * features, std::min(B, tokens - b * B));
+  });
+}
+
 // x (tokens, features) into blocks buf[b][f][k] = x[b * kSpLinBlock + k][f], zero past the
 // last token.
 template <class T, class Par>
 void sp_lin_pack(const T* x, int64_t tokens, int64_t features, T* buf, const Par& par) {
   constexpr int64_t B = kSpLinBlock;
-  sp_for(par, sp_lin_blocks(tokens), tokens * features, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const T* src = x + b * B * features;
-      T* dst = buf + b * B * features;
-      const int64_t rows = std::min(B, tokens - b * B);
-      sp_transpose_block(src, features, dst, B, rows, features);
-      if (rows < B)
-        for (int64_t f = 0; f < features; ++f) std::fill(dst + f * B + rows, dst + (f + 1) * B, T(0));
-    }
+  sp_lin_for_blocks(tokens, features, par, [&](int64_t at, int64_t rows) {
+    T* dst = buf + at;
+    sp_transpose_block(x + at, features, dst, B, rows, features);
+    if (rows < B)
+      for (int64_t f = 0; f < features; ++f) std::fill(dst + f * B + rows, dst + (f + 1) * B, T(0));
   });
 }
 
@@ -50,17 +57,12 @@ void sp_lin_pack(const T* x, int64_t tokens, int64_t features, T* buf, const Par
 template <class T, class Par>
 void sp_lin_unpack(const T* buf, int64_t tokens, int64_t features, const T* bias, T* y,
                    const Par& par) {
-  constexpr int64_t B = kSpLinBlock;
-  sp_for(par, sp_lin_blocks(tokens), tokens * features, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const T* src = buf + b * B * features;
-      T* dst = y + b * B * features;
-      const int64_t rows = std::min(B, tokens - b * B);
-      sp_transpose_block(src, B, dst, features, features, rows);
-      if (bias != nullptr)
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t f = 0; f < features; ++f) dst[r * features + f] += bias[f];
-    }
+  sp_lin_for_blocks(tokens, features, par, [&](int64_t at, int64_t rows) {
+    T* dst = y + at;
+    sp_transpose_block(buf + at, kSpLinBlock, dst, features, features, rows);
+    if (bias != nullptr)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t f = 0; f < features; ++f) dst[r * features + f] += bias[f];
   });
 }
 

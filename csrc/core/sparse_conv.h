@@ -533,12 +533,27 @@ void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_p
                 g.lanes ? &g : nullptr, ptr, stride, base, w, in,
                 sp_ahead(g.c * g.phases, g.q, 0), par);
   if (g.lanes) {
+    // row by row straight out, or whole planes through tmp (sp_rows_direct); the bias per
+    // plane, so one plane per transpose when there is one
+    const bool direct = sp_rows_direct(g.ow, 1);
+    const int64_t ohw = g.oh * g.ow, group = direct || bias ? 1 : sp_plane_group(ohw);
     par.for_range(g.o, [&](int64_t b, int64_t e) {
-      for (int64_t oc = b; oc < e; ++oc)
-        for (int64_t r = 0; r < g.oh; ++r)
-          sp_transpose_block(out + oc * g.qr + r * g.wq * g.px, g.px,
-                             y + (oc * g.oh + r) * g.ow, g.o * g.oh * g.ow, g.ow, g.n,
-                             bias ? bias + oc : nullptr);
+      std::vector<T> tmp(direct ? 0 : size_t(std::max<int64_t>(1, group * ohw * g.n)));
+      for (int64_t o0 = b; o0 < e; o0 += group) {
+        const int64_t o1 = std::min(e, o0 + group);
+        const T* add = bias ? bias + o0 : nullptr;
+        if (direct) {
+          for (int64_t r = 0; r < g.oh; ++r)
+            sp_transpose_block(out + o0 * g.qr + r * g.wq * g.px, g.px,
+                               y + (o0 * g.oh + r) * g.ow, g.o * ohw, g.ow, g.n, add);
+          continue;
+        }
+        for (int64_t oc = o0; oc < o1; ++oc)
+          for (int64_t r = 0; r < g.oh; ++r)
+            std::memcpy(tmp.data() + ((oc - o0) * g.oh + r) * g.ow * g.n,
+                        out + oc * g.qr + r * g.wq * g.px, size_t(g.ow * g.n) * sizeof(T));
+        sp_transpose_block(tmp.data(), g.n, y + o0 * ohw, g.o * ohw, (o1 - o0) * ohw, g.n, add);
+      }
     });
     return;
   }
@@ -652,24 +667,32 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   if (g.lanes) {
     std::vector<int64_t> yo, xo;
     sp_lanes_offsets(g, g.c * g.qr, yo, xo);  // phase-major rows: a phase is c rows apart
-    const int64_t sample = g.c * g.h * g.w;
+    const int64_t hw = g.h * g.w, sample = g.c * hw;
+    const bool direct = sp_rows_direct(g.w, g.sw);
+    const int64_t group = direct ? 1 : sp_plane_group(hw);
     par.for_range(g.c, [&](int64_t b, int64_t e) {
-      // one input row y: W pixels of all samples, transposed to (samples x W) (a stride puts
-      // the pixels of a row in sw phase rows: gathered into tmp first)
-      std::vector<T> tmp(g.sw == 1 ? 0 : size_t(g.w * g.n));
-      for (int64_t ic = b; ic < e; ++ic) {
-        const T* s = gin + ic * g.qr;
-        for (int64_t y = 0; y < g.h; ++y) {
-          T* d = gx + (ic * g.h + y) * g.w;
-          if (g.sw == 1) {
-            sp_transpose_block(s + yo[size_t(y)] + xo[0], g.n, d, sample, g.w, g.n);
+      // pixel-major to (samples x pixels): row by row straight out, or (narrow rows, strides:
+      // a stride puts the pixels of a row in sw phase rows) each pixel's run of samples
+      // gathered into tmp, then whole planes transposed
+      std::vector<T> tmp(direct ? 0 : size_t(std::max<int64_t>(1, group * hw * g.n)));
+      for (int64_t i0 = b; i0 < e; i0 += group) {
+        const int64_t i1 = std::min(e, i0 + group);
+        for (int64_t ic = i0; ic < i1; ++ic) {
+          const T* s = gin + ic * g.qr;
+          if (direct) {
+            for (int64_t y = 0; y < g.h; ++y)
+              sp_transpose_block(s + yo[size_t(y)] + xo[0], g.n, gx + (ic * g.h + y) * g.w,
+                                 sample, g.w, g.n);
             continue;
           }
-          for (int64_t xx = 0; xx < g.w; ++xx)
-            std::memcpy(tmp.data() + xx * g.n, s + yo[size_t(y)] + xo[size_t(xx)],
-                        size_t(g.n) * sizeof(T));
-          sp_transpose_block(tmp.data(), g.n, d, sample, g.w, g.n);
+          T* t = tmp.data() + (ic - i0) * hw * g.n;
+          for (int64_t y = 0; y < g.h; ++y)
+            for (int64_t xx = 0; xx < g.w; ++xx)
+              std::memcpy(t + (y * g.w + xx) * g.n, s + yo[size_t(y)] + xo[size_t(xx)],
+                          size_t(g.n) * sizeof(T));
         }
+        if (!direct)
+          sp_transpose_block(tmp.data(), g.n, gx + i0 * hw, sample, (i1 - i0) * hw, g.n);
       }
     });
     return;

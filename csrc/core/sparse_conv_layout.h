@@ -191,6 +191,19 @@ inline SpSegs sp_in_runs(const SpConvGeom& g, int64_t a, int64_t b) {
 
 // ---- layout copies of the convolution -------------------------------------------------------
 
+// Whether the lanes layout's copies transpose one image row of `width` pixels (stride `stride`)
+// at a time, straight between the tensor and the buffer: rows of at least one square of the
+// register transposes (transpose_blocks.inc) and no stride. Otherwise they transpose whole
+// planes through a scratch buffer, so that 8x8, 4x4 and 2x2 planes, whose rows are narrower
+// than a square, still fill the squares from 4x4 up, and copy each pixel's run of samples.
+inline bool sp_rows_direct(int64_t width, int64_t stride) { return stride == 1 && width >= 16; }
+
+// Channels per whole-plane transpose: enough planes of `pixels` pixels (consecutive channels'
+// planes are contiguous in the tensor) to fill a square's 16 columns: 4 planes of 2x2.
+inline int64_t sp_plane_group(int64_t pixels) {
+  return pixels >= 16 ? 1 : (16 + std::max<int64_t>(pixels, 1) - 1) / std::max<int64_t>(pixels, 1);
+}
+
 // Where input pixel (y, x) of sample 0 lies in the lanes layout, for buffers whose phase rows
 // are `stride` apart: at yo[y] + xo[x] (+ the sample).
 inline void sp_lanes_offsets(const SpConvGeom& g, int64_t stride, std::vector<int64_t>& yo,
@@ -234,31 +247,36 @@ void sp_pack_input(const SpConvGeom& g, const T* x, T* buf, const Par& par) {
   if (g.lanes) {
     std::vector<int64_t> yo, xo;
     sp_lanes_offsets(g, g.q, yo, xo);
+    const bool direct = sp_rows_direct(g.w, g.sw);
+    const int64_t hw = g.h * g.w, sample = g.c * hw, group = direct ? 1 : sp_plane_group(hw);
     par.for_range(g.c, [&](int64_t b, int64_t e) {
-      std::vector<T> tmp(g.sw == 1 ? 0 : size_t(g.w * g.n));
-      for (int64_t ic = b; ic < e; ++ic) {
-        T* d = buf + ic * g.phases * g.q;
-        for (int64_t a = 0; a < g.sh; ++a)
-          for (int64_t bb = 0; bb < g.sw; ++bb) {
-            int64_t r0, r1, c0, c1;
-            sp_phase_span(g.h, g.sh, g.ph, g.hq, a, r0, r1);
-            sp_phase_span(g.w, g.sw, g.pw, g.wq, bb, c0, c1);
-            sp_zero_border(g, d + (a * g.sw + bb) * g.q, r0, r1, c0, c1);
-          }
-        // each input row y of every sample: a (samples x W) block transposed to pixel-major
-        // (stride 1: straight into place; a stride puts the columns of one row in sw phase
-        // rows, so through tmp)
-        const int64_t sample = g.c * g.h * g.w;
-        for (int64_t y = 0; y < g.h; ++y) {
-          const T* xr = x + (ic * g.h + y) * g.w;
-          if (g.sw == 1) {
-            sp_transpose_block(xr, sample, d + yo[size_t(y)] + xo[0], g.n, g.n, g.w);
+      std::vector<T> tmp(direct ? 0 : size_t(std::max<int64_t>(1, group * hw * g.n)));
+      for (int64_t i0 = b; i0 < e; i0 += group) {
+        const int64_t i1 = std::min(e, i0 + group);
+        // the (samples x pixels) planes transposed to pixel-major: row by row straight into
+        // place, or (narrow rows, strides) whole planes into tmp, then each pixel's run of
+        // samples where its phase row puts it (sp_rows_direct, sp_plane_group)
+        if (!direct) sp_transpose_block(x + i0 * hw, sample, tmp.data(), g.n, g.n, (i1 - i0) * hw);
+        for (int64_t ic = i0; ic < i1; ++ic) {
+          T* d = buf + ic * g.phases * g.q;
+          for (int64_t a = 0; a < g.sh; ++a)
+            for (int64_t bb = 0; bb < g.sw; ++bb) {
+              int64_t r0, r1, c0, c1;
+              sp_phase_span(g.h, g.sh, g.ph, g.hq, a, r0, r1);
+              sp_phase_span(g.w, g.sw, g.pw, g.wq, bb, c0, c1);
+              sp_zero_border(g, d + (a * g.sw + bb) * g.q, r0, r1, c0, c1);
+            }
+          if (direct) {
+            for (int64_t y = 0; y < g.h; ++y)
+              sp_transpose_block(x + (ic * g.h + y) * g.w, sample, d + yo[size_t(y)] + xo[0],
+                                 g.n, g.n, g.w);
             continue;
           }
-          sp_transpose_block(xr, sample, tmp.data(), g.n, g.n, g.w);
-          for (int64_t xx = 0; xx < g.w; ++xx)
-            std::memcpy(d + yo[size_t(y)] + xo[size_t(xx)], tmp.data() + xx * g.n,
-                        size_t(g.n) * sizeof(T));
+          const T* t = tmp.data() + (ic - i0) * hw * g.n;
+          for (int64_t y = 0; y < g.h; ++y)
+            for (int64_t xx = 0; xx < g.w; ++xx)
+              std::memcpy(d + yo[size_t(y)] + xo[size_t(xx)], t + (y * g.w + xx) * g.n,
+                          size_t(g.n) * sizeof(T));
         }
       }
     });
@@ -301,15 +319,30 @@ template <class T, class Par>
 void sp_pack_grad(const SpConvGeom& g, const T* gy, T* buf, const Par& par) {
   const int64_t gs = g.e + g.qr;
   if (g.lanes) {
+    const bool direct = sp_rows_direct(g.ow, 1);
+    const int64_t ohw = g.oh * g.ow, group = direct ? 1 : sp_plane_group(ohw);
     par.for_range(g.o, [&](int64_t b, int64_t e) {
-      for (int64_t oc = b; oc < e; ++oc) {
-        T* row = buf + oc * gs;
-        std::fill(row, row + g.e, T(0));
-        sp_zero_border(g, row + g.e, 0, g.oh, 0, g.ow);
-        std::fill(row + g.e + g.q, row + gs, T(0));
-        for (int64_t r = 0; r < g.oh; ++r)
-          sp_transpose_block(gy + (oc * g.oh + r) * g.ow, g.o * g.oh * g.ow,
-                             row + g.e + r * g.wq * g.px, g.px, g.n, g.ow);
+      std::vector<T> tmp(direct ? 0 : size_t(std::max<int64_t>(1, group * ohw * g.n)));
+      for (int64_t o0 = b; o0 < e; o0 += group) {
+        const int64_t o1 = std::min(e, o0 + group);
+        if (!direct)
+          sp_transpose_block(gy + o0 * ohw, g.o * ohw, tmp.data(), g.n, g.n, (o1 - o0) * ohw);
+        for (int64_t oc = o0; oc < o1; ++oc) {
+          T* row = buf + oc * gs;
+          std::fill(row, row + g.e, T(0));
+          sp_zero_border(g, row + g.e, 0, g.oh, 0, g.ow);
+          std::fill(row + g.e + g.q, row + gs, T(0));
+          if (direct) {
+            for (int64_t r = 0; r < g.oh; ++r)
+              sp_transpose_block(gy + oc * ohw + r * g.ow, g.o * ohw,
+                                 row + g.e + r * g.wq * g.px, g.px, g.n, g.ow);
+            continue;
+          }
+          const T* t = tmp.data() + (oc - o0) * ohw * g.n;
+          for (int64_t r = 0; r < g.oh; ++r)
+            std::memcpy(row + g.e + r * g.wq * g.px, t + r * g.ow * g.n,
+                        size_t(g.ow * g.n) * sizeof(T));
+        }
       }
     });
     return;

@@ -21,18 +21,19 @@
 // keeps them out of both gradients. The cost is (Hq * Wq) / (OH * OW) - 1 extra work (6% for a
 // 32x32 plane, 125% for a 4x4 plane with padding 1), no branches and no clipping in the loops.
 //
-// The lanes layout (small planes: SpConvGeom::lanes, sp_conv_prefer_lanes) puts the sample
-// innermost instead, q = (R * Wq + C) * N + n: the vector lanes run over the batch, a tap offset
-// is N times the wide one, and the kernels compute only runs of q that matter: one per output
-// row (ow * N long) for the forward pass and the weight gradient, one per input row of each
-// phase for the input gradient. No extra work beyond rounding each run up to kSpTile, at the
-// price of a transposing layout copy. Its tiles are small (one pixel of a batch of 64), so a
-// tile can also leave out the taps that read only padding there (or, for the input gradient,
-// only positions that are not outputs): every call sorts each row's kept weights by tap
-// (sp_sort_out; the input gradient's transpose by input channel and tap), and a tile sums the
-// ranges of taps that reach it (sp_tile_taps, SpPick). A 4x4 plane with padding 1 spends 31% of
-// its work on such taps, a 2x2 plane 56%. The weight gradient sums each tap over the tiles it
-// reaches only.
+// The lanes layout (SpConvGeom::lanes; sp_conv_prefer_lanes picks it for small planes, 16x16
+// outputs of stride 1 and larger planes with enough kept weights) puts the sample innermost
+// instead, q = (R * Wq + C) * N + n: the vector lanes run over the batch, a tap offset is N
+// times the wide one, and the kernels compute only runs of q that matter: one per output row
+// (ow * N long) for the forward pass and the weight gradient, one per input row of each phase
+// for the input gradient. No extra work beyond rounding each run up to kSpTile, at the price of
+// transposing layout copies (in registers: transpose_blocks.inc). Its tiles are small (one
+// pixel of a batch of 64), so a tile can also leave out the taps that read only padding there
+// (or, for the input gradient, only positions that are not outputs): every call sorts each
+// row's kept weights by tap (sp_sort_out; the input gradient's transpose by input channel and
+// tap), and a tile sums the ranges of taps that reach it (sp_tile_taps, SpPick). A 4x4 plane
+// with padding 1 spends 31% of its work on such taps, a 2x2 plane 56%. The weight gradient sums
+// each tap over the tiles it reaches only.
 // The linear layers (sparse_linear.h) use the same inner loops over blocks of tokens.
 #pragma once
 

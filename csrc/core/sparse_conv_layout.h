@@ -201,7 +201,8 @@ inline bool sp_rows_direct(int64_t width, int64_t stride) { return stride == 1 &
 // Channels per whole-plane transpose: enough planes of `pixels` pixels (consecutive channels'
 // planes are contiguous in the tensor) to fill a square's 16 columns: 4 planes of 2x2.
 inline int64_t sp_plane_group(int64_t pixels) {
-  return pixels >= 16 ? 1 : (16 + std::max<int64_t>(pixels, 1) - 1) / std::max<int64_t>(pixels, 1);
+  const int64_t p = std::max<int64_t>(pixels, 1);
+  return p >= 16 ? 1 : (16 + p - 1) / p;
 }
 
 // Where input pixel (y, x) of sample 0 lies in the lanes layout, for buffers whose phase rows

@@ -80,8 +80,8 @@ inline std::vector<int64_t> sp_row_shares(int64_t rows, const int64_t* ptr, int6
 
 // dst block b, rows r: sum over the kept weights j of row r (ptr) of w[j] * src block b at
 // base[j], for every block. The threads split the rows by kept weights and each walks all the
-// blocks (both read every source slice; a slice is read from memory once per core), so any
-// token count keeps both threads busy and each element's sum has one fixed order.
+// blocks (each reads every source slice: a slice is read from memory once per core), so any
+// token count keeps every thread busy and each element's sum has one fixed order.
 template <class T, class Par>
 void sp_lin_gather(T* dst, int64_t dst_rows, const int64_t* ptr, const int64_t* base, const T* w,
                    const T* src, int64_t src_rows, int64_t blocks, const Par& par) {

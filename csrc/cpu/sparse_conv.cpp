@@ -154,8 +154,8 @@ core::SpConvGeom conv_geom(const char* op, const at::Tensor& input, int64_t nnz,
   g.o = ws[0], g.kh = ws[2], g.kw = ws[3];
   g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1];
   g.dh = dilation[0], g.dw = dilation[1];
-  TORCH_CHECK(core::sp_conv_geom(g, conv_layout(), nnz), "sparsepai.", op, ": the ", ws[2], "x", ws[3],
-              " kernel does not fit the padded ", g.h, "x", g.w, " input");
+  TORCH_CHECK(core::sp_conv_geom(g, conv_layout(), nnz), "sparsepai.", op, ": the ", ws[2], "x",
+              ws[3], " kernel does not fit the padded ", g.h, "x", g.w, " input");
   return g;
 }
 

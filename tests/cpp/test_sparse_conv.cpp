@@ -1,7 +1,7 @@
 // The sparse convolution and linear kernels (csrc/core/sparse_conv.h, sparse_linear.h; every
-// ISA level via ctest) against direct loops over the dense weight with the pruned entries zero: forward, input
-// gradient and weight gradient at the kept positions, for strides, padding, dilation, empty
-// rows and columns, fully pruned layers, and 1 and 3 threads.
+// ISA level via ctest) against direct loops over the dense weight with the pruned entries zero:
+// forward, input gradient and weight gradient at the kept positions, for strides, padding,
+// dilation, empty rows and columns, fully pruned layers, and 1 and 3 threads.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -66,7 +66,7 @@ bool close(double a, double b, double tol) { return std::fabs(a - b) <= tol * (1
 template <class T>
 void check_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t kh, int64_t kw,
                 int64_t s, int64_t p, int64_t d, double density, bool empty_rows, int threads,
-                uint64_t seed) {
+                uint64_t seed, bool with_bias = true) {
   std::mt19937_64 gen(seed);
   std::uniform_real_distribution<double> u(-1, 1);
   SpConvGeom g;
@@ -79,6 +79,7 @@ void check_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k
   std::vector<T> x(size_t(n * c * h * w)), gy(size_t(n * o * g.oh * g.ow)), bias(size_t(o), T(0));
   for (std::vector<T>* v : {&x, &gy, &bias})
     for (auto& e : *v) e = T(u(gen));
+  if (!with_bias) std::fill(bias.begin(), bias.end(), T(0));  // and nullptr to the kernels
   std::vector<double> ry(gy.size(), 0), rgx(x.size(), 0), rgw_dense(m.dense.size(), 0);
   // direct loops in double
   for (int64_t nn = 0; nn < n; ++nn)
@@ -117,7 +118,7 @@ void check_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k
     // NaN in the outputs: every element must be written
     std::vector<T> y(gy.size(), T(NAN)), gx(x.size(), T(NAN)), gw(vals.size(), T(NAN));
     sparse_conv2d_forward<T>(g, x.data(), m.row_ptr.data(), m.col.data(), vals.data(),
-                             bias.data(), y.data(), ws, par);
+                             with_bias ? bias.data() : nullptr, y.data(), ws, par);
     sparse_conv2d_backward<T>(g, x.data(), gy.data(), m.row_ptr.data(), m.col.data(),
                               vals.data(), m.t_ptr.data(), m.t_idx.data(), gx.data(), gw.data(),
                               ws, par);
@@ -150,7 +151,8 @@ void check_linear(int64_t tokens, int64_t in_f, int64_t out_f, double density, i
     for (auto& e : *v) e = T(u(gen));
   ThreadPar par{threads};
   SpWorkspace ws;
-  std::vector<T> y(gy.size()), gx(x.size()), gw(vals.size());
+  // NaN in the outputs: every element must be written
+  std::vector<T> y(gy.size(), T(NAN)), gx(x.size(), T(NAN)), gw(vals.size(), T(NAN));
   sparse_linear_forward<T>(tokens, in_f, out_f, x.data(), m.row_ptr.data(), m.col.data(),
                            vals.data(), bias.data(), y.data(), ws, par);
   sparse_linear_backward<T>(tokens, in_f, out_f, x.data(), gy.data(), m.row_ptr.data(),
@@ -227,9 +229,15 @@ TEST(conv_small_planes) {
   check_conv<double>(64, 6, 2, 2, 5, 3, 3, 1, 1, 1, 0.4, true, 2, 28);
   check_conv<double>(64, 5, 4, 4, 7, 3, 3, 1, 1, 1, 0.3, false, 3, 29);
   check_conv<double>(64, 4, 7, 6, 5, 3, 3, 2, 1, 1, 0.4, false, 2, 30);
-  // 16+ samples and pixels per row: the layout copies transpose whole 16 x 16 squares
+  // 16+ samples and pixels per row: the layout copies transpose whole 16 x 16 squares (row by
+  // row; with a stride in both directions, whole planes); planes under 16 pixels are transposed
+  // several channels at a time (6 channels of 2x2: a group of 4 and one of 2), the output too
+  // when there is no bias
   check_conv<float>(32, 3, 17, 18, 4, 3, 3, 1, 1, 1, 0.4, true, 2, 31);
   check_conv<float>(40, 3, 34, 33, 5, 3, 3, 2, 1, 1, 0.3, false, 3, 32);
+  check_conv<float>(32, 3, 34, 34, 5, 3, 3, 3, 1, 1, 0.4, false, 2, 33, false);
+  check_conv<float>(64, 6, 2, 2, 5, 3, 3, 1, 1, 1, 0.4, true, 2, 34, false);
+  check_conv<double>(20, 7, 3, 3, 6, 3, 3, 1, 1, 1, 0.5, false, 3, 35, false);
 }
 
 TEST(linear) {
@@ -241,6 +249,8 @@ TEST(linear) {
   // several blocks of tokens, the last one partial; fewer output rows than threads
   check_linear<float>(300, 40, 24, 0.2, 2, 18);
   check_linear<double>(257, 12, 2, 0.5, 3, 19);
+  // enough work for the threads to split the rows
+  check_linear<float>(300, 96, 120, 0.5, 3, 20);
 }
 
 int main() { return run_all(); }

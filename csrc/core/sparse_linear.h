@@ -104,7 +104,7 @@ void sparse_linear_forward(int64_t tokens, int64_t in_f, int64_t out_f, const T*
                            const int64_t* row_ptr, const int32_t* col, const T* values,
                            const T* bias, T* y, SpWorkspace& ws, const Par& par) {
   const int64_t nnz = row_ptr[out_f], nb = sp_lin_blocks(tokens), B = kSpLinBlock;
-  T* in = ws.get<T>(SpWorkspace::kIn, nb * in_f * B + kSpTile);
+  T* in = ws.get<T>(SpWorkspace::kIn, nb * in_f * B);
   T* out = ws.get<T>(SpWorkspace::kOut, nb * out_f * B);
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
   sp_lin_pack(x, tokens, in_f, in, par);
@@ -121,13 +121,13 @@ void sparse_linear_backward(int64_t tokens, int64_t in_f, int64_t out_f, const T
                             const int64_t* t_ptr, const int32_t* t_idx, T* gx, T* gw,
                             SpWorkspace& ws, const Par& par) {
   const int64_t nnz = row_ptr[out_f], nb = sp_lin_blocks(tokens), B = kSpLinBlock;
-  T* g = ws.get<T>(SpWorkspace::kGrad, nb * out_f * B + kSpTile);
+  T* g = ws.get<T>(SpWorkspace::kGrad, nb * out_f * B);
   sp_lin_pack(gy, tokens, out_f, g, par);
   int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
   if (gw != nullptr) {
     // gw[j] = sum over every block of g[row(j)] . x[col(j)]; the threads split the rows, so each
     // kept weight is summed by one thread, block after block, with no partial vectors.
-    T* in = ws.get<T>(SpWorkspace::kIn, nb * in_f * B + kSpTile);
+    T* in = ws.get<T>(SpWorkspace::kIn, nb * in_f * B);
     sp_lin_pack(x, tokens, in_f, in, par);
     sp_for(par, nnz, nnz, [&](int64_t b, int64_t e) {
       for (int64_t j = b; j < e; ++j) base[j] = int64_t(col[j]) * B;

@@ -72,11 +72,16 @@ inline void sp_prefetch_tile(const T* src, const SpPrefetch& pf, int64_t q, int6
 // The kept weights a row of a gather sums: row r's are [ptr[r * stride + rng[2 i]],
 // ptr[r * stride + rng[2 i + 1]]) for i < nrng. A CSR row: ptr = row_ptr, stride 1, the one
 // range (0, 1). Rows sorted by tap (SpTapSort): stride kk, and ranges of taps t = kh * KW + kw.
+// groups > 1: each row's slots are `groups` chunks of the source rows (sp_src_chunk), stride /
+// groups slots each, and the ranges pick within every chunk: a tile sums chunk 0 for all its
+// rows, then chunk 1 (adding to what the tile stored), and so on, so that one chunk's source
+// windows stay in the L1 cache while every row reads them.
 struct SpPick {
   const int64_t* ptr;
   int64_t stride;
   const int64_t* rng;
   int64_t nrng;
+  int64_t groups = 1;
 };
 
 // The same for a weight gradient, each range summed over its own segments of q: the pairs
@@ -158,6 +163,37 @@ inline int64_t sp_q_block(int64_t src_rows, int64_t qr) {
   return std::min(qr, std::max(kSpTile, sp_round_up(std::min<int64_t>(want, 4096), kSpTile)));
 }
 
+// Source rows per chunk of a gather (SpPick::groups). A tile's windows into one chunk of the
+// source rows stay in the L1 cache (24 KiB of it) while every row of a block of the tile's rows
+// reads them: reading them from the L2 cache halved the gather's rate (a 64-channel 32x32 lanes
+// layer at 25-75% density: 62-68 GFLOP/s on one core of the Xeon, 115-130 with chunks of 8
+// channels). Each chunk costs a reload and a store of the accumulators per row and an
+// iteration per range of taps, so a chunk holds at least 12 kept weights per row and range on
+// average; where that takes more than the cache allows (sparse rows, small planes whose tiles
+// use few taps) there is one chunk. window: the bytes one source row's taps read for a tile
+// (sp_window); kept: the kept weights per row and source row a tile sums on average (the rows'
+// density times the taps the tiles use, sp_tap_use), over nrng ranges of taps per tile.
+inline int64_t sp_src_chunk(int64_t src_rows, int64_t window, double kept, double nrng) {
+  if (src_rows <= 1 || !(kept > 0)) return std::max<int64_t>(src_rows, 1);
+  const int64_t by_cache = std::max<int64_t>(1, (int64_t(24) << 10) / std::max<int64_t>(window, 1));
+  const double by_work = 12.0 * std::max(nrng, 1.0) / kept;
+  return by_work > double(by_cache) ? src_rows : std::min(src_rows, by_cache);
+}
+
+// The bytes a tile of 512 bytes reads from one source row whose taps sit at `offsets` (the
+// union of the tile shifted by each offset).
+template <class T>
+inline int64_t sp_window(std::vector<int64_t> offsets) {
+  const int64_t te = 512 / int64_t(sizeof(T));
+  std::sort(offsets.begin(), offsets.end());
+  int64_t n = 0, end = INT64_MIN;
+  for (int64_t o : offsets) {
+    n += std::min(te, o + te - std::max(o, end));
+    end = o + te;
+  }
+  return n * int64_t(sizeof(T));
+}
+
 // par.for_range for enough work, else one call on this thread: every parallel region costs a
 // wake-up and a barrier, which on a loaded machine waits for a descheduled thread.
 template <class Par, class F>
@@ -232,6 +268,27 @@ inline SpSegs sp_tap_ranges(const SpConvGeom& g, const std::vector<char>& vh,
   return r;
 }
 
+// Over the tiles of the parts' runs: the mean fraction of the kernel's taps a tile sums and the
+// mean number of ranges they make (sp_tile_taps, sp_tap_ranges); without a geometry (rows in
+// CSR order) all taps in one range.
+inline void sp_tap_use(const SpConvGeom* g, const std::vector<SpRowRuns>& parts, double& frac,
+                       double& nrng) {
+  frac = 1.0, nrng = 1.0;
+  if (g == nullptr) return;
+  std::vector<char> vh, vw;
+  double taps = 0, rngs = 0, tiles = 0;
+  for (const SpRowRuns& pt : parts)
+    for (size_t s = 0; s + 1 < pt.runs.size(); s += 2)
+      for (int64_t q = pt.runs[s]; q < pt.runs[s + 1]; q += kSpTile) {
+        sp_tile_taps(*g, pt.taps, q, q + kSpTile, vh, vw);
+        const SpSegs r = sp_tap_ranges(*g, vh, vw);
+        for (size_t m = 0; m + 1 < r.size(); m += 2) taps += double(r[m + 1] - r[m]);
+        rngs += double(r.size() / 2);
+        tiles += 1;
+      }
+  if (tiles > 0) frac = taps / tiles / double(g->kh * g->kw), nrng = rngs / tiles;
+}
+
 // dst rows of stride dst_stride, each part's rows over its runs, in pieces of 4 tiles, in one
 // parallel region over all (part, piece) tasks (every task computes all rows of its part over
 // its piece: gather_rows keeps the source windows of a tile in the L1 cache from one row to
@@ -239,11 +296,14 @@ inline SpSegs sp_tap_ranges(const SpConvGeom& g, const std::vector<char>& vh,
 // Each thread takes a contiguous share of the tasks of about equal cost (kept weights picked
 // times length): the parts of a strided input gradient differ in cost (a 3x3 kernel of stride
 // 2 has 4, 2, 2 and 1 taps per phase), and equal task counts measured one thread twice as busy
-// as the other. ptr, stride: the rows' kept weights (SpPick).
+// as the other. ptr, stride, groups: the rows' kept weights (SpPick), stride / groups slots per
+// chunk of source rows.
 template <class T, class Par>
 void sp_run_gather(T* dst, int64_t dst_stride, const std::vector<SpRowRuns>& parts,
-                   const SpConvGeom* g, const int64_t* ptr, int64_t stride, const int64_t* base,
-                   const T* w, const T* src, const SpPrefetch& pf, const Par& par) {
+                   const SpConvGeom* g, const int64_t* ptr, int64_t stride, int64_t groups,
+                   const int64_t* base, const T* w, const T* src, const SpPrefetch& pf,
+                   const Par& par) {
+  const int64_t slots = stride / groups;  // per chunk: the taps, or one
   std::vector<int64_t> task;     // (part, q0, q1, first range, ranges)
   std::vector<int64_t> rng;      // all tasks' ranges
   std::vector<int64_t> cost{0};  // running total before each task
@@ -251,16 +311,16 @@ void sp_run_gather(T* dst, int64_t dst_stride, const std::vector<SpRowRuns>& par
   for (size_t k = 0; k < parts.size(); ++k) {
     const SpRowRuns& pt = parts[k];
     if (pt.r1 <= pt.r0) continue;
-    // kept weights per stride slot over the part's rows, for the tasks' costs
-    std::vector<int64_t> per(size_t(stride), 0);
+    // kept weights per slot (all chunks) over the part's rows, for the tasks' costs
+    std::vector<int64_t> per(size_t(slots), 0);
     for (int64_t r = pt.r0; r < pt.r1; ++r)
       for (int64_t t = 0; t < stride; ++t)
-        per[size_t(t)] += ptr[r * stride + t + 1] - ptr[r * stride + t];
+        per[size_t(t % slots)] += ptr[r * stride + t + 1] - ptr[r * stride + t];
     const SpSegs pc = sp_pieces(pt.runs, 4 * kSpTile);
     for (size_t i = 0; i + 1 < pc.size(); i += 2) {
       int64_t q = pc[i];
       while (q < pc[i + 1]) {
-        SpSegs r{0, stride};
+        SpSegs r{0, slots};
         if (g != nullptr) {
           sp_tile_taps(*g, pt.taps, q, q + kSpTile, vh, vw);
           r = sp_tap_ranges(*g, vh, vw);
@@ -272,7 +332,7 @@ void sp_run_gather(T* dst, int64_t dst_stride, const std::vector<SpRowRuns>& par
           if (sp_tap_ranges(*g, vh, vw) != r) break;
         }
         e = std::min(e, pc[i + 1]);
-        int64_t c = pt.r1 - pt.r0;
+        int64_t c = (pt.r1 - pt.r0) * groups;
         for (size_t m = 0; m + 1 < r.size(); m += 2)
           for (int64_t t = r[m]; t < r[m + 1]; ++t) c += per[size_t(t)];
         if (!r.empty()) {
@@ -301,7 +361,7 @@ void sp_run_gather(T* dst, int64_t dst_stride, const std::vector<SpRowRuns>& par
     for (int64_t t = first[size_t(sb)]; t < first[size_t(se)]; ++t) {
       const int64_t* tk = task.data() + 5 * t;
       const SpRowRuns& p = parts[size_t(tk[0])];
-      const SpPick pk{ptr, stride, rng.data() + 2 * tk[3], tk[4]};
+      const SpPick pk{ptr, stride, rng.data() + 2 * tk[3], tk[4], groups};
       sp_gather_rows(dst, dst_stride, p.r0, p.r1, pk, base, w, src, tk[1], tk[2], pf);
     }
   });
@@ -427,39 +487,62 @@ struct SpTaps {
   }
 };
 
-// The kept weights of every output channel sorted by tap (for the forward pass and the weight
-// gradient): ptr[oc * kk + t] is the first of channel oc's kept weights of tap t (ptr[O * kk]
-// = nnz), base their offsets into the input buffer, w their values (if w), perm their CSR
-// positions (if perm).
+// The kept weights of every output channel sorted by chunk of ch input channels (groups =
+// ceil(C / ch) chunks; ch = C for none), then by tap (for the forward pass and the weight
+// gradient): ptr[(oc * groups + k) * kk + t] is the first of channel oc's kept weights of chunk k
+// and tap t (ptr[O * groups * kk] = nnz), base their offsets into the input buffer, w their
+// values (if w), perm their CSR positions (if perm).
 template <class T, class Par>
 void sp_sort_out(const SpConvGeom& g, const int64_t* row_ptr, const int32_t* col,
-                 const T* values, int64_t* ptr, int64_t* base, T* w, int64_t* perm,
+                 const T* values, int64_t ch, int64_t* ptr, int64_t* base, T* w, int64_t* perm,
                  const Par& par) {
   const int64_t kk = g.kh * g.kw, phases = g.phases, q = g.q;
-  const SpDiv div(kk);
+  const int64_t groups = (g.c + ch - 1) / ch, slots = groups * kk;
+  const SpDiv div(kk), chunk(ch);
   const SpTaps taps(g);
   sp_for(par, g.o, row_ptr[g.o], [&](int64_t b, int64_t e) {
-    std::vector<int64_t> next(static_cast<size_t>(kk));
+    std::vector<int64_t> next(static_cast<size_t>(slots));
     for (int64_t r = b; r < e; ++r) {
       std::fill(next.begin(), next.end(), 0);
-      for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j)
-        ++next[size_t(col[j] - div(col[j]) * kk)];
+      for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
+        const int64_t c = col[j], ic = div(c);
+        ++next[size_t(chunk(ic) * kk + c - ic * kk)];
+      }
       int64_t k = row_ptr[r];
-      for (int64_t t = 0; t < kk; ++t) {
-        ptr[r * kk + t] = k;
+      for (int64_t t = 0; t < slots; ++t) {
+        ptr[r * slots + t] = k;
         const int64_t c = next[size_t(t)];
         next[size_t(t)] = k;
         k += c;
       }
       for (int64_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
-        const int64_t c = col[j], ic = div(c), tap = c - ic * kk, to = next[size_t(tap)]++;
+        const int64_t c = col[j], ic = div(c), tap = c - ic * kk;
+        const int64_t to = next[size_t(chunk(ic) * kk + tap)]++;
         base[to] = ic * phases * q + taps.in_buf[size_t(tap)];
         if (w != nullptr) w[to] = values[j];
         if (perm != nullptr) perm[to] = j;
       }
     }
   });
-  ptr[g.o * kk] = row_ptr[g.o];
+  ptr[g.o * slots] = row_ptr[g.o];
+}
+
+// CSR rows cut into chunks of ch input channels: ptr[r * groups + k] is the first kept weight
+// of row r whose input channel is at least k * ch (ptr[rows * groups] = nnz). The CSR order is
+// by column, ic * kk + tap, so the chunks are consecutive.
+template <class Par>
+void sp_chunk_rows(int64_t rows, const int64_t* row_ptr, const int32_t* col, int64_t kk,
+                   int64_t ch, int64_t groups, int64_t* ptr, const Par& par) {
+  sp_for(par, rows, row_ptr[rows], [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      int64_t j = row_ptr[r];
+      for (int64_t k = 0; k < groups; ++k) {
+        while (j < row_ptr[r + 1] && col[j] < k * ch * kk) ++j;
+        ptr[r * groups + k] = j;
+      }
+    }
+  });
+  ptr[rows * groups] = row_ptr[rows];
 }
 
 // Kept-weight offsets into the input buffer in CSR order (the wide layout, where no tap is left
@@ -519,19 +602,28 @@ void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_p
   sp_pack_input(g, x, in, par);
   // the lanes layout sorts the rows by tap, to leave out taps per tile; the wide one keeps the
   // CSR order (rows of one range)
-  const int64_t* ptr = row_ptr;
-  int64_t stride = 1;
+  // and both cut each row into chunks of input channels (sp_src_chunk)
+  const SpTaps taps(g);
+  const std::vector<SpRowRuns> parts{SpRowRuns{0, g.o, sp_out_runs(g), SpTapKind::kOut}};
+  double frac, nrng;
+  sp_tap_use(g.lanes ? &g : nullptr, parts, frac, nrng);
+  const int64_t ch = sp_src_chunk(g.c, sp_window<T>(taps.in_buf),
+                                  double(nnz) / double(g.o * g.c) * frac, nrng);
+  const int64_t groups = (g.c + ch - 1) / ch;
   const T* w = values;
+  int64_t* ptr = nullptr;
+  int64_t stride = groups;
   if (g.lanes) {
-    int64_t* sorted = ws.get<int64_t>(SpWorkspace::kPtr, g.o * kk + 1);
+    ptr = ws.get<int64_t>(SpWorkspace::kPtr, g.o * groups * kk + 1);
     T* sw = ws.get<T>(SpWorkspace::kW, nnz);
-    sp_sort_out<T>(g, row_ptr, col, values, sorted, base, sw, nullptr, par);
-    ptr = sorted, stride = kk, w = sw;
+    sp_sort_out<T>(g, row_ptr, col, values, ch, ptr, base, sw, nullptr, par);
+    stride = groups * kk, w = sw;
   } else {
+    ptr = ws.get<int64_t>(SpWorkspace::kPtr, g.o * groups + 1);
+    sp_chunk_rows(g.o, row_ptr, col, kk, ch, groups, ptr, par);
     sp_conv_bases(g, nnz, col, base, par);
   }
-  sp_run_gather(out, g.qr, {SpRowRuns{0, g.o, sp_out_runs(g), SpTapKind::kOut}},
-                g.lanes ? &g : nullptr, ptr, stride, base, w, in,
+  sp_run_gather(out, g.qr, parts, g.lanes ? &g : nullptr, ptr, stride, groups, base, w, in,
                 sp_ahead(g.c * g.phases, g.q, 0), par);
   if (g.lanes) {
     // row by row straight out, or whole planes through tmp (sp_rows_direct); the bias per
@@ -604,7 +696,7 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     if (g.lanes) {
       int64_t* sorted = ws.get<int64_t>(SpWorkspace::kPtr, g.o * kk + 1);
       int64_t* pm = ws.get<int64_t>(SpWorkspace::kPerm, nnz);
-      sp_sort_out<T>(g, row_ptr, col, nullptr, sorted, base, nullptr, pm, par);
+      sp_sort_out<T>(g, row_ptr, col, nullptr, g.c, sorted, base, nullptr, pm, par);
       sp_dot_taps(g, runs, ranges, rsegs);
       ptr = sorted, stride = kk, perm = pm;
     } else {
@@ -621,38 +713,12 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   const int64_t rows = g.c * g.phases;
   int64_t* row_of = ws.get<int64_t>(SpWorkspace::kRowOf, nnz);
   sp_rows_of(g.o, row_ptr, row_of, par);
-  // slots per row: one per tap in the lanes layout (its tiles pick taps), one in the wide
-  // layout (the transpose's order, as there is nothing to pick)
-  const int64_t ns = g.lanes ? kk : 1;
-  int64_t* ptr = ws.get<int64_t>(SpWorkspace::kPtr, rows * ns + 1);
-  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
-  T* w = ws.get<T>(SpWorkspace::kW, nnz);
+  // slots per row: chunks of output channels (sp_src_chunk), each one slot per tap in the
+  // lanes layout (its tiles pick taps), one in the wide layout (the transpose's order, as there
+  // is nothing to pick)
   const SpTaps taps(g);
-  auto cursor = [&](int64_t tap) { return g.lanes ? tap : taps.phase[size_t(tap)]; };
-  auto slot = [&](int64_t ic, int64_t tap) {
-    return (taps.phase[size_t(tap)] * g.c + ic) * ns + (g.lanes ? tap : 0);
-  };
-  std::fill(ptr, ptr + rows * ns + 1, int64_t(0));
-  // the CSC walk knows each weight's input channel: its tap is col - ic * kk, no division
-  sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
-    for (int64_t ic = b; ic < e; ++ic)
-      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t)
-        ++ptr[slot(ic, col[t_idx[t]] - ic * kk) + 1];
-  });
-  for (int64_t i = 0; i < rows * ns; ++i) ptr[i + 1] += ptr[i];
-  sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
-    std::vector<int64_t> next(static_cast<size_t>(std::max(kk, g.phases)));
-    for (int64_t ic = b; ic < e; ++ic) {
-      for (int64_t tap = 0; tap < kk; ++tap) next[size_t(cursor(tap))] = ptr[slot(ic, tap)];
-      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
-        const int64_t j = t_idx[t], tap = col[j] - ic * kk;
-        const int64_t at = next[size_t(cursor(tap))]++;
-        base[at] = row_of[j] * gs + g.e - taps.offset[size_t(tap)];
-        w[at] = values[j];
-      }
-    }
-  });
-  T* gin = ws.get<T>(SpWorkspace::kOut, rows * g.qr);
+  std::vector<int64_t> neg(taps.offset.size());
+  for (size_t i = 0; i < neg.size(); ++i) neg[i] = -taps.offset[i];
   std::vector<SpRowRuns> parts;
   if (g.lanes) {
     for (int64_t a = 0; a < g.sh; ++a)
@@ -663,7 +729,48 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   } else {
     parts.push_back(SpRowRuns{0, rows, sp_in_runs(g, 0, 0), SpTapKind::kAll});
   }
-  sp_run_gather(gin, g.qr, parts, g.lanes ? &g : nullptr, ptr, ns, base, w, gbuf,
+  double frac, nrng;
+  sp_tap_use(g.lanes ? &g : nullptr, parts, frac, nrng);
+  const int64_t ch = sp_src_chunk(g.o, sp_window<T>(neg),
+                                  double(nnz) / double(rows * g.o) * frac, nrng);
+  const int64_t groups = (g.o + ch - 1) / ch;
+  const SpDiv chunk(ch);
+  const int64_t ns = g.lanes ? kk : 1, stride = ns * groups;
+  int64_t* ptr = ws.get<int64_t>(SpWorkspace::kPtr, rows * stride + 1);
+  int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
+  T* w = ws.get<T>(SpWorkspace::kW, nnz);
+  const int64_t nc = std::max(kk, g.phases);  // cursors per chunk
+  auto cursor = [&](int64_t tap, int64_t k) {
+    return k * nc + (g.lanes ? tap : taps.phase[size_t(tap)]);
+  };
+  auto slot = [&](int64_t ic, int64_t tap, int64_t k) {
+    return (taps.phase[size_t(tap)] * g.c + ic) * stride + k * ns + (g.lanes ? tap : 0);
+  };
+  std::fill(ptr, ptr + rows * stride + 1, int64_t(0));
+  // the CSC walk knows each weight's input channel: its tap is col - ic * kk, no division
+  sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
+    for (int64_t ic = b; ic < e; ++ic)
+      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
+        const int64_t j = t_idx[t];
+        ++ptr[slot(ic, col[j] - ic * kk, chunk(row_of[j])) + 1];
+      }
+  });
+  for (int64_t i = 0; i < rows * stride; ++i) ptr[i + 1] += ptr[i];
+  sp_for(par, g.c, nnz, [&](int64_t b, int64_t e) {
+    std::vector<int64_t> next(static_cast<size_t>(nc * groups));
+    for (int64_t ic = b; ic < e; ++ic) {
+      for (int64_t k = 0; k < groups; ++k)
+        for (int64_t tap = 0; tap < kk; ++tap) next[size_t(cursor(tap, k))] = ptr[slot(ic, tap, k)];
+      for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
+        const int64_t j = t_idx[t], tap = col[j] - ic * kk;
+        const int64_t at = next[size_t(cursor(tap, chunk(row_of[j])))]++;
+        base[at] = row_of[j] * gs + g.e - taps.offset[size_t(tap)];
+        w[at] = values[j];
+      }
+    }
+  });
+  T* gin = ws.get<T>(SpWorkspace::kOut, rows * g.qr);
+  sp_run_gather(gin, g.qr, parts, g.lanes ? &g : nullptr, ptr, stride, groups, base, w, gbuf,
                 sp_ahead(g.o, gs, g.e), par);
   if (g.lanes) {
     std::vector<int64_t> yo, xo;

@@ -240,6 +240,44 @@ TEST(conv_small_planes) {
   check_conv<double>(20, 7, 3, 3, 6, 3, 3, 1, 1, 1, 0.5, false, 3, 35, false);
 }
 
+// Chunks of source rows (sp_src_chunk): the rule, and layers wide enough that the forward pass
+// and the input gradient run in several chunks, the last one shorter, in both layouts.
+TEST(conv_source_chunks_rule) {
+  // a lanes tile's three kernel rows of a 3x3 kernel: 3 x (128 + 2 x 64) floats
+  CHECK(sp_window<float>({0, 64, 128, 384, 448, 512, 768, 832, 896}) == 3 * 256 * 4);
+  CHECK(sp_window<double>({0, 1, 2}) == (64 + 2) * 8);
+  CHECK(sp_window<float>({-5, 300}) == 2 * 512);
+  CHECK(sp_src_chunk(64, 3072, 6.75, 1.0) == 8);    // 24 KiB of windows
+  CHECK(sp_src_chunk(5, 3072, 6.75, 1.0) == 5);     // fewer rows than a chunk
+  CHECK(sp_src_chunk(64, 3072, 0.45, 1.0) == 64);   // too sparse to fill a chunk: one
+  CHECK(sp_src_chunk(64, 3072, 4.0, 3.0) == 64);    // small plane: 3 ranges of taps per tile
+  CHECK(sp_src_chunk(64, 100000, 6.75, 1.0) == 64);  // windows too big for a full chunk: one
+  CHECK(sp_src_chunk(64, 12000, 6.75, 1.0) == 2);   // 2 rows of 12000 bytes
+  CHECK(sp_src_chunk(1, 3072, 6.75, 1.0) == 1);
+  CHECK(sp_src_chunk(64, 3072, 0.0, 1.0) == 64);
+}
+
+TEST(conv_source_chunks) {
+  for (int layout : {0, 1}) {
+    // the shapes below are cut into several chunks (forward: by input channel, input
+    // gradient: by output channel)
+    SpConvGeom g;
+    g.n = 16, g.c = 76, g.h = 8, g.w = 8, g.o = 45, g.kh = 3, g.kw = 3;
+    g.sh = g.sw = 1, g.ph = g.pw = 1, g.dh = g.dw = 1;
+    CHECK(sp_conv_geom(g, layout));
+    const SpTaps taps(g);
+    double frac, nrng;
+    sp_tap_use(g.lanes ? &g : nullptr, {SpRowRuns{0, g.o, sp_out_runs(g), SpTapKind::kOut}},
+               frac, nrng);
+    const int64_t ch = sp_src_chunk(g.c, sp_window<float>(taps.in_buf), 9 * 0.6 * frac, nrng);
+    CHECK(ch > 1 && ch < g.c && g.c % ch != 0);
+  }
+  check_conv<float>(16, 76, 8, 8, 45, 3, 3, 1, 1, 1, 0.6, true, 2, 40);
+  check_conv<double>(16, 76, 8, 8, 45, 3, 3, 1, 1, 1, 0.6, false, 3, 41);
+  check_conv<float>(32, 36, 12, 12, 20, 3, 3, 2, 1, 1, 0.7, false, 2, 42);
+  check_conv<float>(16, 24, 9, 9, 50, 1, 1, 1, 0, 1, 0.9, true, 1, 43, false);
+}
+
 TEST(linear) {
   check_linear<float>(70, 33, 21, 0.3, 1, 13);
   check_linear<double>(130, 17, 40, 0.2, 3, 14);

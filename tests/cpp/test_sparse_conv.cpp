@@ -255,6 +255,15 @@ TEST(conv_source_chunks_rule) {
   CHECK(sp_src_chunk(64, 12000, 6.75, 1.0) == 2);   // 2 rows of 12000 bytes
   CHECK(sp_src_chunk(1, 3072, 6.75, 1.0) == 1);
   CHECK(sp_src_chunk(64, 3072, 0.0, 1.0) == 64);
+  // the weight gradient by input channel: large (row, channel) groups on planes whose tiles use
+  // most taps
+  CHECK(sp_dot_by_channel(6.75, 0.97));
+  CHECK(!sp_dot_by_channel(6.75, 0.69));  // a 4x4 plane
+  CHECK(!sp_dot_by_channel(1.47, 1.0));   // 10% density
+  // pieces: one channel's windows over a piece within 24 KiB
+  CHECK(sp_cols_block<float>({0, 1, 2}) == 4096);
+  CHECK(sp_cols_block<float>({0, 64, 128, 2176, 2240, 2304, 4352, 4416, 4480}) == 1024);
+  CHECK(sp_cols_block<double>({0, 100000}) == 1024);
 }
 
 TEST(conv_source_chunks) {
@@ -276,6 +285,10 @@ TEST(conv_source_chunks) {
   check_conv<double>(16, 76, 8, 8, 45, 3, 3, 1, 1, 1, 0.6, false, 3, 41);
   check_conv<float>(32, 36, 12, 12, 20, 3, 3, 2, 1, 1, 0.7, false, 2, 42);
   check_conv<float>(16, 24, 9, 9, 50, 1, 1, 1, 0, 1, 0.9, true, 1, 43, false);
+  // the weight gradient by input channel over several pieces of positions (more than 4096 in
+  // the wide layout, runs of 256 in the lanes layout), 5x5 taps: groups of more than 9
+  check_conv<float>(8, 6, 32, 32, 5, 3, 3, 1, 1, 1, 0.7, false, 2, 44);
+  check_conv<double>(8, 3, 20, 20, 4, 5, 5, 1, 2, 1, 0.8, true, 3, 45);
 }
 
 TEST(linear) {

@@ -34,6 +34,16 @@
 // tap), and a tile sums the ranges of taps that reach it (sp_tile_taps, SpPick). A 4x4 plane
 // with padding 1 spends 31% of its work on such taps, a 2x2 plane 56%. The weight gradient sums
 // each tap over the tiles it reaches only.
+//
+// The cache. A gather tile reads windows of every source row its rows keep a weight in: with 64
+// or more input channels they outgrow the L1 cache, and loads from the L2 cache halve the rate
+// of the FMAs. So the forward pass and the input gradient cut each row's kept weights into
+// chunks of source rows (input channels forward, output channels for the input gradient) whose
+// windows fit the L1 cache, and a tile sums chunk after chunk over a block of its rows
+// (sp_src_chunk, SpPick::groups), where the chunks hold enough kept weights to pay for storing
+// and reloading the accumulators. The weight gradient of dense enough layers goes by input
+// channel (sp_run_dot_cols): the kept weights of one (row, channel) pair share their loads of
+// the output gradient, and every row reads the channel's windows from the L1 cache.
 // The linear layers (sparse_linear.h) use the same inner loops over blocks of tokens.
 #pragma once
 

@@ -691,8 +691,9 @@ void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_p
   const std::vector<SpRowRuns> parts{SpRowRuns{0, g.o, sp_out_runs(g), SpTapKind::kOut}};
   double frac, nrng;
   sp_tap_use(g.lanes ? &g : nullptr, parts, frac, nrng);
-  const int64_t ch = sp_src_chunk(g.c, sp_window<T>(taps.in_buf),
-                                  double(nnz) / double(g.o * g.c) * frac, nrng);
+  const int64_t ch = !g.cache_blocks ? g.c
+                                     : sp_src_chunk(g.c, sp_window<T>(taps.in_buf),
+                                                    double(nnz) / double(g.o * g.c) * frac, nrng);
   const int64_t groups = (g.c + ch - 1) / ch;
   const T* w = values;
   int64_t* ptr = nullptr;
@@ -778,7 +779,7 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     sp_tap_use(g.lanes ? &g : nullptr, {SpRowRuns{0, g.o, runs, SpTapKind::kOut}}, frac, nrng);
     const double d = double(nnz) / double(std::max<int64_t>(1, g.o * g.c * kk));
     const double pair = d > 0 ? double(kk) * d / (1.0 - std::pow(1.0 - d, double(kk))) : 0.0;
-    if (sp_dot_by_channel(pair, frac)) {
+    if (g.cache_blocks && sp_dot_by_channel(pair, frac)) {
       sp_conv_bases(g, nnz, col, base, par);
       sp_run_dot_cols(gw, g.c, t_ptr, t_idx, row_of, base, gbuf + g.e, gs, in, runs,
                       sp_cols_block<T>(taps.in_buf), par);
@@ -826,8 +827,9 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   }
   double frac, nrng;
   sp_tap_use(g.lanes ? &g : nullptr, parts, frac, nrng);
-  const int64_t ch = sp_src_chunk(g.o, sp_window<T>(neg),
-                                  double(nnz) / double(rows * g.o) * frac, nrng);
+  const int64_t ch = !g.cache_blocks ? g.o
+                                     : sp_src_chunk(g.o, sp_window<T>(neg),
+                                                    double(nnz) / double(rows * g.o) * frac, nrng);
   const int64_t groups = (g.o + ch - 1) / ch;
   const SpDiv chunk(ch);
   const int64_t ns = g.lanes ? kk : 1, stride = ns * groups;

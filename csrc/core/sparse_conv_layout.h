@@ -90,6 +90,10 @@ struct SpConvGeom {
   // (or inputs, for the input gradient) are computed. The wide layout (sample outermost)
   // computes the whole padded plane.
   bool lanes = false;
+  // Cache blocking (sparse_conv.h): the gathers in chunks of source rows and the weight
+  // gradient by input channel where the shape gains from them. Off only to measure what they
+  // give (benchmarks/bench_conv_cache.py).
+  bool cache_blocks = true;
   // derived
   int64_t oh = 0, ow = 0;  // output plane
   int64_t hq = 0, wq = 0;  // one phase of the padded input

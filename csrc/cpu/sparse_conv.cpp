@@ -137,6 +137,13 @@ int conv_layout() {
   return -1;
 }
 
+// SPARSEPAI_SPARSE_CONV_CACHE=off turns the kernels' cache blocking off (SpConvGeom::
+// cache_blocks), to measure what it gives and to test both paths; read at every call.
+bool conv_cache_blocks() {
+  const char* v = std::getenv("SPARSEPAI_SPARSE_CONV_CACHE");
+  return !(v != nullptr && std::strcmp(v, "off") == 0);
+}
+
 core::SpConvGeom conv_geom(const char* op, const at::Tensor& input, int64_t nnz,
                            at::IntArrayRef ws, at::IntArrayRef stride, at::IntArrayRef padding,
                            at::IntArrayRef dilation) {
@@ -154,6 +161,7 @@ core::SpConvGeom conv_geom(const char* op, const at::Tensor& input, int64_t nnz,
   g.o = ws[0], g.kh = ws[2], g.kw = ws[3];
   g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1];
   g.dh = dilation[0], g.dw = dilation[1];
+  g.cache_blocks = conv_cache_blocks();
   TORCH_CHECK(core::sp_conv_geom(g, conv_layout(), nnz), "sparsepai.", op, ": the ", ws[2], "x",
               ws[3], " kernel does not fit the padded ", g.h, "x", g.w, " input");
   return g;

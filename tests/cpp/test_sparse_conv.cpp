@@ -104,7 +104,9 @@ void check_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k
   const double tol = sizeof(T) == 4 ? 2e-4 : 1e-11;
   ThreadPar par{threads};
   SpWorkspace ws;  // shared by both layouts: a buffer grown for one must serve the other
-  for (int layout : {0, 1}) {  // wide, lanes
+  for (int variant = 0; variant < 4; ++variant) {
+    const int layout = variant % 2;  // wide, lanes; with and without the cache blocking
+    g.cache_blocks = variant < 2;
     CHECK(sp_conv_geom(g, layout));
     CHECK(g.lanes == (layout == 1));
     // NaN in the scratch buffers: a position the kernels read must have been written (the
@@ -131,10 +133,10 @@ void check_conv(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t k
                       tol * 10);
     if (bad)
       std::fprintf(stderr,
-                   "conv %s n%lld c%lld %lldx%lld o%lld k%lldx%lld s%lld p%lld d%lld: %d bad\n",
-                   layout ? "lanes" : "wide", (long long)n, (long long)c, (long long)h,
-                   (long long)w, (long long)o, (long long)kh, (long long)kw, (long long)s,
-                   (long long)p, (long long)d, bad);
+                   "conv %s%s n%lld c%lld %lldx%lld o%lld k%lldx%lld s%lld p%lld d%lld: %d bad\n",
+                   layout ? "lanes" : "wide", g.cache_blocks ? "" : " (no cache blocks)",
+                   (long long)n, (long long)c, (long long)h, (long long)w, (long long)o,
+                   (long long)kh, (long long)kw, (long long)s, (long long)p, (long long)d, bad);
     CHECK(bad == 0);
   }
 }

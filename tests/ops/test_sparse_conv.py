@@ -92,9 +92,12 @@ SMALL_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES + SMALL_CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("layout", ["auto", "wide", "lanes"])
-def test_conv_matches_masked_dense(case, dtype, layout, monkeypatch):
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_conv_matches_masked_dense(case, dtype, layout, cache, monkeypatch):
     if layout != "auto":  # the kernels read the forced layout at every call
         monkeypatch.setenv("SPARSEPAI_SPARSE_CONV_LAYOUT", layout)
+    if cache == "off":  # without the cache blocking (chunks, the weight gradient by channel)
+        monkeypatch.setenv("SPARSEPAI_SPARSE_CONV_CACHE", "off")
     check_conv_case(case, dtype)
 
 

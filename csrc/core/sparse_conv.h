@@ -182,9 +182,10 @@ inline int64_t sp_q_block(int64_t src_rows, int64_t qr) {
 
 // Source rows per chunk of a gather (SpPick::groups). A tile's windows into one chunk of the
 // source rows stay in the L1 cache (24 KiB of it) while every row of a block of the tile's rows
-// reads them: reading them from the L2 cache halved the gather's rate (a 64-channel 32x32 lanes
-// layer at 25-75% density: 62-68 GFLOP/s on one core of the Xeon, 115-130 with chunks of 8
-// channels). Each chunk costs a reload and a store of the accumulators per row and an
+// reads them, instead of coming from the L2 cache for every row: the forward pass and the input
+// gradient ran 1.24-1.54x faster with chunks at 75% density on 8x8 and larger outputs, 1.30-1.45x
+// at 50% on 16x16 and larger (benchmarks/bench_conv_cache.py, AVX-512 Xeon, 2 threads, batch
+// 64). Each chunk costs a reload and a store of the accumulators per row and an
 // iteration per range of taps, so a chunk holds at least 12 kept weights per row and range on
 // average; where that takes more than the cache allows (sparse rows, small planes whose tiles
 // use few taps) there is one chunk. window: the bytes one source row's taps read for a tile
@@ -496,11 +497,10 @@ void sp_run_dot_cols(T* gw, int64_t c, const int64_t* t_ptr, const int32_t* t_id
     for (int64_t sh = b; sh < e; ++sh) {
       const int64_t c0 = cb[size_t(sh)], c1 = cb[size_t(sh + 1)];
       const int64_t t0 = t_ptr[c0], t1 = t_ptr[c1];
-      // the share's kept weights in the transpose's order, and its groups (first, row)
+      // the share's kept weights in the transpose's order, and its groups (first, row), channel
+      // after channel
       std::vector<int64_t> js(size_t(t1 - t0)), grp;
-      std::vector<int64_t> chan(size_t(c1 - c0 + 1));  // first group of each channel
       for (int64_t ic = c0; ic < c1; ++ic) {
-        chan[size_t(ic - c0)] = int64_t(grp.size() / 2);
         for (int64_t t = t_ptr[ic]; t < t_ptr[ic + 1]; ++t) {
           const int64_t j = t_idx[t];
           js[size_t(t - t0)] = j;
@@ -509,24 +509,27 @@ void sp_run_dot_cols(T* gw, int64_t c, const int64_t* t_ptr, const int32_t* t_id
             grp.insert(grp.end(), {t - t0, row_of[j]});
         }
       }
-      chan[size_t(c1 - c0)] = int64_t(grp.size() / 2);
+      const int64_t groups = int64_t(grp.size() / 2);
       grp.push_back(t1 - t0);
       for (size_t i = 0; i + 1 < pc.size(); i += 2)
-        for (int64_t k = 0; k < chan[size_t(c1 - c0)]; ++k)
-          sp_dot_group(gw, js.data() + grp[size_t(2 * k)], grp[size_t(2 * k + 2)] - grp[size_t(2 * k)],
-                       base, g + grp[size_t(2 * k + 1)] * g_stride, src, pc[i], pc[i + 1]);
+        for (int64_t k = 0; k < groups; ++k) {
+          const int64_t first = grp[size_t(2 * k)], row = grp[size_t(2 * k + 1)];
+          sp_dot_group(gw, js.data() + first, grp[size_t(2 * k + 2)] - first, base,
+                       g + row * g_stride, src, pc[i], pc[i + 1]);
+        }
     }
   });
 }
 
 // Whether the weight gradient goes by input channel (sp_run_dot_cols) rather than by row
-// (sp_run_dot). The channel path wins where the groups of a (row, channel) pair are large (they
-// share the loads of the output gradient; measured on the Xeon, 2 threads, batch 64, 3x3
-// kernels: 1.21-1.63x at 75% density on 8x8 and larger planes, 1.07-1.30x at 40-50% on 16x16
-// and larger) and loses on small groups (0.66-0.91x at 10% and 2% density) and on small planes,
-// where it sums the taps that read only padding, which sp_run_dot leaves out (4x4: 0.83-0.84x
-// at 40-50%). pair: the mean kept weights of a (row, channel) pair that keeps any; frac: the
-// fraction of the taps the tiles use (sp_tap_use; 0.69 on a 4x4 plane, 0.83 on 8x8).
+// (sp_run_dot). The channel path wins where the groups of a (row, channel) pair are large: they
+// share the loads of the output gradient (benchmarks/bench_conv_cache.py, AVX-512 Xeon, 2
+// threads, batch 64, 3x3 kernels: 1.10-1.65x at 75% density on 8x8 and larger outputs,
+// 1.16-1.27x at 50% on 16x16 and larger). With small groups it is slower (each kept weight
+// loads the output gradient again), and on small planes too, where it sums the taps that read
+// only padding, which sp_run_dot leaves out (a 4x4 output: 31% of the taps). pair: the mean
+// kept weights of a (row, channel) pair that keeps any; frac: the fraction of the taps the
+// tiles use (sp_tap_use; 0.69 on a 4x4 plane, 0.83 on 8x8).
 inline bool sp_dot_by_channel(double pair, double frac) {
   return frac >= 0.8 && pair * frac >= 3.2;
 }

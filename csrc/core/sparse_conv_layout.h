@@ -121,15 +121,16 @@ struct SpConvGeom {
 // grows with the kept weights per output channel. Measured with both layouts forced
 // (benchmarks/bench_conv_layout.py; results/sparse_train/conv_layout*.md: ResNet-18's and
 // VGG-16's CIFAR convolutions with outputs above 8x8, batch 32 and 64, 5-60% density, AVX-512
-// Xeon, 2 threads, six runs):
+// Xeon, 2 threads, seven runs):
 //   - 8x8 and smaller outputs: lanes, at every density (the wide layout wastes 56-125%);
 //   - 16x16 outputs of stride 1: lanes in every run;
 //   - 32x32 outputs, and strided 16x16 ones (four input pixels per output pixel to copy): the
 //     runs disagree below about 100 kept weights per output channel (one run measured the wide
-//     layout up to 1.6x faster there, five the lanes layout up to 1.5x), so the threshold is
-//     the one whose worst cell over all runs is least bad (1.47x the faster layout, against
-//     1.56x for 96 and 1.60x for always lanes): lanes from kLanesKept kept weights per output
-//     channel (times the stride) on (`bench_conv_layout.py --choose`, conv_layout_rule.md).
+//     layout up to 1.6x faster there, six the lanes layout up to 1.5x, the last of them, with
+//     the cache blocking, everywhere), so the threshold is the one whose worst cell over all
+//     runs is least bad (1.54x the faster layout, against 1.58x for 96 and 1.60x for always
+//     lanes): lanes from kLanesKept kept weights per output channel (times the stride) on
+//     (`bench_conv_layout.py --choose`, conv_layout_rule.md).
 // The batch must fill the vector lanes of a row's run.
 constexpr int64_t kLanesKept = 16;
 inline bool sp_conv_prefer_lanes(const SpConvGeom& g, int64_t nnz) {

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -23,8 +22,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from bench_sparse_train import RESNET18, VGG16, timing_lock  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from bench_conv_layout import conv_operands  # noqa: E402
+from bench_sparse_train import RESNET18, VGG16, run_header, timing_lock  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "sparse_train", "conv_cache")
 ENV = "SPARSEPAI_SPARSE_CONV_CACHE"
@@ -35,17 +34,8 @@ def time_passes(shape, density, batch, rounds, seed=0):
     """Median ms of each pass with the blocking on and off, interleaved round by round."""
     import torch
 
-    from sparsepai.ops.sparse_conv import sparse_layout
-
-    name, c, o, h, k, s, p = shape
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.rand(o, c, k, k, generator=g) < density
-    lay = sparse_layout(mask)
-    v = torch.randn(lay.index.numel(), generator=g)
-    x = torch.randn(batch, c, h, h, generator=g)
+    lay, v, x, gy, (ws, st, pd, dl) = conv_operands(shape, density, batch, seed)
     op = torch.ops.sparsepai
-    ws, st, pd, dl = [o, c, k, k], [s, s], [p, p], [1, 1]
-    gy = torch.randn_like(op.sparse_conv2d(x, v, *lay[:4], None, ws, st, pd, dl))
     run = {
         "forward": lambda: op.sparse_conv2d(x, v, *lay[:4], None, ws, st, pd, dl),
         "input_grad": lambda: op.sparse_conv2d_backward(gy, x, v, *lay[:4], ws, st, pd, dl,
@@ -69,8 +59,8 @@ def time_passes(shape, density, batch, rounds, seed=0):
     finally:
         os.environ.pop(ENV, None)
     ms = {key: statistics.median(t) * 1e3 for key, t in times.items()}
-    row = {"layer": name, "batch": batch,
-           "density": float(lay.index.numel() / max(1, mask.numel()))}
+    row = {"layer": shape[0], "batch": batch,
+           "density": float(lay.index.numel() / (ws[0] * ws[1] * ws[2] * ws[3]))}
     for ps in PASSES:
         row[f"{ps}_on_ms"], row[f"{ps}_off_ms"] = ms[("on", ps)], ms[("off", ps)]
         row[f"{ps}_gain"] = ms[("off", ps)] / ms[("on", ps)]
@@ -109,13 +99,9 @@ def main():
                     f"{ps} {r[f'{ps}_off_ms']:.2f}/{r[f'{ps}_on_ms']:.2f}"
                     f" ({r[f'{ps}_gain']:.2f}x)" for ps in PASSES), flush=True)
         load_after = os.getloadavg()
-    results = {"machine": cpu_name(l3=True), "threads": args.threads, "torch": torch.__version__,
-               "batch": args.batch, "rounds": args.rounds,
-               "command": "python benchmarks/bench_conv_cache.py " + " ".join(
-                   shlex.quote(os.path.relpath(a, os.path.dirname(HERE)) if a == args.out else a)
-                   for a in sys.argv[1:]),
-               "load_before": [round(v, 1) for v in load_before],
-               "load_after": [round(v, 1) for v in load_after], "rows": rows}
+    results = {**run_header("bench_conv_cache.py", args.out, args.threads, load_before,
+                            load_after),
+               "batch": args.batch, "rounds": args.rounds, "rows": rows}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     _io.atomic_write_json(args.out + ".json", results)
     lines = ["# Sparse convolution: what the cache blocking gives", "",

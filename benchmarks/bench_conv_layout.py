@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -29,28 +28,37 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from bench_sparse_train import RESNET18, VGG16, timing_lock  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from bench_sparse_train import RESNET18, VGG16, run_header, timing_lock  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "sparse_train", "conv_layout")
 ENV = "SPARSEPAI_SPARSE_CONV_LAYOUT"
+
+
+def conv_operands(shape, density, batch, seed=0):
+    """For a shape of bench_sparse_train's tables: the layout of a uniform random keep-mask at
+    `density`, its values, an input, an output gradient and the op's geometry arguments
+    (weight shape, stride, padding, dilation)."""
+    import torch
+
+    from sparsepai.ops.sparse_conv import sparse_layout
+
+    _, c, o, h, k, s, p = shape
+    g = torch.Generator().manual_seed(seed)
+    lay = sparse_layout(torch.rand(o, c, k, k, generator=g) < density)
+    v = torch.randn(lay.index.numel(), generator=g)
+    x = torch.randn(batch, c, h, h, generator=g)
+    geo = ([o, c, k, k], [s, s], [p, p], [1, 1])
+    gy = torch.randn_like(torch.ops.sparsepai.sparse_conv2d(x, v, *lay[:4], None, *geo))
+    return lay, v, x, gy, geo
 
 
 def time_pair(shape, density, batch, rounds, seed=0):
     """Median ms of forward + backward per layout, the layouts interleaved round by round."""
     import torch
 
-    from sparsepai.ops.sparse_conv import sparse_layout
-
-    name, c, o, h, k, s, p = shape
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.rand(o, c, k, k, generator=g) < density
-    lay = sparse_layout(mask)
-    v = torch.randn(lay.index.numel(), generator=g)
-    x = torch.randn(batch, c, h, h, generator=g)
+    name, o = shape[0], shape[2]
+    lay, v, x, gy, (ws, st, pd, dl) = conv_operands(shape, density, batch, seed)
     op = torch.ops.sparsepai
-    ws, st, pd, dl = [o, c, k, k], [s, s], [p, p], [1, 1]
-    gy = torch.randn_like(op.sparse_conv2d(x, v, *lay[:4], None, ws, st, pd, dl))
 
     def step():
         op.sparse_conv2d(x, v, *lay[:4], None, ws, st, pd, dl)
@@ -72,7 +80,8 @@ def time_pair(shape, density, batch, rounds, seed=0):
     finally:
         os.environ.pop(ENV, None)
     ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    return {"layer": name, "batch": batch, "density": float(lay.index.numel() / mask.numel()),
+    return {"layer": name, "batch": batch,
+            "density": float(lay.index.numel() / (ws[0] * ws[1] * ws[2] * ws[3])),
             "kept_per_row": lay.index.numel() / o, "wide_ms": ms["wide"],
             "lanes_ms": ms["lanes"], "auto_ms": ms["auto"],
             "lanes_over_wide": ms["lanes"] / ms["wide"],
@@ -170,12 +179,8 @@ def main():
                           f"lanes {r['lanes_ms']:7.2f} auto {r['auto_ms']:7.2f} "
                           f"lanes/wide {r['lanes_over_wide']:.2f}", flush=True)
         load_after = os.getloadavg()
-    results = {"machine": cpu_name(l3=True), "threads": args.threads, "torch": torch.__version__,
-               "command": "python benchmarks/bench_conv_layout.py " + " ".join(
-                   shlex.quote(os.path.relpath(a, os.path.dirname(HERE)) if a == args.out else a)
-                   for a in sys.argv[1:]),
-               "load_before": [round(v, 1) for v in load_before],
-               "load_after": [round(v, 1) for v in load_after], "rows": rows}
+    results = {**run_header("bench_conv_layout.py", args.out, args.threads, load_before,
+                            load_after), "rows": rows}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     _io.atomic_write_json(args.out + ".json", results)
     lines = ["# Sparse convolution: wide or lanes layout", "",

@@ -83,6 +83,20 @@ def timing_lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def run_header(script, out, threads, load_before, load_after):
+    """What every sparse-training results file records first: the machine, the threads, torch,
+    the command as typed (``--out`` relative to the repository: no machine paths) and the load
+    average before and after the timing."""
+    import torch
+
+    return {"machine": cpu_name(l3=True), "threads": threads, "torch": torch.__version__,
+            "command": f"python benchmarks/{script} " + " ".join(
+                shlex.quote(os.path.relpath(a, os.path.dirname(HERE)) if a == out else a)
+                for a in sys.argv[1:]),
+            "load_before": [round(v, 1) for v in load_before],
+            "load_after": [round(v, 1) for v in load_after]}
+
+
 def machine_rates():
     """(dense GEMM FLOP/s, copy bytes/s) measured now: the floor's two rates."""
     import torch
@@ -553,15 +567,10 @@ def main():
         layers = [] if args.no_layers else per_layer(args, rates)
         e2e_rows = e2e(args, rates) if args.e2e else []
         load_after = os.getloadavg()
-    results = {"machine": cpu_name(l3=True), "threads": args.threads, "batch": args.batch,
-               # the command as typed, with --out relative to the repository (no machine paths)
-               "command": "python benchmarks/bench_sparse_train.py " + " ".join(
-                   shlex.quote(os.path.relpath(a, os.path.dirname(HERE)) if a == args.out else a)
-                   for a in sys.argv[1:]),
-               "torch": torch.__version__, "sparseprop": sparseprop_status,
+    results = {**run_header("bench_sparse_train.py", args.out, args.threads, load_before,
+                            load_after),
+               "batch": args.batch, "sparseprop": sparseprop_status,
                "gemm_gflops": rates[0] / 1e9, "copy_gbytes_per_s": rates[1] / 1e9,
-               "load_before": [round(v, 1) for v in load_before],
-               "load_after": [round(v, 1) for v in load_after],
                "layers": layers, "e2e": e2e_rows}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     write(results, args.out)

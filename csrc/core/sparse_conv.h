@@ -84,9 +84,9 @@ inline void sp_prefetch_tile(const T* src, const SpPrefetch& pf, int64_t q, int6
 // ptr[r * stride + rng[2 i + 1]]) for i < nrng. A CSR row: ptr = row_ptr, stride 1, the one
 // range (0, 1). Rows sorted by tap (SpTapSort): stride kk, and ranges of taps t = kh * KW + kw.
 // groups > 1: each row's slots are `groups` chunks of the source rows (sp_src_chunk), stride /
-// groups slots each, and the ranges pick within every chunk: a tile sums chunk 0 for all its
-// rows, then chunk 1 (adding to what the tile stored), and so on, so that one chunk's source
-// windows stay in the L1 cache while every row reads them.
+// groups slots each, and the ranges pick within every chunk: over each block of 16 of its rows,
+// a tile sums chunk 0 for every row of the block, then chunk 1 (adding to what it stored), and
+// so on, so that one chunk's source windows stay in the L1 cache while the rows read them.
 struct SpPick {
   const int64_t* ptr;
   int64_t stride;
@@ -198,8 +198,16 @@ inline int64_t sp_src_chunk(int64_t src_rows, int64_t window, double kept, doubl
   return by_work > double(by_cache) ? src_rows : std::min(src_rows, by_cache);
 }
 
-// The bytes a tile of te elements (512 bytes by default) reads from one source row whose taps
-// sit at `offsets` (the union of the tile shifted by each offset).
+// Chunks of ch source rows (at least one, also for no source rows: a layer with no input
+// channels still writes its output).
+inline int64_t sp_chunks(int64_t src_rows, int64_t ch) {
+  ch = std::max<int64_t>(ch, 1);
+  return std::max<int64_t>(1, (src_rows + ch - 1) / ch);
+}
+
+// The bytes a tile of te elements reads from one source row whose taps sit at `offsets` (the
+// union of the tile shifted by each offset). The default, 512 bytes, is the AVX-512 gather tile
+// of floats; the AVX2 tile is half of it, so its chunks come out smaller than the budget allows.
 template <class T>
 inline int64_t sp_window(std::vector<int64_t> offsets, int64_t te = 512 / int64_t(sizeof(T))) {
   std::sort(offsets.begin(), offsets.end());
@@ -584,8 +592,8 @@ void sp_sort_out(const SpConvGeom& g, const int64_t* row_ptr, const int32_t* col
                  const T* values, int64_t ch, int64_t* ptr, int64_t* base, T* w, int64_t* perm,
                  const Par& par) {
   const int64_t kk = g.kh * g.kw, phases = g.phases, q = g.q;
-  const int64_t groups = (g.c + ch - 1) / ch, slots = groups * kk;
-  const SpDiv div(kk), chunk(ch);
+  const int64_t groups = sp_chunks(g.c, ch), slots = groups * kk;
+  const SpDiv div(kk), chunk(std::max<int64_t>(ch, 1));
   const SpTaps taps(g);
   sp_for(par, g.o, row_ptr[g.o], [&](int64_t b, int64_t e) {
     std::vector<int64_t> next(static_cast<size_t>(slots));
@@ -615,8 +623,8 @@ void sp_sort_out(const SpConvGeom& g, const int64_t* row_ptr, const int32_t* col
 }
 
 // CSR rows cut into chunks of ch input channels: ptr[r * groups + k] is the first kept weight
-// of row r whose input channel is at least k * ch (ptr[rows * groups] = nnz). The CSR order is
-// by column, ic * kk + tap, so the chunks are consecutive.
+// of row r whose input channel is at least k * ch (ptr[rows * groups] = nnz). sparse_layout
+// builds the rows in the order of their columns, ic * kk + tap, so the chunks are consecutive.
 template <class Par>
 void sp_chunk_rows(int64_t rows, const int64_t* row_ptr, const int32_t* col, int64_t kk,
                    int64_t ch, int64_t groups, int64_t* ptr, const Par& par) {
@@ -694,10 +702,12 @@ void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_p
   const std::vector<SpRowRuns> parts{SpRowRuns{0, g.o, sp_out_runs(g), SpTapKind::kOut}};
   double frac, nrng;
   sp_tap_use(g.lanes ? &g : nullptr, parts, frac, nrng);
-  const int64_t ch = !g.cache_blocks ? g.c
-                                     : sp_src_chunk(g.c, sp_window<T>(taps.in_buf),
-                                                    double(nnz) / double(g.o * g.c) * frac, nrng);
-  const int64_t groups = (g.c + ch - 1) / ch;
+  const int64_t ch = !g.cache_blocks
+                         ? std::max<int64_t>(g.c, 1)
+                         : sp_src_chunk(g.c, sp_window<T>(taps.in_buf),
+                                        double(nnz) / double(std::max<int64_t>(1, g.o * g.c)) * frac,
+                                        nrng);
+  const int64_t groups = sp_chunks(g.c, ch);
   const T* w = values;
   int64_t* ptr = nullptr;
   int64_t stride = groups;
@@ -807,8 +817,8 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     }
   }
   if (gx == nullptr) return;
-  // rows (phase, ic): the kept weights of input channel ic whose tap has that phase (sorted by
-  // tap in the lanes layout), reading the output gradient of their output channel at minus the
+  // rows (phase, ic): the kept weights of input channel ic whose tap has that phase (by chunk of
+  // output channels, then by tap in the lanes layout), reading the output gradient of their output channel at minus the
   // tap offset; phase-major, so that in the lanes layout each phase computes only its own input
   // pixels
   const int64_t rows = g.c * g.phases;
@@ -830,10 +840,12 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   }
   double frac, nrng;
   sp_tap_use(g.lanes ? &g : nullptr, parts, frac, nrng);
-  const int64_t ch = !g.cache_blocks ? g.o
-                                     : sp_src_chunk(g.o, sp_window<T>(neg),
-                                                    double(nnz) / double(rows * g.o) * frac, nrng);
-  const int64_t groups = (g.o + ch - 1) / ch;
+  const int64_t ch = !g.cache_blocks
+                         ? std::max<int64_t>(g.o, 1)
+                         : sp_src_chunk(g.o, sp_window<T>(neg),
+                                        double(nnz) / double(std::max<int64_t>(1, rows * g.o)) * frac,
+                                        nrng);
+  const int64_t groups = sp_chunks(g.o, ch);
   const SpDiv chunk(ch);
   const int64_t ns = g.lanes ? kk : 1, stride = ns * groups;
   int64_t* ptr = ws.get<int64_t>(SpWorkspace::kPtr, rows * stride + 1);

@@ -192,6 +192,27 @@ def test_empty_batch_and_fully_pruned_layer():
 
 
 @needs_op
+@pytest.mark.parametrize("layout", ["wide", "lanes"])
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_no_input_channels(layout, cache, monkeypatch):
+    # a layer with no input channels still has an output: its bias (the kernels' chunks of
+    # input channels must not be zero of them)
+    monkeypatch.setenv("SPARSEPAI_SPARSE_CONV_LAYOUT", layout)
+    if cache == "off":
+        monkeypatch.setenv("SPARSEPAI_SPARSE_CONV_CACHE", "off")
+    ws = (4, 0, 3, 3)
+    lay = sparse_layout(torch.zeros(ws, dtype=torch.bool))
+    x = torch.randn(16, 0, 5, 5, dtype=torch.float64)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    v = torch.zeros(0, dtype=torch.float64, requires_grad=True)
+    y = sparse_conv2d(x, v, lay, b, ws, 1, 1, 1)
+    torch.testing.assert_close(y, b.detach().view(1, -1, 1, 1).expand(16, 4, 5, 5))
+    y.sum().backward()
+    torch.testing.assert_close(b.grad, torch.full((4,), 16.0 * 25, dtype=torch.float64))
+    assert v.grad.shape == (0,)
+
+
+@needs_op
 def test_bad_input_is_refused():
     x, values, lay, b, ws, s, p, d = conv_case(CONV_CASES[0], torch.float32)
     op = torch.ops.sparsepai.sparse_conv2d.default

@@ -702,11 +702,9 @@ void sparse_conv2d_forward(const SpConvGeom& g, const T* x, const int64_t* row_p
   const std::vector<SpRowRuns> parts{SpRowRuns{0, g.o, sp_out_runs(g), SpTapKind::kOut}};
   double frac, nrng;
   sp_tap_use(g.lanes ? &g : nullptr, parts, frac, nrng);
-  const int64_t ch = !g.cache_blocks
-                         ? std::max<int64_t>(g.c, 1)
-                         : sp_src_chunk(g.c, sp_window<T>(taps.in_buf),
-                                        double(nnz) / double(std::max<int64_t>(1, g.o * g.c)) * frac,
-                                        nrng);
+  const double kept = double(nnz) / double(std::max<int64_t>(1, g.o * g.c)) * frac;
+  const int64_t ch = !g.cache_blocks ? std::max<int64_t>(g.c, 1)
+                                     : sp_src_chunk(g.c, sp_window<T>(taps.in_buf), kept, nrng);
   const int64_t groups = sp_chunks(g.c, ch);
   const T* w = values;
   int64_t* ptr = nullptr;
@@ -792,7 +790,9 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     sp_tap_use(g.lanes ? &g : nullptr, {SpRowRuns{0, g.o, runs, SpTapKind::kOut}}, frac, nrng);
     const double d = double(nnz) / double(std::max<int64_t>(1, g.o * g.c * kk));
     const double pair = d > 0 ? double(kk) * d / (1.0 - std::pow(1.0 - d, double(kk))) : 0.0;
-    if (g.cache_blocks && sp_dot_by_channel(pair, frac)) {
+    // the channel path splits the input channels among the threads: enough of them for all
+    const bool by_channel = sp_dot_by_channel(pair, frac) && g.c >= 2 * par.max_threads();
+    if (g.cache_blocks && by_channel) {
       sp_conv_bases(g, nnz, col, base, par);
       sp_run_dot_cols(gw, g.c, t_ptr, t_idx, row_of, base, gbuf + g.e, gs, in, runs,
                       sp_cols_block<T>(taps.in_buf), par);
@@ -818,9 +818,9 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   }
   if (gx == nullptr) return;
   // rows (phase, ic): the kept weights of input channel ic whose tap has that phase (by chunk of
-  // output channels, then by tap in the lanes layout), reading the output gradient of their output channel at minus the
-  // tap offset; phase-major, so that in the lanes layout each phase computes only its own input
-  // pixels
+  // output channels, then by tap in the lanes layout), reading the output gradient of their
+  // output channel at minus the tap offset; phase-major, so that in the lanes layout each phase
+  // computes only its own input pixels
   const int64_t rows = g.c * g.phases;
   // slots per row: chunks of output channels (sp_src_chunk), each one slot per tap in the
   // lanes layout (its tiles pick taps), one in the wide layout (the transpose's order, as there
@@ -840,11 +840,9 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   }
   double frac, nrng;
   sp_tap_use(g.lanes ? &g : nullptr, parts, frac, nrng);
-  const int64_t ch = !g.cache_blocks
-                         ? std::max<int64_t>(g.o, 1)
-                         : sp_src_chunk(g.o, sp_window<T>(neg),
-                                        double(nnz) / double(std::max<int64_t>(1, rows * g.o)) * frac,
-                                        nrng);
+  const double kept = double(nnz) / double(std::max<int64_t>(1, rows * g.o)) * frac;
+  const int64_t ch = !g.cache_blocks ? std::max<int64_t>(g.o, 1)
+                                     : sp_src_chunk(g.o, sp_window<T>(neg), kept, nrng);
   const int64_t groups = sp_chunks(g.o, ch);
   const SpDiv chunk(ch);
   const int64_t ns = g.lanes ? kk : 1, stride = ns * groups;

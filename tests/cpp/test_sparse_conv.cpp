@@ -290,7 +290,7 @@ TEST(conv_source_chunks) {
   // the weight gradient by input channel over several pieces of positions (more than 4096 in
   // the wide layout, runs of 256 in the lanes layout), 5x5 taps: groups of more than 9
   check_conv<float>(8, 6, 32, 32, 5, 3, 3, 1, 1, 1, 0.7, false, 2, 44);
-  check_conv<double>(8, 3, 20, 20, 4, 5, 5, 1, 2, 1, 0.8, true, 3, 45);
+  check_conv<double>(8, 3, 20, 20, 4, 5, 5, 1, 2, 1, 0.8, true, 1, 45);
   // the wide layout's input gradient in two chunks of output channels over four phases
   check_conv<float>(4, 8, 12, 12, 60, 3, 3, 2, 1, 1, 0.7, false, 2, 46);
 }

@@ -288,7 +288,8 @@ TEST(conv_source_chunks) {
   check_conv<float>(32, 36, 12, 12, 20, 3, 3, 2, 1, 1, 0.7, false, 2, 42);
   check_conv<float>(16, 24, 9, 9, 50, 1, 1, 1, 0, 1, 0.9, true, 1, 43, false);
   // the weight gradient by input channel over several pieces of positions (more than 4096 in
-  // the wide layout, runs of 256 in the lanes layout), 5x5 taps: groups of more than 9
+  // the wide layout, runs of 256 in the lanes layout), 5x5 taps: groups of more than 9 (on one
+  // thread: the channel path needs two input channels per thread)
   check_conv<float>(8, 6, 32, 32, 5, 3, 3, 1, 1, 1, 0.7, false, 2, 44);
   check_conv<double>(8, 3, 20, 20, 4, 5, 5, 1, 2, 1, 0.8, true, 1, 45);
   // the wide layout's input gradient in two chunks of output channels over four phases

@@ -778,8 +778,15 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   const int64_t gs = g.e + g.qr;
   T* gbuf = ws.get<T>(SpWorkspace::kGrad, g.o * gs + kSpTile);
   sp_pack_grad(g, gy, gbuf, par);
+  // the row of every kept weight, for the weight gradient by channel and the input gradient;
+  // filled once, by whichever needs it first
   int64_t* row_of = ws.get<int64_t>(SpWorkspace::kRowOf, nnz);
-  sp_rows_of(g.o, row_ptr, row_of, par);
+  bool have_rows = false;
+  auto rows_of = [&] {
+    if (!have_rows) sp_rows_of(g.o, row_ptr, row_of, par);
+    have_rows = true;
+    return row_of;
+  };
   if (gw != nullptr) {
     T* in = ws.get<T>(SpWorkspace::kIn, g.in_elems());
     int64_t* base = ws.get<int64_t>(SpWorkspace::kBase, nnz);
@@ -794,7 +801,7 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     const bool by_channel = sp_dot_by_channel(pair, frac) && g.c >= 2 * par.max_threads();
     if (g.cache_blocks && by_channel) {
       sp_conv_bases(g, nnz, col, base, par);
-      sp_run_dot_cols(gw, g.c, t_ptr, t_idx, row_of, base, gbuf + g.e, gs, in, runs,
+      sp_run_dot_cols(gw, g.c, t_ptr, t_idx, rows_of(), base, gbuf + g.e, gs, in, runs,
                       sp_cols_block<T>(taps.in_buf), par);
     } else {
     // as in the forward pass: sorted by tap in the lanes layout, the CSR order otherwise
@@ -822,6 +829,7 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
   // output channel at minus the tap offset; phase-major, so that in the lanes layout each phase
   // computes only its own input pixels
   const int64_t rows = g.c * g.phases;
+  rows_of();
   // slots per row: chunks of output channels (sp_src_chunk), each one slot per tap in the
   // lanes layout (its tiles pick taps), one in the wide layout (the transpose's order, as there
   // is nothing to pick)

@@ -56,11 +56,13 @@ TORCH_LIBRARY(sparsepai, m) {
   // Unstructured-sparse convolution and linear layers (sparsepai/ops/sparse_conv.py,
   // sparse_linear.py): the weight is CSR by output channel, row_ptr [O + 1] int64, col [nnz]
   // int32 (flat index ic * KH * KW + kh * KW + kw of the dense weight; for a linear layer the
-  // input feature), values [nnz] (the trainable parameter). The backward passes also take the
-  // transpose, CSC by input channel: t_ptr [C + 1] int64, t_idx [nnz] int32 (positions in the
-  // CSR arrays). weight_shape: the dense (O, C, KH, KW). The weight gradient is [nnz], at the
-  // kept positions only. The forward ops take the transpose too (unused there) so that their
-  // autograd formula finds it among the inputs.
+  // input feature; each row strictly increasing by tap kh * KW + kw, then input channel),
+  // values [nnz] (the trainable parameter). The backward passes also take the transpose, CSC by
+  // input channel: t_ptr [C + 1] int64, t_idx [nnz] int32 (positions in the CSR arrays,
+  // increasing within each channel). sparse_layout builds this order. weight_shape: the dense
+  // (O, C, KH, KW). The weight gradient is [nnz], at the kept positions only. The forward ops
+  // take the transpose too (unused there) so that their autograd formula finds it among the
+  // inputs.
   m.def(
       "sparse_conv2d(Tensor input, Tensor values, Tensor row_ptr, Tensor col, Tensor t_ptr, "
       "Tensor t_idx, Tensor? bias, int[4] weight_shape, int[2] stride, int[2] padding, "

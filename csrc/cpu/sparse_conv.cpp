@@ -28,26 +28,51 @@ void check_cpu(const char* op, const char* arg, const at::Tensor& t) {
               t.device());
 }
 
-// Whether the CSR arrays (and the transpose when tp) hold a valid (rows, cols) layout: the
-// checks of check_layout's loops, in one parallel region (run serially, they measured 5% of a
-// call on a 2x2 plane). The t loops stay inside [0, nnz) whatever tp holds.
+// The key by which a row's columns must increase: (tap, column), tap = column modulo kk, from a
+// table per column (a division per kept weight would cost more than the rest of the checks).
+struct TapOrder {
+  int64_t cols;
+  std::vector<int32_t> tap;
+  TapOrder(int64_t n_cols, int64_t kk) : cols(n_cols), tap(size_t(kk > 1 ? n_cols : 0)) {
+    for (int64_t c = 0; c < int64_t(tap.size()); ++c) tap[size_t(c)] = int32_t(c % kk);
+  }
+  // c in [0, cols)
+  int64_t key(int64_t c) const { return tap.empty() ? c : int64_t(tap[size_t(c)]) * cols + c; }
+};
+
+// Whether the CSR arrays (and the transpose when tp) hold a valid (rows, cols) layout in the
+// kernels' order (sparse_conv.h): every row strictly increasing by (tap, input channel), kk taps
+// per input channel; each channel's transpose strictly increasing, so that every kept weight is
+// in it once. The checks of check_layout's loops, in one parallel region (run serially, they
+// measured 5% of a call on a 2x2 plane). The loops stay inside [0, nnz) whatever the pointers
+// hold.
 bool layout_ok(const int64_t* rp, const int32_t* c, int64_t rows, int64_t cols, int64_t nnz,
-               const int64_t* tp, const int32_t* ti, int64_t t_rows, int64_t per_t_row) {
+               int64_t kk, const int64_t* tp, const int32_t* ti, int64_t t_rows) {
   std::atomic<bool> good{true};
   const int64_t parts = 4 * int64_t(at::get_num_threads());
+  const TapOrder order(cols, kk);
   at::parallel_for(0, parts, 1, [&](int64_t b, int64_t e) {
     bool ok = true;
     for (int64_t k = b; k < e; ++k) {
-      for (int64_t r = rows * k / parts; r < rows * (k + 1) / parts; ++r) ok &= rp[r] <= rp[r + 1];
-      for (int64_t j = nnz * k / parts; j < nnz * (k + 1) / parts; ++j)
-        ok &= c[j] >= 0 && c[j] < cols;
+      for (int64_t r = rows * k / parts; r < rows * (k + 1) / parts; ++r) {
+        ok &= rp[r] <= rp[r + 1];
+        const int64_t j0 = std::max<int64_t>(0, rp[r]), j1 = std::min(nnz, rp[r + 1]);
+        int64_t last = -1;
+        for (int64_t j = j0; j < j1; ++j) {
+          // branch-free: a column out of range reads the table at 0 and fails `in`
+          const bool in = uint32_t(c[j]) < uint64_t(cols);
+          const int64_t key = order.key(in ? c[j] : 0);
+          ok &= in & (key > last);
+          last = key;
+        }
+      }
       if (tp == nullptr) continue;
       for (int64_t r = t_rows * k / parts; r < t_rows * (k + 1) / parts; ++r) {
         ok &= tp[r] <= tp[r + 1];
         const int64_t t0 = std::max<int64_t>(0, tp[r]), t1 = std::min(nnz, tp[r + 1]);
         for (int64_t t = t0; t < t1; ++t)
-          ok &= ti[t] >= 0 && ti[t] < nnz && c[ti[t]] >= r * per_t_row &&
-                c[ti[t]] < (r + 1) * per_t_row;
+          ok &= ti[t] >= 0 && ti[t] < nnz && c[ti[t]] >= r * kk && c[ti[t]] < (r + 1) * kk &&
+                (t == t0 || ti[t - 1] < ti[t]);
       }
     }
     if (!ok) good.store(false, std::memory_order_relaxed);
@@ -55,10 +80,11 @@ bool layout_ok(const int64_t* rp, const int32_t* c, int64_t rows, int64_t cols, 
   return good.load();
 }
 
-// The CSR arrays (and the CSC transpose when given) describe an (rows, cols) matrix.
+// The CSR arrays (and the CSC transpose when given) describe an (rows, cols) matrix of kk taps
+// per input channel, in the kernels' order.
 void check_layout(const char* op, const at::Tensor& values, const at::Tensor& row_ptr,
-                  const at::Tensor& col, int64_t rows, int64_t cols, const at::Tensor* t_ptr,
-                  const at::Tensor* t_idx, int64_t t_rows, int64_t per_t_row) {
+                  const at::Tensor& col, int64_t rows, int64_t cols, int64_t kk,
+                  const at::Tensor* t_ptr, const at::Tensor* t_idx, int64_t t_rows) {
   check_cpu(op, "values", values);
   check_cpu(op, "row_ptr", row_ptr);
   check_cpu(op, "col", col);
@@ -95,20 +121,29 @@ void check_layout(const char* op, const at::Tensor& values, const at::Tensor& ro
     TORCH_CHECK(tp[0] == 0 && tp[t_rows] == nnz, "sparsepai.", op,
                 ": t_ptr must run from 0 to ", nnz);
   }
-  if (layout_ok(rp, c, rows, cols, nnz, tp, ti, t_rows, per_t_row)) return;
+  if (layout_ok(rp, c, rows, cols, nnz, kk, tp, ti, t_rows)) return;
   // something is wrong: find the first fault, in order, for the message
   for (int64_t r = 0; r < rows; ++r)
     TORCH_CHECK(rp[r] <= rp[r + 1], "sparsepai.", op, ": row_ptr must be non-decreasing");
   for (int64_t j = 0; j < nnz; ++j)
     TORCH_CHECK(c[j] >= 0 && c[j] < cols, "sparsepai.", op, ": col[", j, "] = ", c[j],
                 " is outside [0, ", cols, ")");
+  const TapOrder order(cols, kk);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = rp[r] + 1; j < rp[r + 1]; ++j)
+      TORCH_CHECK(order.key(c[j - 1]) < order.key(c[j]), "sparsepai.", op, ": row ", r,
+                  " of col is not ",
+                  kk == 1 ? "strictly increasing" : "ordered by tap, then input channel",
+                  " at col[", j, "] (build the layout with sparse_layout)");
   for (int64_t r = 0; r < t_rows; ++r) {
     TORCH_CHECK(tp[r] <= tp[r + 1], "sparsepai.", op, ": t_ptr must be non-decreasing");
-    for (int64_t t = tp[r]; t < tp[r + 1]; ++t)
-      TORCH_CHECK(ti[t] >= 0 && ti[t] < nnz && c[ti[t]] >= r * per_t_row &&
-                      c[ti[t]] < (r + 1) * per_t_row,
+    for (int64_t t = tp[r]; t < tp[r + 1]; ++t) {
+      TORCH_CHECK(ti[t] >= 0 && ti[t] < nnz && c[ti[t]] >= r * kk && c[ti[t]] < (r + 1) * kk,
                   "sparsepai.", op,
                   ": t_idx[", t, "] does not point at a kept weight of input channel ", r);
+      TORCH_CHECK(t == tp[r] || ti[t - 1] < ti[t], "sparsepai.", op, ": t_idx[", t,
+                  "] is not above t_idx[", t - 1, "] (each input channel's positions increase)");
+    }
   }
   TORCH_CHECK(false, "sparsepai.", op, ": invalid layout");  // not reached
 }
@@ -177,7 +212,8 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values,
   check_float(op, input, values, bias);
   const core::SpConvGeom g =
       conv_geom(op, input, values.numel(), weight_shape, stride, padding, dilation);
-  check_layout(op, values, row_ptr, col, g.o, g.c * g.kh * g.kw, nullptr, nullptr, 0, 1);
+  check_layout(op, values, row_ptr, col, g.o, g.c * g.kh * g.kw, g.kh * g.kw, nullptr, nullptr,
+               0);
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias)
     TORCH_CHECK(bias->dim() == 1 && bias->numel() == g.o, "sparsepai.", op, ": bias must have ",
@@ -205,8 +241,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_conv2d_backward_cpu(
   check_cpu(op, "grad_out", grad_out);
   const core::SpConvGeom g =
       conv_geom(op, input, values.numel(), weight_shape, stride, padding, dilation);
-  check_layout(op, values, row_ptr, col, g.o, g.c * g.kh * g.kw, &t_ptr, &t_idx, g.c,
-               g.kh * g.kw);
+  check_layout(op, values, row_ptr, col, g.o, g.c * g.kh * g.kw, g.kh * g.kw, &t_ptr, &t_idx,
+               g.c);
   TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({g.n, g.o, g.oh, g.ow}) &&
                   grad_out.scalar_type() == input.scalar_type(),
               "sparsepai.", op, ": grad_out must be ", at::IntArrayRef({g.n, g.o, g.oh, g.ow}),
@@ -240,7 +276,7 @@ at::Tensor sparse_linear_cpu(const at::Tensor& input, const at::Tensor& values,
   TORCH_CHECK(input.dim() >= 1 && input.size(-1) == in_features, "sparsepai.", op,
               ": input must end in in_features = ", in_features, ", got ", input.sizes());
   const int64_t out_f = row_ptr.numel() - 1;
-  check_layout(op, values, row_ptr, col, out_f, in_features, nullptr, nullptr, 0, 1);
+  check_layout(op, values, row_ptr, col, out_f, in_features, 1, nullptr, nullptr, 0);
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias)
     TORCH_CHECK(bias->dim() == 1 && bias->numel() == out_f, "sparsepai.", op,
@@ -269,7 +305,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_linear_backward_cpu(
   check_float(op, input, values, std::nullopt);
   check_cpu(op, "grad_out", grad_out);
   const int64_t out_f = row_ptr.numel() - 1;
-  check_layout(op, values, row_ptr, col, out_f, in_features, &t_ptr, &t_idx, in_features, 1);
+  check_layout(op, values, row_ptr, col, out_f, in_features, 1, &t_ptr, &t_idx, in_features);
   TORCH_CHECK(input.dim() >= 1 && input.size(-1) == in_features, "sparsepai.", op,
               ": input must end in in_features = ", in_features);
   std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());

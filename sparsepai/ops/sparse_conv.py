@@ -26,6 +26,10 @@ _OP = "sparsepai::sparse_conv2d"
 class SparseLayout(NamedTuple):
     """A compressed weight: CSR by output row and its transpose (CSC by input channel).
 
+    The kernels take each row in the order of tap ``kh * KW + kw``, then input channel (a linear
+    layer: by input feature), and the transpose's positions increasing within each input
+    channel; they refuse other orders. :func:`sparse_layout` builds this order.
+
     Attributes:
         row_ptr: int64 ``(rows + 1,)``.
         col: int32 ``(nnz,)``: the flat index of the kept weight within its row, i.e.
@@ -60,12 +64,14 @@ def sparse_layout(mask: torch.Tensor) -> SparseLayout:
     kk = per_row // cin if cin else 1
     if per_row >= 2 ** 31:
         raise ValueError(f"sparse_layout: rows of {per_row} weights do not fit int32 indices")
-    flat = mask.reshape(rows, -1)
-    nz = flat.nonzero()  # row-major: sorted by row, then column
-    r, c = nz[:, 0], nz[:, 1]
+    # each row by tap, then input channel (the kernels read the ranges of taps off the rows):
+    # the nonzeros of the mask with the input channel innermost, in row-major order
+    by_tap = mask.permute(0, 2, 3, 1) if mask.dim() == 4 else mask
+    nz = by_tap.reshape(rows, -1).nonzero()
+    r, tap, ic = nz[:, 0], nz[:, 1] // max(cin, 1), nz[:, 1] % max(cin, 1)
+    c = ic * kk + tap
     row_ptr = torch.zeros(rows + 1, dtype=torch.long)
     row_ptr[1:] = torch.bincount(r, minlength=rows).cumsum(0)
-    ic = c // kk
     t_ptr = torch.zeros(cin + 1, dtype=torch.long)
     t_ptr[1:] = torch.bincount(ic, minlength=cin).cumsum(0)
     t_idx = torch.argsort(ic, stable=True).to(torch.int32)

@@ -31,8 +31,10 @@ Csr random_csr(int64_t rows, int64_t k, int64_t cin, int64_t kk, double density,
   Csr s;
   s.row_ptr.push_back(0);
   s.dense.assign(size_t(rows * k), 0.0);
+  // each row by tap, then input channel: the kernels' order (sparse_conv.h)
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < k; ++c) {
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t c = (i % cin) * kk + i / cin;
       if (empty_rows && r % 3 == 1) continue;
       if (p(g) < density) {
         s.col.push_back(int32_t(c));

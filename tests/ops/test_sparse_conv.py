@@ -249,6 +249,62 @@ def test_bad_input_is_refused():
     bad_t[first], bad_t[last] = bad_t[last], bad_t[first]
     with pytest.raises(RuntimeError, match="does not point at a kept weight"):
         bwd(gy, x, values, lay.row_ptr, lay.col, lay.t_ptr, bad_t, list(ws), *geo, mask)
+    # a position twice in its channel (and another one missing) would count a weight twice
+    twice = lay.t_idx.clone()
+    twice[first + 1] = twice[first]
+    with pytest.raises(RuntimeError, match="is not above"):
+        bwd(gy, x, values, lay.row_ptr, lay.col, lay.t_ptr, twice, list(ws), *geo, mask)
+
+
+@needs_op
+def test_rows_out_of_tap_order_are_refused():
+    # the kernels read each row's ranges of taps off the layout: a row in the dense weight's
+    # column order (input channel, then tap) is refused, not computed wrongly
+    x, values, lay, b, ws, s, p, d = conv_case(CONV_CASES[0], torch.float32)
+    assert ws[2] * ws[3] > 1
+    r = int(torch.argmax(lay.row_ptr[1:] - lay.row_ptr[:-1]))
+    lo, hi = int(lay.row_ptr[r]), int(lay.row_ptr[r + 1])
+    by_column = lay.col.clone()
+    by_column[lo:hi] = lay.col[lo:hi].sort().values
+    assert not torch.equal(by_column, lay.col)  # the case has a row of several taps
+    geo = ([1, 1], [1, 1], [1, 1])
+    with pytest.raises(RuntimeError, match="ordered by tap, then input channel"):
+        torch.ops.sparsepai.sparse_conv2d(x, values, lay.row_ptr, by_column, lay.t_ptr,
+                                          lay.t_idx, b, list(ws), *geo)
+    twice = lay.col.clone()
+    twice[lo + 1] = twice[lo]
+    with pytest.raises(RuntimeError, match="ordered by tap"):
+        torch.ops.sparsepai.sparse_conv2d(x, values, lay.row_ptr, twice, lay.t_ptr, lay.t_idx,
+                                          b, list(ws), *geo)
+    # the linear op: strictly increasing features
+    lin = sparse_layout(torch.rand(6, 10, generator=torch.Generator().manual_seed(1)) < 0.6)
+    col = lin.col.clone()
+    col[0], col[1] = lin.col[1], lin.col[0]
+    with pytest.raises(RuntimeError, match="strictly increasing"):
+        torch.ops.sparsepai.sparse_linear(torch.ones(3, 10), torch.ones(col.numel()),
+                                          lin.row_ptr, col, lin.t_ptr, lin.t_idx, None, 10)
+
+
+def test_layout_order():
+    # sparse_layout's order, against the mask itself: every row strictly increasing in (tap,
+    # input channel), index the dense position of each column, the transpose increasing per
+    # channel and holding every kept weight once
+    mask = torch.rand(5, 4, 3, 2, generator=torch.Generator().manual_seed(3)) < 0.5
+    lay = sparse_layout(mask)
+    kk, per_row = 6, 24
+    assert int(lay.row_ptr[-1]) == int(mask.sum())
+    for r in range(5):
+        cols = lay.col[lay.row_ptr[r]:lay.row_ptr[r + 1]].long()
+        keys = [(int(c) % kk, int(c) // kk) for c in cols]
+        assert keys == sorted(set(keys))
+        assert set(int(c) for c in cols) == set(mask[r].reshape(-1).nonzero().reshape(-1).tolist())
+    rows = torch.repeat_interleave(torch.arange(5), lay.row_ptr[1:] - lay.row_ptr[:-1])
+    assert torch.equal(lay.index, rows * per_row + lay.col.long())
+    assert sorted(lay.t_idx.tolist()) == list(range(int(mask.sum())))
+    for ic in range(4):
+        pos = lay.t_idx[lay.t_ptr[ic]:lay.t_ptr[ic + 1]].long()
+        assert bool((pos[1:] > pos[:-1]).all())
+        assert bool((lay.col[pos].long() // kk == ic).all())
 
 
 

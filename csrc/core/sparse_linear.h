@@ -19,7 +19,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "sparse_conv.h"
+#include "sparse_conv_run.h"
 
 namespace sparsepai {
 namespace core {

@@ -450,6 +450,8 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     });
     return;
   }
+  std::vector<char> read(size_t(g.phases));
+  for (int64_t p = 0; p < g.phases; ++p) read[size_t(p)] = g.phase_read(p);
   par.for_range(g.n * g.c, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / g.c, ic = t % g.c;
@@ -459,6 +461,10 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
         T* dr = d + y * g.w;
         // columns x with (x + pw) % sw == b, read at (x + pw) / sw (no division per element)
         for (int64_t b = 0; b < g.sw; ++b) {
+          if (!read[size_t(a * g.sw + b)]) {  // no tap reads this phase: no gradient
+            for (int64_t x = ((b - g.pw) % g.sw + g.sw) % g.sw; x < g.w; x += g.sw) dr[x] = T(0);
+            continue;
+          }
           const T* sr = gin + ((a * g.sw + b) * g.c + ic) * g.qr + n * g.plane +
                         (yp / g.sh) * g.wq;
           const int64_t x0 = ((b - g.pw) % g.sw + g.sw) % g.sw;

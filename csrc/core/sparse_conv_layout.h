@@ -110,6 +110,15 @@ struct SpConvGeom {
   int64_t tap_offset(int64_t i, int64_t j) const {
     return (((i * dh) / sh) * wq + (j * dw) / sw) * px;
   }
+  // Whether some tap reads phase p of the input. A 1x1 kernel of stride 2 reads one phase of
+  // four (so does a 3x3 one of stride 2 and dilation 2): the packing zeroes the others instead
+  // of copying the input into them, and the input gradient is zero there.
+  bool phase_read(int64_t p) const {
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j)
+        if (tap_phase(i, j) == p) return true;
+    return false;
+  }
   // Elements of the packed input buffer: its rows plus slack for the runs' rounding and the
   // taps' offsets.
   int64_t in_elems() const { return c * phases * q + e + (qr - q) + kSpTile; }
@@ -250,6 +259,8 @@ inline void sp_zero_border(const SpConvGeom& g, T* d, int64_t r0, int64_t r1, in
 template <class T, class Par>
 void sp_pack_input(const SpConvGeom& g, const T* x, T* buf, const Par& par) {
   std::fill(buf + g.c * g.phases * g.q, buf + g.in_elems(), T(0));
+  std::vector<char> read(size_t(g.phases));
+  for (int64_t p = 0; p < g.phases; ++p) read[size_t(p)] = g.phase_read(p);
   if (g.lanes) {
     std::vector<int64_t> yo, xo;
     sp_lanes_offsets(g, g.q, yo, xo);
@@ -267,10 +278,15 @@ void sp_pack_input(const SpConvGeom& g, const T* x, T* buf, const Par& par) {
           T* d = buf + ic * g.phases * g.q;
           for (int64_t a = 0; a < g.sh; ++a)
             for (int64_t bb = 0; bb < g.sw; ++bb) {
+              T* dp = d + (a * g.sw + bb) * g.q;
+              if (!read[size_t(a * g.sw + bb)]) {
+                std::fill(dp, dp + g.q, T(0));
+                continue;
+              }
               int64_t r0, r1, c0, c1;
               sp_phase_span(g.h, g.sh, g.ph, g.hq, a, r0, r1);
               sp_phase_span(g.w, g.sw, g.pw, g.wq, bb, c0, c1);
-              sp_zero_border(g, d + (a * g.sw + bb) * g.q, r0, r1, c0, c1);
+              sp_zero_border(g, dp, r0, r1, c0, c1);
             }
           if (direct) {
             for (int64_t y = 0; y < g.h; ++y)
@@ -281,8 +297,9 @@ void sp_pack_input(const SpConvGeom& g, const T* x, T* buf, const Par& par) {
           const T* t = tmp.data() + (ic - i0) * hw * g.n;
           for (int64_t y = 0; y < g.h; ++y)
             for (int64_t xx = 0; xx < g.w; ++xx)
-              std::memcpy(d + yo[size_t(y)] + xo[size_t(xx)], t + (y * g.w + xx) * g.n,
-                          size_t(g.n) * sizeof(T));
+              if (read[size_t(((y + g.ph) % g.sh) * g.sw + (xx + g.pw) % g.sw)])
+                std::memcpy(d + yo[size_t(y)] + xo[size_t(xx)], t + (y * g.w + xx) * g.n,
+                            size_t(g.n) * sizeof(T));
         }
       }
     });
@@ -295,6 +312,10 @@ void sp_pack_input(const SpConvGeom& g, const T* x, T* buf, const Par& par) {
       for (int64_t a = 0; a < g.sh; ++a)
         for (int64_t bb = 0; bb < g.sw; ++bb) {
           T* d = buf + (ic * g.phases + a * g.sw + bb) * g.q + n * g.plane;
+          if (!read[size_t(a * g.sw + bb)]) {
+            std::fill(d, d + g.plane, T(0));
+            continue;
+          }
           // columns C with 0 <= sw * C + bb - pw < w
           const int64_t c0 = std::min(g.wq, std::max<int64_t>(0, (g.pw - bb + g.sw - 1) / g.sw));
           const int64_t c1 =

@@ -25,6 +25,10 @@ CONV_CASES = [
     (1, 3, 12, 9, 4, 3, 2, (1, 2), (2, 0), (2, 1), 0.4, True),
     (2, 8, 6, 6, 6, 3, 3, 1, 1, 1, 0.05, False),
     (4, 3, 5, 5, 2, 5, 5, 3, 2, 1, 0.6, True),
+    # taps that read one phase of the four: a strided 1x1 (a ResNet shortcut), and a 3x3 of
+    # stride 2 and dilation 2
+    (2, 6, 9, 8, 5, 1, 1, 2, 0, 1, 0.5, True),
+    (2, 4, 10, 11, 6, 3, 3, 2, 2, 2, 0.4, False),
 ]
 
 

@@ -450,8 +450,7 @@ void sparse_conv2d_backward(const SpConvGeom& g, const T* x, const T* gy, const 
     });
     return;
   }
-  std::vector<char> read(size_t(g.phases));
-  for (int64_t p = 0; p < g.phases; ++p) read[size_t(p)] = g.phase_read(p);
+  const std::vector<char> read = g.phases_read();
   par.for_range(g.n * g.c, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / g.c, ic = t % g.c;

@@ -110,14 +110,14 @@ struct SpConvGeom {
   int64_t tap_offset(int64_t i, int64_t j) const {
     return (((i * dh) / sh) * wq + (j * dw) / sw) * px;
   }
-  // Whether some tap reads phase p of the input. A 1x1 kernel of stride 2 reads one phase of
-  // four (so does a 3x3 one of stride 2 and dilation 2): the packing zeroes the others instead
-  // of copying the input into them, and the input gradient is zero there.
-  bool phase_read(int64_t p) const {
+  // Per phase p of the input, whether some tap reads it. A 1x1 kernel of stride 2 reads one
+  // phase of four (so does a 3x3 one of stride 2 and dilation 2): the packing zeroes the others
+  // instead of copying the input into them, and the input gradient is zero there.
+  std::vector<char> phases_read() const {
+    std::vector<char> read(size_t(phases), 0);
     for (int64_t i = 0; i < kh; ++i)
-      for (int64_t j = 0; j < kw; ++j)
-        if (tap_phase(i, j) == p) return true;
-    return false;
+      for (int64_t j = 0; j < kw; ++j) read[size_t(tap_phase(i, j))] = 1;
+    return read;
   }
   // Elements of the packed input buffer: its rows plus slack for the runs' rounding and the
   // taps' offsets.
@@ -259,8 +259,7 @@ inline void sp_zero_border(const SpConvGeom& g, T* d, int64_t r0, int64_t r1, in
 template <class T, class Par>
 void sp_pack_input(const SpConvGeom& g, const T* x, T* buf, const Par& par) {
   std::fill(buf + g.c * g.phases * g.q, buf + g.in_elems(), T(0));
-  std::vector<char> read(size_t(g.phases));
-  for (int64_t p = 0; p < g.phases; ++p) read[size_t(p)] = g.phase_read(p);
+  const std::vector<char> read = g.phases_read();
   if (g.lanes) {
     std::vector<int64_t> yo, xo;
     sp_lanes_offsets(g, g.q, yo, xo);
